@@ -1,0 +1,65 @@
+"""Error answers: every failure is JSON with a readable message, never a traceback.
+
+The shape follows A1111 (``error``, ``detail``, ``errors``) so existing clients can show it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An expected failure with an HTTP status and a user-facing message."""
+
+    def __init__(self, status: int, message: str, kind: str = "BadRequest") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+
+
+def error_body(kind: str, message: str) -> dict[str, str]:
+    return {"error": kind, "detail": message, "errors": message}
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        where = ".".join(loc) if loc else "request body"
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "missing" and not loc:
+            msg = "is missing: send a JSON object"
+        elif err.get("type") in ("json_invalid", "model_attributes_type", "dict_type"):
+            where, msg = "request body", "must be a JSON object"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content=error_body(exc.kind, exc.message))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content=error_body("ValidationError", _validation_message(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse(status_code=exc.status_code, content=error_body("HTTPException", detail),
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content=error_body(type(exc).__name__,
+                                                                f"internal error: {exc}"))

@@ -1,0 +1,163 @@
+"""Command-line flags, in the A1111 spelling users already know.
+
+``parse_flags`` never prints a usage dump or a traceback: a bad or conflicting flag raises
+:class:`FlagError` with one line that says what is wrong; ``launch.py`` prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+
+class FlagError(ValueError):
+    """A bad or conflicting command-line flag (message is one line)."""
+
+
+@dataclass(frozen=True)
+class Flags:
+    port: int | None = None
+    listen: bool = False
+    api: bool = False
+    nowebui: bool = False
+    ckpt: Path | None = None
+    ckpt_dir: Path | None = None
+    lora_dir: Path | None = None
+    data_dir: Path | None = None
+    api_auth: tuple[tuple[str, str], ...] = ()
+    gradio_auth: tuple[tuple[str, str], ...] = ()
+    share: bool = False
+    insecure: bool = False
+    use_cpu: tuple[str, ...] = ()
+    no_half: bool = False
+    lowvram: bool = False
+    medvram: bool = False
+    offline: bool = False
+    allow_pickle: bool = False
+    skip_load_model_at_start: bool = False
+
+    @property
+    def host(self) -> str:
+        return "0.0.0.0" if self.listen else "127.0.0.1"
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 7861 if self.nowebui else 7860
+
+    @property
+    def api_enabled(self) -> bool:
+        return self.api or self.nowebui
+
+    @property
+    def memory_mode(self) -> str:
+        return "lowvram" if self.lowvram else "medvram" if self.medvram else "normal"
+
+    @property
+    def is_public(self) -> bool:
+        return self.listen or self.share
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise FlagError(message)
+
+
+def _credentials(value: str, flag: str) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise FlagError(f"{flag} expects 'user:password[,user2:password2]', got {item!r}")
+        pairs.append((user, password))
+    if not pairs:
+        raise FlagError(f"{flag} expects 'user:password[,user2:password2]'")
+    return tuple(pairs)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="launch.py", description="Atelier: a local-first AI image studio",
+                       allow_abbrev=False)
+    p.add_argument("--port", type=int, help="port to serve on (default 7860; 7861 with --nowebui)")
+    p.add_argument("--listen", action="store_true",
+                   help="listen on 0.0.0.0 instead of 127.0.0.1 (requires auth or --insecure)")
+    p.add_argument("--api", action="store_true", help="serve the A1111-compatible REST API (/sdapi/v1)")
+    p.add_argument("--nowebui", action="store_true", help="serve only the API, no web UI")
+    p.add_argument("--ckpt", type=Path, help="checkpoint to load at start")
+    p.add_argument("--ckpt-dir", type=Path, help="folder with checkpoints (default models/Stable-diffusion)")
+    p.add_argument("--lora-dir", type=Path, help="folder with LoRA files (default models/Lora)")
+    p.add_argument("--data-dir", type=Path, help="base folder for settings, caches, outputs and models")
+    p.add_argument("--api-auth", help="HTTP Basic credentials for the API, 'user:pass[,user2:pass2]'")
+    p.add_argument("--gradio-auth", help="login for the web UI, 'user:pass[,user2:pass2]'")
+    p.add_argument("--share", action="store_true", help="make a public Gradio share link (requires auth or --insecure)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow --listen/--share without any auth (prints a warning)")
+    p.add_argument("--use-cpu", nargs="*", metavar="MODULE", default=None,
+                   help="run on the CPU ('all' or module names, as in A1111)")
+    p.add_argument("--no-half", action="store_true", help="keep weights in float32")
+    p.add_argument("--lowvram", action="store_true", help="lowest memory use: sequential offload")
+    p.add_argument("--medvram", action="store_true", help="less memory: model offload")
+    p.add_argument("--offline", action="store_true", help="never touch the network (the default behaviour is already offline for models)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow loading pickle .ckpt/.pt files (with torch weights_only=True)")
+    p.add_argument("--skip-load-model-at-start", action="store_true",
+                   help="do not load a checkpoint at start")
+    return p
+
+
+def parse_flags(argv: Sequence[str]) -> Flags:
+    """Parse and validate ``argv`` (without the program name)."""
+    ns = _build_parser().parse_args(list(argv))
+    if ns.port is not None and not 1 <= ns.port <= 65535:
+        raise FlagError(f"--port must be between 1 and 65535, got {ns.port}")
+    if ns.lowvram and ns.medvram:
+        raise FlagError("--lowvram and --medvram cannot be used together: pick one")
+    if ns.nowebui and ns.gradio_auth:
+        raise FlagError("--gradio-auth has no effect with --nowebui: use --api-auth to protect the API")
+    if ns.nowebui and ns.share:
+        raise FlagError("--share needs the web UI: it cannot be combined with --nowebui")
+    api_auth = _credentials(ns.api_auth, "--api-auth") if ns.api_auth else ()
+    gradio_auth = _credentials(ns.gradio_auth, "--gradio-auth") if ns.gradio_auth else ()
+    for flag, path, want_dir in (("--ckpt", ns.ckpt, False), ("--ckpt-dir", ns.ckpt_dir, True),
+                                 ("--lora-dir", ns.lora_dir, True)):
+        if path is None:
+            continue
+        if not path.exists():
+            raise FlagError(f"{flag}: {path} does not exist")
+        if want_dir and not path.is_dir():
+            raise FlagError(f"{flag}: {path} is not a folder")
+    if ns.data_dir is not None and ns.data_dir.exists() and not ns.data_dir.is_dir():
+        raise FlagError(f"--data-dir: {ns.data_dir} is not a folder")
+    use_cpu = tuple(ns.use_cpu) if ns.use_cpu is not None else ()
+    if ns.use_cpu is not None and not use_cpu:
+        use_cpu = ("all",)
+    flags = Flags(
+        port=ns.port, listen=ns.listen, api=ns.api, nowebui=ns.nowebui, ckpt=ns.ckpt,
+        ckpt_dir=ns.ckpt_dir, lora_dir=ns.lora_dir, data_dir=ns.data_dir, api_auth=api_auth,
+        gradio_auth=gradio_auth, share=ns.share, insecure=ns.insecure, use_cpu=use_cpu,
+        no_half=ns.no_half, lowvram=ns.lowvram, medvram=ns.medvram, offline=ns.offline,
+        allow_pickle=ns.allow_pickle, skip_load_model_at_start=ns.skip_load_model_at_start,
+    )
+    _check_exposure(flags)
+    return flags
+
+
+def _check_exposure(flags: Flags) -> None:
+    """Refuse to listen publicly or share without auth unless the user opts out with --insecure."""
+    if not flags.is_public or flags.insecure:
+        return
+    how = "--listen" if flags.listen else "--share"
+    if flags.nowebui:
+        if not flags.api_auth:
+            raise FlagError(f"{how} exposes the API to the network: add --api-auth user:pass (or --insecure to accept the risk)")
+        return
+    if not flags.gradio_auth:
+        raise FlagError(f"{how} exposes the studio to the network: add --gradio-auth user:pass (or --insecure to accept the risk)")
+    if flags.api_enabled and not flags.api_auth:
+        raise FlagError(f"{how} with --api exposes the API too: add --api-auth user:pass (or --insecure to accept the risk)")

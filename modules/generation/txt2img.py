@@ -1,0 +1,163 @@
+"""Run a :class:`Txt2ImgRequest` on the loaded model: seeds, sampler, sampling, infotext, saving.
+
+Determinism: the initial noise comes from A1111 seed semantics on a CPU generator and every
+stochastic sampler gets its own per-image CPU generator, so the same request and seed give
+the same image, bit for bit, on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from modules.generation.pipeline_call import ARCHITECTURE_CALLS
+from modules.generation.samplers import resolve_sampler
+from modules.generation.seeds import SeedPlan, make_initial_noise, plan_seeds
+from modules.generation.validation import resolve_size
+from modules.images.infotext import build_infotext
+from modules.images.saving import save_generated_image
+from modules.jobs.progress import JobControl
+from modules.version import VERSION
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from modules.generation.requests import Txt2ImgRequest
+    from modules.models.manager import ActiveModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    """What a generation job produced (images stay in memory; paths when saved)."""
+
+    images: list["Image.Image"] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    paths: list[Path | None] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    subseeds: list[int] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    negative_prompts: list[str] = field(default_factory=list)
+    seed_plan: SeedPlan | None = None
+    width: int = 0
+    height: int = 0
+    sampler_name: str = ""
+    schedule_label: str = ""
+    model_name: str = ""
+    model_hash: str | None = None
+    interrupted: bool = False
+    job_timestamp: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    save: bool
+    outdir: Path
+    write_infotext: bool = True
+    add_model_hash: bool = True
+    add_model_name: bool = True
+    add_version: bool = True
+
+
+def generation_params(req: "Txt2ImgRequest", *, seed: int, subseed: int, width: int, height: int,
+                      sampler_name: str, schedule_label: str, active: "ActiveModel",
+                      output: OutputOptions) -> dict[str, Any]:
+    """The infotext parameters of one image, in A1111 key names."""
+    params: dict[str, Any] = {
+        "Steps": req.steps,
+        "Sampler": sampler_name,
+        "Schedule type": schedule_label,
+        "CFG scale": req.cfg_scale,
+        "Seed": seed,
+        "Size": f"{width}x{height}",
+        "Model hash": active.shorthash if output.add_model_hash else None,
+        "Model": active.info.name_for_extra if output.add_model_name else None,
+    }
+    if req.subseed_strength > 0:
+        params["Variation seed"] = subseed
+        params["Variation seed strength"] = req.subseed_strength
+    if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0:
+        params["Seed resize from"] = f"{req.seed_resize_from_w}x{req.seed_resize_from_h}"
+    if req.clip_skip > 1:
+        params["Clip skip"] = req.clip_skip
+    if active.model.family.architecture == "flux" and active.model.family.id == "flux-dev":
+        params["Distilled CFG Scale"] = getattr(req, "distilled_cfg_scale", 3.5)
+    if output.add_version:
+        params["Version"] = VERSION
+    return params
+
+
+def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobControl,
+                output: OutputOptions) -> GenerationResult:
+    """Generate ``req.n_iter`` batches of ``req.batch_size`` images on ``active``."""
+    started = time.perf_counter()
+    model = active.model
+    width, height = resolve_size(req.width, req.height, model)
+    sampler = resolve_sampler(req.sampler_name, req.scheduler)
+    pipe = model.pipeline
+    pipe.scheduler = sampler.build(model.scheduler_config, model.prediction_type)
+    plan = plan_seeds(req.seed, req.subseed, req.subseed_strength, req.batch_size, req.n_iter)
+    call = ARCHITECTURE_CALLS[model.family.architecture]
+    resize_from = ((req.seed_resize_from_w, req.seed_resize_from_h)
+                   if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None)
+
+    result = GenerationResult(seed_plan=plan, width=width, height=height, sampler_name=sampler.sampler_name,
+                              schedule_label=sampler.schedule_label, model_name=active.info.name_for_extra,
+                              model_hash=active.shorthash, job_timestamp=time.strftime("%Y%m%d%H%M%S"))
+    control.begin(req.n_iter, req.steps, text=f"txt2img {width}x{height}")
+    latent_shape = (model.latent_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
+    device = getattr(pipe, "device", torch.device("cpu"))
+
+    for batch_no in range(req.n_iter):
+        if control.should_stop:
+            result.interrupted = True
+            break
+        control.begin_batch(batch_no)
+        lo, hi = batch_no * req.batch_size, (batch_no + 1) * req.batch_size
+        seeds, subseeds = plan.all_seeds[lo:hi], plan.all_subseeds[lo:hi]
+        noise = make_initial_noise(latent_shape, seeds, subseeds, req.subseed_strength, resize_from,
+                                   latent_factor=model.vae_scale_factor)
+        latents = call.prepare_latents(model, noise).to(device=device, dtype=pipe.dtype if hasattr(pipe, "dtype") else torch.float32)
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            control.step(step + 1)
+            if control.should_stop or control.should_skip_batch:
+                pipeline._interrupt = True  # diffusers' documented way to stop the denoising loop
+            return kwargs
+
+        out = pipe(prompt=[req.prompt] * req.batch_size, num_inference_steps=req.steps, height=height,
+                   width=width, latents=latents, generator=generators, output_type="pil",
+                   callback_on_step_end=on_step_end, **call.guidance_kwargs(model, req))
+        if control.should_stop:
+            result.interrupted = True
+        for index, image in enumerate(out.images):
+            seed, subseed = seeds[index], subseeds[index]
+            params = generation_params(req, seed=seed, subseed=subseed, width=width, height=height,
+                                       sampler_name=sampler.sampler_name, schedule_label=sampler.schedule_label,
+                                       active=active, output=output)
+            infotext = build_infotext(req.prompt, req.negative_prompt, params)
+            if output.write_infotext:
+                image.info["parameters"] = infotext
+            path = (save_generated_image(image, outdir=output.outdir, seed=seed,
+                                         infotext=infotext if output.write_infotext else "")
+                    if output.save else None)
+            result.images.append(image)
+            result.infotexts.append(infotext)
+            result.paths.append(path)
+            result.seeds.append(seed)
+            result.subseeds.append(subseed)
+            result.prompts.append(req.prompt)
+            result.negative_prompts.append(req.negative_prompt)
+        if result.interrupted:
+            break
+    control.step(req.steps)
+    result.seconds = time.perf_counter() - started
+    return result

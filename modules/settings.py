@@ -1,0 +1,109 @@
+"""User settings (A1111's ``config.json`` options), persisted to the data dir.
+
+Only the options Atelier actually honours are declared; each has a type, a default and a
+description. Writes are atomic (temp file + ``os.replace``) so a crash never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class SettingsError(ValueError):
+    """A settings change that cannot be applied (unknown key or invalid value)."""
+
+
+class Settings(BaseModel):
+    """Every option a user can change; the names are A1111's where A1111 has one."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    sd_model_checkpoint: str = Field("", description="Title of the checkpoint to use")
+    sd_checkpoint_hash: str = Field("", description="SHA-256 of the loaded checkpoint (read only)")
+    CLIP_stop_at_last_layers: int = Field(1, ge=1, le=12, description="Clip skip")
+    samples_save: bool = Field(True, description="Always save generated images")
+    samples_format: Literal["png"] = Field("png", description="File format for images")
+    enable_pnginfo: bool = Field(True, description="Write infotext into PNG files")
+    add_model_hash_to_info: bool = Field(True, description="Add model hash to infotext")
+    add_model_name_to_info: bool = Field(True, description="Add model name to infotext")
+    add_version_to_infotext: bool = Field(True, description="Add program version to infotext")
+    live_previews_enable: bool = Field(True, description="Show live previews while generating")
+    show_progress_every_n_steps: int = Field(5, ge=-1, le=100,
+                                             description="Live preview every N steps (-1: only at the end)")
+    sd_prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
+        "auto", description="Override the prediction type of SD 2.x checkpoints")
+
+
+READ_ONLY = frozenset({"sd_checkpoint_hash"})
+
+
+class SettingsStore:
+    """Thread-safe holder of :class:`Settings` backed by a JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._settings = self._load()
+
+    def _load(self) -> Settings:
+        if not self._path.exists():
+            return Settings()
+        try:
+            raw = json.loads(self._path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("Settings file %s is unreadable (%s); using defaults", self._path, exc)
+            return Settings()
+        known = {k: v for k, v in raw.items() if k in Settings.model_fields} if isinstance(raw, dict) else {}
+        try:
+            return Settings(**known)
+        except ValidationError:
+            settings = Settings()
+            for key, value in known.items():  # keep every value that is still valid
+                try:
+                    setattr(settings, key, value)
+                except ValidationError:
+                    log.warning("Ignoring invalid saved setting %s=%r", key, value)
+            return settings
+
+    @property
+    def current(self) -> Settings:
+        with self._lock:
+            return self._settings.model_copy()
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.current.model_dump()
+
+    def update(self, changes: dict[str, Any], *, allow_read_only: bool = False) -> Settings:
+        """Validate and apply ``changes`` all-or-nothing, then persist."""
+        unknown = sorted(set(changes) - set(Settings.model_fields))
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+        blocked = sorted(set(changes) & READ_ONLY) if not allow_read_only else []
+        if blocked:
+            raise SettingsError(f"read-only setting(s): {', '.join(blocked)}")
+        with self._lock:
+            merged = {**self._settings.model_dump(), **changes}
+            try:
+                new = Settings(**merged)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise SettingsError(f"invalid value for {where}: {first['msg']}") from None
+            self._settings = new
+            self._write(new)
+            return new.model_copy()
+
+    def _write(self, settings: Settings) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(settings.model_dump(), indent=2), encoding="utf-8")
+        os.replace(tmp, self._path)

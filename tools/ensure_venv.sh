@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create or update the project's virtual environment from a requirements file.
+# Usage: tools/ensure_venv.sh REQUIREMENTS_FILE
+# Re-installs only when the requirements files changed since the last successful install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+req="${1:-requirements.txt}"
+venv="${ATELIER_VENV:-.venv}"
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
+  echo "Atelier needs Python 3.10 or newer (found $("$python" --version 2>&1))" >&2
+  exit 1
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "Creating virtual environment in $venv"
+  "$python" -m venv "$venv"
+fi
+stamp="$venv/.installed-$(basename "$req").sha256"
+want="$(cat requirements*.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  echo "Installing $req into $venv (first run takes a few minutes)"
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$req"
+  echo "$want" > "$stamp"
+fi
