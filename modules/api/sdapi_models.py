@@ -70,8 +70,12 @@ class SdTxt2ImgPayload(BaseModel):
             return fields
         parsed = infotext_to_request_fields(parse_infotext(self.infotext))
         parsed.pop("extra", None)
+        if parsed.get("clip_skip") is not None and "override_settings" not in self.model_fields_set:
+            fields["clip_skip"] = parsed["clip_skip"]
+        if parsed.get("checkpoint") and "override_settings" not in self.model_fields_set:
+            fields["checkpoint"] = parsed["checkpoint"]
         for key, value in parsed.items():
-            if key not in self.model_fields_set and value is not None:
+            if key in type(self).model_fields and key not in self.model_fields_set and value is not None:
                 fields[key] = value
         return fields
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from modules.generation.requests import LoadModelRequest, Txt2ImgRequest
 from modules.generation.samplers import resolve_sampler
-from modules.generation.validation import InvalidRequestError, resolve_size
+from modules.generation.validation import InvalidRequestError, check_sampler_for_model, resolve_size
 from modules.jobs.queue import Job
 from modules.models.errors import ModelLoadError
 
@@ -30,7 +30,7 @@ def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
     if active is None:
         return
     resolve_size(req.width, req.height, active.model)
-    resolved.check_prediction_type(active.model.prediction_type)
+    check_sampler_for_model(resolved, active.model)
 
 
 def submit_txt2img(ctx: "AppContext", req: Txt2ImgRequest, *, owner: str | None = None) -> Job:

@@ -18,7 +18,7 @@ import torch
 from modules.generation.pipeline_call import ARCHITECTURE_CALLS
 from modules.generation.samplers import resolve_sampler
 from modules.generation.seeds import SeedPlan, make_initial_noise, plan_seeds
-from modules.generation.validation import resolve_size
+from modules.generation.validation import check_sampler_for_model, resolve_size
 from modules.images.infotext import build_infotext
 from modules.images.saving import save_generated_image
 from modules.jobs.progress import JobControl
@@ -87,6 +87,7 @@ def generation_params(req: "Txt2ImgRequest", *, seed: int, subseed: int, width: 
         params["Seed resize from"] = f"{req.seed_resize_from_w}x{req.seed_resize_from_h}"
     if req.clip_skip > 1:
         params["Clip skip"] = req.clip_skip
+    params["RNG"] = "CPU"  # initial noise always comes from a CPU generator
     if active.model.family.architecture == "flux" and active.model.family.id == "flux-dev":
         params["Distilled CFG Scale"] = getattr(req, "distilled_cfg_scale", 3.5)
     if output.add_version:
@@ -101,6 +102,8 @@ def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobContro
     model = active.model
     width, height = resolve_size(req.width, req.height, model)
     sampler = resolve_sampler(req.sampler_name, req.scheduler)
+    check_sampler_for_model(sampler, model)
+    schedule_label = sampler.schedule_label_for(model.prediction_type)
     pipe = model.pipeline
     pipe.scheduler = sampler.build(model.scheduler_config, model.prediction_type)
     plan = plan_seeds(req.seed, req.subseed, req.subseed_strength, req.batch_size, req.n_iter)
@@ -109,7 +112,7 @@ def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobContro
                    if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None)
 
     result = GenerationResult(seed_plan=plan, width=width, height=height, sampler_name=sampler.sampler_name,
-                              schedule_label=sampler.schedule_label, model_name=active.info.name_for_extra,
+                              schedule_label=schedule_label, model_name=active.info.name_for_extra,
                               model_hash=active.shorthash, job_timestamp=time.strftime("%Y%m%d%H%M%S"))
     control.begin(req.n_iter, req.steps, text=f"txt2img {width}x{height}")
     latent_shape = (model.latent_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
@@ -141,7 +144,7 @@ def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobContro
         for index, image in enumerate(out.images):
             seed, subseed = seeds[index], subseeds[index]
             params = generation_params(req, seed=seed, subseed=subseed, width=width, height=height,
-                                       sampler_name=sampler.sampler_name, schedule_label=sampler.schedule_label,
+                                       sampler_name=sampler.sampler_name, schedule_label=schedule_label,
                                        active=active, output=output)
             infotext = build_infotext(req.prompt, req.negative_prompt, params)
             if output.write_infotext:

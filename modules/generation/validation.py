@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from modules.generation.samplers import SamplerNotSupportedError, default_sampler_name
+
 if TYPE_CHECKING:
+    from modules.generation.samplers import ResolvedSampler
     from modules.models.loader import LoadedModel
 
 
@@ -29,3 +32,23 @@ def resolve_size(width: int | None, height: int | None, model: "LoadedModel") ->
             raise InvalidRequestError(
                 f"{label} {value} is outside {family.min_size}..{family.max_size} for {family.label}")
     return w, h
+
+
+def check_sampler_for_model(resolved: "ResolvedSampler", model: "LoadedModel") -> None:
+    """Refuse a sampler/schedule pair the loaded model's pipeline cannot run."""
+    pt = model.prediction_type
+    if not resolved.supports(pt):
+        raise SamplerNotSupportedError(
+            f"sampler {resolved.sampler_name!r} with schedule {resolved.schedule!r} cannot run "
+            f"{model.family.label} ({pt} prediction); try {default_sampler_name(pt)!r}")
+    if model.family.architecture == "flux":
+        # FluxPipeline always passes sigmas= and mu= to set_timesteps
+        params = resolved.set_timesteps_params(pt)
+        config = model.scheduler_config
+        if "sigmas" not in params or "mu" not in params or (
+                "mu" in params and not config.get("use_dynamic_shifting", False)
+                and resolved.scheduler_class(pt).__name__ != "FlowMatchEulerDiscreteScheduler"):
+            raise SamplerNotSupportedError(
+                f"sampler {resolved.sampler_name!r} does not work with the FLUX pipeline of this model; "
+                f"try 'Euler'")
+
