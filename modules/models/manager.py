@@ -81,6 +81,7 @@ class ModelManager:
 
         started = time.perf_counter()
         model = load_model(info.path, self._options())  # raises ModelLoadError; previous stays
+        model.pipeline.set_progress_bar_config(disable=True)  # progress goes to the job, not stderr
         sha = None if info.is_folder else self._hashes.sha256(info.path)
         active = ActiveModel(info=info, model=model, sha256=sha, load_seconds=time.perf_counter() - started)
         with self._lock:
