@@ -1,13 +1,18 @@
 """How one sampling call is made for each model architecture.
 
-The runner is architecture-agnostic; the small differences between UNet (SD/SDXL) and FLUX
-pipelines (latent packing, guidance arguments) are declared here, keyed by the
-``architecture`` field of the model-family registry.
+The runner is architecture-agnostic; the differences between UNet (SD/SDXL) and FLUX
+pipelines are declared here, keyed by the ``architecture`` field of the model-family registry:
+
+- latent layout (FLUX packs 2×2 patches),
+- conditioning: SD/SDXL prompts go through A1111's prompt syntax (weights, 75-token chunks,
+  BREAK, clip skip, prompt editing and alternation, swapped per step by a callback); FLUX's
+  T5 has no token weights, so attention markup is stripped and the prompt is passed as text,
+- guidance arguments (CFG for SD; distilled guidance and optional true CFG for FLUX).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -16,12 +21,24 @@ if TYPE_CHECKING:
     from modules.generation.requests import GenerationRequest
     from modules.models.loader import LoadedModel
 
+StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class Conditioning:
+    """Pipeline kwargs for the prompts, plus an optional per-step callback (prompt editing)."""
+
+    kwargs: dict[str, Any]
+    callback: StepCallback | None = None
+    tensor_inputs: list[str] = field(default_factory=lambda: ["latents"])
+
 
 @dataclass(frozen=True)
 class ArchitectureCall:
     """Per-architecture pieces of a txt2img pipeline call."""
 
     prepare_latents: Callable[["LoadedModel", torch.Tensor], torch.Tensor]
+    conditioning: Callable[["LoadedModel", "GenerationRequest", list[str], list[str]], Conditioning]
     guidance_kwargs: Callable[["LoadedModel", "GenerationRequest"], dict[str, Any]]
 
 
@@ -29,12 +46,19 @@ def _unet_latents(model: "LoadedModel", noise: torch.Tensor) -> torch.Tensor:
     return noise  # the pipeline multiplies by scheduler.init_noise_sigma itself
 
 
+def _unet_conditioning(model: "LoadedModel", req: "GenerationRequest", prompts: list[str],
+                       negatives: list[str]) -> Conditioning:
+    from modules.generation.conditioning import ScheduledConditioning
+
+    sched = ScheduledConditioning.build(model.pipeline, model.family.id, prompts, negatives, steps=req.steps,
+                                        clip_skip=req.clip_skip)
+    return Conditioning(kwargs=sched.initial_kwargs(),
+                        callback=None if sched.is_static else sched.callback,
+                        tensor_inputs=sorted({"latents", *sched.tensor_inputs}))
+
+
 def _unet_guidance(model: "LoadedModel", req: "GenerationRequest") -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"guidance_scale": req.cfg_scale,
-                              "negative_prompt": [req.negative_prompt] * req.batch_size}
-    if req.clip_skip > 1:  # A1111 "Clip skip 2" = diffusers clip_skip=1 (skip one layer)
-        kwargs["clip_skip"] = req.clip_skip - 1
-    return kwargs
+    return {"guidance_scale": req.cfg_scale}
 
 
 def _flux_latents(model: "LoadedModel", noise: torch.Tensor) -> torch.Tensor:
@@ -42,6 +66,18 @@ def _flux_latents(model: "LoadedModel", noise: torch.Tensor) -> torch.Tensor:
 
     b, c, h, w = noise.shape
     return FluxPipeline._pack_latents(noise, b, c, h, w)
+
+
+def _flux_conditioning(model: "LoadedModel", req: "GenerationRequest", prompts: list[str],
+                       negatives: list[str]) -> Conditioning:
+    from modules.generation.prompt_parser import get_learned_conditioning_prompt_schedules, strip_attention
+
+    # T5 has no token weights; prompt editing resolves to the text of the final step
+    final = [schedule[-1][1] for schedule in get_learned_conditioning_prompt_schedules(prompts, req.steps)]
+    kwargs: dict[str, Any] = {"prompt": [strip_attention(p) for p in final]}
+    if req.cfg_scale > 1.0 and any(negatives):
+        kwargs["negative_prompt"] = [strip_attention(n) for n in negatives]
+    return Conditioning(kwargs=kwargs)
 
 
 def _flux_guidance(model: "LoadedModel", req: "GenerationRequest") -> dict[str, Any]:
@@ -52,11 +88,10 @@ def _flux_guidance(model: "LoadedModel", req: "GenerationRequest") -> dict[str, 
         kwargs["guidance_scale"] = 0.0
     if req.cfg_scale > 1.0 and req.negative_prompt:
         kwargs["true_cfg_scale"] = req.cfg_scale
-        kwargs["negative_prompt"] = [req.negative_prompt] * req.batch_size
     return kwargs
 
 
 ARCHITECTURE_CALLS: dict[str, ArchitectureCall] = {
-    "ldm-unet": ArchitectureCall(_unet_latents, _unet_guidance),
-    "flux": ArchitectureCall(_flux_latents, _flux_guidance),
+    "ldm-unet": ArchitectureCall(_unet_latents, _unet_conditioning, _unet_guidance),
+    "flux": ArchitectureCall(_flux_latents, _flux_conditioning, _flux_guidance),
 }

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from modules.generation.requests import LoadModelRequest, Txt2ImgRequest
 from modules.generation.samplers import resolve_sampler
-from modules.generation.validation import InvalidRequestError, check_sampler_for_model, resolve_size
+from modules.generation.validation import InvalidRequestError, check_sampler_for_model, check_task, resolve_size
 from modules.jobs.queue import Job
 from modules.models.errors import ModelLoadError
 
@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
     """Raise InvalidRequestError / SamplerError / ModelLoadError for a request that cannot run."""
+    from modules.generation.txt2img import prepare_prompts
+
     resolved = resolve_sampler(req.sampler_name, req.scheduler)
+    prepare_prompts(req, getattr(ctx, "styles", None))
     active = ctx.models.active
     if req.checkpoint:
         info = ctx.models.resolve(req.checkpoint)  # raises ModelLoadError naming the checkpoint
@@ -29,6 +32,7 @@ def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
             return  # the family is known only after the switch; the job validates then
     if active is None:
         return
+    check_task(active.model, "txt2img")
     resolve_size(req.width, req.height, active.model)
     check_sampler_for_model(resolved, active.model)
 

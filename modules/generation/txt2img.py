@@ -18,7 +18,7 @@ import torch
 from modules.generation.pipeline_call import ARCHITECTURE_CALLS
 from modules.generation.samplers import resolve_sampler
 from modules.generation.seeds import SeedPlan, make_initial_noise, plan_seeds
-from modules.generation.validation import check_sampler_for_model, resolve_size
+from modules.generation.validation import check_sampler_for_model, check_task, resolve_size
 from modules.images.infotext import build_infotext
 from modules.images.saving import save_generated_image
 from modules.jobs.progress import JobControl
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from modules.generation.requests import Txt2ImgRequest
+    from modules.generation.styles import StyleStore
     from modules.models.manager import ActiveModel
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,44 @@ def generation_params(req: "Txt2ImgRequest", *, seed: int, subseed: int, width: 
     return params
 
 
+def prepare_prompts(req: "Txt2ImgRequest", styles: "StyleStore | None") -> tuple[str, str, str, str]:
+    """(infotext prompt, infotext negative, prompt to encode, negative to encode).
+
+    Styles are baked into the prompt (and so into the infotext), as A1111 does; extra-network
+    tags such as ``<lora:name:1>`` stay in the infotext but are removed before encoding;
+    composable ``AND`` keeps its first sub-prompt.
+    """
+    from modules.generation.prompt_parser import extract_extra_networks, split_and
+    from modules.generation.validation import InvalidRequestError
+
+    from modules.generation.prompt_parser import PromptSyntaxError, get_learned_conditioning_prompt_schedules
+    from modules.generation.styles import StyleError
+
+    prompt, negative = req.prompt, req.negative_prompt
+    try:
+        if req.styles:
+            if styles is None:
+                raise InvalidRequestError("styles were requested but no styles.csv is configured")
+            prompt, negative = styles.apply_styles(prompt, negative, req.styles)
+        encode_prompt, networks = extract_extra_networks(prompt)
+        encode_negative, _ = extract_extra_networks(negative)
+        get_learned_conditioning_prompt_schedules([encode_prompt, encode_negative], req.steps)
+    except (PromptSyntaxError, StyleError) as exc:
+        raise InvalidRequestError(str(exc)) from None
+    if networks:
+        names = ", ".join(f"<{c.kind}:{c.items[0] if c.items else ''}>" for c in networks)
+        raise InvalidRequestError(f"extra networks are not available yet: remove {names} from the prompt")
+    encode_prompt = split_and(encode_prompt)[0][0] if encode_prompt.strip() else encode_prompt
+    return prompt, negative, encode_prompt, encode_negative
+
+
 def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobControl,
-                output: OutputOptions) -> GenerationResult:
+                output: OutputOptions, styles: "StyleStore | None" = None) -> GenerationResult:
     """Generate ``req.n_iter`` batches of ``req.batch_size`` images on ``active``."""
     started = time.perf_counter()
+    prompt, negative, encode_prompt, encode_negative = prepare_prompts(req, styles)
     model = active.model
+    check_task(model, "txt2img")
     width, height = resolve_size(req.width, req.height, model)
     sampler = resolve_sampler(req.sampler_name, req.scheduler)
     check_sampler_for_model(sampler, model)
@@ -129,16 +163,24 @@ def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobContro
                                    latent_factor=model.vae_scale_factor)
         latents = call.prepare_latents(model, noise).to(device=device, dtype=pipe.dtype if hasattr(pipe, "dtype") else torch.float32)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        if "noise_sampler_seed" in pipe.scheduler.config:  # SDE samplers: seed the Brownian tree, not the global RNG
+            pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, noise_sampler_seed=seeds[0])
+
+        cond = call.conditioning(model, req, [encode_prompt] * req.batch_size,
+                                 [encode_negative] * req.batch_size)
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            if cond.callback is not None:
+                kwargs = cond.callback(pipeline, step, timestep, kwargs)
             control.step(step + 1)
             if control.should_stop or control.should_skip_batch:
                 pipeline._interrupt = True  # diffusers' documented way to stop the denoising loop
             return kwargs
 
-        out = pipe(prompt=[req.prompt] * req.batch_size, num_inference_steps=req.steps, height=height,
-                   width=width, latents=latents, generator=generators, output_type="pil",
-                   callback_on_step_end=on_step_end, **call.guidance_kwargs(model, req))
+        out = pipe(num_inference_steps=req.steps, height=height, width=width, latents=latents,
+                   generator=generators, output_type="pil", callback_on_step_end=on_step_end,
+                   callback_on_step_end_tensor_inputs=cond.tensor_inputs, **cond.kwargs,
+                   **call.guidance_kwargs(model, req))
         if control.should_stop:
             result.interrupted = True
         for index, image in enumerate(out.images):
@@ -146,7 +188,7 @@ def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobContro
             params = generation_params(req, seed=seed, subseed=subseed, width=width, height=height,
                                        sampler_name=sampler.sampler_name, schedule_label=schedule_label,
                                        active=active, output=output)
-            infotext = build_infotext(req.prompt, req.negative_prompt, params)
+            infotext = build_infotext(prompt, negative, params)
             if output.write_infotext:
                 image.info["parameters"] = infotext
             path = (save_generated_image(image, outdir=output.outdir, seed=seed,
@@ -157,8 +199,8 @@ def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobContro
             result.paths.append(path)
             result.seeds.append(seed)
             result.subseeds.append(subseed)
-            result.prompts.append(req.prompt)
-            result.negative_prompts.append(req.negative_prompt)
+            result.prompts.append(prompt)
+            result.negative_prompts.append(negative)
         if result.interrupted:
             break
     control.step(req.steps)

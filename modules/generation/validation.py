@@ -15,6 +15,14 @@ class InvalidRequestError(ValueError):
     """A request that cannot run on the loaded model (message is shown to the user)."""
 
 
+def check_task(model: "LoadedModel", task: str) -> None:
+    """Refuse a job kind the loaded family has no pipeline for (e.g. txt2img on a refiner)."""
+    if task == "txt2img" and not model.family.supports_txt2img:
+        raise InvalidRequestError(
+            f"{model.family.label} checkpoints refine existing images and cannot start from text: "
+            f"use img2img, or load an SDXL base model for txt2img")
+
+
 def resolve_size(width: int | None, height: int | None, model: "LoadedModel") -> tuple[int, int]:
     """Fill a missing size from the model's native size and validate against its family."""
     native_w, native_h = model.native_size

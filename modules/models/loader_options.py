@@ -21,4 +21,6 @@ def load_options_for(ctx: "AppContext") -> LoadOptions:
         allow_pickle=ctx.flags.allow_pickle,
         prediction_type=None if override == "auto" else override,
         cache_dir=ctx.paths.cache_dir,
+        vae_dir=ctx.paths.vae_dir,
+        text_encoder_dir=ctx.paths.text_encoder_dir,
     )

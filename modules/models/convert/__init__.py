@@ -1,0 +1,1 @@
+"""Checkpoint layout converters (diffusers <-> original LDM/SGM single-file layouts)."""
