@@ -29,26 +29,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal, Mapping
 
-from diffusers import (
-    DDIMScheduler,
-    DEISMultistepScheduler,
-    DPMSolverMultistepScheduler,
-    DPMSolverSDEScheduler,
-    DPMSolverSinglestepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    FlowMatchHeunDiscreteScheduler,
-    FlowMatchLCMScheduler,
-    HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LCMScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # diffusers is imported lazily: listing samplers must not cost a diffusers import
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 Family = Literal["diffusion", "flow"]
 
@@ -109,12 +94,17 @@ class ScheduleSpec:
 class SchedulerMapping:
     """A diffusers scheduler class plus the fixed constructor overrides for one sampler."""
 
-    cls: type[SchedulerMixin]
+    class_name: str
     kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: Restricts the schedules allowed; ``None`` derives them from the class signature.
     schedules: frozenset[str] | None = None
     #: Set when the mapping only approximates the A1111 sampler.
     note: str | None = None
+
+    @property
+    def cls(self) -> "type[SchedulerMixin]":
+        """The diffusers scheduler class (imported on first use)."""
+        return getattr(importlib.import_module("diffusers"), self.class_name)
 
     def init_params(self) -> frozenset[str]:
         """Constructor keyword names the scheduler class accepts."""
@@ -195,21 +185,21 @@ SCHEDULES: Final[tuple[ScheduleSpec, ...]] = (
 SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
     SamplerSpec(
         "DPM++ 2M", ("k_dpmpp_2m",), _opts(scheduler="karras"),
-        diffusion=SchedulerMapping(DPMSolverMultistepScheduler, _kw(algorithm_type="dpmsolver++", solver_order=2)),
+        diffusion=SchedulerMapping("DPMSolverMultistepScheduler", _kw(algorithm_type="dpmsolver++", solver_order=2)),
         flow=SchedulerMapping(
-            DPMSolverMultistepScheduler,
+            "DPMSolverMultistepScheduler",
             _kw(**_FLOW_SOLVER, algorithm_type="dpmsolver++", solver_order=2),
             schedules=_FLOW_SIGMAS_ONLY,
         ),
     ),
     SamplerSpec(
         "DPM++ SDE", ("k_dpmpp_sde",), _opts(scheduler="karras", second_order=True, brownian_noise=True),
-        diffusion=SchedulerMapping(DPMSolverSDEScheduler),
+        diffusion=SchedulerMapping("DPMSolverSDEScheduler"),
     ),
     SamplerSpec(
         "DPM++ 2M SDE", ("k_dpmpp_2m_sde",), _opts(scheduler="exponential", brownian_noise=True),
         diffusion=SchedulerMapping(
-            DPMSolverMultistepScheduler,
+            "DPMSolverMultistepScheduler",
             _kw(algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="midpoint"),
         ),
     ),
@@ -217,14 +207,14 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
         "DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",),
         _opts(scheduler="exponential", brownian_noise=True, solver_type="heun"),
         diffusion=SchedulerMapping(
-            DPMSolverMultistepScheduler,
+            "DPMSolverMultistepScheduler",
             _kw(algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="heun"),
         ),
     ),
     SamplerSpec(
         "DPM++ 2S a", ("k_dpmpp_2s_a",), _opts(scheduler="karras", uses_ensd=True, second_order=True),
         diffusion=SchedulerMapping(
-            DPMSolverSinglestepScheduler,
+            "DPMSolverSinglestepScheduler",
             _kw(algorithm_type="sde-dpmsolver++", solver_order=2, lower_order_final=True),
             note="stochastic single-step DPM-Solver++(2S); not k-diffusion's ancestral step",
         ),
@@ -233,36 +223,36 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
         "DPM++ 3M SDE", ("k_dpmpp_3m_sde",),
         _opts(scheduler="exponential", discard_next_to_last_sigma=True, brownian_noise=True),
         diffusion=SchedulerMapping(
-            DPMSolverMultistepScheduler, _kw(algorithm_type="sde-dpmsolver++", solver_order=3),
+            "DPMSolverMultistepScheduler", _kw(algorithm_type="sde-dpmsolver++", solver_order=3),
         ),
     ),
     SamplerSpec(
         "Euler a", ("k_euler_a", "k_euler_ancestral"), _opts(uses_ensd=True),
-        diffusion=SchedulerMapping(EulerAncestralDiscreteScheduler),
+        diffusion=SchedulerMapping("EulerAncestralDiscreteScheduler"),
     ),
     SamplerSpec(
         "Euler", ("k_euler",), _opts(),
-        diffusion=SchedulerMapping(EulerDiscreteScheduler),
-        flow=SchedulerMapping(FlowMatchEulerDiscreteScheduler),
+        diffusion=SchedulerMapping("EulerDiscreteScheduler"),
+        flow=SchedulerMapping("FlowMatchEulerDiscreteScheduler"),
     ),
-    SamplerSpec("LMS", ("k_lms",), _opts(), diffusion=SchedulerMapping(LMSDiscreteScheduler)),
+    SamplerSpec("LMS", ("k_lms",), _opts(), diffusion=SchedulerMapping("LMSDiscreteScheduler")),
     SamplerSpec(
         "Heun", ("k_heun",), _opts(second_order=True),
-        diffusion=SchedulerMapping(HeunDiscreteScheduler),
-        flow=SchedulerMapping(FlowMatchHeunDiscreteScheduler),
+        diffusion=SchedulerMapping("HeunDiscreteScheduler"),
+        flow=SchedulerMapping("FlowMatchHeunDiscreteScheduler"),
     ),
     SamplerSpec(
         "DPM2", ("k_dpm_2",), _opts(scheduler="karras", discard_next_to_last_sigma=True, second_order=True),
-        diffusion=SchedulerMapping(KDPM2DiscreteScheduler),
+        diffusion=SchedulerMapping("KDPM2DiscreteScheduler"),
     ),
     SamplerSpec(
         "DPM2 a", ("k_dpm_2_a",),
         _opts(scheduler="karras", discard_next_to_last_sigma=True, uses_ensd=True, second_order=True),
-        diffusion=SchedulerMapping(KDPM2AncestralDiscreteScheduler),
+        diffusion=SchedulerMapping("KDPM2AncestralDiscreteScheduler"),
     ),
-    SamplerSpec("DDIM", ("ddim",), _opts(), diffusion=SchedulerMapping(DDIMScheduler)),
+    SamplerSpec("DDIM", ("ddim",), _opts(), diffusion=SchedulerMapping("DDIMScheduler")),
     SamplerSpec(
-        "PLMS", ("plms",), _opts(), diffusion=SchedulerMapping(PNDMScheduler, _kw(skip_prk_steps=True)),
+        "PLMS", ("plms",), _opts(), diffusion=SchedulerMapping("PNDMScheduler", _kw(skip_prk_steps=True)),
     ),
     SamplerSpec(
         "UniPC", ("unipc",), _opts(),
@@ -270,22 +260,22 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
         # stops at t = 1/N without a final denoise, hence sigma_min (diffusers' bh1 also gives NaN
         # on a final step to sigma 0).
         diffusion=SchedulerMapping(
-            UniPCMultistepScheduler,
+            "UniPCMultistepScheduler",
             _kw(solver_type="bh1", solver_order=3, lower_order_final=True, final_sigmas_type="sigma_min"),
         ),
         flow=SchedulerMapping(
-            UniPCMultistepScheduler, _kw(**_FLOW_SOLVER, solver_type="bh2", solver_order=2),
+            "UniPCMultistepScheduler", _kw(**_FLOW_SOLVER, solver_type="bh2", solver_order=2),
             schedules=_FLOW_SIGMAS_ONLY,
         ),
     ),
     SamplerSpec(
         "LCM", ("k_lcm",), _opts(),
-        diffusion=SchedulerMapping(LCMScheduler),
-        flow=SchedulerMapping(FlowMatchLCMScheduler),
+        diffusion=SchedulerMapping("LCMScheduler"),
+        flow=SchedulerMapping("FlowMatchLCMScheduler"),
     ),
     # Not in A1111 (SD.Next offers it). No flow mapping: with flow sigmas diffusers' DEIS ends on
     # its last non-zero sigma (~0.14 for FLUX), leaving visible noise.
-    SamplerSpec("DEIS", ("deis",), _opts(), diffusion=SchedulerMapping(DEISMultistepScheduler)),
+    SamplerSpec("DEIS", ("deis",), _opts(), diffusion=SchedulerMapping("DEISMultistepScheduler")),
 )
 
 
