@@ -31,7 +31,7 @@ BREAK_SEGMENT = ("BREAK", -1.0)
 ROUND_BRACKET_MULTIPLIER = 1.1
 SQUARE_BRACKET_MULTIPLIER = 1 / 1.1
 
-_RE_ATTENTION = re.compile(
+RE_ATTENTION = re.compile(
     r"""
 \\\(|
 \\\)|
@@ -96,7 +96,7 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         for p in range(start, len(res)):
             res[p][1] *= multiplier
 
-    for match in _RE_ATTENTION.finditer(text):
+    for match in RE_ATTENTION.finditer(text):
         piece = match.group(0)
         weight = match.group(1)
         if piece.startswith("\\"):

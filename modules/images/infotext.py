@@ -24,6 +24,7 @@ from typing import Any, Callable, Final, Mapping
 
 from packaging import version
 
+from modules.generation.prompt_parser import RE_ATTENTION
 from modules.generation.samplers import SamplerError, find_schedule, resolve_sampler
 
 #: A1111's fixed key order (the dict literal in ``create_infotext``).
@@ -79,24 +80,7 @@ _V160: Final = version.parse("1.6.0")
 _V170_TSNR: Final = version.parse("v1.7.0-225")
 _V180: Final = version.parse("1.8.0")
 
-_re_attention: Final[re.Pattern[str]] = re.compile(
-    r"""
-\\\(|
-\\\)|
-\\\[|
-\\]|
-\\\\|
-\\|
-\(|
-\[|
-:\s*([+-]?[.\d]+)\s*\)|
-\)|
-]|
-[^\\()\[\]:]+|
-:
-""",
-    re.X,
-)
+_re_attention: Final[re.Pattern[str]] = RE_ATTENTION  # A1111's attention syntax, shared with the prompt parser
 
 
 class InfotextError(ValueError):
