@@ -210,10 +210,14 @@ class ClipEncoder:
         z = self._select(out, clip_skip)
         pooled = out.text_embeds if self.pooled else None
         multipliers = torch.tensor([c.multipliers for c in batch], dtype=torch.float32, device=z.device)
+        if bool((multipliers == 1.0).all()):
+            return z, pooled  # A1111's rescale is the identity here; skipping it avoids 0/0
         weighted = z.float()
         original_mean = weighted.mean()
         weighted = weighted * multipliers.unsqueeze(-1)
-        weighted = weighted * (original_mean / weighted.mean())
+        new_mean = weighted.mean()
+        if new_mean != 0:
+            weighted = weighted * (original_mean / new_mean)
         return weighted.to(z.dtype), pooled
 
     def encode_texts(self, texts: Sequence[str], clip_skip: int) -> tuple[torch.Tensor, torch.Tensor | None]:

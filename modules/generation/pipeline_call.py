@@ -7,7 +7,12 @@ pipelines are declared here, keyed by the ``architecture`` field of the model-fa
 - conditioning: SD/SDXL prompts go through A1111's prompt syntax (weights, 75-token chunks,
   BREAK, clip skip, prompt editing and alternation, swapped per step by a callback); FLUX's
   T5 has no token weights, so attention markup is stripped and the prompt is passed as text,
-- guidance arguments (CFG for SD; distilled guidance and optional true CFG for FLUX).
+- guidance arguments (CFG for SD; distilled guidance, optional true CFG and the T5 prompt length
+  ``max_sequence_length`` for FLUX).
+
+``conditioning`` takes the pipeline actually called (an img2img/inpaint pipeline derived from the
+model's, or one a hook swapped in; they share the text encoders) and the number of steps that pass
+runs, over which prompt editing (``[a:b:0.5]``) is scheduled.
 """
 
 from __future__ import annotations
@@ -35,10 +40,10 @@ class Conditioning:
 
 @dataclass(frozen=True)
 class ArchitectureCall:
-    """Per-architecture pieces of a txt2img pipeline call."""
+    """Per-architecture pieces of a pipeline call (txt2img, img2img, inpaint, hires, refiner)."""
 
     prepare_latents: Callable[["LoadedModel", torch.Tensor], torch.Tensor]
-    conditioning: Callable[["LoadedModel", "GenerationRequest", list[str], list[str]], Conditioning]
+    conditioning: Callable[["LoadedModel", Any, "GenerationRequest", list[str], list[str], int], Conditioning]
     guidance_kwargs: Callable[["LoadedModel", "GenerationRequest"], dict[str, Any]]
 
 
@@ -46,11 +51,11 @@ def _unet_latents(model: "LoadedModel", noise: torch.Tensor) -> torch.Tensor:
     return noise  # the pipeline multiplies by scheduler.init_noise_sigma itself
 
 
-def _unet_conditioning(model: "LoadedModel", req: "GenerationRequest", prompts: list[str],
-                       negatives: list[str]) -> Conditioning:
+def _unet_conditioning(model: "LoadedModel", pipe: Any, req: "GenerationRequest", prompts: list[str],
+                       negatives: list[str], steps: int) -> Conditioning:
     from modules.generation.conditioning import ScheduledConditioning
 
-    sched = ScheduledConditioning.build(model.pipeline, model.family.id, prompts, negatives, steps=req.steps,
+    sched = ScheduledConditioning.build(pipe, model.family.id, prompts, negatives, steps=steps,
                                         clip_skip=req.clip_skip)
     return Conditioning(kwargs=sched.initial_kwargs(),
                         callback=None if sched.is_static else sched.callback,
@@ -68,12 +73,12 @@ def _flux_latents(model: "LoadedModel", noise: torch.Tensor) -> torch.Tensor:
     return FluxPipeline._pack_latents(noise, b, c, h, w)
 
 
-def _flux_conditioning(model: "LoadedModel", req: "GenerationRequest", prompts: list[str],
-                       negatives: list[str]) -> Conditioning:
+def _flux_conditioning(model: "LoadedModel", pipe: Any, req: "GenerationRequest", prompts: list[str],
+                       negatives: list[str], steps: int) -> Conditioning:
     from modules.generation.prompt_parser import get_learned_conditioning_prompt_schedules, strip_attention
 
     # T5 has no token weights; prompt editing resolves to the text of the final step
-    final = [schedule[-1][1] for schedule in get_learned_conditioning_prompt_schedules(prompts, req.steps)]
+    final = [schedule[-1][1] for schedule in get_learned_conditioning_prompt_schedules(prompts, steps)]
     kwargs: dict[str, Any] = {"prompt": [strip_attention(p) for p in final]}
     if req.cfg_scale > 1.0 and any(negatives):
         kwargs["negative_prompt"] = [strip_attention(n) for n in negatives]
@@ -81,11 +86,11 @@ def _flux_conditioning(model: "LoadedModel", req: "GenerationRequest", prompts: 
 
 
 def _flux_guidance(model: "LoadedModel", req: "GenerationRequest") -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    if model.family.id == "flux-dev":
-        kwargs["guidance_scale"] = getattr(req, "distilled_cfg_scale", 3.5)
-    else:
-        kwargs["guidance_scale"] = 0.0
+    from modules.generation.validation import resolve_max_sequence_length
+
+    kwargs: dict[str, Any] = {"max_sequence_length": resolve_max_sequence_length(req.max_sequence_length, model)}
+    # dev embeds a distilled guidance value; schnell has no guidance embedding (guidance 0)
+    kwargs["guidance_scale"] = req.distilled_cfg_scale if model.family.id == "flux-dev" else 0.0
     if req.cfg_scale > 1.0 and req.negative_prompt:
         kwargs["true_cfg_scale"] = req.cfg_scale
     return kwargs

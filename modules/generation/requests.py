@@ -3,13 +3,20 @@
 These models validate what can be validated without a model loaded (ranges, names);
 checks against the loaded model family (size multiple, limits) happen in
 :mod:`modules.generation.validation` just before the job runs.
+
+Field names are A1111's (``/sdapi/v1/txt2img`` and ``/sdapi/v1/img2img``), so translating an A1111
+payload is a rename-free copy. Where A1111's UI and API defaults differ, these models carry the
+**UI** defaults (``inpainting_fill=1`` "original", ``inpaint_full_res=False`` "Whole picture",
+``inpaint_full_res_padding=32``, hires ``denoising_strength=0.7``); the A1111 API layer fills in
+the API defaults itself. Images travel as base64 PNG strings so a request stays JSON-serialisable
+for the persistent queue (:func:`modules.generation.img2img.decode_request_image` decodes them).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class GenerationRequest(BaseModel):
@@ -36,6 +43,14 @@ class GenerationRequest(BaseModel):
     clip_skip: int = Field(1, ge=1, le=12)
     checkpoint: str | None = Field(None, description="checkpoint title/name; None: the loaded one")
     save_images: bool = True
+    # SDXL refiner switch-over (A1111 names); None: no refiner
+    refiner_checkpoint: str | None = Field(None, description="refiner checkpoint title/name")
+    refiner_switch_at: float = Field(0.8, gt=0.0, lt=1.0,
+                                     description="fraction of the sampling steps after which the refiner takes over")
+    # FLUX
+    distilled_cfg_scale: float = Field(3.5, ge=0.0, le=30.0, description="FLUX.1 dev distilled guidance")
+    max_sequence_length: int | None = Field(
+        None, ge=1, le=512, description="FLUX T5 prompt tokens; None: the family maximum (dev 512, schnell 256)")
 
     @field_validator("sampler_name")
     @classmethod
@@ -44,11 +59,115 @@ class GenerationRequest(BaseModel):
             raise ValueError("sampler_name must not be empty")
         return value.strip()
 
+    @field_validator("refiner_checkpoint")
+    @classmethod
+    def _refiner_none_words(cls, value: str | None) -> str | None:
+        # A1111 UIs send "None" / "" for "no refiner"
+        if value is None or value.strip() in ("", "None", "none"):
+            return None
+        return value.strip()
+
+
+#: A1111's latent upscale modes (``shared.latent_upscale_modes``), usable as ``hr_upscaler``
+LATENT_UPSCALE_MODES = ("Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)",
+                        "Latent (nearest)", "Latent (nearest-exact)")
+
 
 class Txt2ImgRequest(GenerationRequest):
-    """A text-to-image job."""
+    """A text-to-image job, optionally with A1111's hires fix (a second, img2img pass at a larger size)."""
 
     kind: Literal["txt2img"] = "txt2img"
+    enable_hr: bool = False
+    hr_scale: float = Field(2.0, ge=1.0, le=8.0)
+    hr_resize_x: int = Field(0, ge=0, le=8192, description="0: use hr_scale")
+    hr_resize_y: int = Field(0, ge=0, le=8192, description="0: use hr_scale")
+    hr_upscaler: str = Field("Latent", description="a latent mode, Lanczos, Nearest, or an ESRGAN model name")
+    hr_second_pass_steps: int = Field(0, ge=0, le=150, description="0: same as steps")
+    denoising_strength: float = Field(0.7, ge=0.0, le=1.0, description="hires second pass")
+    hr_sampler_name: str | None = Field(None, description="None: same sampler")
+    hr_scheduler: str | None = Field(None, description="None: same schedule")
+    hr_prompt: str = Field("", max_length=20000, description="empty: same prompt")
+    hr_negative_prompt: str = Field("", max_length=20000, description="empty: same negative prompt")
+
+    @field_validator("hr_sampler_name", "hr_scheduler")
+    @classmethod
+    def _use_same(cls, value: str | None) -> str | None:
+        if value is None or value.strip() in ("", "Use same sampler", "Use same scheduler"):
+            return None
+        return value.strip()
+
+
+class Outpaint(BaseModel):
+    """Extend the canvas by these many pixels per side and paint the new area (fill mode:
+    the request's ``inpainting_fill``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    left: int = Field(0, ge=0, le=2048)
+    right: int = Field(0, ge=0, le=2048)
+    up: int = Field(0, ge=0, le=2048)
+    down: int = Field(0, ge=0, le=2048)
+
+    @model_validator(mode="after")
+    def _some_side(self) -> "Outpaint":
+        if not (self.left or self.right or self.up or self.down):
+            raise ValueError("outpaint needs at least one side with pixels > 0")
+        return self
+
+
+class Img2ImgRequest(GenerationRequest):
+    """An image-to-image job; with ``mask`` (or ``outpaint``) an inpainting / outpainting job.
+
+    ``width``/``height`` are the processing size (None: the first init image's size, rounded to the
+    family's multiple). ``mask`` is white (or, for an RGBA sketch, opaque alpha) where to paint.
+    """
+
+    kind: Literal["img2img"] = "img2img"
+    init_images: list[str] = Field(default_factory=list, max_length=64, description="base64 PNG/JPEG/WebP")
+    mask: str | None = Field(None, description="base64 image; white / opaque alpha = repaint")
+    resize_mode: int = Field(0, ge=0, le=3, description="0 just resize, 1 crop and resize, 2 resize and fill, "
+                                                         "3 just resize (latent upscale)")
+    denoising_strength: float = Field(0.75, ge=0.0, le=1.0)
+    image_cfg_scale: float | None = Field(None, ge=0.0, le=30.0, description="instruct-pix2pix only; ignored")
+    mask_blur: int | None = Field(None, ge=0, le=64, description="sets mask_blur_x and mask_blur_y")
+    mask_blur_x: int = Field(4, ge=0, le=64)
+    mask_blur_y: int = Field(4, ge=0, le=64)
+    mask_round: bool = True
+    inpainting_fill: int = Field(1, ge=0, le=3, description="0 fill, 1 original, 2 latent noise, 3 latent nothing")
+    inpaint_full_res: bool = Field(False, description="True: 'Only masked' (crop, process, paste back)")
+    inpaint_full_res_padding: int = Field(32, ge=0, le=1024)
+    inpainting_mask_invert: int = Field(0, ge=0, le=1, description="1: repaint what is NOT masked")
+    initial_noise_multiplier: float | None = Field(None, ge=0.0, le=2.0, description="only 1.0 is supported")
+    include_init_images: bool = Field(False, description="API echo only")
+    outpaint: Outpaint | None = Field(None, description="grow the canvas; the processing size is then the "
+                                                       "grown canvas (width/height are not used)")
+
+    @model_validator(mode="after")
+    def _blur_and_noise(self) -> "Img2ImgRequest":
+        if self.mask_blur is not None:
+            self.mask_blur_x = self.mask_blur_y = self.mask_blur
+        if self.initial_noise_multiplier is not None and self.initial_noise_multiplier != 1.0:
+            raise ValueError("initial_noise_multiplier other than 1.0 is not supported")
+        return self
+
+    @property
+    def effective_mask_blur(self) -> int | None:
+        """A1111's ``mask_blur`` property: the common value, or None when x and y differ."""
+        return self.mask_blur_x if self.mask_blur_x == self.mask_blur_y else None
+
+
+class Img2ImgBatchRequest(Img2ImgRequest):
+    """img2img over every image of a server-side folder, as one job (A1111's img2img "Batch" tab).
+
+    Reads and writes local folders: offer it to the local UI and trusted callers only.
+    ``init_images`` is ignored; a mask of the same file stem in ``mask_dir`` (or ``mask``) applies.
+    Without ``output_dir`` images go to the normal img2img output folder.
+    """
+
+    kind: Literal["img2img_batch"] = "img2img_batch"  # type: ignore[assignment]
+    input_dir: str = Field(..., min_length=1)
+    output_dir: str | None = None
+    mask_dir: str | None = None
 
 
 class LoadModelRequest(BaseModel):
@@ -59,4 +178,4 @@ class LoadModelRequest(BaseModel):
     checkpoint: str
 
 
-JobRequest = Txt2ImgRequest | LoadModelRequest
+JobRequest = Txt2ImgRequest | Img2ImgRequest | Img2ImgBatchRequest | LoadModelRequest

@@ -60,3 +60,32 @@ def check_sampler_for_model(resolved: "ResolvedSampler", model: "LoadedModel") -
                 f"sampler {resolved.sampler_name!r} does not work with the FLUX pipeline of this model; "
                 f"try 'Euler'")
 
+
+
+#: FLUX T5 prompt-token limits (schnell was distilled with 256, dev with 512)
+MAX_SEQUENCE_LENGTH: dict[str, int] = {"flux-schnell": 256, "flux-dev": 512}
+
+
+def resolve_max_sequence_length(value: int | None, model: "LoadedModel") -> int:
+    """FLUX ``max_sequence_length``: the family maximum when None; refused above it."""
+    limit = MAX_SEQUENCE_LENGTH.get(model.family.id, 512)
+    if value is None:
+        return limit
+    if value > limit:
+        raise InvalidRequestError(f"max_sequence_length {value} is above {model.family.label}'s limit of {limit}")
+    return value
+
+
+def size_for_image(width: int | None, height: int | None, image_size: tuple[int, int],
+                   model: "LoadedModel") -> tuple[int, int]:
+    """img2img processing size: the request's, else the init image's rounded to the family multiple."""
+    family = model.family
+    multiple = family.size_multiple
+
+    def rounded(value: int) -> int:
+        value = max(family.min_size, min(family.max_size, value))
+        return max(multiple, int(round(value / multiple)) * multiple)
+
+    w = rounded(image_size[0]) if width is None else width
+    h = rounded(image_size[1]) if height is None else height
+    return resolve_size(w, h, model)

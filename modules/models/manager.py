@@ -47,6 +47,7 @@ class ModelManager:
         self._options = options
         self._lock = threading.Lock()
         self._active: ActiveModel | None = None
+        self._refiner: ActiveModel | None = None  # a second model kept alongside (SDXL refiner)
 
     @property
     def active(self) -> ActiveModel | None:
@@ -76,24 +77,45 @@ class ModelManager:
             return active
         return self.load(info)
 
-    def load(self, info: CheckpointInfo) -> ActiveModel:
+    def _load_detached(self, info: CheckpointInfo) -> ActiveModel:
         from modules.models.loader import load_model  # heavy imports only when a model loads
 
         started = time.perf_counter()
         model = load_model(info.path, self._options())  # raises ModelLoadError; previous stays
         model.pipeline.set_progress_bar_config(disable=True)  # progress goes to the job, not stderr
         sha = None if info.is_folder else self._hashes.sha256(info.path)
-        active = ActiveModel(info=info, model=model, sha256=sha, load_seconds=time.perf_counter() - started)
+        return ActiveModel(info=info, model=model, sha256=sha, load_seconds=time.perf_counter() - started)
+
+    def ensure_refiner(self, reference: str) -> ActiveModel:
+        """A second checkpoint kept loaded alongside the active one (the SDXL refiner); one at a time."""
+        info = self.resolve(reference)
+        with self._lock:
+            current, active = self._refiner, self._active
+        for loaded in (current, active):
+            if loaded is not None and loaded.info.path == info.path:
+                return loaded
+        with self._lock:
+            self._refiner = None
+        gc.collect()
+        refiner = self._load_detached(info)
+        with self._lock:
+            self._refiner = refiner
+        log.info("Loaded refiner %s (%s) in %.1f s", info.name, refiner.model.family.label, refiner.load_seconds)
+        return refiner
+
+    def load(self, info: CheckpointInfo) -> ActiveModel:
+        active = self._load_detached(info)
         with self._lock:
             previous, self._active = self._active, active
         del previous
         gc.collect()
-        log.info("Loaded %s (%s) in %.1f s", info.name, model.family.label, active.load_seconds)
+        log.info("Loaded %s (%s) in %.1f s", info.name, active.model.family.label, active.load_seconds)
         return active
 
     def unload(self) -> None:
         with self._lock:
             self._active = None
+            self._refiner = None
         gc.collect()
 
     def default_checkpoint(self, preferred: str | Path | None) -> CheckpointInfo | None:

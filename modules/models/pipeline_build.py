@@ -69,4 +69,4 @@ def pipeline_for_task(pipeline: "DiffusionPipeline", family: ModelFamily, task: 
     cls = getattr(diffusers, family.pipelines[task])
     if isinstance(pipeline, cls):
         return pipeline
-    return cls.from_pipe(pipeline)
+    return cls.from_pipe(pipeline, torch_dtype=pipeline.dtype)  # keep fp16 models fp16
