@@ -85,7 +85,8 @@ class ChunkTokenizer:
         self.id_end: int = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id
         self.id_pad: int = self.id_end if pad is None else pad
-        self.comma_token: int | None = tokenizer.get_vocab().get(",</w>")
+        comma = tokenizer.convert_tokens_to_ids(",</w>")  # a lookup, not a 49k-entry vocab copy
+        self.comma_token: int | None = None if comma == tokenizer.unk_token_id else comma
 
     def empty_chunk(self) -> PromptChunk:
         """BOS followed by EOS filler: the chunk an empty prompt encodes to."""

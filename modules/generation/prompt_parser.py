@@ -231,6 +231,8 @@ def get_learned_conditioning_prompt_schedules(
         int_offset, flt_offset, steps = base_steps, 1.0, hires_steps
 
     def get_schedule(prompt: str) -> list[tuple[int, str]]:
+        if "[" not in prompt:  # editing and alternation need brackets: skip the Earley parse
+            return [(steps, prompt)]
         try:
             tree = _SCHEDULE_PARSER.parse(prompt)
         except lark.exceptions.LarkError:
