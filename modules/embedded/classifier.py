@@ -1,0 +1,89 @@
+"""The world classifier: one ViT, multi-label logits over concatenated label groups, decoded per group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+from modules.world.spec import LABEL_GROUPS
+
+CLASSIFIER_CONFIG: dict[str, Any] = {
+    "image_size": 64,
+    "patch_size": 8,
+    "num_channels": 3,
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 256,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
+
+
+def label_names(groups: dict[str, tuple[str, ...]] = LABEL_GROUPS) -> list[str]:
+    """Flat label names "group=value" in logit order."""
+    return [f"{group}={value}" for group, values in groups.items() for value in values]
+
+
+def build_classifier(config: dict[str, Any] = CLASSIFIER_CONFIG) -> ViTForImageClassification:
+    """A fresh ViT whose config carries the label groups (`atelier_label_groups`)."""
+    names = label_names()
+    vit_config = ViTConfig(
+        **config,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        problem_type="multi_label_classification",
+    )
+    vit_config.atelier_label_groups = {g: list(v) for g, v in LABEL_GROUPS.items()}
+    return ViTForImageClassification(vit_config)
+
+
+def build_processor(size: int = 64) -> ViTImageProcessor:
+    """Resize to the native size and scale pixels to [-1, 1] (mean 0.5, std 0.5)."""
+    return ViTImageProcessor(
+        do_resize=True, size={"height": size, "width": size}, do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], resample=Image.Resampling.BILINEAR,
+    )
+
+
+def group_slices(groups: dict[str, list[str]]) -> dict[str, slice]:
+    """Logit ranges of each group."""
+    slices, start = {}, 0
+    for group, values in groups.items():
+        slices[group] = slice(start, start + len(values))
+        start += len(values)
+    return slices
+
+
+def grouped_cross_entropy(logits: torch.Tensor, targets: dict[str, torch.Tensor], groups: dict[str, list[str]]) -> torch.Tensor:
+    """Sum over groups of the softmax cross-entropy within each group's logits."""
+    slices = group_slices(groups)
+    return sum(F.cross_entropy(logits[:, slices[g]], targets[g]) for g in groups)
+
+
+class WorldClassifier:
+    """Loads a saved classifier and predicts one label per group for PIL images."""
+
+    def __init__(self, folder: Path) -> None:
+        self.model = ViTForImageClassification.from_pretrained(folder).eval()
+        self.processor = ViTImageProcessor.from_pretrained(folder)
+        self.groups: dict[str, list[str]] = dict(self.model.config.atelier_label_groups)
+
+    @torch.no_grad()
+    def logits(self, images: list[Image.Image]) -> torch.Tensor:
+        """Raw logits (N, total labels)."""
+        pixels = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt").pixel_values
+        return self.model(pixel_values=pixels).logits
+
+    def predict(self, images: list[Image.Image]) -> list[dict[str, str]]:
+        """Per image, the argmax label within each group."""
+        logits = self.logits(images)
+        slices = group_slices(self.groups)
+        picks = {g: logits[:, s].argmax(dim=1).tolist() for g, s in slices.items()}
+        return [{g: self.groups[g][picks[g][i]] for g in self.groups} for i in range(len(images))]

@@ -1,0 +1,95 @@
+"""Dimensions and training recipe of the embedded default models (atelier-shapes-v1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from modules.training.loop import LoopConfig
+
+RESOLUTION = 64
+# The SD 1.x tokenizer settings the loader uses (real CLIP BPE ids, padded with <|endoftext|> to 77).
+SD1_TOKENIZER_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "families" / "sd1" / "tokenizer"
+HELD_OUT_SHAPES: tuple[str, ...] = ("star",)
+
+VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [16, 32, 64, 64],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 8,
+    "sample_size": RESOLUTION,
+}
+
+TEXT_ENCODER_CONFIG: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 64,
+    "intermediate_size": 256,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 1,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 64,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
+}
+
+UNET_CONFIG: dict[str, Any] = {
+    "sample_size": RESOLUTION // 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [64, 128, 128],
+    "layers_per_block": 1,
+    "cross_attention_dim": TEXT_ENCODER_CONFIG["hidden_size"],
+    "attention_head_dim": 4,
+    "norm_num_groups": 32,
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Model dimensions, step counts, batch sizes and learning rates of each stage."""
+
+    vae_config: dict[str, Any] = field(default_factory=lambda: dict(VAE_CONFIG))
+    text_encoder_config: dict[str, Any] = field(default_factory=lambda: dict(TEXT_ENCODER_CONFIG))
+    unet_config: dict[str, Any] = field(default_factory=lambda: dict(UNET_CONFIG))
+    pool_size: int = 20000
+    vae_loop: LoopConfig = LoopConfig(steps=1500, learning_rate=1e-3, warmup_steps=50, ema_decay=None,
+                                      log_every=50, checkpoint_every=200)
+    decoder_loop: LoopConfig = LoopConfig(steps=2000, learning_rate=5e-4, warmup_steps=50, ema_decay=None,
+                                          log_every=50, checkpoint_every=200)
+    vae_batch: int = 16
+    vae_crop: int = 64
+    vae_foreground_weight: float = 5.0
+    vae_kl_weight: float = 1e-5
+    t2i_loop: LoopConfig = LoopConfig(steps=2400, learning_rate=8e-4, warmup_steps=150, ema_decay=0.999,
+                                      log_every=50, checkpoint_every=250)
+    t2i_batch: int = 64
+    caption_dropout: float = 0.1
+    snr_gamma: float = 5.0
+    seed: int = 0
+
+
+def build_vae(config: dict[str, Any] = VAE_CONFIG) -> AutoencoderKL:
+    """A fresh (random-init) 8x-downsampling AutoencoderKL."""
+    return AutoencoderKL(**config)
+
+
+def build_text_encoder(config: dict[str, Any] = TEXT_ENCODER_CONFIG) -> CLIPTextModel:
+    """A fresh CLIP text encoder (the real 49408-token vocabulary by default)."""
+    return CLIPTextModel(CLIPTextConfig(**config))
+
+
+def build_unet(config: dict[str, Any] = UNET_CONFIG) -> UNet2DConditionModel:
+    """A fresh SD-style conditional UNet (8x8 latents by default)."""
+    return UNet2DConditionModel(**config)

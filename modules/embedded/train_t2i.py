@@ -1,0 +1,67 @@
+"""Stage 2: train the text encoder and UNet jointly on world latents with informative captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+
+from modules.embedded.config import SD1_TOKENIZER_CONFIG, Recipe, build_text_encoder, build_unet
+from modules.embedded.pool import ScenePool, batch_indices, step_generator, step_rng
+from modules.models.tokenizers import load_clip_tokenizer
+from modules.training.loop import TrainingRun
+from modules.training.noise_training import diffusion_loss, encode_prompts, sd15_noise_scheduler
+from modules.world.captions import caption_scene
+
+
+@torch.no_grad()
+def encode_pool(vae: AutoencoderKL, pool: ScenePool, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every pool image (latents are re-sampled from them at each step)."""
+    means, stds = [], []
+    for start in range(0, len(pool), batch):
+        posterior = vae.encode(pool.pixels(torch.arange(start, min(start + batch, len(pool))))).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def pool_captions(pool: ScenePool, indices: torch.Tensor, *, seed: int, step: int, dropout: float) -> list[str]:
+    """Captions for a batch; a `dropout` share is the empty prompt (for classifier-free guidance)."""
+    rng = step_rng(seed, step, "caption")
+    captions = []
+    for index in indices.tolist():
+        caption = caption_scene(pool.scenes[index], rng)
+        captions.append("" if rng.random() < dropout else caption)
+    return captions
+
+
+def train_t2i(pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recipe, log: bool = True) -> Path:
+    """Train (or resume) UNet + text encoder in `work_dir/t2i-train`; saves EMA weights to `work_dir/t2i`."""
+    torch.manual_seed(recipe.seed)
+    vae.eval().requires_grad_(False)
+    tokenizer = load_clip_tokenizer(SD1_TOKENIZER_CONFIG, work_dir / "cache")
+    text_encoder, unet = build_text_encoder(recipe.text_encoder_config), build_unet(recipe.unet_config)
+    scheduler = sd15_noise_scheduler()
+    means, stds = encode_pool(vae, pool)
+    scale = vae.config.scaling_factor
+    run = TrainingRun(models={"unet": unet, "text_encoder": text_encoder}, config=recipe.t2i_loop,
+                      work_dir=work_dir / "t2i-train")
+
+    def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+        generator = step_generator(recipe.seed + 2, i)
+        indices = batch_indices(len(pool), recipe.t2i_batch, seed=recipe.seed + 22, step=i)
+        latents = (means[indices] + stds[indices] * torch.randn(means[indices].shape, generator=generator)) * scale
+        captions = pool_captions(pool, indices, seed=recipe.seed, step=i, dropout=recipe.caption_dropout)
+        context = encode_prompts(tokenizer, text_encoder, captions)
+        out = diffusion_loss(unet, scheduler, latents, context, generator=generator, snr_gamma=recipe.snr_gamma)
+        return out.loss, {}
+
+    run.run(step, on_log=(lambda s, r: print(f"[t2i] step {s} {r}", flush=True)) if log else None)
+    run.copy_ema_to_models()
+    target = work_dir / "t2i"
+    unet.save_pretrained(target / "unet")
+    text_encoder.save_pretrained(target / "text_encoder")
+    tokenizer.save_pretrained(target / "tokenizer")
+    scheduler.save_pretrained(target / "scheduler")
+    return target

@@ -1,0 +1,76 @@
+"""Stage 1: train the AutoencoderKL on world renders and set its latent scaling factor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+
+from modules.embedded.config import Recipe, build_vae
+from modules.embedded.pool import ScenePool, batch_indices, step_generator
+from modules.training.autoencoder_training import autoencoder_loss, measure_scaling_factor, reconstruction_mse
+from modules.training.loop import TrainingRun
+
+
+def random_crop(pixels: torch.Tensor, crop: int, generator: torch.Generator, grid: int = 8) -> torch.Tensor:
+    """One random `crop`×`crop` window (aligned to the latent `grid`) per image; the VAE is fully convolutional."""
+    size = pixels.shape[-1]
+    if crop >= size:
+        return pixels
+    offsets = torch.randint(0, (size - crop) // grid + 1, (pixels.shape[0], 2), generator=generator) * grid
+    return torch.stack([p[:, y : y + crop, x : x + crop] for p, (y, x) in zip(pixels, offsets.tolist())])
+
+
+def train_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True) -> AutoencoderKL:
+    """Train (or resume) the VAE in `work_dir/vae-train`; saves the final model to `work_dir/vae`."""
+    torch.manual_seed(recipe.seed)
+    vae = build_vae(recipe.vae_config)
+    run = TrainingRun(models={"vae": vae}, config=recipe.vae_loop, work_dir=work_dir / "vae-train")
+
+    def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+        pixels = pool.pixels(batch_indices(len(pool), recipe.vae_batch, seed=recipe.seed + 11, step=i))
+        generator = step_generator(recipe.seed + 1, i)
+        pixels = random_crop(pixels, recipe.vae_crop, generator)
+        out = autoencoder_loss(vae, pixels, kl_weight=recipe.vae_kl_weight, foreground_weight=recipe.vae_foreground_weight,
+                               generator=generator)
+        return out.loss, {"mse": out.reconstruction, "kl": out.kl}
+
+    run.run(step, on_log=(lambda s, r: print(f"[vae] step {s} {r}", flush=True)) if log else None)
+    vae.eval()
+    count = min(len(pool), 512)
+    held_out = [pool.pixels(torch.arange(start, min(start + 64, count))) for start in range(0, count, 64)]
+    scale = measure_scaling_factor(vae, held_out)
+    vae.register_to_config(scaling_factor=scale)
+    vae.save_pretrained(work_dir / "vae")
+    if log:
+        print(f"[vae] scaling_factor={scale:.4f} recon_mse={reconstruction_mse(vae, held_out[:2]):.5f}", flush=True)
+    return vae
+
+
+def finetune_decoder(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True) -> AutoencoderKL:
+    """Sharpen the decoder of `work_dir/vae` with the encoder frozen (the latent space and its scaling factor
+    stay exactly those the UNet is trained on, as in SD's decoder-only VAE fine-tunes); saves `work_dir/vae-decoder`."""
+    torch.manual_seed(recipe.seed + 5)
+    vae = AutoencoderKL.from_pretrained(work_dir / "vae")
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+    run = TrainingRun(models={"vae": vae}, config=recipe.decoder_loop, work_dir=work_dir / "vae-decoder-train")
+
+    def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+        pixels = pool.pixels(batch_indices(len(pool), recipe.vae_batch, seed=recipe.seed + 55, step=i))
+        generator = step_generator(recipe.seed + 5, i)
+        out = autoencoder_loss(vae, pixels, kl_weight=0.0, foreground_weight=recipe.vae_foreground_weight,
+                               generator=generator)
+        return out.loss, {"mse": out.reconstruction}
+
+    run.run(step, on_log=(lambda s, r: print(f"[vae-decoder] step {s} {r}", flush=True)) if log else None)
+    vae.eval()
+    vae.save_pretrained(work_dir / "vae-decoder")
+    return vae
+
+
+def final_vae_dir(work_dir: Path) -> Path:
+    """The VAE to ship: the decoder-refined one when that stage has run, else the stage-1 VAE."""
+    return work_dir / "vae-decoder" if (work_dir / "vae-decoder").exists() else work_dir / "vae"

@@ -1,0 +1,184 @@
+"""The embedded-model training code, run for a few steps on tiny dimensions (not the real recipe)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from modules.embedded.config import Recipe
+from modules.embedded.pool import render_pool
+from modules.embedded.train_t2i import train_t2i
+from modules.embedded.train_vae import train_vae
+from modules.training.loop import LoopConfig
+from modules.training.noise_training import diffusion_loss, sd15_noise_scheduler
+
+TINY_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [8, 8, 8, 8],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 4,
+    "sample_size": 64,
+}
+TINY_TE = {
+    "vocab_size": 49408,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 1,
+    "max_position_embeddings": 77,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
+}
+TINY_UNET = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [16, 16],
+    "layers_per_block": 1,
+    "cross_attention_dim": 16,
+    "attention_head_dim": 2,
+    "norm_num_groups": 8,
+}
+
+
+def tiny_recipe(steps: int = 3) -> Recipe:
+    loop = LoopConfig(steps=steps, learning_rate=1e-3, warmup_steps=1, log_every=1, checkpoint_every=2)
+    return Recipe(
+        vae_config=TINY_VAE, text_encoder_config=TINY_TE, unet_config=TINY_UNET, pool_size=16,
+        vae_loop=loop, decoder_loop=loop, vae_batch=4, t2i_loop=replace(loop, ema_decay=0.99), t2i_batch=4,
+    )
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return render_pool(16, seed=3, exclude_shapes=("star",))
+
+
+def test_sd15_noise_scheduler_matches_sd1_training_schedule() -> None:
+    scheduler = sd15_noise_scheduler()
+    assert scheduler.config.beta_schedule == "scaled_linear"
+    assert scheduler.config.beta_start == 0.00085 and scheduler.config.beta_end == 0.012
+    assert scheduler.config.num_train_timesteps == 1000 and scheduler.config.clip_sample is False
+
+
+def test_pool_excludes_held_out_shape(pool) -> None:
+    assert pool.images.shape == (16, 3, 64, 64) and pool.images.dtype == torch.uint8
+    assert all(s.shape != "star" for scene in pool.scenes for s in scene.shapes)
+
+
+def test_vae_then_t2i_train_save_and_log(tmp_path: Path, pool) -> None:
+    recipe = tiny_recipe()
+    vae = train_vae(pool, tmp_path, recipe, log=False)
+    assert (tmp_path / "vae" / "config.json").exists()
+    assert vae.config.scaling_factor > 0 and vae.config.scaling_factor != 0.18215
+    progress = [json.loads(line) for line in (tmp_path / "vae-train" / "progress.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in progress] == [1, 2, 3]
+    target = train_t2i(pool, vae, tmp_path, recipe, log=False)
+    for part in ("unet", "text_encoder", "tokenizer", "scheduler"):
+        assert (target / part).is_dir()
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "t2i-train" / "progress.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_decoder_finetune_keeps_the_encoder_and_scale(tmp_path: Path, pool) -> None:
+    from modules.embedded.train_vae import final_vae_dir, finetune_decoder
+
+    recipe = tiny_recipe(steps=2)
+    vae = train_vae(pool, tmp_path, recipe, log=False)
+    assert final_vae_dir(tmp_path) == tmp_path / "vae"
+    tuned = finetune_decoder(pool, tmp_path, recipe, log=False)
+    assert final_vae_dir(tmp_path) == tmp_path / "vae-decoder"
+    assert tuned.config.scaling_factor == vae.config.scaling_factor
+    for name, tensor in vae.encoder.state_dict().items():
+        assert torch.equal(tensor, tuned.encoder.state_dict()[name]), name
+    assert any(not torch.equal(t, tuned.decoder.state_dict()[n]) for n, t in vae.decoder.state_dict().items())
+
+
+def test_resume_continues_from_checkpoint(tmp_path: Path, pool) -> None:
+    train_vae(pool, tmp_path, tiny_recipe(steps=2), log=False)
+    train_vae(pool, tmp_path, tiny_recipe(steps=4), log=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "vae-train" / "progress.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_prior_preservation_loss_is_chunked() -> None:
+    from modules.embedded.config import build_unet
+
+    torch.manual_seed(0)
+    unet = build_unet(TINY_UNET)
+    latents, context = torch.randn(4, 4, 8, 8), torch.randn(4, 77, 16)
+    out = diffusion_loss(unet, sd15_noise_scheduler(), latents, context, with_prior=True, prior_loss_weight=0.5,
+                         generator=torch.Generator().manual_seed(1))
+    assert out.prior is not None
+    assert out.loss.item() == pytest.approx(out.instance + 0.5 * out.prior, rel=1e-5)
+
+
+def test_classifier_trains_saves_and_predicts_per_group(tmp_path: Path) -> None:
+    from modules.embedded.classifier import WorldClassifier
+    from modules.embedded.train_classifier import ClassifierRecipe, train_classifier
+    from modules.world.spec import LABEL_GROUPS
+
+    tiny = {"image_size": 64, "patch_size": 16, "num_channels": 3, "hidden_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 1, "intermediate_size": 32}
+    recipe = ClassifierRecipe(loop=LoopConfig(steps=2, learning_rate=1e-3, warmup_steps=1, log_every=1,
+                                              checkpoint_every=2), batch=4, eval_size=8)
+    target = train_classifier(tmp_path, recipe, config=tiny, log=False)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "accuracy.json"):
+        assert (target / name).exists()
+    accuracy = json.loads((target / "accuracy.json").read_text())
+    assert set(accuracy) == set(LABEL_GROUPS) and all(0.0 <= a <= 1.0 for a in accuracy.values())
+    from modules.world import render_scene, sample_scene
+    import random
+
+    prediction = WorldClassifier(target).predict([render_scene(sample_scene(random.Random(0)))])[0]
+    assert set(prediction) == set(LABEL_GROUPS)
+    assert all(prediction[g] in LABEL_GROUPS[g] for g in LABEL_GROUPS)
+
+
+def test_export_roundtrips_through_the_model_loader(tmp_path: Path, pool) -> None:
+    from modules.embedded.export import export_checkpoint
+    from modules.embedded.pipeline import pipeline_from_work_dir
+    from modules.models.detect import detect_checkpoint
+    from modules.models.loader import LoadOptions, load_model
+    from safetensors import safe_open
+
+    recipe = tiny_recipe(steps=1)
+    vae = train_vae(pool, tmp_path, recipe, log=False)
+    train_t2i(pool, vae, tmp_path, recipe, log=False)
+    path = export_checkpoint(tmp_path, tmp_path / "models")
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+        keys = list(handle.keys())
+        assert all(handle.get_tensor(k).dtype in (torch.float16, torch.int64) for k in keys[:20])
+    assert metadata["modelspec.architecture"] == "stable-diffusion-v1"
+    components = json.loads(metadata["atelier.components"])
+    assert components["vae"]["scaling_factor"] == pytest.approx(vae.config.scaling_factor)
+    assert any(k.startswith("model.diffusion_model.") for k in keys)
+    assert any(k.startswith("cond_stage_model.transformer.text_model.") for k in keys)
+    assert detect_checkpoint(path).family.id == "sd1"
+    loaded = load_model(path, LoadOptions(cache_dir=tmp_path / "cache"))
+    reference = pipeline_from_work_dir(tmp_path)
+    ids = reference.tokenizer(["a red circle"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    assert ids.tolist() == loaded.pipeline.tokenizer(["a red circle"], padding="max_length", max_length=77,
+                                                     return_tensors="pt").input_ids.tolist()
+    with torch.no_grad():
+        expected = reference.text_encoder(ids)[0]
+        actual = loaded.pipeline.text_encoder(ids)[0]
+        latents = torch.randn(1, 4, 8, 8)
+        unet_expected = reference.unet(latents, 10, expected).sample
+        unet_actual = loaded.pipeline.unet(latents, 10, expected).sample
+    assert torch.allclose(expected, actual, atol=2e-2)
+    assert torch.allclose(unet_expected, unet_actual, atol=2e-2)
+    assert loaded.pipeline.vae.config.scaling_factor == pytest.approx(vae.config.scaling_factor)
+    assert loaded.native_size == (64, 64)
