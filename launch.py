@@ -25,14 +25,18 @@ def main(argv: list[str]) -> int:
     if flags.is_public and flags.insecure:
         logging.warning("--insecure: the studio is reachable from the network WITHOUT a password")
     from modules.app_context import create_app_context
+    from modules.remote import Tunnel, close_all, start_remote_access
     from modules.server import serve
 
     ctx = create_app_context(flags)
     url = f"http://{'127.0.0.1' if not flags.listen else '0.0.0.0'}:{flags.effective_port}"
+    tunnels: list[Tunnel] = []
 
     def ready() -> None:
         what = "API" if flags.nowebui else "studio"
         print(f"Atelier {what} running on {url} (startup {time.perf_counter() - started:.1f} s)", flush=True)
+        # --share / --ngrok: after the local server is up, on this start-up thread (never delays it)
+        tunnels.extend(start_remote_access(flags, say=lambda line: print(line, flush=True)))
 
     try:
         serve(ctx, on_ready=ready)
@@ -40,6 +44,7 @@ def main(argv: list[str]) -> int:
         print(f"launch.py: error: cannot serve on {url}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     finally:
+        close_all(tunnels)
         ctx.close()
     return 0
 

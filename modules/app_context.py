@@ -8,16 +8,28 @@ process-wide mutable state in Atelier.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+
+from modules.api.interrogate import CLASSIFIER_NAME, Interrogator
 from modules.flags import Flags
+from modules.generation.job_addons import JobAddons
+from modules.generation.styles import StyleError, StyleStore
+from modules.images.upscalers import UpscalerSet
+from modules.jobs.events import EventBus
+from modules.jobs.limits import QueueLimits
 from modules.jobs.queue import JobQueue
+from modules.jobs.store import JobStore, open_job_store
 from modules.models.catalog import CheckpointCatalog
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.paths import Paths, resolve_paths
 from modules.settings import SettingsStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,10 +41,38 @@ class AppContext:
     catalog: CheckpointCatalog
     models: ModelManager
     queue: JobQueue
+    store: JobStore
+    events: EventBus
+    interrogator: Interrogator
+    upscalers: UpscalerSet = field(default_factory=UpscalerSet)
+    addons: JobAddons | None = None  # LoRA/embeddings/VAE/ControlNet caches and each job's hooks
+    styles: StyleStore | None = None
     started_at: float = field(default_factory=time.time)
 
     def close(self) -> None:
         self.queue.shutdown()
+        self.store.close()
+
+
+def queue_limits(flags: Flags) -> QueueLimits:
+    return QueueLimits(max_waiting=flags.max_queue, max_waiting_per_owner=flags.max_queue_per_user,
+                       max_pixels=flags.max_pixels, max_images=flags.max_images)
+
+
+def upscaler_dirs(paths: Paths) -> list[Path]:
+    """Folders searched for ESRGAN-family upscaler models (A1111's names), data dir first."""
+    dirs = [paths.data_dir / "models" / "ESRGAN", paths.data_dir / "models" / "RealESRGAN",
+            paths.repo_root / "models" / "ESRGAN"]
+    return list(dict.fromkeys(dirs))
+
+
+def open_styles(path: Path) -> StyleStore | None:
+    """The prompt styles of ``<data dir>/styles.csv`` (None, logged, when the file is unreadable)."""
+    try:
+        return StyleStore([path])
+    except (StyleError, OSError, UnicodeDecodeError) as exc:
+        log.error("prompt styles unavailable: %s", exc)
+        return None
 
 
 def device_choice(flags: Flags) -> tuple[str, str]:
@@ -48,7 +88,7 @@ def device_choice(flags: Flags) -> tuple[str, str]:
 
 def create_app_context(flags: Flags) -> AppContext:
     """Wire up a studio from its flags (no model is loaded here; no hashing, no network)."""
-    from modules.jobs.handlers import build_handlers
+    from modules.jobs.handlers import build_handlers, describe_result, request_types
     from modules.models.loader_options import load_options_for
 
     paths = resolve_paths(flags.data_dir, flags.ckpt_dir, flags.lora_dir)
@@ -58,9 +98,19 @@ def create_app_context(flags: Flags) -> AppContext:
     catalog = CheckpointCatalog(paths.ckpt_dirs, hashes)
     holder: dict[str, AppContext] = {}
     models = ModelManager(catalog, hashes, lambda: load_options_for(holder["ctx"]))
-    queue = JobQueue(build_handlers(lambda: holder["ctx"]))
+    store = open_job_store(paths.jobs_db)
+    events = EventBus()
+    queue = JobQueue(build_handlers(lambda: holder["ctx"]), limits=queue_limits(flags), store=store, events=events,
+                     request_types=request_types(), describe=describe_result, keep_finished=64)
+    interrogator = Interrogator([paths.data_dir / "models" / "classifier" / CLASSIFIER_NAME,
+                                 paths.repo_root / "models" / "classifier" / CLASSIFIER_NAME])
     ctx = AppContext(flags=flags, paths=paths, settings=settings, hashes=hashes, catalog=catalog,
-                     models=models, queue=queue)
+                     models=models, queue=queue, store=store, events=events, interrogator=interrogator,
+                     # CPU until UpscalerSet can pick its device lazily (no torch import at start-up)
+                     upscalers=UpscalerSet(upscaler_dirs(paths), device="cpu"),
+                     styles=open_styles(paths.data_dir / "styles.csv"),
+                     addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle))
     holder["ctx"] = ctx
+    queue.restore()
     queue.start()
     return ctx

@@ -29,6 +29,7 @@ class Flags:
     api_auth: tuple[tuple[str, str], ...] = ()
     gradio_auth: tuple[tuple[str, str], ...] = ()
     share: bool = False
+    ngrok: str | None = None
     insecure: bool = False
     use_cpu: tuple[str, ...] = ()
     no_half: bool = False
@@ -37,6 +38,14 @@ class Flags:
     offline: bool = False
     allow_pickle: bool = False
     skip_load_model_at_start: bool = False
+    api_keys: tuple[str, ...] = ()
+    cors_allow_origins: tuple[str, ...] = ()
+    cors_allow_origins_regex: str | None = None
+    max_queue: int = 256
+    max_queue_per_user: int = 64
+    max_pixels: int = 2048 * 2048
+    max_images: int = 64
+    max_body_mb: int = 64
 
     @property
     def host(self) -> str:
@@ -53,12 +62,17 @@ class Flags:
         return self.api or self.nowebui
 
     @property
+    def api_auth_enabled(self) -> bool:
+        """API credentials are required (HTTP Basic users and/or API keys)."""
+        return bool(self.api_auth or self.api_keys)
+
+    @property
     def memory_mode(self) -> str:
         return "lowvram" if self.lowvram else "medvram" if self.medvram else "normal"
 
     @property
     def is_public(self) -> bool:
-        return self.listen or self.share
+        return self.listen or self.share or bool(self.ngrok)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -96,8 +110,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-auth", help="HTTP Basic credentials for the API, 'user:pass[,user2:pass2]'")
     p.add_argument("--gradio-auth", help="login for the web UI, 'user:pass[,user2:pass2]'")
     p.add_argument("--share", action="store_true", help="make a public Gradio share link (requires auth or --insecure)")
+    p.add_argument("--ngrok", metavar="TOKEN",
+                   help="make a public ngrok tunnel with this ngrok auth token (requires auth or --insecure)")
     p.add_argument("--insecure", action="store_true",
-                   help="allow --listen/--share without any auth (prints a warning)")
+                   help="allow --listen/--share/--ngrok without any auth (prints a warning)")
     p.add_argument("--use-cpu", nargs="*", metavar="MODULE", default=None,
                    help="run on the CPU ('all' or module names, as in A1111)")
     p.add_argument("--no-half", action="store_true", help="keep weights in float32")
@@ -108,7 +124,53 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="allow loading pickle .ckpt/.pt files (with torch weights_only=True)")
     p.add_argument("--skip-load-model-at-start", action="store_true",
                    help="do not load a checkpoint at start")
+    p.add_argument("--api-key", action="append", default=None, metavar="KEY",
+                   help="accept this API key (repeatable), sent as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+    p.add_argument("--cors-allow-origins", metavar="ORIGINS",
+                   help="comma-separated origins allowed to call the API from a browser (default: none)")
+    p.add_argument("--cors-allow-origins-regex", metavar="REGEX",
+                   help="regular expression of origins allowed to call the API from a browser")
+    p.add_argument("--max-queue", type=int, default=256, metavar="N", help="most jobs waiting in the queue (default 256)")
+    p.add_argument("--max-queue-per-user", type=int, default=64, metavar="N",
+                   help="most jobs waiting for one user or API key (default 64)")
+    p.add_argument("--max-pixels", type=int, default=2048 * 2048, metavar="N",
+                   help="largest image a job may ask for, width x height (default 4194304 = 2048x2048)")
+    p.add_argument("--max-images", type=int, default=64, metavar="N",
+                   help="most images one job may ask for, batch size x batch count (default 64)")
+    p.add_argument("--max-body-mb", type=int, default=64, metavar="MB",
+                   help="largest request body the API accepts, in MiB (default 64)")
     return p
+
+
+def _api_keys(values: list[str] | None) -> tuple[str, ...]:
+    keys = []
+    for value in values or ():
+        key = value.strip()
+        if len(key) < 8 or any(ch.isspace() for ch in key):
+            raise FlagError("--api-key expects a key of at least 8 characters without spaces")
+        keys.append(key)
+    return tuple(keys)
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise FlagError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _cors(value: str | None, regex: str | None) -> tuple[tuple[str, ...], str | None]:
+    import re
+
+    origins = tuple(o.strip().rstrip("/") for o in (value or "").split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+            raise FlagError(f"--cors-allow-origins expects origins like 'http://localhost:3000', got {origin!r}")
+    if regex is not None:
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise FlagError(f"--cors-allow-origins-regex is not a valid regular expression: {exc}") from None
+    return origins, regex
 
 
 def parse_flags(argv: Sequence[str]) -> Flags:
@@ -122,6 +184,8 @@ def parse_flags(argv: Sequence[str]) -> Flags:
         raise FlagError("--gradio-auth has no effect with --nowebui: use --api-auth to protect the API")
     if ns.nowebui and ns.share:
         raise FlagError("--share needs the web UI: it cannot be combined with --nowebui")
+    if ns.ngrok is not None and (not ns.ngrok.strip() or any(ch.isspace() for ch in ns.ngrok.strip())):
+        raise FlagError("--ngrok expects your ngrok auth token (from dashboard.ngrok.com), without spaces")
     api_auth = _credentials(ns.api_auth, "--api-auth") if ns.api_auth else ()
     gradio_auth = _credentials(ns.gradio_auth, "--gradio-auth") if ns.gradio_auth else ()
     for flag, path, want_dir in (("--ckpt", ns.ckpt, False), ("--ckpt-dir", ns.ckpt_dir, True),
@@ -137,12 +201,18 @@ def parse_flags(argv: Sequence[str]) -> Flags:
     use_cpu = tuple(ns.use_cpu) if ns.use_cpu is not None else ()
     if ns.use_cpu is not None and not use_cpu:
         use_cpu = ("all",)
+    cors_origins, cors_regex = _cors(ns.cors_allow_origins, ns.cors_allow_origins_regex)
     flags = Flags(
         port=ns.port, listen=ns.listen, api=ns.api, nowebui=ns.nowebui, ckpt=ns.ckpt,
         ckpt_dir=ns.ckpt_dir, lora_dir=ns.lora_dir, data_dir=ns.data_dir, api_auth=api_auth,
-        gradio_auth=gradio_auth, share=ns.share, insecure=ns.insecure, use_cpu=use_cpu,
+        gradio_auth=gradio_auth, share=ns.share, ngrok=ns.ngrok.strip() if ns.ngrok else None, insecure=ns.insecure, use_cpu=use_cpu,
         no_half=ns.no_half, lowvram=ns.lowvram, medvram=ns.medvram, offline=ns.offline,
         allow_pickle=ns.allow_pickle, skip_load_model_at_start=ns.skip_load_model_at_start,
+        api_keys=_api_keys(ns.api_key), cors_allow_origins=cors_origins, cors_allow_origins_regex=cors_regex,
+        max_queue=_positive("--max-queue", ns.max_queue),
+        max_queue_per_user=_positive("--max-queue-per-user", ns.max_queue_per_user),
+        max_pixels=_positive("--max-pixels", ns.max_pixels), max_images=_positive("--max-images", ns.max_images),
+        max_body_mb=_positive("--max-body-mb", ns.max_body_mb),
     )
     _check_exposure(flags)
     return flags
@@ -152,12 +222,12 @@ def _check_exposure(flags: Flags) -> None:
     """Refuse to listen publicly or share without auth unless the user opts out with --insecure."""
     if not flags.is_public or flags.insecure:
         return
-    how = "--listen" if flags.listen else "--share"
+    how = "--listen" if flags.listen else "--share" if flags.share else "--ngrok"
     if flags.nowebui:
-        if not flags.api_auth:
-            raise FlagError(f"{how} exposes the API to the network: add --api-auth user:pass (or --insecure to accept the risk)")
+        if not flags.api_auth_enabled:
+            raise FlagError(f"{how} exposes the API to the network: add --api-auth user:pass or --api-key KEY (or --insecure to accept the risk)")
         return
     if not flags.gradio_auth:
         raise FlagError(f"{how} exposes the studio to the network: add --gradio-auth user:pass (or --insecure to accept the risk)")
-    if flags.api_enabled and not flags.api_auth:
-        raise FlagError(f"{how} with --api exposes the API too: add --api-auth user:pass (or --insecure to accept the risk)")
+    if flags.api_enabled and not flags.api_auth_enabled:
+        raise FlagError(f"{how} with --api exposes the API too: add --api-auth user:pass or --api-key KEY (or --insecure to accept the risk)")

@@ -1,7 +1,11 @@
-"""Assemble the HTTP app: API routers (behind their auth), then the Gradio UI (behind its own).
+"""Assemble the HTTP app: API routers, the Gradio UI, and the middleware that guards them all.
 
-No CORS middleware is installed (browsers on other origins get no access), and the API is
-mounted only with ``--api``/``--nowebui``, as in A1111.
+* Auth (``--api-auth`` users, ``--api-key`` keys) is an app-level middleware covering every
+  route that is not the Gradio UI mount, including routes added later (see :mod:`modules.api.security`).
+* Request bodies over ``--max-body-mb`` are refused with a JSON 413 (:mod:`modules.api.body_limit`).
+* CORS is off unless ``--cors-allow-origins``/``--cors-allow-origins-regex`` is given.
+* The API is mounted only with ``--api``/``--nowebui``, as in A1111; the server binds
+  127.0.0.1 unless ``--listen``.
 """
 
 from __future__ import annotations
@@ -10,10 +14,14 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Callable
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
+from pydantic import BaseModel
+from starlette.routing import Mount
+from starlette.types import ASGIApp
 
-from modules.api.auth import basic_auth_dependency
+from modules.api.body_limit import BodyLimitMiddleware
 from modules.api.errors import install_error_handlers
+from modules.api.security import ApiCredentials, AuthMiddleware, ui_route_matcher
 from modules.version import VERSION
 
 if TYPE_CHECKING:
@@ -22,22 +30,31 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class PingResponse(BaseModel):
+    status: str
+    version: str
+
+
 def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAPI:
     """The whole studio as one ASGI app. ``with_ui`` defaults to ``not --nowebui``."""
+    from modules.api.controlnet_routes import build_controlnet_router
+    from modules.api.jobs_api import build_jobs_router
     from modules.api.sdapi import build_sdapi_router
 
     with_ui = (not ctx.flags.nowebui) if with_ui is None else with_ui
-    app = FastAPI(title="Atelier", version=VERSION, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="Atelier", version=VERSION, docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+                  description="A1111-compatible API (/sdapi/v1) and the native job API (/api/v1).")
     install_error_handlers(app)
-    api_auth = basic_auth_dependency(ctx.flags.api_auth)
-    deps = [api_auth] if api_auth else []
 
-    @app.get("/internal/ping", dependencies=[Depends(d) for d in deps])
-    def ping() -> dict[str, str]:
-        return {"status": "ok", "version": VERSION}
+    @app.get("/internal/ping", response_model=PingResponse, tags=["internal"])
+    def ping() -> PingResponse:
+        return PingResponse(status="ok", version=VERSION)
 
     if ctx.flags.api_enabled:
-        app.include_router(build_sdapi_router(ctx, deps))
+        app.include_router(build_sdapi_router(ctx))
+        app.include_router(build_jobs_router(ctx))
+        app.include_router(build_controlnet_router(ctx, annotators=ctx.addons.annotators if ctx.addons else None))
+    ui_app = None
     if with_ui:
         import gradio as gr
 
@@ -47,7 +64,77 @@ def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAP
         auth = list(ctx.flags.gradio_auth) or None
         app = gr.mount_gradio_app(app, blocks, path="", auth=auth, show_error=True,
                                   footer_links=["api"] if ctx.flags.api_enabled else [])
+        ui_app = _ui_as_fallback(app)
+    install_middleware(app, ctx, ui_app is not None)
+    install_openapi(app, ctx)
     return app
+
+
+def install_openapi(app: FastAPI, ctx: "AppContext") -> None:
+    """The OpenAPI document, completed with what the middleware and error handlers really answer:
+    every error is the JSON ``ErrorBody``; 401 when credentials are configured; 400 (an unparseable body)
+    and 413 (an oversized one) wherever a body is taken."""
+    from modules.api.errors import ErrorBody, error_responses
+
+    build = app.openapi
+
+    def openapi() -> dict:  # FastAPI's documented way to extend the document; patching is idempotent
+        doc = build()
+        ref = {"$ref": "#/components/schemas/ErrorBody"}
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+        for schema in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(schema, None)
+        extra = {401: ctx.flags.api_auth_enabled, 400: True, 413: True}
+        for path_item in doc.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.setdefault("responses", {})
+                for code, wanted in extra.items():
+                    if wanted and (code == 401 or "requestBody" in operation):
+                        responses.setdefault(str(code), {"description": error_responses(code)[code]["description"]})
+                for code, response in responses.items():
+                    if code.isdigit() and int(code) >= 400:
+                        response["content"] = {"application/json": {"schema": ref}}
+        if ctx.flags.api_auth_enabled:
+            schemes = {}
+            if ctx.flags.api_auth:
+                schemes["basicAuth"] = {"type": "http", "scheme": "basic"}
+            if ctx.flags.api_keys:
+                schemes["bearerAuth"] = {"type": "http", "scheme": "bearer"}
+                schemes["apiKeyHeader"] = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            doc["components"]["securitySchemes"] = schemes
+            doc["security"] = [{name: []} for name in schemes]
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _ui_as_fallback(app: FastAPI) -> ASGIApp:
+    """Serve the Gradio UI for every request no other route matches.
+
+    ``mount_gradio_app`` mounts the UI at "" as an ordinary route, which would shadow every route
+    added after it (an extension's, say). The UI becomes the router's fallback instead, so routes
+    added at any time are matched first (and guarded by the API auth middleware).
+    """
+    mount = next(r for r in app.router.routes if isinstance(r, Mount) and r.path == "")
+    app.router.routes.remove(mount)
+    app.router.default = mount.app
+    return mount.app
+
+
+def install_middleware(app: FastAPI, ctx: "AppContext", with_ui: bool) -> None:
+    """Outermost first: CORS (answers preflights), auth, body size limit, then the routes."""
+    flags = ctx.flags
+    app.add_middleware(BodyLimitMiddleware, max_bytes=flags.max_body_mb * 1024 * 1024)
+    credentials = ApiCredentials(users=flags.api_auth, keys=flags.api_keys)
+    app.add_middleware(AuthMiddleware, credentials=credentials,
+                       is_ui=ui_route_matcher(lambda: app.router.routes, with_ui))
+    if flags.cors_allow_origins or flags.cors_allow_origins_regex:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(flags.cors_allow_origins),
+                           allow_origin_regex=flags.cors_allow_origins_regex, allow_methods=["*"],
+                           allow_headers=["*"], allow_credentials=True)
 
 
 def load_model_at_start(ctx: "AppContext") -> None:

@@ -30,6 +30,7 @@ class Settings(BaseModel):
     sd_model_checkpoint: str = Field("", description="Title of the checkpoint to use")
     sd_checkpoint_hash: str = Field("", description="SHA-256 of the loaded checkpoint (read only)")
     CLIP_stop_at_last_layers: int = Field(1, ge=1, le=12, description="Clip skip")
+    sd_vae: str = Field("Automatic", description='VAE: "Automatic", "None" or a file name in models/VAE')
     samples_save: bool = Field(True, description="Always save generated images")
     samples_format: Literal["png"] = Field("png", description="File format for images")
     enable_pnginfo: bool = Field(True, description="Write infotext into PNG files")
@@ -41,6 +42,8 @@ class Settings(BaseModel):
                                              description="Live preview every N steps (-1: only at the end)")
     sd_prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", description="Override the prediction type of SD 2.x checkpoints")
+    send_seed: bool = Field(True, description="Send the seed when sending parameters to another tab")
+    send_size: bool = Field(True, description="Send the size when sending parameters to another tab")
 
 
 READ_ONLY = frozenset({"sd_checkpoint_hash"})

@@ -148,7 +148,7 @@ def test_precheck_refuses_before_queueing(sd1) -> None:
         precheck_img2img(good.model_copy(update={"mask": "%%%"}), sd1.model)
     with pytest.raises(InvalidRequestError, match="multiple of 8"):
         precheck_img2img(good.model_copy(update={"width": 70}), sd1.model)
-    with pytest.raises(InvalidRequestError, match="extra networks"):
+    with pytest.raises(InvalidRequestError, match="unsupported extra network"):
         precheck_img2img(good.model_copy(update={"prompt": "<lora:a:1>"}), sd1.model)
     precheck_img2img(good.model_copy(update={"prompt": "<lora:a:1>"}), sd1.model, handled_kinds=("lora",))
 

@@ -6,10 +6,12 @@ The shape follows A1111 (``error``, ``detail``, ``errors``) so existing clients 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,24 @@ class ApiError(Exception):
 
 def error_body(kind: str, message: str) -> dict[str, str]:
     return {"error": kind, "detail": message, "errors": message}
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: A1111's keys, with a readable message in ``detail``."""
+
+    error: str = Field(..., description="kind of error, e.g. ValidationError, QueueFull, Unauthorized")
+    detail: str = Field(..., description="what went wrong, for people")
+    errors: str = Field(..., description="the same message (A1111 clients read this key)")
+
+
+_ERROR_TEXT = {400: "Bad request", 401: "Missing or wrong credentials", 404: "Not found",
+               409: "Conflict with the job's state", 413: "Too large (request body, image size or image count)",
+               422: "Invalid request", 429: "Queue full", 500: "Internal error"}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting the JSON error answers."""
+    return {code: {"model": ErrorBody, "description": _ERROR_TEXT.get(code, "Error")} for code in codes}
 
 
 def _validation_message(exc: RequestValidationError) -> str:

@@ -1,46 +1,64 @@
 """The A1111-compatible ``/sdapi/v1`` routes, with A1111's exact response shapes.
 
 Every route answers JSON (``null`` where A1111 answers nothing) because clients such as
-``webuiapi`` call ``.json()`` on every response. Generation goes through the job queue.
+``webuiapi`` call ``.json()`` on every response. Generation goes through the job queue, owned by
+the caller (an API key, a basic-auth user, or "sdapi-anonymous"), and is recorded in the job
+store like any other job; images are saved only when ``save_images`` is true (A1111 semantics).
+
+This module holds the generation routes (txt2img, img2img, progress, interrupt, skip) and
+assembles the others: :mod:`modules.api.sdapi_listings` (listings, options, system) and
+:mod:`modules.api.sdapi_images` (png-info, interrogate, extras).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, BackgroundTasks, Body, Depends
 
-from modules.api.errors import ApiError
-from modules.api.sdapi_models import (PngInfoPayload, PngInfoResponse, ProgressResponse, ProgressState,
-                                      SamplerItem, SchedulerItem, SdModelItem, SdTxt2ImgPayload,
+from modules.api.errors import ApiError, error_responses
+from modules.api.sdapi_models import (NULL_RESPONSE, ProgressResponse, ProgressState, SdTxt2ImgPayload,
                                       TextToImageResponse)
-from modules.generation.requests import Txt2ImgRequest
-from modules.jobs.queue import Job, JobState, QueueFullError
+from modules.api.security import principal_of
+from modules.jobs.model import IdempotencyConflictError, Job, JobState, LimitExceededError, QueueFullError
 from modules.version import VERSION
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
     from modules.generation.txt2img import GenerationResult
 
+ANONYMOUS = "sdapi-anonymous"
 
-def _raise_for_submit_error(exc: Exception) -> None:
+
+def sdapi_owner(principal: str | None) -> str:
+    return principal or ANONYMOUS
+
+
+def raise_for_submit_error(exc: Exception) -> None:
+    """Map a refused submit to its HTTP answer (re-raise what is not a known refusal)."""
     from modules.generation.samplers import SamplerError
     from modules.generation.validation import InvalidRequestError
+    from modules.images.upscalers import UpscalerError
     from modules.models.errors import ModelLoadError
 
     if isinstance(exc, SamplerError):
         raise ApiError(400, str(exc), "SamplerNotFound") from None
-    if isinstance(exc, InvalidRequestError):
+    if isinstance(exc, (InvalidRequestError, UpscalerError)):
         raise ApiError(400, str(exc), "InvalidRequest") from None
     if isinstance(exc, ModelLoadError):
         raise ApiError(404, str(exc), "ModelNotFound") from None
     if isinstance(exc, QueueFullError):
         raise ApiError(429, str(exc), "QueueFull") from None
+    if isinstance(exc, LimitExceededError):
+        raise ApiError(413, str(exc), "LimitExceeded") from None
+    if isinstance(exc, IdempotencyConflictError):
+        raise ApiError(409, str(exc), "IdempotencyConflict") from None
     raise exc
 
 
-def _processed_info(req: Txt2ImgRequest, result: "GenerationResult") -> str:
+def processed_info(req: Any, result: "GenerationResult", denoising_strength: float | None = None) -> str:
     """A1111's ``Processed.js()``: the keys and their order are what clients parse."""
     plan = result.seed_plan
     info = {
@@ -67,7 +85,7 @@ def _processed_info(req: Txt2ImgRequest, result: "GenerationResult") -> str:
         "sd_vae_hash": None,
         "seed_resize_from_w": req.seed_resize_from_w,
         "seed_resize_from_h": req.seed_resize_from_h,
-        "denoising_strength": None,
+        "denoising_strength": denoising_strength,
         "extra_generation_params": {"Schedule type": result.schedule_label},
         "index_of_first_image": 0,
         "infotexts": result.infotexts,
@@ -80,7 +98,7 @@ def _processed_info(req: Txt2ImgRequest, result: "GenerationResult") -> str:
     return json.dumps(info, default=lambda o: None)
 
 
-def _finished(job: Job) -> Any:
+def finished_result(job: Job) -> Any:
     if job.state is JobState.FAILED:
         raise ApiError(422 if job.user_error else 500, job.error or "the job failed",
                        "JobFailed" if job.user_error else "InternalError")
@@ -89,40 +107,46 @@ def _finished(job: Job) -> Any:
     return job.result
 
 
-def build_sdapi_router(ctx: "AppContext", dependencies: list[Any]) -> APIRouter:
+def run_sdapi_job(ctx: "AppContext", req: Any, principal: str | None, *, precheck: bool = True) -> Job:
+    """Precheck, queue (owned by the caller, recorded) and wait for one generation job."""
     from modules.generation import service
-    from modules.generation.samplers import list_samplers, list_schedules
-    from modules.images.codec import decode_image_base64, encode_png_base64
-    from modules.images.infotext import parse_infotext
-    from modules.images.saving import read_infotext
 
-    router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(d) for d in dependencies],
-                       tags=["A1111-compatible API"])
+    try:
+        if precheck:
+            service.precheck(ctx, req)
+        job = ctx.queue.submit(req, owner=sdapi_owner(principal), source="sdapi")
+    except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
+        raise_for_submit_error(exc)
+    ctx.queue.wait(job.id)
+    return job
 
-    @router.post("/txt2img", response_model=TextToImageResponse)
-    def txt2img(payload: SdTxt2ImgPayload = Body(...)) -> TextToImageResponse:
+
+def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
+    from modules.images.codec import encode_png_base64
+
+    @router.post("/txt2img", response_model=TextToImageResponse,
+                 responses=error_responses(400, 404, 409, 413, 422, 429, 500))
+    def txt2img(payload: SdTxt2ImgPayload = Body(...),
+                principal: str | None = Depends(principal_of)) -> TextToImageResponse:
         try:
             req = payload.to_request()
         except ValueError as exc:  # pydantic ValidationError is a ValueError
-            raise ApiError(422, _first_error(exc), "ValidationError") from None
-        try:
-            job = service.submit_txt2img(ctx, req, owner="sdapi")
-        except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
-            _raise_for_submit_error(exc)
-        ctx.queue.wait(job.id)
-        result = _finished(job)
+            raise ApiError(422, first_error(exc), "ValidationError") from None
+        job = run_sdapi_job(ctx, req, principal)
+        result = finished_result(job)
         images = [encode_png_base64(img, text) for img, text in zip(result.images, result.infotexts)] \
             if payload.send_images else []
-        params = payload.model_dump(exclude={"alwayson_scripts"})
-        params["alwayson_scripts"] = payload.alwayson_scripts
-        return TextToImageResponse(images=images, parameters=params, info=_processed_info(req, result))
+        denoising = req.denoising_strength if req.enable_hr else None
+        return TextToImageResponse(images=images, parameters=payload.echo(),
+                                   info=processed_info(req, result, denoising_strength=denoising))
 
-    @router.get("/progress", response_model=ProgressResponse)
-    def progress(skip_current_image: bool = False) -> ProgressResponse:
+    @router.get("/progress", response_model=ProgressResponse, responses=error_responses(422))
+    async def progress(background: BackgroundTasks, skip_current_image: bool = False) -> ProgressResponse:
+        """Answers at once: the preview is the last one made; a newer one is made after the answer
+        is sent (for the next poll), so polling never waits for a VAE decode."""
         job = ctx.queue.current()
         if job is None:
-            return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(),
-                                    textinfo=None)
+            return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(), textinfo=None)
         snap = job.progress
         state = ProgressState(
             interrupted=job.control.interrupt_event.is_set(), skipped=job.control.skip_event.is_set(),
@@ -130,110 +154,41 @@ def build_sdapi_router(ctx: "AppContext", dependencies: list[Any]) -> APIRouter:
             sampling_steps=snap.total_steps, job_timestamp=str(int(job.started_at or 0)))
         fraction = min(1.0, 0.01 + snap.fraction) if snap.total_steps else 0.01
         current_image = None
-        if not skip_current_image:
-            preview = job.control.preview()
-            if preview is not None:
-                current_image = encode_png_base64(preview, None)
+        if not skip_current_image and snap.preview_id > 0:
+            png, stale = job.control.cached_preview_png()
+            if stale:
+                background.add_task(job.control.preview_png)
+            if png is not None:
+                current_image = base64.b64encode(png).decode("ascii")
         return ProgressResponse(progress=fraction, eta_relative=snap.eta_seconds() or 0.0, state=state,
                                 current_image=current_image, textinfo=snap.text or None)
 
-    @router.post("/interrupt")
-    def interrupt() -> dict[str, Any]:
-        ctx.queue.interrupt()
+    @router.post("/interrupt", response_model=dict[str, Any])
+    def interrupt(principal: str | None = Depends(principal_of)) -> dict[str, Any]:
+        # with credentials configured, a caller stops only its own running job
+        ctx.queue.interrupt(owner=principal)
         return {}
 
-    @router.post("/skip")
-    def skip() -> None:
-        ctx.queue.skip()
+    @router.post("/skip", response_model=None, responses=NULL_RESPONSE)
+    def skip(principal: str | None = Depends(principal_of)) -> None:
+        ctx.queue.skip(owner=principal)
         return None
 
-    @router.get("/samplers", response_model=list[SamplerItem])
-    def samplers() -> list[dict[str, Any]]:
-        active = ctx.models.active
-        return list_samplers(active.model.prediction_type if active else None)
 
-    @router.get("/schedulers", response_model=list[SchedulerItem])
-    def schedulers() -> list[dict[str, Any]]:
-        return list_schedules()
+def build_sdapi_router(ctx: "AppContext") -> APIRouter:
+    from modules.api.sdapi_images import add_image_routes
+    from modules.api.sdapi_img2img import add_img2img_route
+    from modules.api.sdapi_listings import add_listing_routes
 
-    @router.get("/sd-models", response_model=list[SdModelItem])
-    def sd_models() -> list[SdModelItem]:
-        items = []
-        for info in ctx.catalog.list():
-            sha = ctx.catalog.sha256(info)
-            items.append(SdModelItem(title=ctx.catalog.title(info), model_name=info.model_name,
-                                     hash=sha[:10] if sha else None, sha256=sha,
-                                     filename=str(info.path), config=None))
-        return items
-
-    @router.post("/refresh-checkpoints")
-    def refresh_checkpoints() -> None:
-        ctx.catalog.refresh()
-        return None
-
-    @router.get("/options")
-    def get_options() -> dict[str, Any]:
-        return _options_view(ctx)
-
-    @router.post("/options")
-    def set_options(changes: dict[str, Any] = Body(...)) -> None:
-        from modules.settings import SettingsError
-
-        changes = dict(changes)
-        checkpoint = changes.pop("sd_model_checkpoint", None)
-        if checkpoint is not None:
-            _switch_model(ctx, str(checkpoint))
-        if changes:
-            try:
-                ctx.settings.update(changes)
-            except SettingsError as exc:
-                raise ApiError(400, str(exc), "InvalidSetting") from None
-        return None
-
-    @router.post("/png-info", response_model=PngInfoResponse)
-    def png_info(payload: PngInfoPayload) -> PngInfoResponse:
-        from modules.images.codec import ImageDecodeError
-
-        try:
-            image = decode_image_base64(payload.image, max_bytes=_MAX_UPLOAD_BYTES, max_pixels=_MAX_PIXELS)
-        except ImageDecodeError as exc:
-            raise ApiError(400, str(exc), "InvalidImage") from None
-        text = read_infotext(image) or ""
-        items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
-        return PngInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
-
+    router = APIRouter(prefix="/sdapi/v1", tags=["A1111-compatible API"])
+    _generation_routes(router, ctx)
+    add_img2img_route(router, ctx)
+    add_image_routes(router, ctx)
+    add_listing_routes(router, ctx)
     return router
 
 
-_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-_MAX_PIXELS = 64 * 1024 * 1024
-
-
-def _options_view(ctx: "AppContext") -> dict[str, Any]:
-    values = ctx.settings.as_dict()
-    active = ctx.models.active
-    if active is not None:
-        values["sd_model_checkpoint"] = ctx.catalog.title(active.info)
-        values["sd_checkpoint_hash"] = active.sha256 or ""
-    return values
-
-
-def _switch_model(ctx: "AppContext", reference: str) -> None:
-    from modules.generation import service
-    from modules.models.errors import ModelLoadError
-
-    try:
-        job = service.submit_model_switch(ctx, reference, owner="sdapi")
-    except ModelLoadError as exc:
-        raise ApiError(404, str(exc), "ModelNotFound") from None
-    except QueueFullError as exc:
-        raise ApiError(429, str(exc), "QueueFull") from None
-    ctx.queue.wait(job.id)
-    if job.state is JobState.FAILED:
-        raise ApiError(422 if job.user_error else 500, job.error or "model switch failed", "ModelLoadFailed")
-
-
-def _first_error(exc: Exception) -> str:
+def first_error(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
         first = errors()[0]

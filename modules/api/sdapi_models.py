@@ -1,7 +1,8 @@
 """A1111 ``/sdapi/v1`` payloads and their translation to Atelier's typed requests.
 
 A1111 clients send many keys Atelier does not use (restore_faces, s_churn, ...); like A1111's
-own pydantic models these are accepted and ignored. Legacy spellings are honoured:
+own pydantic models these are accepted and ignored. Defaults are A1111's *API* defaults (for
+img2img: ``inpainting_fill=0``, ``inpaint_full_res=True``, ``inpaint_full_res_padding=0``). Legacy spellings are honoured:
 ``sampler_index``, combined sampler names such as "DPM++ 2M Karras", ``scheduler: "automatic"``
 and an ``infotext`` string that fills every field the request did not set explicitly.
 """
@@ -12,12 +13,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modules.generation.controlnet_units import units_from_alwayson
 from modules.generation.requests import Txt2ImgRequest
 from modules.images.infotext import infotext_to_request_fields, parse_infotext
 
+#: A1111 words meaning "no refiner / same checkpoint"
+_NO_CHECKPOINT = ("", "None", "Use same checkpoint")
 
-class SdTxt2ImgPayload(BaseModel):
-    """``POST /sdapi/v1/txt2img`` with A1111's API defaults."""
+
+class _SdGenerationPayload(BaseModel):
+    """Fields common to A1111's txt2img and img2img payloads, with A1111's API defaults."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -38,6 +43,9 @@ class SdTxt2ImgPayload(BaseModel):
     cfg_scale: float = 7.0
     width: int = 512
     height: int = 512
+    denoising_strength: float | None = 0.75
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool = True
     send_images: bool = True
@@ -47,22 +55,36 @@ class SdTxt2ImgPayload(BaseModel):
     script_name: str | None = None
     script_args: list[Any] = Field(default_factory=list)
 
-    def to_request(self) -> Txt2ImgRequest:
+    def _common(self) -> dict[str, Any]:
+        """The typed request fields shared by txt2img and img2img (after the infotext is applied)."""
         fields = self._with_infotext()
         overrides = fields.get("override_settings") or {}
         clip_skip = overrides.get("CLIP_stop_at_last_layers", fields.get("clip_skip", 1))
         checkpoint = overrides.get("sd_model_checkpoint") or fields.get("checkpoint")
-        scheduler = fields.get("scheduler") or "automatic"
-        return Txt2ImgRequest(
+        common = dict(
             prompt=fields["prompt"], negative_prompt=fields["negative_prompt"],
             styles=fields.get("styles") or [], steps=fields["steps"],
-            sampler_name=fields.get("sampler_name") or fields["sampler_index"], scheduler=scheduler,
+            sampler_name=fields.get("sampler_name") or fields["sampler_index"],
+            scheduler=fields.get("scheduler") or "automatic",
             cfg_scale=fields["cfg_scale"], width=fields["width"], height=fields["height"],
             seed=fields["seed"], subseed=fields["subseed"], subseed_strength=fields["subseed_strength"],
             seed_resize_from_w=fields["seed_resize_from_w"], seed_resize_from_h=fields["seed_resize_from_h"],
             batch_size=fields["batch_size"], n_iter=fields["n_iter"], clip_skip=int(clip_skip),
             checkpoint=checkpoint, save_images=fields["save_images"],
         )
+        if overrides.get("sd_vae"):
+            common["sd_vae"] = str(overrides["sd_vae"])
+        units = units_from_alwayson(fields.get("alwayson_scripts"))
+        if units:
+            common["controlnet_units"] = units
+        refiner = fields.get("refiner_checkpoint")
+        if refiner not in (None, *_NO_CHECKPOINT):
+            common["refiner_checkpoint"] = refiner
+            if fields.get("refiner_switch_at") is not None:
+                common["refiner_switch_at"] = fields["refiner_switch_at"]
+        if fields.get("denoising_strength") is not None:
+            common["denoising_strength"] = fields["denoising_strength"]
+        return common
 
     def _with_infotext(self) -> dict[str, Any]:
         fields = self.model_dump()
@@ -78,6 +100,90 @@ class SdTxt2ImgPayload(BaseModel):
             if key in type(self).model_fields and key not in self.model_fields_set and value is not None:
                 fields[key] = value
         return fields
+
+    def echo(self) -> dict[str, Any]:
+        """A1111's ``parameters``: the request as received (alwayson_scripts as sent)."""
+        params = self.model_dump(exclude={"alwayson_scripts"})
+        params["alwayson_scripts"] = self.alwayson_scripts
+        return params
+
+
+class SdTxt2ImgPayload(_SdGenerationPayload):
+    """``POST /sdapi/v1/txt2img`` with A1111's API defaults (hires fix included)."""
+
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+
+    def to_request(self) -> Txt2ImgRequest:
+        fields = self._with_infotext()
+        hires = dict(enable_hr=fields["enable_hr"], hr_scale=fields["hr_scale"],
+                     hr_upscaler=fields.get("hr_upscaler") or "Latent",
+                     hr_second_pass_steps=fields["hr_second_pass_steps"], hr_resize_x=fields["hr_resize_x"],
+                     hr_resize_y=fields["hr_resize_y"], hr_sampler_name=fields.get("hr_sampler_name"),
+                     hr_scheduler=fields.get("hr_scheduler"), hr_prompt=fields["hr_prompt"] or "",
+                     hr_negative_prompt=fields["hr_negative_prompt"] or "")
+        hr_checkpoint = fields.get("hr_checkpoint_name")
+        if fields["enable_hr"] and hr_checkpoint not in (None, *_NO_CHECKPOINT):
+            raise ValueError("hr_checkpoint_name: a different checkpoint for the hires pass is not supported; "
+                             "leave it empty")
+        return Txt2ImgRequest(**self._common(), **hires)
+
+
+class SdImg2ImgPayload(_SdGenerationPayload):
+    """``POST /sdapi/v1/img2img`` with A1111's API defaults (not its UI defaults)."""
+
+    init_images: list[str] | None = Field(None, description="base64 images or data URIs")
+    mask: str | None = Field(None, description="base64 image or data URI; white = repaint")
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask_blur: int | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    include_init_images: bool = False
+
+    def to_request(self) -> Any:  # -> Img2ImgRequest
+        from modules.generation.requests import Img2ImgRequest
+
+        fields = self._with_infotext()
+        noise = fields.get("initial_noise_multiplier")
+        return Img2ImgRequest(
+            **self._common(), init_images=list(fields.get("init_images") or []), mask=fields.get("mask"),
+            resize_mode=fields["resize_mode"], image_cfg_scale=fields.get("image_cfg_scale"),
+            mask_blur=fields.get("mask_blur"), mask_blur_x=fields["mask_blur_x"], mask_blur_y=fields["mask_blur_y"],
+            mask_round=fields["mask_round"], inpainting_fill=fields["inpainting_fill"],
+            inpaint_full_res=fields["inpaint_full_res"], inpaint_full_res_padding=fields["inpaint_full_res_padding"],
+            inpainting_mask_invert=fields["inpainting_mask_invert"],
+            initial_noise_multiplier=None if noise in (None, 1, 1.0) else noise,
+            include_init_images=fields["include_init_images"])
+
+    def echo(self) -> dict[str, Any]:
+        params = super().echo()
+        if not self.include_init_images:  # A1111 leaves the images out of the echo
+            params["init_images"] = None
+            params["mask"] = None
+        return params
+
+
+#: OpenAPI answer of the routes that return JSON ``null`` (A1111 returns nothing; clients call .json())
+NULL_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "JSON null", "content": {"application/json": {"schema": {"type": "null"}}}}}
 
 
 class PngInfoPayload(BaseModel):

@@ -47,6 +47,7 @@ def prepare_prompt_pair(prompt: str, negative: str, style_names: Sequence[str], 
     unhandled = [c for c in networks if c.kind.lower() not in {k.lower() for k in handled_kinds}]
     if unhandled:
         names = ", ".join(f"<{c.kind}:{c.items[0] if c.items else ''}>" for c in unhandled)
-        raise InvalidRequestError(f"extra networks are not available yet: remove {names} from the prompt")
+        supported = ", ".join(sorted(handled_kinds)) or "none"
+        raise InvalidRequestError(f"unsupported extra network in the prompt: {names} (supported kinds: {supported})")
     encode_prompt = split_and(encode_prompt)[0][0] if encode_prompt.strip() else encode_prompt
     return PreparedPrompts(prompt, negative, encode_prompt, encode_negative, list(networks))

@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modules.generation.controlnet_units import ControlNetUnit
+
 
 class GenerationRequest(BaseModel):
     """Fields common to every image-generation job (A1111 names)."""
@@ -47,6 +49,9 @@ class GenerationRequest(BaseModel):
     refiner_checkpoint: str | None = Field(None, description="refiner checkpoint title/name")
     refiner_switch_at: float = Field(0.8, gt=0.0, lt=1.0,
                                      description="fraction of the sampling steps after which the refiner takes over")
+    # add-ons: VAE choice (None: the sd_vae setting) and ControlNet units (sd-webui-controlnet fields)
+    sd_vae: str | None = Field(None, description='"Automatic", "None" or a VAE file name; None: the setting')
+    controlnet_units: list[ControlNetUnit] = Field(default_factory=list, max_length=8)
     # FLUX
     distilled_cfg_scale: float = Field(3.5, ge=0.0, le=30.0, description="FLUX.1 dev distilled guidance")
     max_sequence_length: int | None = Field(

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
 from modules.generation.extensions_point import SamplingContext, SamplingHook
 from modules.generation.pipeline_call import ARCHITECTURE_CALLS
+from modules.generation.previews import latents_to_preview
 
 if TYPE_CHECKING:
     from modules.generation.prompt_parser import ExtraNetworkCall
@@ -34,8 +35,12 @@ class BatchProgress:
     total: int
     done: int = 0
 
-    def report(self, step_in_pass: int) -> None:
-        self.control.step(min(self.done + step_in_pass, self.total))
+    def report(self, step_in_pass: int, preview: Callable[[], Any] | None = None) -> None:
+        """Record progress; ``preview`` (decoded on demand) is attached every ``control.preview_every``
+        steps (set from the ``show_progress_every_n_steps`` setting; 0: no live previews)."""
+        step = min(self.done + step_in_pass, self.total)
+        every = getattr(self.control, "preview_every", 1)
+        self.control.step(step, preview if preview is not None and every > 0 and step % every == 0 else None)
 
     def finish_pass(self, steps_run: int) -> None:
         self.done = min(self.done + steps_run, self.total)
@@ -106,12 +111,17 @@ def run_pass(spec: Pass, req: "GenerationRequest", *, hooks: Sequence[SamplingHo
             stack.enter_context(hook(ctx))
         cond = call.conditioning(spec.model, ctx.pipe, req, ctx.prompts, ctx.negatives, max(spec.expected_steps, 1))
 
+        preview_size = (spec.kwargs["width"], spec.kwargs["height"]) \
+            if {"width", "height"} <= spec.kwargs.keys() else None
+
         def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             nonlocal counted
             if cond.callback is not None:
                 kwargs = cond.callback(pipeline, step, timestep, kwargs)
             counted = step + 1
-            progress.report(counted)
+            latents = kwargs.get("latents")
+            progress.report(counted, None if latents is None else
+                            lambda: latents_to_preview(latents, spec.model.family, preview_size))
             if progress.stopped:
                 pipeline._interrupt = True  # diffusers' documented way to stop the denoising loop
             return kwargs

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modules.generation.requests import LoadModelRequest, Txt2ImgRequest
+from modules.generation.requests import Img2ImgRequest, LoadModelRequest, Txt2ImgRequest
 from modules.generation.samplers import resolve_sampler
 from modules.generation.validation import InvalidRequestError, check_sampler_for_model, check_task, resolve_size
 from modules.jobs.queue import Job
@@ -19,12 +19,36 @@ if TYPE_CHECKING:
     from modules.app_context import AppContext
 
 
+def network_kinds(ctx: "AppContext") -> frozenset[str]:
+    """The extra-network kinds (``<lora:...>``) this studio handles."""
+    addons = getattr(ctx, "addons", None)
+    return addons.network_kinds() if addons is not None else frozenset()
+
+
+def prepared_networks(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest) -> list:
+    """Check the prompt syntax and styles; the extra-network tags of the prompt (``<lora:name:w>``)."""
+    from modules.generation.prompts import prepare_prompt_pair
+
+    prepared = prepare_prompt_pair(req.prompt, req.negative_prompt, req.styles, getattr(ctx, "styles", None),
+                                   req.steps, network_kinds(ctx))
+    return prepared.networks
+
+
+def check_addons(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest, networks: list) -> None:
+    """Refuse before queueing: a LoRA, VAE, ControlNet model or preprocessor that is not installed."""
+    addons = getattr(ctx, "addons", None)
+    if addons is None:
+        return
+    from modules.generation.addons import check_request_addons
+
+    check_request_addons(ctx.paths, addons.caches, req, addons.vae_choice(req, ctx.settings.current.sd_vae),
+                         networks)
+
+
 def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
     """Raise InvalidRequestError / SamplerError / ModelLoadError for a request that cannot run."""
-    from modules.generation.txt2img import prepare_prompts
-
     resolved = resolve_sampler(req.sampler_name, req.scheduler)
-    prepare_prompts(req, getattr(ctx, "styles", None))
+    check_addons(ctx, req, prepared_networks(ctx, req))
     active = ctx.models.active
     if req.checkpoint:
         info = ctx.models.resolve(req.checkpoint)  # raises ModelLoadError naming the checkpoint
@@ -37,9 +61,45 @@ def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
     check_sampler_for_model(resolved, active.model)
 
 
-def submit_txt2img(ctx: "AppContext", req: Txt2ImgRequest, *, owner: str | None = None) -> Job:
+def _queue(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest, owner: str | None, source: str) -> Job:
+    from modules.generation.previews import preview_every
+
+    job = ctx.queue.submit(req, owner=owner, source=source)
+    job.control.preview_every = preview_every(ctx.settings.current)  # read by the sampler at each step
+    return job
+
+
+def submit_txt2img(ctx: "AppContext", req: Txt2ImgRequest, *, owner: str | None = None,
+                   source: str = "internal") -> Job:
     precheck(ctx, req)
-    return ctx.queue.submit(req, owner=owner)
+    return _queue(ctx, req, owner, source)
+
+
+def precheck_img2img(ctx: "AppContext", req: Img2ImgRequest) -> None:
+    """What can be refused before queueing an img2img/inpaint job: sampler, prompt syntax, checkpoint,
+    unreadable or missing images, a sampler the loaded model cannot run."""
+    from modules.generation.img2img import decode_request_image
+    resolved = resolve_sampler(req.sampler_name, req.scheduler)
+    check_addons(ctx, req, prepared_networks(ctx, req))
+    if not req.init_images:
+        raise InvalidRequestError("img2img needs an init image: upload one first")
+    for index, data in enumerate(req.init_images):
+        decode_request_image(data, f"init image {index + 1}")
+    if req.mask:
+        decode_request_image(req.mask, "mask")
+    active = ctx.models.active
+    if req.checkpoint:
+        info = ctx.models.resolve(req.checkpoint)
+        if active is None or active.info.path != info.path:
+            return
+    if active is not None:
+        check_sampler_for_model(resolved, active.model)
+
+
+def submit_img2img(ctx: "AppContext", req: Img2ImgRequest, *, owner: str | None = None,
+                   source: str = "internal") -> Job:
+    precheck_img2img(ctx, req)
+    return _queue(ctx, req, owner, source)
 
 
 def submit_model_switch(ctx: "AppContext", reference: str, *, owner: str | None = None) -> Job:
@@ -47,4 +107,5 @@ def submit_model_switch(ctx: "AppContext", reference: str, *, owner: str | None 
     return ctx.queue.submit(LoadModelRequest(checkpoint=str(info.path)), owner=owner)
 
 
-__all__ = ["precheck", "submit_txt2img", "submit_model_switch", "InvalidRequestError", "ModelLoadError"]
+__all__ = ["precheck", "precheck_img2img", "submit_txt2img", "submit_img2img", "submit_model_switch",
+           "InvalidRequestError", "ModelLoadError"]

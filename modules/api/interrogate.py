@@ -1,0 +1,120 @@
+"""Interrogate: describe an image with the default world's classifier (``atelier-shapes-vit``).
+
+The classifier is a transformers ``ViTForImageClassification`` whose labels are ``group=value``
+(shape, colour, background, position, size). One label is picked per group (argmax within the
+group's logits) and turned into the world's canonical caption ("a large red circle in the centre
+on a blue background"), or, for A1111's ``deepdanbooru`` model name, into comma-separated tags.
+The model is loaded on first use and kept (it is tiny and runs on the CPU).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+CLASSIFIER_NAME = "atelier-shapes-vit"
+CAPTION_MODELS = ("clip", CLASSIFIER_NAME)   # "clip" is what A1111 clients send by default
+TAG_MODELS = ("deepdanbooru",)
+
+
+class InterrogatorMissing(LookupError):
+    """No classifier is installed (the message says where it was looked for)."""
+
+
+class UnknownInterrogateModel(LookupError):
+    """A model name this server does not know."""
+
+
+def _groups_of(config: Any) -> dict[str, list[str]]:
+    groups = getattr(config, "atelier_label_groups", None)
+    if groups:
+        return {g: list(v) for g, v in dict(groups).items()}
+    parsed: dict[str, list[str]] = {}
+    for index in sorted(config.id2label, key=int):
+        group, _, value = str(config.id2label[index]).partition("=")
+        parsed.setdefault(group if value else "label", []).append(value or group)
+    return parsed
+
+
+def caption_from_labels(labels: dict[str, str]) -> str:
+    """The world's deterministic caption for one predicted scene."""
+    from modules.world.captions import full_caption
+    from modules.world.spec import Scene, Shape
+
+    needed = ("shape", "colour", "background", "position", "size")
+    if all(labels.get(k) for k in needed):
+        shape = Shape(shape=labels["shape"], colour=labels["colour"], position=labels["position"],
+                      size=labels["size"])
+        return full_caption(Scene(background=labels["background"], shapes=(shape,)))
+    words = " ".join(labels[k] for k in ("size", "colour", "shape") if labels.get(k)) or "shape"
+    text = ("an " if words[0] in "aeiou" else "a ") + words
+    if labels.get("background"):
+        text += f" on a {labels['background']} background"
+    return text
+
+
+def tags_from_labels(labels: dict[str, str]) -> str:
+    order = ("colour", "shape", "size", "position", "background")
+    tags = [labels[k] + (" background" if k == "background" else "") for k in order if labels.get(k)]
+    return ", ".join(tags)
+
+
+class Interrogator:
+    """Finds, loads (once) and runs the classifier; thread-safe."""
+
+    def __init__(self, folders: Sequence[Path]) -> None:
+        self._folders = tuple(Path(f) for f in folders)
+        self._lock = threading.Lock()
+        self._loaded: tuple[Path, Any, Any, dict[str, list[str]]] | None = None
+
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        return self._folders
+
+    def find(self) -> Path | None:
+        for folder in self._folders:
+            if (folder / "config.json").is_file():
+                return folder
+        return None
+
+    def interrogate(self, image: "Image.Image", model: str = "clip") -> str:
+        name = (model or "clip").strip().lower()
+        if name not in CAPTION_MODELS + TAG_MODELS:
+            raise UnknownInterrogateModel(
+                f"Model not found: {model!r}; this server interrogates with {', '.join(CAPTION_MODELS + TAG_MODELS)}")
+        labels = self.predict(image)
+        return tags_from_labels(labels) if name in TAG_MODELS else caption_from_labels(labels)
+
+    def predict(self, image: "Image.Image") -> dict[str, str]:
+        import torch
+
+        folder = self.find()
+        if folder is None:
+            where = ", ".join(str(f) for f in self._folders)
+            raise InterrogatorMissing(f"Model not found: the interrogation classifier {CLASSIFIER_NAME} is not "
+                                      f"installed (looked in {where})")
+        with self._lock:
+            if self._loaded is None or self._loaded[0] != folder:
+                self._loaded = self._load(folder)
+            _, model, processor, groups = self._loaded
+            pixels = processor(images=[image.convert("RGB")], return_tensors="pt").pixel_values
+            with torch.no_grad():
+                logits = model(pixel_values=pixels).logits[0]
+        labels, start = {}, 0
+        for group, values in groups.items():
+            chunk = logits[start:start + len(values)]
+            labels[group] = values[int(chunk.argmax())]
+            start += len(values)
+        return labels
+
+    @staticmethod
+    def _load(folder: Path) -> tuple[Path, Any, Any, dict[str, list[str]]]:
+        from transformers import ViTForImageClassification, ViTImageProcessor
+
+        model = ViTForImageClassification.from_pretrained(folder).eval()
+        processor = ViTImageProcessor.from_pretrained(folder)
+        return folder, model, processor, _groups_of(model.config)

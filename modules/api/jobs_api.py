@@ -1,0 +1,201 @@
+"""The native job API (``/api/v1``): submit, inspect, cancel and follow jobs; results survive restarts.
+
+* ``POST /api/v1/jobs`` queues a job (``{"kind": "txt2img", "request": {...}}``); an
+  ``Idempotency-Key`` header makes a retried submit return the first job instead of running twice.
+* ``GET /api/v1/jobs``, ``GET /api/v1/jobs/{id}``: state, queue position, progress, ETA, error, times.
+* ``GET /api/v1/jobs/{id}/result``: images as base64 PNG (read back from the saved files), infotexts,
+  paths, seeds. Jobs submitted here always save their images, so nothing finished is lost.
+* ``GET /api/v1/jobs/{id}/preview``: the latest preview PNG. ``DELETE /api/v1/jobs/{id}`` or
+  ``POST /api/v1/jobs/{id}/cancel`` cancels that job only.
+* ``GET /api/v1/jobs/{id}/events`` and ``GET /api/v1/events``: server-sent events (see
+  :mod:`modules.api.jobs_events`).
+
+With credentials configured each caller sees and controls only its own jobs; without, all jobs.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
+
+from modules.api.errors import ApiError, error_responses
+from modules.api.jobs_models import (CancelResult, JobImage, JobList, JobResult, JobStatus, JobSubmission,
+                                     JobSubmitted, QueueStatus, timestamp)
+from modules.api.security import principal_of
+from modules.jobs.model import Job, JobState
+from modules.jobs.progress import Progress
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+
+ANONYMOUS = "api-anonymous"
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "PNG image", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def api_owner(principal: str | None) -> str:
+    return principal or ANONYMOUS
+
+
+def job_status(ctx: "AppContext", job: Job) -> JobStatus:
+    live = not job.state.finished
+    snap = job.control.snapshot() if job.state is JobState.RUNNING else Progress()
+    progress = 1.0 if job.state is JobState.SUCCEEDED else (snap.fraction if job.state is JobState.RUNNING else 0.0)
+    return JobStatus(
+        id=job.id, kind=job.kind, state=job.state, owner=job.owner, source=job.source,
+        position=ctx.queue.position(job.id) if live else None, progress=round(progress, 4),
+        step=snap.step, steps=snap.total_steps, batch=snap.job_no, batches=snap.job_count if snap.total_steps else 0,
+        eta_seconds=snap.eta_seconds() if job.state is JobState.RUNNING else None, text=snap.text or None,
+        preview_id=job.control.progress.preview_id, error=job.error, created=timestamp(job.created_at),
+        started=timestamp(job.started_at), finished=timestamp(job.finished_at))
+
+
+def _image_entry(job: Job, index: int, entry: dict[str, Any], with_images: bool) -> JobImage:
+    from modules.images.codec import encode_png_base64
+
+    path = entry.get("path")
+    image, missing = None, False
+    if with_images:
+        if path and Path(path).is_file():
+            try:
+                image = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            except OSError:
+                image = None
+        if image is None:
+            pixels = getattr(job.result, "images", None) or []
+            if index < len(pixels):
+                image = encode_png_base64(pixels[index], entry.get("infotext") or None)
+        missing = image is None
+    elif path:
+        missing = not Path(path).is_file()
+    return JobImage(index=index, image=image, infotext=entry.get("infotext") or "", path=path,
+                    seed=entry.get("seed"), subseed=entry.get("subseed"), missing=missing)
+
+
+def job_result(job: Job, with_images: bool) -> JobResult:
+    if not job.state.finished:
+        raise ApiError(409, f"job {job.id} is {job.state.value}; its result is not ready yet", "NotReady")
+    if job.state is JobState.FAILED:
+        raise ApiError(409, f"job {job.id} failed: {job.error}", "JobFailed")
+    meta = dict(job.result_meta or {})
+    entries = meta.pop("images", [])
+    images = [_image_entry(job, i, e, with_images) for i, e in enumerate(entries)]
+    return JobResult(id=job.id, kind=job.kind, state=job.state, images=images, info=meta, error=job.error)
+
+
+def _submit(ctx: "AppContext", submission: Any, owner: str, key: str | None) -> tuple[Job, bool]:
+    from modules.api.sdapi import raise_for_submit_error
+    from modules.generation import service
+    from modules.generation.requests import LoadModelRequest
+
+    request = submission.request
+    try:
+        replay = bool(key) and ctx.queue.find_idempotent(owner, key) is not None
+        if submission.kind in ("txt2img", "img2img"):
+            request = request.model_copy(update={"save_images": True})
+        if submission.kind == "txt2img" and not replay:
+            service.precheck(ctx, request)
+        elif submission.kind == "img2img" and not replay:
+            from modules.api.sdapi_img2img import precheck_img2img
+
+            if not request.init_images:
+                raise ApiError(400, "request.init_images: give at least one image (base64)", "InitImageNotFound")
+            precheck_img2img(ctx, request)
+        elif submission.kind == "load_model" and not replay:
+            request = LoadModelRequest(checkpoint=str(ctx.models.resolve(request.checkpoint).path))
+        generates = submission.kind != "load_model"  # generation jobs save every image and resume after a restart
+        return ctx.queue.submit_once(request, owner=owner, source="api", idempotency_key=key, keep_outputs=generates)
+    except ApiError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
+        raise_for_submit_error(exc)
+        raise
+
+
+def visible_job_dependency(ctx: "AppContext") -> Callable[..., Job]:
+    """A dependency resolving ``{job_id}`` to a job the caller may see (else 404)."""
+
+    def visible_job(job_id: str, principal: str | None = Depends(principal_of)) -> Job:
+        job = ctx.queue.lookup(job_id)
+        if job is None or (ctx.flags.api_auth_enabled and job.owner != principal):
+            raise ApiError(404, f"no job with id {job_id!r}", "JobNotFound")
+        return job
+
+    return visible_job
+
+
+def build_jobs_router(ctx: "AppContext") -> APIRouter:
+    from modules.api.jobs_events import add_event_routes
+
+    router = APIRouter(prefix="/api/v1", tags=["Native job API"])
+    visible_job = visible_job_dependency(ctx)
+
+    @router.post("/jobs", status_code=201, response_model=JobSubmitted,
+                 responses={200: {"model": JobSubmitted, "description": "replayed: the job of an earlier submit "
+                                  "with the same Idempotency-Key"},
+                            **error_responses(400, 404, 409, 413, 422, 429)})
+    def submit_job(response: Response, submission: JobSubmission = Body(...),
+                   principal: str | None = Depends(principal_of),
+                   idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200,
+                                                        description="retry-safe submit: same key, same job")
+                   ) -> JobSubmitted:
+        key = idempotency_key.strip() if idempotency_key else None
+        job, created = _submit(ctx, submission, api_owner(principal), key or None)
+        if not created:
+            response.status_code = 200
+        return JobSubmitted(id=job.id, kind=job.kind, state=job.state, position=ctx.queue.position(job.id),
+                            replayed=not created)
+
+    @router.get("/jobs", response_model=JobList, responses=error_responses(422))
+    def list_jobs(state: list[JobState] = Query(default_factory=list, description="repeat to allow several"),
+                  limit: int = Query(50, ge=1, le=500), before: int | None = Query(None, ge=0, le=2**62),
+                  principal: str | None = Depends(principal_of)) -> JobList:
+        owner = principal if ctx.flags.api_auth_enabled else None
+        jobs = ctx.queue.list_jobs(states=state, owner=owner, limit=limit, before_seq=before)
+        next_before = jobs[-1].seq if len(jobs) == limit else None
+        return JobList(jobs=[job_status(ctx, j) for j in jobs], next_before=next_before)
+
+    @router.get("/jobs/{job_id}", response_model=JobStatus, responses=error_responses(404))
+    def get_job(job: Job = Depends(visible_job)) -> JobStatus:
+        return job_status(ctx, job)
+
+    @router.get("/jobs/{job_id}/result", response_model=JobResult, responses=error_responses(404, 409, 422))
+    def get_result(job: Job = Depends(visible_job),
+                   images: bool = Query(True, description="false: metadata only, no base64")) -> JobResult:
+        return job_result(job, images)
+
+    @router.get("/jobs/{job_id}/preview", response_class=Response, responses={**PNG_RESPONSE, **error_responses(404)})
+    def get_preview(job: Job = Depends(visible_job)) -> Response:
+        png = job.control.preview_png()
+        if png is None:
+            raise ApiError(404, "no preview yet", "NoPreview")
+        return Response(content=png, media_type="image/png")
+
+    def cancel(job: Job, principal: str | None) -> CancelResult:
+        owner = principal if ctx.flags.api_auth_enabled else None
+        cancelled = ctx.queue.cancel(job.id, owner=owner)
+        return CancelResult(id=job.id, state=job.state, cancelled=cancelled)
+
+    @router.delete("/jobs/{job_id}", response_model=CancelResult, responses=error_responses(404))
+    def delete_job(job: Job = Depends(visible_job), principal: str | None = Depends(principal_of)) -> CancelResult:
+        return cancel(job, principal)
+
+    @router.post("/jobs/{job_id}/cancel", response_model=CancelResult, responses=error_responses(404))
+    def cancel_job(job: Job = Depends(visible_job), principal: str | None = Depends(principal_of)) -> CancelResult:
+        return cancel(job, principal)
+
+    @router.get("/queue", response_model=QueueStatus)
+    def queue_status(principal: str | None = Depends(principal_of)) -> QueueStatus:
+        current = ctx.queue.current()
+        show = current is not None and (not ctx.flags.api_auth_enabled or current.owner == principal)
+        limits = ctx.queue.limits
+        return QueueStatus(running=job_status(ctx, current) if show and current else None,
+                           waiting=ctx.queue.waiting_count(), waiting_yours=ctx.queue.waiting_count(api_owner(principal)),
+                           max_waiting=limits.max_waiting, max_waiting_per_owner=limits.max_waiting_per_owner,
+                           max_pixels=limits.max_pixels, max_images=limits.max_images)
+
+    add_event_routes(router, ctx, visible_job)
+    return router

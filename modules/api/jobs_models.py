@@ -1,0 +1,111 @@
+"""Request and response models of the native job API (``/api/v1``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modules.generation.requests import Img2ImgRequest, LoadModelRequest, Txt2ImgRequest
+from modules.jobs.model import JobState
+
+
+class Txt2ImgJob(BaseModel):
+    """Generate images from text. The images are always saved (results are read back from disk)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["txt2img"]
+    request: Txt2ImgRequest = Field(default_factory=Txt2ImgRequest)
+
+
+class Img2ImgJob(BaseModel):
+    """Transform images (``init_images`` as base64); with ``mask`` inpaint. The images are always saved."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["img2img"]
+    request: Img2ImgRequest
+
+
+class LoadModelJob(BaseModel):
+    """Switch the loaded checkpoint (runs on the queue like every job that touches the device)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["load_model"]
+    request: LoadModelRequest
+
+
+JobSubmission = Annotated[Union[Txt2ImgJob, Img2ImgJob, LoadModelJob], Field(discriminator="kind")]
+
+
+class JobSubmitted(BaseModel):
+    id: str
+    kind: str
+    state: JobState
+    position: int | None = Field(None, description="0: running; 1: runs next; null: finished")
+    replayed: bool = Field(False, description="true when an earlier submit with the same Idempotency-Key is returned")
+
+
+class JobStatus(BaseModel):
+    id: str
+    kind: str
+    state: JobState
+    owner: str | None = None
+    source: str = ""
+    position: int | None = Field(None, description="0: running; 1: runs next; null: finished")
+    progress: float = Field(0.0, ge=0.0, le=1.0, description="fraction done")
+    step: int = 0
+    steps: int = 0
+    batch: int = Field(0, description="current batch (0-based)")
+    batches: int = 0
+    eta_seconds: float | None = None
+    text: str | None = None
+    preview_id: int = Field(0, description="changes whenever a new preview is available")
+    error: str | None = None
+    created: datetime
+    started: datetime | None = None
+    finished: datetime | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus]
+    next_before: int | None = Field(None, description="pass as ?before= to get the next (older) page")
+
+
+class JobImage(BaseModel):
+    index: int
+    image: str | None = Field(None, description="raw base64 PNG (with its infotext); null if the file is gone")
+    infotext: str = ""
+    path: str | None = None
+    seed: int | None = None
+    subseed: int | None = None
+    missing: bool = Field(False, description="true when the saved file can no longer be read")
+
+
+class JobResult(BaseModel):
+    id: str
+    kind: str
+    state: JobState
+    images: list[JobImage] = Field(default_factory=list)
+    info: dict[str, Any] = Field(default_factory=dict, description="size, sampler, model, seconds, interrupted")
+    error: str | None = None
+
+
+class CancelResult(BaseModel):
+    id: str
+    state: JobState
+    cancelled: bool = Field(..., description="false when the job had already finished")
+
+
+class QueueStatus(BaseModel):
+    running: JobStatus | None = None
+    waiting: int
+    waiting_yours: int
+    max_waiting: int
+    max_waiting_per_owner: int
+    max_pixels: int
+    max_images: int
+
+
+def timestamp(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=timezone.utc) if value is not None else None

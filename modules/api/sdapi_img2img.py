@@ -1,0 +1,61 @@
+"""``POST /sdapi/v1/img2img``: A1111's img2img / inpainting on the job queue.
+
+A1111 semantics: a request without ``init_images`` is 404 "Init image not found"; init images and
+the mask are raw base64 or data URIs (decoded here first, so a bad image is a 400 before queueing);
+``parameters`` echoes the request without the images unless ``include_init_images``; ``info`` is
+``Processed.js()`` with the denoising strength.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Body, Depends
+
+from modules.api.errors import ApiError, error_responses
+from modules.api.sdapi_models import SdImg2ImgPayload, TextToImageResponse
+from modules.api.security import principal_of
+from modules.jobs.handlers import img2img_available
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+
+
+def precheck_img2img(ctx: "AppContext", req: Any) -> None:
+    """What can be refused before queueing (the same checks as the UI's submit)."""
+    from modules.generation.service import precheck_img2img as precheck
+
+    precheck(ctx, req)
+
+
+def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
+    if not img2img_available():
+        @router.post("/img2img", response_model=TextToImageResponse, responses=error_responses(422, 501))
+        def img2img_missing(payload: dict[str, Any] = Body(...)) -> TextToImageResponse:
+            raise ApiError(501, "img2img is not available in this build yet", "NotImplemented")
+        return
+
+    @router.post("/img2img", response_model=TextToImageResponse,
+                 responses=error_responses(400, 404, 409, 413, 422, 429, 500))
+    def img2img(payload: SdImg2ImgPayload = Body(...),
+                principal: str | None = Depends(principal_of)) -> TextToImageResponse:
+        from modules.api.sdapi import (finished_result, first_error, processed_info, raise_for_submit_error,
+                                       run_sdapi_job)
+        from modules.images.codec import encode_png_base64
+
+        if not payload.init_images:
+            raise ApiError(404, "Init image not found", "InitImageNotFound")
+        try:
+            req = payload.to_request()
+        except ValueError as exc:
+            raise ApiError(422, first_error(exc), "ValidationError") from None
+        try:
+            precheck_img2img(ctx, req)
+        except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
+            raise_for_submit_error(exc)
+        job = run_sdapi_job(ctx, req, principal, precheck=False)
+        result = finished_result(job)
+        images = [encode_png_base64(img, text) for img, text in zip(result.images, result.infotexts)] \
+            if payload.send_images else []
+        info = processed_info(req, result, denoising_strength=req.denoising_strength)
+        return TextToImageResponse(images=images, parameters=payload.echo(), info=info)

@@ -1,0 +1,104 @@
+"""LoRA, ControlNet units and the VAE choice through the A1111 API on a running server (tiny SD 1.x model):
+the job handler builds each job's add-on hooks; bad add-ons are refused before queueing with a clear 400."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.fixtures.tiny_models import build_tiny_checkpoint
+from tests.fixtures.tiny_networks import controlnet_ldm_state, kohya_lora_state, tiny_controlnet, write_safetensors
+from tests.helpers.server import load_and_wait, running_server
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("addons")
+    ckpt_dir = root / "Stable-diffusion"
+    ckpt_dir.mkdir()
+    build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=3)
+    data = root / "data"
+    with running_server(["--nowebui", "--data-dir", str(data), "--ckpt-dir", str(ckpt_dir),
+                         "--skip-load-model-at-start"]) as srv:
+        load_and_wait(srv.ctx, str(next(iter(srv.ctx.catalog.list())).path))
+        pipe = srv.ctx.models.active.model.pipeline
+        write_safetensors(srv.ctx.paths.lora_dir / "detail.safetensors", kohya_lora_state(pipe))
+        write_safetensors(srv.ctx.paths.controlnet_dir / "tiny-canny.safetensors",
+                          controlnet_ldm_state(tiny_controlnet(pipe.unet)))
+        yield srv
+
+
+def _edges_b64() -> str:
+    image = Image.new("RGB", (SIZE, SIZE), "black")
+    ImageDraw.Draw(image).ellipse((4, 4, 28, 28), fill="white")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _txt2img(server, **fields) -> tuple[int, dict]:
+    body = {"prompt": "a red circle", "steps": 2, "width": SIZE, "height": SIZE, "seed": 11,
+            "sampler_name": "Euler", **fields}
+    with server.client() as http:
+        response = http.post("/sdapi/v1/txt2img", json=body)
+    return response.status_code, response.json()
+
+
+def _pixels(answer: dict) -> bytes:
+    return Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))).convert("RGB").tobytes()
+
+
+def test_lora_tags_through_the_api(server) -> None:
+    status, plain = _txt2img(server)
+    assert status == 200
+    _, zero = _txt2img(server, prompt="a red circle <lora:detail:0>")
+    _, full = _txt2img(server, prompt="a red circle <lora:detail:1>")
+    assert _pixels(zero) == _pixels(plain)
+    assert _pixels(full) != _pixels(plain)
+    assert 'Lora hashes: "detail: ' in json.loads(full["info"])["infotexts"][0]
+    status, missing = _txt2img(server, prompt="a red circle <lora:nowhere:1>")
+    assert status == 400 and "nowhere" in missing["detail"]
+
+
+def _unit(**fields) -> dict:
+    return {"alwayson_scripts": {"ControlNet": {"args": [
+        {"image": _edges_b64(), "module": "none", "model": "tiny-canny", "weight": 1.0, **fields}]}}}
+
+
+def test_controlnet_unit_through_the_api(server) -> None:
+    with server.client() as http:
+        titles = http.get("/controlnet/model_list").json()["model_list"]
+    assert any(title.startswith("tiny-canny [") for title in titles)
+    _, plain = _txt2img(server)
+    status, controlled = _txt2img(server, **_unit())
+    assert status == 200, controlled
+    assert _pixels(controlled) != _pixels(plain)
+    infotext = json.loads(controlled["info"])["infotexts"][0]
+    assert 'ControlNet 0: "Module: none, Model: tiny-canny [' in infotext
+    _, disabled = _txt2img(server, **_unit(enabled=False))
+    assert _pixels(disabled) == _pixels(plain)
+
+
+@pytest.mark.parametrize("unit, words", [
+    ({"model": "no-such-controlnet"}, "no-such-controlnet"),
+    ({"module": "no-such-module"}, "no-such-module"),
+    ({"module": "hed"}, "ControlNetHED.pth"),
+    ({"guidance_start": 0.9, "guidance_end": 0.1}, "guidance_start"),
+])
+def test_bad_controlnet_units_are_clear_4xx(server, unit, words) -> None:
+    status, answer = _txt2img(server, **_unit(**unit))
+    assert status in (400, 422), answer
+    assert words in answer["detail"]
+
+
+def test_vae_override_and_setting(server) -> None:
+    status, answer = _txt2img(server, override_settings={"sd_vae": "missing-vae.safetensors"})
+    assert status == 400 and "missing-vae.safetensors" in answer["detail"]
+    status, _ = _txt2img(server, override_settings={"sd_vae": "None"})
+    assert status == 200

@@ -1,0 +1,65 @@
+"""Property-based run of the whole OpenAPI document with schemathesis against a live server with a
+tiny model: no operation may answer 5xx, and answers must match the documented status codes,
+content types and schemas. Bounded: a few examples per operation, small images, a short queue."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                               status_code_conformance)
+
+from modules.jobs.handlers import img2img_available
+from tests.fixtures.tiny_models import build_tiny_checkpoint
+from tests.helpers.server import load_and_wait, running_server
+
+KEY = "schemathesis-key-1"
+EXAMPLES = 10
+CHECKS = [schemathesis.checks.not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("schemathesis")
+    ckpt_dir = root / "Stable-diffusion"
+    ckpt_dir.mkdir()
+    build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=6)
+    argv = ["--nowebui", "--data-dir", str(root / "data"), "--ckpt-dir", str(ckpt_dir), "--skip-load-model-at-start",
+            "--api-key", KEY, "--max-pixels", str(64 * 64), "--max-images", "1", "--max-queue", "3",
+            "--max-queue-per-user", "2"]
+    with running_server(argv) as srv:
+        load_and_wait(srv.ctx, str(next(iter(srv.ctx.catalog.list())).path))
+        yield srv
+
+
+def _run_operation(operation, mode) -> None:
+    @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate], database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case: schemathesis.Case) -> None:
+        case.call_and_validate(headers={"X-API-Key": KEY}, checks=CHECKS, timeout=120)
+
+    run()
+
+
+@pytest.mark.timeout(900)
+def test_no_server_errors_and_documented_answers(live_server) -> None:
+    schema = schemathesis.openapi.from_url(f"{live_server.base_url}/openapi.json", headers={"X-API-Key": KEY})
+    failures, tested = [], []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if operation.path == "/api/v1/events":  # the all-jobs event stream never ends, by design
+            continue
+        if operation.path == "/sdapi/v1/img2img" and not img2img_available():
+            continue  # an honest, documented 501 until the img2img runner exists (tested elsewhere)
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            try:
+                _run_operation(operation, mode)
+            except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collect all failures, then report
+                failures.append(f"{operation.label} ({mode.value}): {exc}")
+        tested.append(operation.label)
+    assert len(tested) >= 38
+    assert not failures, "\n\n".join(failures)
