@@ -22,11 +22,11 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("addons")
     ckpt_dir = root / "Stable-diffusion"
     ckpt_dir.mkdir()
-    build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=3)
+    tiny = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=3)
     data = root / "data"
     with running_server(["--nowebui", "--data-dir", str(data), "--ckpt-dir", str(ckpt_dir),
                          "--skip-load-model-at-start"]) as srv:
-        load_and_wait(srv.ctx, str(next(iter(srv.ctx.catalog.list())).path))
+        load_and_wait(srv.ctx, str(tiny))
         pipe = srv.ctx.models.active.model.pipeline
         write_safetensors(srv.ctx.paths.lora_dir / "detail.safetensors", kohya_lora_state(pipe))
         write_safetensors(srv.ctx.paths.controlnet_dir / "tiny-canny.safetensors",

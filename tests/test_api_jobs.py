@@ -28,11 +28,11 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("jobs-api")
     ckpt_dir = root / "Stable-diffusion"
     ckpt_dir.mkdir()
-    build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=4)
+    tiny = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=4)
     with running_server(["--nowebui", "--data-dir", str(root / "data"), "--ckpt-dir", str(ckpt_dir),
                          "--skip-load-model-at-start", "--api-key", KEY_A, "--api-key", KEY_B,
                          "--max-queue-per-user", "3", "--max-pixels", str(512 * 512), "--max-images", "40"]) as srv:
-        load_and_wait(srv.ctx, str(next(iter(srv.ctx.catalog.list())).path))
+        load_and_wait(srv.ctx, str(tiny))
         yield srv
 
 

@@ -26,12 +26,12 @@ def live_server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("schemathesis")
     ckpt_dir = root / "Stable-diffusion"
     ckpt_dir.mkdir()
-    build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=6)
+    tiny = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=6)
     argv = ["--nowebui", "--data-dir", str(root / "data"), "--ckpt-dir", str(ckpt_dir), "--skip-load-model-at-start",
             "--api-key", KEY, "--max-pixels", str(64 * 64), "--max-images", "1", "--max-queue", "3",
             "--max-queue-per-user", "2"]
     with running_server(argv) as srv:
-        load_and_wait(srv.ctx, str(next(iter(srv.ctx.catalog.list())).path))
+        load_and_wait(srv.ctx, str(tiny))
         yield srv
 
 

@@ -25,7 +25,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("surface")
     ckpt_dir = root / "Stable-diffusion"
     ckpt_dir.mkdir()
-    build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=3)
+    tiny = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=3)
     data = root / "data"
     lora_dir = data / "models" / "Lora"
     lora_dir.mkdir(parents=True)
@@ -36,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
                                      encoding="utf-8")
     with running_server(["--nowebui", "--data-dir", str(data), "--ckpt-dir", str(ckpt_dir),
                          "--skip-load-model-at-start", "--api-key", "surface-test-key"]) as srv:
-        load_and_wait(srv.ctx, str(next(iter(srv.ctx.catalog.list())).path))
+        load_and_wait(srv.ctx, str(tiny))
         yield srv
 
 
@@ -182,11 +182,11 @@ def test_listings(api: webuiapi.WebUIApi, server) -> None:
                       "metadata": {"ss_output_name": "tiny_style"}}]
     memory = api.get_memory()
     assert memory["ram"]["total"] > memory["ram"]["used"] > 0 and "cuda" in memory
-    models = api.get_sd_models()
-    assert len(models) == 1 and models[0]["hash"]
+    models = {m["model_name"]: m for m in api.get_sd_models()}
+    assert set(models) <= {"tiny-sd1", "atelier-shapes-v1"}  # the shipped default is always listed
     assert api.refresh_checkpoints() is None
-    assert api.util_get_current_model() == models[0]["title"]
-    api.util_set_model(models[0]["model_name"])
+    assert api.util_get_current_model() == models["tiny-sd1"]["title"] and models["tiny-sd1"]["hash"]
+    api.util_set_model("tiny-sd1")
 
 
 def test_progress_interrupt_and_skip_while_running(api: webuiapi.WebUIApi, server) -> None:

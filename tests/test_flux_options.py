@@ -96,3 +96,37 @@ def test_flux_hires(flux, tmp_path) -> None:
     assert result.images[0].size == (96, 96)
     assert [c["task"] for c in spy.calls] == ["txt2img", "hires"]
     assert spy.calls[1]["height"] == 96 and spy.calls[1]["image"].shape[-2:] == (12, 12)
+
+
+def test_kontext_editing_uses_the_reference(flux, tmp_path) -> None:
+    out = OutputOptions(save=False, outdir=tmp_path)
+    spy = Spy()
+    red, blue = noise_image(64, 64, seed=2), noise_image(64, 64, seed=3)
+    base = dict(prompt="make it blue", steps=2, seed=1, sampler_name="Euler", flux_kontext=True)
+    a = run_img2img(Img2ImgRequest(**base, init_images=[encode_request_image(red)]), flux["dev"], JobControl(), out,
+                    hooks=[spy])
+    b = run_img2img(Img2ImgRequest(**base, init_images=[encode_request_image(blue)]), flux["dev"], JobControl(), out)
+    again = run_img2img(Img2ImgRequest(**base, init_images=[encode_request_image(red)]), flux["dev"], JobControl(),
+                        out)
+    assert a.images[0].size == (64, 64) and "Kontext references: 1" in a.infotexts[0]
+    assert a.images[0].tobytes() != b.images[0].tobytes()      # the reference image conditions the output
+    assert a.images[0].tobytes() == again.images[0].tobytes()  # and seeds reproduce
+    assert type(spy.calls[0]["image"]).__name__ == "Image" and spy.calls[0]["image"].size == (64, 64)
+    assert "strength" not in spy.calls[0]
+    two = run_img2img(Img2ImgRequest(**base, batch_size=2, init_images=[encode_request_image(red),
+                                                                        encode_request_image(blue)]),
+                      flux["schnell"], JobControl(), out, hooks=[spy])
+    assert len(two.images) == 2 and "Kontext references: 2" in two.infotexts[0]
+    assert spy.calls[-1]["image"].size == (128, 64)            # stitched side by side
+
+
+def test_kontext_refusals(flux, tmp_path, tiny_checkpoints, model_cache_dir) -> None:
+    out = OutputOptions(save=False, outdir=tmp_path)
+    image = encode_request_image(noise_image(64, 64, seed=2))
+    with pytest.raises(InvalidRequestError, match="remove the mask"):
+        run_img2img(Img2ImgRequest(prompt="x", steps=1, flux_kontext=True, init_images=[image], mask=image),
+                    flux["dev"], JobControl(), out)
+    sd1 = load_active(tiny_checkpoints["sd1"]["single"], model_cache_dir)
+    with pytest.raises(InvalidRequestError, match="needs a FLUX.1 model"):
+        run_img2img(Img2ImgRequest(prompt="x", steps=1, flux_kontext=True, init_images=[image]), sd1, JobControl(),
+                    out)

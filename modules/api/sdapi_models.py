@@ -157,6 +157,7 @@ class SdImg2ImgPayload(_SdGenerationPayload):
     inpainting_mask_invert: int = 0
     initial_noise_multiplier: float | None = None
     include_init_images: bool = False
+    flux_kontext: bool = Field(False, description="Atelier: FLUX.1 Kontext editing with the init images as reference")
 
     def to_request(self) -> Any:  # -> Img2ImgRequest
         from modules.generation.requests import Img2ImgRequest
@@ -171,7 +172,7 @@ class SdImg2ImgPayload(_SdGenerationPayload):
             inpaint_full_res=fields["inpaint_full_res"], inpaint_full_res_padding=fields["inpaint_full_res_padding"],
             inpainting_mask_invert=fields["inpainting_mask_invert"],
             initial_noise_multiplier=None if noise in (None, 1, 1.0) else noise,
-            include_init_images=fields["include_init_images"])
+            include_init_images=fields["include_init_images"], flux_kontext=fields["flux_kontext"])
 
     def echo(self) -> dict[str, Any]:
         params = super().echo()

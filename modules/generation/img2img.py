@@ -135,6 +135,10 @@ def precheck_img2img(req: "Img2ImgRequest", model: "LoadedModel | None", styles:
         raise InvalidRequestError(f"too many init images: {len(images)}; batch_size {req.batch_size} or less")
     prepare_prompt_pair(req.prompt, req.negative_prompt, req.styles, styles, req.steps, handled_kinds)
     sampler = resolve_sampler(req.sampler_name, req.scheduler)
+    if req.flux_kontext:
+        from modules.generation.kontext import check_kontext
+
+        check_kontext(req, model)
     if model is not None:
         check_sampler_for_model(sampler, model)
         if images and req.outpaint is None:
@@ -343,6 +347,12 @@ def run_img2img(req: "Img2ImgRequest", active: "ActiveModel", control: JobContro
         raise InvalidRequestError("Init image not found: init_images is empty")
     images = [decode_request_image(data, f"init image {i + 1}") for i, data in enumerate(req.init_images)]
     mask = decode_request_image(req.mask, "mask") if req.mask else None
+    if req.flux_kontext:
+        from modules.generation.kontext import run_kontext
+
+        if mask is not None:
+            raise InvalidRequestError("Kontext editing uses whole reference images: remove the mask")
+        return run_kontext(req, active, [flatten(image) for image in images], control, output, styles, hooks=hooks)
     images, mask, protect = load_inputs(req, images, mask, active.model.family.size_multiple)
     job = setup_job(req, active, styles, hooks, refiners, output, images[0].size, mask is not None)
     result = new_result(job)

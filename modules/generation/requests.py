@@ -146,6 +146,8 @@ class Img2ImgRequest(GenerationRequest):
     include_init_images: bool = Field(False, description="API echo only")
     outpaint: Outpaint | None = Field(None, description="grow the canvas; the processing size is then the "
                                                        "grown canvas (width/height are not used)")
+    flux_kontext: bool = Field(False, description="FLUX: edit following the prompt with the init image(s) as "
+                                                  "Kontext reference(s) (no mask; denoising strength unused)")
 
     @model_validator(mode="after")
     def _blur_and_noise(self) -> "Img2ImgRequest":

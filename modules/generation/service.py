@@ -79,8 +79,12 @@ def precheck_img2img(ctx: "AppContext", req: Img2ImgRequest) -> None:
     """What can be refused before queueing an img2img/inpaint job: sampler, prompt syntax, checkpoint,
     unreadable or missing images, a sampler the loaded model cannot run."""
     from modules.generation.img2img import decode_request_image
+    from modules.generation.kontext import check_kontext
+
     resolved = resolve_sampler(req.sampler_name, req.scheduler)
     check_addons(ctx, req, prepared_networks(ctx, req))
+    if req.flux_kontext:
+        check_kontext(req, None)
     if not req.init_images:
         raise InvalidRequestError("img2img needs an init image: upload one first")
     for index, data in enumerate(req.init_images):
@@ -94,6 +98,8 @@ def precheck_img2img(ctx: "AppContext", req: Img2ImgRequest) -> None:
             return
     if active is not None:
         check_sampler_for_model(resolved, active.model)
+        if req.flux_kontext:
+            check_kontext(req, active.model)
 
 
 def submit_img2img(ctx: "AppContext", req: Img2ImgRequest, *, owner: str | None = None,

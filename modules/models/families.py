@@ -137,7 +137,8 @@ _XL_PIPES = _pipes(
     "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"
 )
 _XL_REFINER_PIPES = _pipes(None, "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline")
-_FLUX_PIPES = _pipes("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")
+_FLUX_PIPES = MappingProxyType({**_pipes("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline"),
+                                 "kontext": "FluxKontextPipeline"})  # reference-image editing (Kontext)
 
 _UNET = "model.diffusion_model."
 _LDM_INPAINT = (VariantRule("inpaint", (_UNET + "input_blocks.0.0.weight",), 1, 9),)
