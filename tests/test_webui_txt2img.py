@@ -3,8 +3,6 @@ event (via gradio_client), and a bad request comes back as a readable message.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from gradio_client import Client
 from PIL import Image

@@ -1,126 +1,124 @@
-"""The txt2img tab: builds a Txt2ImgRequest from the fields, submits it, renders the result."""
+"""The txt2img tab: prompts, sampling, size, batch, seed, hires fix and refiner; builds a
+:class:`Txt2ImgRequest`, submits it through :func:`modules.generation.service.submit_txt2img` and
+follows the job live (bar, ETA, previews, queue position).
+
+The Generate event is ``/run`` in the Gradio API; its first 11 inputs are prompt, negative prompt,
+sampler, schedule, steps, width, height, batch count, batch size, CFG scale and seed (the rest have
+defaults).
+"""
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 import gradio as gr
 
-from modules.generation.requests import Txt2ImgRequest
+from webui.params import (Fields, PromptRow, SeedRow, build_advanced, build_batch_and_cfg, build_prompt_row,
+                          build_sampling, build_seed, build_size, request_values)
+from webui.results import Results, build_results, run_job
+from webui.tools import wire_tools
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
+    from webui.ui_config import UiDefaults
 
-POLL_SECONDS = 0.1
-
-
-def _sampler_names() -> list[str]:
-    from modules.generation.samplers import list_samplers
-
-    return [s["name"] for s in list_samplers(None)]
+TAB = "txt2img"
 
 
-def _schedule_labels() -> list[str]:
-    from modules.generation.samplers import list_schedules
+@dataclass
+class Txt2ImgTab:
+    fields: Fields
+    row: PromptRow
+    seed: SeedRow
+    results: Results
+    hires: Any
 
-    return [s["label"] for s in list_schedules()]
+
+def _build_hires(ctx: "AppContext", ui: "UiDefaults", fields: Fields) -> Any:
+    from webui.common import sampler_names, schedule_labels
+
+    with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr") as hires:
+        fields.add("enable_hr", ui.make(gr.Checkbox, TAB, "Enable hires fix", value=False,
+                                        elem_id="txt2img_enable_hr"))
+        with gr.Row():
+            fields.add("hr_upscaler", ui.make(gr.Dropdown, TAB, "Upscaler", choices=ctx.upscalers.names(),
+                                              value="Latent", elem_id="txt2img_hr_upscaler"))
+            fields.add("hr_second_pass_steps", ui.make(gr.Slider, TAB, "Hires steps", minimum=0, maximum=150,
+                                                       value=0, step=1, elem_id="txt2img_hires_steps",
+                                                       info="0: same as sampling steps"))
+            fields.add("denoising_strength", ui.make(gr.Slider, TAB, "Denoising strength", minimum=0, maximum=1,
+                                                     value=0.7, step=0.01, elem_id="txt2img_denoising_strength"))
+        with gr.Row():
+            fields.add("hr_scale", ui.make(gr.Slider, TAB, "Upscale by", minimum=1, maximum=4, value=2.0, step=0.05,
+                                           elem_id="txt2img_hr_scale"))
+            fields.add("hr_resize_x", ui.make(gr.Slider, TAB, "Resize width to", minimum=0, maximum=4096, value=0,
+                                              step=8, elem_id="txt2img_hr_resize_x"))
+            fields.add("hr_resize_y", ui.make(gr.Slider, TAB, "Resize height to", minimum=0, maximum=4096, value=0,
+                                              step=8, elem_id="txt2img_hr_resize_y"))
+        with gr.Row():
+            fields.add("hr_sampler_name", ui.make(gr.Dropdown, TAB, "Hires sampling method",
+                                                  choices=["Use same sampler", *sampler_names()],
+                                                  value="Use same sampler", elem_id="txt2img_hr_sampler"))
+            fields.add("hr_scheduler", ui.make(gr.Dropdown, TAB, "Hires schedule type",
+                                               choices=["Use same scheduler", *schedule_labels()],
+                                               value="Use same scheduler", elem_id="txt2img_hr_scheduler"))
+        with gr.Row():
+            fields.add("hr_prompt", ui.make(gr.Textbox, TAB, "Hires prompt", value="", lines=2,
+                                            placeholder="empty: same prompt", elem_id="txt2img_hr_prompt"))
+            fields.add("hr_negative_prompt", ui.make(gr.Textbox, TAB, "Hires negative prompt", value="", lines=2,
+                                                     placeholder="empty: same negative prompt",
+                                                     elem_id="txt2img_hr_neg_prompt"))
+    return hires
 
 
-def build_txt2img_tab(ctx: "AppContext") -> None:
-    with gr.Row():
-        with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt",
-                                placeholder="a red circle on a blue background")
-            negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt")
-        with gr.Column(scale=1, min_width=160):
-            generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
-            interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt")
-    with gr.Row():
-        with gr.Column():
-            with gr.Row():
-                sampler = gr.Dropdown(_sampler_names(), value="Euler a", label="Sampling method",
-                                      elem_id="txt2img_sampling")
-                schedule = gr.Dropdown(_schedule_labels(), value="Automatic", label="Schedule type",
-                                       elem_id="txt2img_scheduler")
-            steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="txt2img_steps")
-            with gr.Row():
-                width = gr.Slider(0, 2048, value=0, step=8, label="Width (0: model's native size)",
-                                  elem_id="txt2img_width")
-                height = gr.Slider(0, 2048, value=0, step=8, label="Height (0: model's native size)",
-                                   elem_id="txt2img_height")
-            with gr.Row():
-                batch_count = gr.Slider(1, 64, value=1, step=1, label="Batch count", elem_id="txt2img_batch_count")
-                batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="txt2img_batch_size")
-            cfg = gr.Slider(0, 30, value=7, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale")
-            seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="txt2img_seed")
-        with gr.Column():
-            gallery = gr.Gallery(label="Output", columns=2, height="auto", elem_id="txt2img_gallery",
-                                 format="png")
-            status = gr.Markdown("", elem_id="txt2img_status")
-            infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False,
-                                  elem_id="txt2img_infotext")
-    job_id = gr.State("")
+def _build_refiner(ctx: "AppContext", ui: "UiDefaults", fields: Fields) -> None:
+    from webui.common import checkpoint_titles
 
-    def run(prompt_v: str, negative_v: str, sampler_v: str, schedule_v: str, steps_v: float,
-            width_v: float, height_v: float, batch_count_v: float, batch_size_v: float, cfg_v: float,
-            seed_v: float, progress: gr.Progress = gr.Progress()) -> Iterator[Any]:
+    with gr.Accordion("Refiner", open=False, elem_id="txt2img_refiner"):
+        with gr.Row():
+            fields.add("refiner_checkpoint", ui.make(gr.Dropdown, TAB, "Refiner checkpoint",
+                                                     choices=["None", *checkpoint_titles(ctx)], value="None",
+                                                     elem_id="txt2img_refiner_checkpoint"))
+            fields.add("refiner_switch_at", ui.make(gr.Slider, TAB, "Switch at", minimum=0.01, maximum=0.99,
+                                                    value=0.8, step=0.01, elem_id="txt2img_refiner_switch_at"))
+
+
+def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
+    from webui.sections import build_sections
+
+    fields = Fields()
+    row = build_prompt_row(ctx, ui, TAB, fields)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            build_sampling(ui, TAB, fields)
+            build_size(ui, TAB, fields, "the model's native size")
+            build_batch_and_cfg(ui, TAB, fields)
+            seed = build_seed(ui, TAB, fields)
+            hires = _build_hires(ctx, ui, fields)
+            _build_refiner(ctx, ui, fields)
+            build_advanced(ui, TAB, fields)
+            build_sections(ctx, ui, TAB, fields)
+        with gr.Column(scale=1):
+            results = build_results(TAB)
+    # the API order: the historical 11 inputs first, then every other field
+    first = ["prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "width", "height", "n_iter",
+             "batch_size", "cfg_scale", "seed"]
+    ordered = Fields({name: fields.components[name] for name in first + [n for n in fields.names if n not in first]})
+
+    def run(request: gr.Request, *values: Any) -> Iterator[tuple[Any, ...]]:
+        from modules.generation.previews import preview_every
+        from modules.generation.requests import Txt2ImgRequest
         from modules.generation.service import submit_txt2img
-        from modules.jobs.queue import JobState
+        from webui.common import owner_of
 
-        try:
-            req = Txt2ImgRequest(prompt=prompt_v, negative_prompt=negative_v, sampler_name=sampler_v,
-                                 scheduler=schedule_v, steps=int(steps_v), width=int(width_v) or None,
-                                 height=int(height_v) or None, n_iter=int(batch_count_v),
-                                 batch_size=int(batch_size_v), cfg_scale=float(cfg_v),
-                                 seed=int(seed_v if seed_v is not None else -1))
-            job = submit_txt2img(ctx, req, owner="webui")
-        except Exception as exc:  # noqa: BLE001 - every refusal is shown as a readable message
-            raise gr.Error(_readable(exc)) from None
-        yield gr.update(), "Queued…", gr.update(), job.id
-        while not job.done.wait(POLL_SECONDS):
-            position = ctx.queue.position(job.id)
-            snap = job.progress
-            if position and position > 0:
-                progress(0.0, desc=f"In queue: {position} job(s) ahead")
-            elif snap.total_steps:
-                done = snap.job_no * snap.total_steps + snap.step
-                progress((done, snap.total_steps * snap.job_count), desc=snap.text or "Generating",
-                         unit="steps")
-        if job.state is JobState.FAILED:
-            raise gr.Error(job.error or "generation failed")
-        result = job.result
-        if result is None:
-            yield gr.update(), f"Cancelled: {job.error}", "", ""
-            return
-        note = " (interrupted)" if result.interrupted else ""
-        text = f"{len(result.images)} image(s) in {result.seconds:.1f} s{note}"
-        yield [(img, f"seed {s}") for img, s in zip(result.images, result.seeds)], text, \
-            (result.infotexts[0] if result.infotexts else ""), ""
+        def submit() -> Any:
+            req = Txt2ImgRequest(**request_values(ordered.values(values)))
+            return submit_txt2img(ctx, req, owner=owner_of(request), source="webui")
 
-    def stop(current_job: str) -> str:
-        if current_job:
-            ctx.queue.cancel(current_job)
-        else:
-            ctx.queue.interrupt()
-        return "Interrupting…"
+        yield from run_job(ctx, submit, previews=preview_every(ctx.settings.current) > 0)
 
-    generate.click(run, inputs=[prompt, negative, sampler, schedule, steps, width, height, batch_count,
-                                batch_size, cfg, seed],
-                   outputs=[gallery, status, infotext, job_id], concurrency_limit=None)
-    interrupt.click(stop, inputs=[job_id], outputs=[status], queue=False)
-
-
-def _readable(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):  # pydantic ValidationError
-        first = errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{where}: {first.get('msg')}"
-    return str(exc) or type(exc).__name__
-
-
-def wait_for(job: Any, timeout: float) -> bool:
-    """Helper for tests: wait for a job to finish."""
-    deadline = time.monotonic() + timeout
-    return job.done.wait(max(0.0, deadline - time.monotonic()))
+    row.generate.click(run, inputs=ordered.inputs, outputs=results.outputs, api_name="run",
+                       concurrency_limit=None, show_progress="hidden")
+    wire_tools(ctx, row, seed, fields, results)
+    return Txt2ImgTab(fields, row, seed, results, hires)

@@ -34,7 +34,8 @@ FLUX_COEFFS: Final = (
     (0.0817, 0.0765, 0.0749), (-0.1264, -0.0522, -0.1103), (-0.0280, -0.0881, -0.0499), (-0.1262, -0.0982, -0.0778),
 )
 FLUX_BIAS: Final = (-0.0329, -0.0718, -0.0851)
-#: the preview is enlarged (nearest neighbour) by this factor: latents are 8x smaller than pixels
+#: the preview is enlarged (bilinear: a soft image reads better than 8x8 blocks) by this factor; latents are
+#: 8x smaller than pixels
 PREVIEW_SCALE: Final[int] = 8
 
 
@@ -114,5 +115,5 @@ def latents_to_preview(latents: torch.Tensor, family: Any, size: tuple[int, int]
     pixels = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     image = Image.fromarray(pixels, "RGB")
     if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.BILINEAR)
     return image

@@ -1,0 +1,1 @@
+"""The history browser over ``outputs/``: index, search, thumbnails and delete-to-trash."""

@@ -1,0 +1,167 @@
+"""The Extras tab: Upscale (A1111's single-image extras with the upscalers of
+:mod:`modules.images.upscalers`) and PNG Info (every infotext key of an image, with "send to" buttons
+wired in :mod:`webui.app`)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from webui.common import readable, status_html
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from modules.app_context import AppContext
+    from webui.ui_config import UiDefaults
+
+TAB = "extras"
+
+
+@dataclass
+class ExtrasTab:
+    tabs: Any
+    image: Any
+    png_file: Any
+    png_text: Any
+    send_txt2img: Any
+    send_img2img: Any
+
+
+def save_extras_image(ctx: "AppContext", image: "Image.Image", source_info: str, post_info: str) -> str:
+    """Save to ``outputs/extras-images/NNNNN.png`` (A1111 layout), keeping the source's infotext."""
+    from PIL import PngImagePlugin
+
+    from modules.images.saving import get_next_sequence_number
+
+    folder = ctx.paths.output_dir("extras")
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = PngImagePlugin.PngInfo()
+    for key, value in (("parameters", source_info), ("postprocessing", post_info)):
+        if value:
+            meta.add_text(key, value)
+    for _ in range(100):  # another writer may take a number between the scan and the open
+        path = folder / f"{get_next_sequence_number(folder):05}.png"
+        try:
+            with open(path, "xb") as handle:
+                image.save(handle, format="PNG", pnginfo=meta)
+            return str(path)
+        except FileExistsError:
+            continue
+    raise OSError(f"no free file name in {folder}")
+
+
+def infotext_items(text: str) -> list[tuple[str, str]]:
+    """The keys an infotext really contains, in order (no parser defaults; "Size-1"/"Size-2" as "Size")."""
+    from modules.images.infotext import parse_infotext
+
+    items: list[tuple[str, str]] = []
+    for key, value in parse_infotext(text).items():
+        base = key[:-2] if key[-2:] in ("-1", "-2") else key
+        if key not in ("Prompt", "Negative prompt") and f"{base}:" not in text:
+            continue  # a default the parser filled in
+        if key.endswith("-2"):
+            continue
+        if key.endswith("-1"):
+            items.append((base, text.split(f"{base}:", 1)[1].split(",", 1)[0].strip()))
+            continue
+        items.append((key, str(value)))
+    first = [item for item in items if item[0] in ("Prompt", "Negative prompt")]
+    return first + [item for item in items if item[0] not in ("Prompt", "Negative prompt")]
+
+
+def pnginfo_html(text: str, items: dict[str, str]) -> str:
+    """Every key of an infotext (and the image's other text chunks) as a small HTML table."""
+    if not text and not items:
+        return status_html("This image has no generation parameters.", "warn")
+    rows = [*(infotext_items(text) if text else []), *items.items()]
+    body = "".join(f"<tr><th style='text-align:left;padding:2px 1em 2px 0;vertical-align:top'>{html.escape(k)}</th>"
+                   f"<td style='padding:2px 0'>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table class='atelier-pnginfo' style='width:100%'>{body}</table>"
+
+
+def build_extras_tab(ctx: "AppContext", ui: "UiDefaults") -> ExtrasTab:
+    from modules.images.upscale import UPSCALERS
+
+    names = [*UPSCALERS, *(m.name for m in ctx.upscalers.models())]
+    with gr.Tabs(elem_id="extras_tabs") as tabs:
+        with gr.Tab("Upscale", id="upscale"):
+            with gr.Row(equal_height=False):
+                with gr.Column():
+                    image = gr.Image(label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"],
+                                     elem_id="extras_image", height=320)
+                    resize_mode = ui.make(gr.Radio, TAB, "Resize", choices=["Scale by", "Scale to"], value="Scale by",
+                                          type="index", elem_id="extras_resize_mode")
+                    with gr.Row():
+                        scale = ui.make(gr.Slider, TAB, "Scale by", minimum=1, maximum=8, value=2.0, step=0.05,
+                                        elem_id="extras_upscaling_resize")
+                        width = ui.make(gr.Number, TAB, "Width", value=512, precision=0, elem_id="extras_resize_w")
+                        height = ui.make(gr.Number, TAB, "Height", value=512, precision=0, elem_id="extras_resize_h")
+                        crop = ui.make(gr.Checkbox, TAB, "Crop to fit", value=True, elem_id="extras_crop")
+                    with gr.Row():
+                        upscaler_1 = ui.make(gr.Dropdown, TAB, "Upscaler 1", choices=names, value="Lanczos",
+                                             elem_id="extras_upscaler_1")
+                        upscaler_2 = ui.make(gr.Dropdown, TAB, "Upscaler 2", choices=names, value="None",
+                                             elem_id="extras_upscaler_2")
+                        visibility = ui.make(gr.Slider, TAB, "Upscaler 2 visibility", minimum=0, maximum=1,
+                                             value=0.0, step=0.01, elem_id="extras_upscaler_2_visibility")
+                    run = gr.Button("Upscale", variant="primary", elem_id="extras_generate")
+                with gr.Column():
+                    result = gr.Image(label="Result", type="pil", interactive=False, elem_id="extras_result",
+                                      height=320, format="png")
+                    info = gr.HTML("", elem_id="extras_info")
+        with gr.Tab("PNG Info", id="pnginfo"):
+            with gr.Row(equal_height=False):
+                with gr.Column():
+                    png_file = gr.Image(label="Image with generation parameters", type="filepath", image_mode=None,
+                                        sources=["upload", "clipboard"], elem_id="pnginfo_image", height=320)
+                with gr.Column():
+                    png_html = gr.HTML("", elem_id="pnginfo_html")
+                    png_text = gr.Textbox(label="Infotext", lines=5, interactive=False, elem_id="pnginfo_generation_info",
+                                          buttons=["copy"])
+                    with gr.Row():
+                        send_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
+                        send_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img")
+
+    def upscale(source: Any, mode: int, by: float, w: float, h: float, crop_v: bool, first: str, second: str,
+                second_vis: float) -> tuple[Any, str]:
+        from modules.images.codec import read_infotext
+        from modules.images.upscale import UpscaleError, UpscaleParams, infotext_of, postprocess_upscale
+
+        if source is None:
+            return gr.skip(), status_html("Upload an image first.", "warn")
+        params = UpscaleParams(resize_mode=int(mode or 0), upscaling_resize=float(by), upscaling_resize_w=int(w or 0),
+                               upscaling_resize_h=int(h or 0), upscaling_crop=bool(crop_v), upscaler_1=first or "None",
+                               upscaler_2=second or "None", extras_upscaler_2_visibility=float(second_vis or 0))
+        try:
+            out, post = postprocess_upscale(source, params, ctx.upscalers)
+            text = infotext_of(post)
+            saved = save_extras_image(ctx, out, read_infotext(source) or "", text)
+        except (UpscaleError, OSError) as exc:
+            return gr.skip(), status_html(readable(exc), "error")
+        return out, status_html(f"{out.width}x{out.height} · {text or 'unchanged'} · saved to {saved}", "ok")
+
+    run.click(upscale, inputs=[image, resize_mode, scale, width, height, crop, upscaler_1, upscaler_2, visibility],
+              outputs=[result, info], api_name="extras", concurrency_limit=2)
+
+    def read_png(path: str | None) -> tuple[str, str]:
+        from PIL import Image, UnidentifiedImageError
+
+        from modules.images.codec import read_infotext
+
+        if not path:
+            return "", ""
+        try:
+            with Image.open(path) as img:
+                text = read_infotext(img) or ""
+                items = {k: v for k, v in img.info.items() if isinstance(v, str) and k != "parameters"}
+        except (OSError, UnidentifiedImageError) as exc:
+            return status_html(f"Cannot read that image: {readable(exc)}", "error"), ""
+        return pnginfo_html(text, items), text
+
+    png_file.change(read_png, inputs=[png_file], outputs=[png_html, png_text], api_name="pnginfo",
+                    show_progress="hidden")
+    return ExtrasTab(tabs, image, png_file, png_text, send_txt2img, send_img2img)

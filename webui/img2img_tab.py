@@ -1,0 +1,140 @@
+"""The img2img tab with its sub-tabs img2img / Inpaint (mask painted on a canvas or uploaded) /
+Outpaint; builds an :class:`Img2ImgRequest` and submits it through
+:func:`modules.generation.service.submit_img2img` (Gradio API name ``/img2img``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+import gradio as gr
+
+from webui.params import (Fields, PromptRow, SeedRow, build_advanced, build_batch_and_cfg, build_prompt_row,
+                          build_sampling, build_seed, build_size, request_values)
+from webui.results import Results, build_results, run_job
+from webui.tools import wire_tools
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+    from webui.ui_config import UiDefaults
+
+TAB = "img2img"
+RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
+MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
+
+
+@dataclass
+class Img2ImgTab:
+    fields: Fields
+    row: PromptRow
+    seed: SeedRow
+    results: Results
+    tabs: Any
+    mode: Any
+    image: Any
+    editor: Any
+    outpaint_image: Any
+
+
+def _build_inpaint_options(ui: "UiDefaults", fields: Fields) -> None:
+    with gr.Row():
+        fields.add("mask_blur", ui.make(gr.Slider, TAB, "Mask blur", minimum=0, maximum=64, value=4, step=1,
+                                        elem_id="img2img_mask_blur"))
+        fields.add("inpainting_mask_invert", ui.make(gr.Radio, TAB, "Mask mode",
+                                                     choices=["Inpaint masked", "Inpaint not masked"],
+                                                     value="Inpaint masked", type="index",
+                                                     elem_id="img2img_mask_mode"))
+    fields.add("inpainting_fill", ui.make(gr.Radio, TAB, "Masked content", choices=MASKED_CONTENT, value="original",
+                                          type="index", elem_id="img2img_inpainting_fill"))
+    with gr.Row():
+        fields.add("inpaint_full_res", ui.make(gr.Radio, TAB, "Inpaint area", choices=["Whole picture", "Only masked"],
+                                               value="Whole picture", type="index", elem_id="img2img_inpaint_full_res"))
+        fields.add("inpaint_full_res_padding", ui.make(gr.Slider, TAB, "Only masked padding, pixels", minimum=0,
+                                                       maximum=256, value=32, step=4,
+                                                       elem_id="img2img_inpaint_full_res_padding"))
+
+
+def _build_inputs(ui: "UiDefaults") -> tuple[Any, Any, Any, Any, Any, Any, dict[str, Any]]:
+    # a hidden field, not a gr.State, so that API callers can choose the mode too
+    mode = gr.Radio(["img2img", "inpaint", "outpaint"], value="img2img", visible=False, elem_id="img2img_mode",
+                    label="Mode")
+    with gr.Tabs(elem_id="img2img_mode_tabs") as tabs:
+        with gr.Tab("img2img", id="img2img") as tab_img:
+            image = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
+                             elem_id="img2img_image", height=360)
+        with gr.Tab("Inpaint", id="inpaint") as tab_inpaint:
+            editor = gr.ImageEditor(label="Image and mask: paint over what to repaint", type="pil",
+                                    image_mode="RGBA", sources=["upload", "clipboard"], elem_id="img2img_inpaint_editor",
+                                    brush=gr.Brush(colors=[("#ff00ff", 0.6)], color_mode="fixed", default_size=16),
+                                    eraser=gr.Eraser(default_size=16), layers=False, transforms=(), height=420)
+            mask_upload = gr.Image(label="Or upload a mask (white = repaint)", type="pil", image_mode="RGBA",
+                                   sources=["upload"], elem_id="img2img_mask_upload", height=160)
+        with gr.Tab("Outpaint", id="outpaint") as tab_outpaint:
+            outpaint_image = gr.Image(label="Image to extend", type="pil", image_mode="RGBA",
+                                      sources=["upload", "clipboard"], elem_id="img2img_outpaint_image", height=300)
+            sides: dict[str, Any] = {}
+            with gr.Row():
+                for side in ("left", "right", "up", "down"):
+                    sides[side] = ui.make(gr.Slider, TAB, f"Outpaint {side}", minimum=0, maximum=512, value=0, step=8,
+                                          elem_id=f"img2img_outpaint_{side}")
+            sides["fill"] = ui.make(gr.Radio, TAB, "Outpaint content", choices=MASKED_CONTENT, value="fill",
+                                    type="index", elem_id="img2img_outpaint_fill")
+    for tab, name in ((tab_img, "img2img"), (tab_inpaint, "inpaint"), (tab_outpaint, "outpaint")):
+        tab.select(lambda n=name: n, outputs=[mode], queue=False, show_progress="hidden", api_visibility="private")
+    return mode, tabs, image, editor, mask_upload, outpaint_image, sides
+
+
+def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
+    from webui.sections import build_sections
+
+    fields = Fields()
+    row = build_prompt_row(ctx, ui, TAB, fields)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            mode, tabs, image, editor, mask_upload, outpaint_image, sides = _build_inputs(ui)
+            fields.add("resize_mode", ui.make(gr.Radio, TAB, "Resize mode", choices=RESIZE_MODES, value="Just resize",
+                                              type="index", elem_id="img2img_resize_mode"))
+            with gr.Accordion("Inpaint options", open=False, elem_id="img2img_inpaint_options"):
+                _build_inpaint_options(ui, fields)
+            build_sampling(ui, TAB, fields)
+            build_size(ui, TAB, fields, "the image's size")
+            build_batch_and_cfg(ui, TAB, fields)
+            fields.add("denoising_strength", ui.make(gr.Slider, TAB, "Denoising strength", minimum=0, maximum=1,
+                                                     value=0.75, step=0.01, elem_id="img2img_denoising_strength"))
+            seed = build_seed(ui, TAB, fields)
+            build_advanced(ui, TAB, fields)
+            build_sections(ctx, ui, TAB, fields)
+        with gr.Column(scale=1):
+            results = build_results(TAB)
+    side_inputs = [sides["left"], sides["right"], sides["up"], sides["down"], sides["fill"]]
+
+    def run(request: gr.Request, mode_v: str, image_v: Any, editor_v: Any, mask_v: Any, outpaint_v: Any,
+            left: float, right: float, up: float, down: float, outpaint_fill: int,
+            *values: Any) -> Iterator[tuple[Any, ...]]:
+        from modules.generation.img2img import encode_request_image, flatten
+        from modules.generation.previews import preview_every
+        from modules.generation.requests import Img2ImgRequest, Outpaint
+        from modules.generation.service import submit_img2img
+        from webui.common import owner_of
+        from webui.img2img_inputs import request_images
+
+        def submit() -> Any:
+            init, mask = request_images(mode_v, image_v, editor_v, mask_v, outpaint_v)
+            data = request_values(fields.values(values))
+            data["init_images"] = [encode_request_image(flatten(init))]
+            data["mask"] = encode_request_image(mask) if mask is not None else None
+            if mode_v == "outpaint":
+                data["outpaint"] = Outpaint(left=int(left), right=int(right), up=int(up), down=int(down))
+                data["inpainting_fill"] = int(outpaint_fill or 0)
+            elif mode_v != "inpaint":
+                data = {k: v for k, v in data.items() if not k.startswith("inpaint") and k != "mask_blur"} | {
+                    "mask": None}
+            return submit_img2img(ctx, Img2ImgRequest(**data), owner=owner_of(request), source="webui")
+
+        yield from run_job(ctx, submit, previews=preview_every(ctx.settings.current) > 0)
+
+    inputs = [mode, image, editor, mask_upload, outpaint_image, *side_inputs, *fields.inputs]
+    row.generate.click(run, inputs=inputs, outputs=results.outputs, api_name="img2img", concurrency_limit=None,
+                       show_progress="hidden")
+    wire_tools(ctx, row, seed, fields, results)
+    return Img2ImgTab(fields, row, seed, results, tabs, mode, image, editor, outpaint_image)

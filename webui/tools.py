@@ -1,0 +1,105 @@
+"""The tool buttons of a generation tab: ↙️ read parameters, 🗑️ clear, 📂 PNG, styles, ♻️ reuse seed,
+Interrupt and Skip. Shared by txt2img and img2img."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from webui.common import readable, status_html
+from webui.params import Fields, PromptRow, SeedRow, paste_updates
+from webui.results import Results, stop_job
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+
+
+def infotext_of_file(path: str | None) -> str:
+    """The A1111 infotext stored in an image file ("" when it has none)."""
+    if not path:
+        return ""
+    from PIL import Image, UnidentifiedImageError
+
+    from modules.images.codec import read_infotext
+
+    try:
+        with Image.open(path) as image:
+            return read_infotext(image) or ""
+    except (OSError, UnidentifiedImageError, ValueError):
+        return ""
+
+
+def looks_like_infotext(text: str) -> bool:
+    return any(line.strip().startswith("Steps:") for line in (text or "").splitlines())
+
+
+def wire_tools(ctx: "AppContext", row: PromptRow, seed: SeedRow, fields: Fields, results: Results) -> None:
+    outputs = [*fields.inputs, row.note]
+
+    def paste(prompt: str) -> list[Any]:
+        if not looks_like_infotext(prompt):
+            return [gr.skip() for _ in fields.names] + [status_html(
+                "↙️ reads generation parameters: paste an infotext (with its 'Steps: ...' line) into the prompt "
+                "box first, or use 📂 PNG", "warn")]
+        updates, note = paste_updates(fields, prompt)
+        return updates + [status_html(note, "ok")]
+
+    def load_png(path: str | None) -> list[Any]:
+        text = infotext_of_file(path)
+        if not text:
+            return [gr.skip() for _ in fields.names] + [status_html("That image has no generation parameters.",
+                                                                    "warn")]
+        updates, note = paste_updates(fields, text)
+        return updates + [status_html(note, "ok")]
+
+    row.paste.click(paste, inputs=[row.prompt], outputs=outputs, queue=False, show_progress="hidden",
+                    api_visibility="private")
+    row.load_png.upload(load_png, inputs=[row.load_png], outputs=outputs, queue=False, show_progress="hidden",
+                        api_visibility="private")
+    row.clear.click(lambda: ("", ""), outputs=[row.prompt, row.negative], queue=False, show_progress="hidden",
+                    api_visibility="private")
+
+    def apply_styles(names: list[str], prompt: str, negative: str) -> tuple[Any, Any, Any, str]:
+        if ctx.styles is None or not names:
+            return gr.skip(), gr.skip(), gr.skip(), status_html("Pick one or more styles first.", "warn")
+        try:
+            new_prompt, new_negative = ctx.styles.apply_styles(prompt or "", negative or "", names)
+        except Exception as exc:  # noqa: BLE001 - unknown style names
+            return gr.skip(), gr.skip(), gr.skip(), status_html(readable(exc), "error")
+        return new_prompt, new_negative, [], status_html(f"Applied {', '.join(names)} to the prompts.", "ok")
+
+    def save_style(name: str, prompt: str, negative: str) -> tuple[Any, Any, str]:
+        if ctx.styles is None:
+            return gr.skip(), gr.skip(), status_html("Styles are unavailable (styles.csv is unreadable).", "error")
+        try:
+            style = ctx.styles.save_style(name or "", prompt or "", negative or "")
+        except Exception as exc:  # noqa: BLE001 - a bad name or an unwritable file
+            return gr.skip(), gr.skip(), status_html(readable(exc), "error")
+        return gr.update(choices=ctx.styles.names()), "", status_html(f"Saved style '{style.name}'.", "ok")
+
+    row.apply_styles.click(apply_styles, inputs=[row.styles, row.prompt, row.negative],
+                           outputs=[row.prompt, row.negative, row.styles, row.note], queue=False,
+                           show_progress="hidden", api_visibility="private")
+    row.save_style.click(save_style, inputs=[row.style_name, row.prompt, row.negative],
+                         outputs=[row.styles, row.style_name, row.note], queue=False, show_progress="hidden",
+                         api_visibility="private")
+
+    def reuse_seed(index: int, seeds: list[int]) -> Any:
+        if not seeds:
+            return gr.skip()
+        return seeds[index] if 0 <= index < len(seeds) else seeds[0]
+
+    seed.reuse.click(reuse_seed, inputs=[results.selected, results.seeds], outputs=[seed.seed], queue=False,
+                     show_progress="hidden", api_visibility="private")
+
+    def interrupt(job_id: str, request: gr.Request) -> str:
+        return stop_job(ctx, job_id, request)
+
+    def skip(job_id: str, request: gr.Request) -> str:
+        return stop_job(ctx, job_id, request, skip=True)
+
+    row.interrupt.click(interrupt, inputs=[results.job_id], outputs=[results.status], queue=False,
+                        show_progress="hidden", api_visibility="private")
+    row.skip.click(skip, inputs=[results.job_id], outputs=[results.status], queue=False, show_progress="hidden",
+                   api_visibility="private")
