@@ -30,9 +30,7 @@ class UnknownInterrogateModel(LookupError):
 
 
 def _groups_of(config: Any) -> dict[str, list[str]]:
-    groups = getattr(config, "atelier_label_groups", None)
-    if groups:
-        return {g: list(v) for g, v in dict(groups).items()}
+    """Label groups in logit order from ``id2label`` ("group=value"; a config dict would come back key-sorted)."""
     parsed: dict[str, list[str]] = {}
     for index in sorted(config.id2label, key=int):
         group, _, value = str(config.id2label[index]).partition("=")

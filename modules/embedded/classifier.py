@@ -31,7 +31,7 @@ def label_names(groups: dict[str, tuple[str, ...]] = LABEL_GROUPS) -> list[str]:
 
 
 def build_classifier(config: dict[str, Any] = CLASSIFIER_CONFIG) -> ViTForImageClassification:
-    """A fresh ViT whose config carries the label groups (`atelier_label_groups`)."""
+    """A fresh ViT whose labels are "group=value" in logit order (see `groups_from_config`)."""
     names = label_names()
     vit_config = ViTConfig(
         **config,
@@ -40,8 +40,19 @@ def build_classifier(config: dict[str, Any] = CLASSIFIER_CONFIG) -> ViTForImageC
         label2id={n: i for i, n in enumerate(names)},
         problem_type="multi_label_classification",
     )
-    vit_config.atelier_label_groups = {g: list(v) for g, v in LABEL_GROUPS.items()}
     return ViTForImageClassification(vit_config)
+
+
+def groups_from_config(config: Any) -> dict[str, list[str]]:
+    """Label groups in logit order, read from `id2label` ("group=value").
+
+    (Not from a dict in the config: `save_pretrained` writes JSON with sorted keys, which would reorder groups.)
+    """
+    groups: dict[str, list[str]] = {}
+    for index in sorted(config.id2label, key=int):
+        group, _, value = str(config.id2label[index]).partition("=")
+        groups.setdefault(group, []).append(value)
+    return groups
 
 
 def build_processor(size: int = 64) -> ViTImageProcessor:
@@ -73,7 +84,7 @@ class WorldClassifier:
     def __init__(self, folder: Path) -> None:
         self.model = ViTForImageClassification.from_pretrained(folder).eval()
         self.processor = ViTImageProcessor.from_pretrained(folder)
-        self.groups: dict[str, list[str]] = dict(self.model.config.atelier_label_groups)
+        self.groups = groups_from_config(self.model.config)
 
     @torch.no_grad()
     def logits(self, images: list[Image.Image]) -> torch.Tensor:

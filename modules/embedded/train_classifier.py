@@ -17,6 +17,7 @@ from modules.embedded.classifier import (
     build_classifier,
     build_processor,
     grouped_cross_entropy,
+    groups_from_config,
 )
 from modules.embedded.config import RESOLUTION
 from modules.embedded.pool import step_rng
@@ -31,7 +32,7 @@ from modules.world.spec import LABEL_GROUPS
 class ClassifierRecipe:
     """Steps and batch of the classifier run."""
 
-    loop: LoopConfig = LoopConfig(steps=2500, learning_rate=1e-3, warmup_steps=100, weight_decay=0.05,
+    loop: LoopConfig = LoopConfig(steps=5000, learning_rate=1e-3, warmup_steps=100, weight_decay=0.05,
                                   log_every=50, checkpoint_every=250)
     batch: int = 64
     seed: int = 100
@@ -92,7 +93,7 @@ def train_classifier(
     """Train (or resume) in `work_dir/classifier-train`; saves model + processor + accuracy to `work_dir/classifier`."""
     torch.manual_seed(cr.seed)
     model = build_classifier(config)
-    groups = dict(model.config.atelier_label_groups)
+    groups = groups_from_config(model.config)
     run = TrainingRun(models={"classifier": model}, config=cr.loop, work_dir=work_dir / "classifier-train")
 
     def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
