@@ -11,7 +11,6 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from modules.jobs.handlers import img2img_available
 from tests.fixtures.tiny_models import build_tiny_checkpoint
 from tests.helpers.server import load_and_wait, running_server
 
@@ -53,8 +52,6 @@ def test_no_server_errors_and_documented_answers(live_server) -> None:
         operation = result.ok()
         if operation.path == "/api/v1/events":  # the all-jobs event stream never ends, by design
             continue
-        if operation.path == "/sdapi/v1/img2img" and not img2img_available():
-            continue  # an honest, documented 501 until the img2img runner exists (tested elsewhere)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:
                 _run_operation(operation, mode)

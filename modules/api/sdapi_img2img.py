@@ -15,7 +15,6 @@ from fastapi import APIRouter, Body, Depends
 from modules.api.errors import ApiError, error_responses
 from modules.api.sdapi_models import SdImg2ImgPayload, TextToImageResponse
 from modules.api.security import principal_of
-from modules.jobs.handlers import img2img_available
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -29,12 +28,6 @@ def precheck_img2img(ctx: "AppContext", req: Any) -> None:
 
 
 def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
-    if not img2img_available():
-        @router.post("/img2img", response_model=TextToImageResponse, responses=error_responses(422, 501))
-        def img2img_missing(payload: dict[str, Any] = Body(...)) -> TextToImageResponse:
-            raise ApiError(501, "img2img is not available in this build yet", "NotImplemented")
-        return
-
     @router.post("/img2img", response_model=TextToImageResponse,
                  responses=error_responses(400, 404, 409, 413, 422, 429, 500))
     def img2img(payload: SdImg2ImgPayload = Body(...),

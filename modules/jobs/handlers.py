@@ -7,7 +7,6 @@ with the user-facing message; the queue records them on the job.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel
@@ -17,11 +16,6 @@ from modules.jobs.progress import JobControl
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
-
-
-def img2img_available() -> bool:
-    """Whether the img2img runner (``modules/generation/img2img.py``) is part of this build."""
-    return importlib.util.find_spec("modules.generation.img2img") is not None
 
 
 def _output_options(ctx: "AppContext", job: Job, kind: str) -> Any:
@@ -101,14 +95,10 @@ def _load_model(ctx: "AppContext", job: Job, control: JobControl) -> Any:
 
 def request_types() -> dict[str, type[BaseModel]]:
     """The request model of each job kind (to read persisted jobs back)."""
-    from modules.generation.requests import LoadModelRequest, Txt2ImgRequest
+    from modules.generation.requests import Img2ImgBatchRequest, Img2ImgRequest, LoadModelRequest, Txt2ImgRequest
 
-    types: dict[str, type[BaseModel]] = {"txt2img": Txt2ImgRequest, "load_model": LoadModelRequest}
-    if img2img_available():
-        from modules.generation.requests import Img2ImgBatchRequest, Img2ImgRequest
-
-        types.update(img2img=Img2ImgRequest, img2img_batch=Img2ImgBatchRequest)
-    return types
+    return {"txt2img": Txt2ImgRequest, "load_model": LoadModelRequest, "img2img": Img2ImgRequest,
+            "img2img_batch": Img2ImgBatchRequest}
 
 
 def describe_result(kind: str, result: Any) -> dict[str, Any] | None:
@@ -130,11 +120,9 @@ def describe_result(kind: str, result: Any) -> dict[str, Any] | None:
 
 def build_handlers(get_ctx: Callable[[], "AppContext"]) -> dict[str, Handler]:
     """Handlers keyed by job kind; ``get_ctx`` returns the context once it exists."""
-    handlers: dict[str, Handler] = {
+    return {
         "txt2img": lambda job, control: _txt2img(get_ctx(), job, control),
         "load_model": lambda job, control: _load_model(get_ctx(), job, control),
+        "img2img": lambda job, control: _img2img(get_ctx(), job, control),
+        "img2img_batch": lambda job, control: _img2img_batch(get_ctx(), job, control),
     }
-    if img2img_available():
-        handlers["img2img"] = lambda job, control: _img2img(get_ctx(), job, control)
-        handlers["img2img_batch"] = lambda job, control: _img2img_batch(get_ctx(), job, control)
-    return handlers
