@@ -85,7 +85,7 @@ def _build_inputs(ui: "UiDefaults") -> tuple[Any, Any, Any, Any, Any, Any, dict[
 
 
 def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
-    from webui.sections import build_sections
+    from webui.sections import build_sections, collect_sections
 
     fields = Fields()
     row = build_prompt_row(ctx, ui, TAB, fields)
@@ -120,7 +120,7 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
 
         def submit() -> Any:
             init, mask = request_images(mode_v, image_v, editor_v, mask_v, outpaint_v)
-            data = request_values(fields.values(values))
+            data = collect_sections(request_values(fields.values(values)), TAB)
             data["init_images"] = [encode_request_image(flatten(init))]
             data["mask"] = encode_request_image(mask) if mask is not None else None
             if mode_v == "outpaint":

@@ -1,18 +1,19 @@
 """Extension point for extra accordions of the generation tabs (ControlNet units, later others).
 
-A section builder is ``build(ctx, ui, tab, fields) -> None``: it renders an accordion and registers
-each of its widgets in ``fields`` under the request field it fills (e.g. ``controlnet_units``), so
-the tab's Generate event passes them and parameter recall can fill them. A section whose backend
-module is not part of this build is skipped, so no tab shows an empty or placeholder panel.
-
-ControlNet: when ``modules/generation/controlnet.py`` exists and the request models carry its unit
-field, add its builder to :data:`SECTIONS` as ``("modules.generation.controlnet", build_controlnet)``.
+A :class:`Section` names the backend module it needs, a ``build(ctx, ui, tab, fields)`` that renders its
+accordion and registers each widget in ``fields`` (so the tab's Generate event passes them and
+parameter recall can fill them), and a ``collect(values, tab)`` that folds its widgets' values into
+request fields (e.g. ``cn0_weight``... into ``controlnet_units``). A section whose backend module is
+not part of this build is skipped, so no tab shows an empty or placeholder panel.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from webui.controlnet_section import build_controlnet, collect_units
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -20,9 +21,18 @@ if TYPE_CHECKING:
     from webui.ui_config import UiDefaults
 
 SectionBuilder = Callable[["AppContext", "UiDefaults", str, "Fields"], None]
+SectionCollector = Callable[[dict[str, Any], str], dict[str, Any]]
 
-#: (backend module that must exist, builder); built in this order under the tab's own fields
-SECTIONS: tuple[tuple[str, SectionBuilder], ...] = ()
+
+@dataclass(frozen=True)
+class Section:
+    module: str                 # the backend module that must exist
+    build: SectionBuilder
+    collect: SectionCollector
+
+
+#: built in this order, under the tab's own fields
+SECTIONS: tuple[Section, ...] = (Section("modules.generation.controlnet", build_controlnet, collect_units),)
 
 
 def available(module: str) -> bool:
@@ -33,11 +43,19 @@ def available(module: str) -> bool:
 
 
 def build_sections(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: "Fields",
-                   sections: tuple[tuple[str, SectionBuilder], ...] = SECTIONS) -> list[str]:
+                   sections: tuple[Section, ...] = SECTIONS) -> list[str]:
     """Build every section whose backend exists; returns the modules built (for tests and logs)."""
     built: list[str] = []
-    for module, builder in sections:
-        if available(module):
-            builder(ctx, ui, tab, fields)
-            built.append(module)
+    for section in sections:
+        if available(section.module):
+            section.build(ctx, ui, tab, fields)
+            built.append(section.module)
     return built
+
+
+def collect_sections(values: dict[str, Any], tab: str, sections: tuple[Section, ...] = SECTIONS) -> dict[str, Any]:
+    """Request kwargs with every built section's widgets folded into its request fields."""
+    for section in sections:
+        if available(section.module):
+            values = section.collect(values, tab)
+    return values

@@ -85,7 +85,7 @@ def _build_refiner(ctx: "AppContext", ui: "UiDefaults", fields: Fields) -> None:
 
 
 def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
-    from webui.sections import build_sections
+    from webui.sections import build_sections, collect_sections
 
     fields = Fields()
     row = build_prompt_row(ctx, ui, TAB, fields)
@@ -113,7 +113,7 @@ def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
         from webui.common import owner_of
 
         def submit() -> Any:
-            req = Txt2ImgRequest(**request_values(ordered.values(values)))
+            req = Txt2ImgRequest(**collect_sections(request_values(ordered.values(values)), TAB))
             return submit_txt2img(ctx, req, owner=owner_of(request), source="webui")
 
         yield from run_job(ctx, submit, previews=preview_every(ctx.settings.current) > 0)
