@@ -84,6 +84,27 @@ def _build_inputs(ui: "UiDefaults") -> tuple[Any, Any, Any, Any, Any, Any, dict[
     return mode, tabs, image, editor, mask_upload, outpaint_image, sides
 
 
+def _wire_interrogate(ctx: "AppContext", row: PromptRow, images: list[Any], caption: Any, tags: Any) -> None:
+    """🔎 / 🏷️: describe the image of the current mode with the interrogation classifier, into the prompt."""
+    from webui.common import readable, status_html
+
+    def run(model: str, mode_v: str, image_v: Any, editor_v: Any, outpaint_v: Any) -> tuple[Any, str]:
+        from webui.img2img_inputs import editor_parts
+
+        picture = {"inpaint": editor_parts(editor_v)[0], "outpaint": outpaint_v}.get(mode_v, image_v)
+        if picture is None:
+            return gr.skip(), status_html(f"Upload an image into the {mode_v} tab first.", "warn")
+        try:
+            text = ctx.interrogator.interrogate(picture, model)
+        except Exception as exc:  # noqa: BLE001 - no classifier installed, a broken one: say so
+            return gr.skip(), status_html(readable(exc), "error")
+        return text, status_html(f"Interrogated ({model}): the prompt is the description.", "ok")
+
+    for button, model in ((caption, "clip"), (tags, "deepdanbooru")):
+        button.click(lambda *v, m=model: run(m, *v), inputs=images, outputs=[row.prompt, row.note],
+                     api_visibility="private", concurrency_limit=1)
+
+
 def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
     from webui.sections import build_sections, collect_sections
 
@@ -92,6 +113,9 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             mode, tabs, image, editor, mask_upload, outpaint_image, sides = _build_inputs(ui)
+            with gr.Row():
+                interrogate = gr.Button("🔎 Interrogate (caption)", size="sm", elem_id="img2img_interrogate")
+                tags = gr.Button("🏷️ Interrogate (tags)", size="sm", elem_id="img2img_deepbooru")
             fields.add("resize_mode", ui.make(gr.Radio, TAB, "Resize mode", choices=RESIZE_MODES, value="Just resize",
                                               type="index", elem_id="img2img_resize_mode"))
             with gr.Accordion("Inpaint options", open=False, elem_id="img2img_inpaint_options"):
@@ -133,6 +157,7 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
 
         yield from run_job(ctx, submit, previews=preview_every(ctx.settings.current) > 0)
 
+    _wire_interrogate(ctx, row, [mode, image, editor, outpaint_image], interrogate, tags)
     inputs = [mode, image, editor, mask_upload, outpaint_image, *side_inputs, *fields.inputs]
     row.generate.click(run, inputs=inputs, outputs=results.outputs, api_name="img2img", concurrency_limit=None,
                        show_progress="hidden")

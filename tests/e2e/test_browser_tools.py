@@ -1,5 +1,5 @@
 """The studio in a real browser, beyond generating: round-trip a PNG through PNG Info into txt2img,
-refused requests shown as readable messages, and no tab left empty."""
+refused requests shown as readable messages, interrogate into the prompt, and no tab left empty."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from tests.e2e.conftest import open_tab, screenshot, set_number, toast_text, wait_text
 
@@ -85,3 +86,22 @@ def test_no_tab_is_empty(page: Any, studio: Any) -> None:
     screenshot(page, "models")
     open_tab(page, "Settings")
     screenshot(page, "settings")
+
+
+def test_interrogate_fills_the_prompt_or_says_why(page: Any, studio: Any, tmp_path: Path) -> None:
+    picture = tmp_path / "shape.png"
+    image = Image.new("RGB", (64, 64), (30, 60, 200))
+    image.paste((220, 40, 40), (16, 16, 48, 48))
+    image.save(picture)
+    open_tab(page, "img2img")
+    page.click("#img2img_interrogate")  # nothing uploaded yet
+    wait_text(page, "#img2img_paste_note", "Upload an image into the img2img tab first")
+    page.locator("#img2img_image input[type=file]").set_input_files(str(picture))
+    page.locator("#img2img_image img").wait_for(state="visible")
+    page.click("#img2img_interrogate")
+    if studio.ctx.interrogator.find() is None:  # the classifier is not installed: the page says where it looked
+        wait_text(page, "#img2img_paste_note", "Model not found: the interrogation classifier")
+    else:
+        wait_text(page, "#img2img_paste_note", "Interrogated")
+        prompt = page.input_value("#img2img_prompt textarea")
+        assert prompt.startswith("a ") and "background" in prompt, prompt
