@@ -1,5 +1,6 @@
 """The studio in a real browser (Chromium driven by Playwright): generate by clicking and find the images
-in the results gallery and in the History browser; wait behind another job (queue position), skip a
+in the results gallery and in the History browser (open one, send it to img2img, delete it to the
+trash); wait behind another job (queue position), skip a
 batch and interrupt a long run. Screenshots: test-artifacts/screenshots/."""
 
 from __future__ import annotations
@@ -51,8 +52,19 @@ def test_generate_by_clicking_then_find_it_in_history(page: Any, studio: Any) ->
     page.locator("#history_image img").wait_for(state="visible")
     page.wait_for_function("() => document.querySelector('#history_infotext textarea').value.includes('Steps: 20')")
     assert page.input_value("#history_infotext textarea").startswith(PROMPT)
-    assert "txt2img-images/" in page.inner_text("#history_path")
+    relative = page.inner_text("#history_path").strip().removeprefix("outputs/")
+    assert relative.startswith("txt2img-images/") and relative.endswith(".png"), relative
     screenshot(page, "history")
+
+    page.click("#history_send_to_img2img")  # the image and its parameters go to img2img
+    page.locator("#img2img_image img").wait_for(state="visible")
+    page.wait_for_function(f"() => document.querySelector('#img2img_prompt textarea').value === '{PROMPT}'")
+    open_tab(page, "History")
+    page.click("#history_delete")  # to outputs/.trash/, never lost
+    wait_text(page, "#history_path", r"Moved outputs/.* to \.trash/")
+    outputs = studio.ctx.paths.outputs_dir
+    assert not (outputs / relative).exists() and (outputs / ".trash" / relative).is_file()
+    wait_text(page, "#history_status", r"^1 image\(s\)")
 
 
 def test_queue_position_skip_and_interrupt(page: Any, studio: Any) -> None:
