@@ -119,6 +119,18 @@ def set_number(page: Any, elem_id: str, value: str) -> None:
     box.blur()
 
 
+def choose(page: Any, elem_id: str, option: str, *, multiselect: bool = False) -> None:
+    """Pick the first option of a Gradio dropdown that contains ``option`` (open it, click the option)."""
+    page.locator(f"#{elem_id} input").first.click()
+    page.locator("li[role=option]", has_text=option).first.click()
+    if multiselect:  # the choice becomes a token beside the input
+        page.locator(f"#{elem_id} .token", has_text=option).first.wait_for()
+        page.keyboard.press("Escape")
+    else:
+        page.wait_for_function("([sel, want]) => document.querySelector(sel).value.startsWith(want)",
+                               arg=[f"#{elem_id} input", option])
+
+
 def open_tab(page: Any, name: str) -> None:
     page.get_by_role("tab", name=name, exact=True).first.click()
 

@@ -9,17 +9,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import screenshot, set_number
+from tests.e2e.conftest import choose, screenshot, set_number
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def choose(page: Any, elem_id: str, option: str) -> None:
-    """Pick the first option of a Gradio dropdown that contains ``option`` (open it, click the option)."""
-    page.locator(f"#{elem_id} input").first.click()
-    page.locator("li[role=option]", has_text=option).first.click()
-    page.wait_for_function("([sel, want]) => document.querySelector(sel).value.startsWith(want)",
-                           arg=[f"#{elem_id} input", option])
 
 
 def _tiny_controlnet_for(studio: Any) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import open_tab, screenshot, set_number, toast_text, wait_text
+from tests.e2e.conftest import choose, open_tab, screenshot, set_number, toast_text, wait_text
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -105,3 +105,31 @@ def test_interrogate_fills_the_prompt_or_says_why(page: Any, studio: Any, tmp_pa
         wait_text(page, "#img2img_paste_note", "Interrogated")
         prompt = page.input_value("#img2img_prompt textarea")
         assert prompt.startswith("a ") and "background" in prompt, prompt
+
+
+def test_styles_and_pasting_an_infotext(page: Any, studio: Any) -> None:
+    page.fill("#txt2img_prompt textarea", "a small yellow triangle")
+    page.fill("#txt2img_neg_prompt textarea", "blurry")
+    page.fill("#txt2img_style_name input", "e2e yellow")
+    page.click("#txt2img_style_create")
+    wait_text(page, "#txt2img_paste_note", "Saved style 'e2e yellow'")
+    assert "e2e yellow" in studio.ctx.paths.data_dir.joinpath("styles.csv").read_text(encoding="utf-8")
+    page.click("#txt2img_clear_prompt")
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === ''")
+    page.fill("#txt2img_neg_prompt textarea", "")
+    choose(page, "txt2img_styles", "e2e yellow", multiselect=True)
+    page.click("#txt2img_style_apply")
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_prompt textarea').value === 'a small yellow triangle'")
+    assert page.input_value("#txt2img_neg_prompt textarea") == "blurry"
+
+    infotext = "a green heart\nNegative prompt: dark\nSteps: 7, Sampler: Euler, CFG scale: 5, Seed: 99, Size: 64x64"
+    page.fill("#txt2img_prompt textarea", infotext)
+    page.click("#txt2img_paste")  # ↙️ reads the pasted parameters into every field
+    wait_text(page, "#txt2img_paste_note", r"Filled \d+ field")
+    assert page.input_value("#txt2img_prompt textarea") == "a green heart"
+    assert page.input_value("#txt2img_neg_prompt textarea") == "dark"
+    assert page.input_value("#txt2img_steps input[type=number]") == "7"
+    assert page.input_value("#txt2img_seed input") == "99"
+    assert page.input_value("#txt2img_width input[type=number]") == "64"
+    assert page.input_value("#txt2img_sampling input") == "Euler"
