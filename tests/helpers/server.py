@@ -39,7 +39,9 @@ def running_server(argv: Sequence[str], *, with_ui: bool | None = None) -> Itera
     flags = parse_flags([*argv, "--port", str(port)])
     ctx = create_app_context(flags)
     app = create_http_app(ctx, with_ui=with_ui)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # Gradio clients keep streams open (heartbeat, SSE): without a grace limit every shutdown waits out join(10)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
