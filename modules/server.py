@@ -62,7 +62,9 @@ def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAP
 
         blocks = build_ui(ctx)
         auth = list(ctx.flags.gradio_auth) or None
-        app = gr.mount_gradio_app(app, blocks, path="", auth=auth, show_error=True,
+        # uploads over the body limit get Gradio's own readable "file too large" message in the page
+        upload_limit = max(1, ctx.flags.max_body_mb * 1024 * 1024 - 64 * 1024)
+        app = gr.mount_gradio_app(app, blocks, path="", auth=auth, show_error=True, max_file_size=upload_limit,
                                   footer_links=["api"] if ctx.flags.api_enabled else [])
         ui_app = _ui_as_fallback(app)
     install_middleware(app, ctx, ui_app is not None)
