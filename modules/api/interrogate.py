@@ -1,6 +1,6 @@
 """Interrogate: describe an image with the default world's classifier (``atelier-shapes-vit``).
 
-The classifier is a transformers ``ViTForImageClassification`` whose labels are ``group=value``
+The classifier is a transformers image classifier (``AutoModelForImageClassification``) whose labels are ``group=value``
 (shape, colour, background, position, size). One label is picked per group (argmax within the
 group's logits) and turned into the world's canonical caption ("a large red circle in the centre
 on a blue background"), or, for A1111's ``deepdanbooru`` model name, into comma-separated tags.
@@ -111,8 +111,8 @@ class Interrogator:
 
     @staticmethod
     def _load(folder: Path) -> tuple[Path, Any, Any, dict[str, list[str]]]:
-        from transformers import ViTForImageClassification, ViTImageProcessor
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-        model = ViTForImageClassification.from_pretrained(folder).eval()
-        processor = ViTImageProcessor.from_pretrained(folder)
+        model = AutoModelForImageClassification.from_pretrained(folder).eval()
+        processor = AutoImageProcessor.from_pretrained(folder)
         return folder, model, processor, _groups_of(model.config)

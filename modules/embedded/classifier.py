@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel, ViTImageProcessor
 
 from modules.world.spec import LABEL_GROUPS
 
@@ -30,17 +30,20 @@ def label_names(groups: dict[str, tuple[str, ...]] = LABEL_GROUPS) -> list[str]:
     return [f"{group}={value}" for group, values in groups.items() for value in values]
 
 
-def build_classifier(config: dict[str, Any] = CLASSIFIER_CONFIG) -> ViTForImageClassification:
-    """A fresh ViT whose labels are "group=value" in logit order (see `groups_from_config`)."""
+def build_classifier(config: dict[str, Any] = CLASSIFIER_CONFIG) -> PreTrainedModel:
+    """A fresh transformers image classifier (`model_type` in `config`, default "vit") whose labels are
+    "group=value" in logit order (see `groups_from_config`)."""
     names = label_names()
-    vit_config = ViTConfig(
-        **config,
+    settings = dict(config)
+    model_config = AutoConfig.for_model(
+        settings.pop("model_type", "vit"),
+        **settings,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
         problem_type="multi_label_classification",
     )
-    return ViTForImageClassification(vit_config)
+    return AutoModelForImageClassification.from_config(model_config)
 
 
 def groups_from_config(config: Any) -> dict[str, list[str]]:
@@ -82,8 +85,8 @@ class WorldClassifier:
     """Loads a saved classifier and predicts one label per group for PIL images."""
 
     def __init__(self, folder: Path) -> None:
-        self.model = ViTForImageClassification.from_pretrained(folder).eval()
-        self.processor = ViTImageProcessor.from_pretrained(folder)
+        self.model = AutoModelForImageClassification.from_pretrained(folder).eval()
+        self.processor = AutoImageProcessor.from_pretrained(folder)
         self.groups = groups_from_config(self.model.config)
 
     @torch.no_grad()
