@@ -204,3 +204,25 @@ def test_controlnet_trains_and_exports(tmp_path: Path, pool) -> None:
     assert controlnet.config.cross_attention_dim == TINY_UNET["cross_attention_dim"]
     # the zero-initialised output convolutions have left zero: the ControlNet itself was trained
     assert any(float(conv.weight.detach().abs().sum()) > 0 for conv in controlnet.controlnet_down_blocks)
+
+
+def test_two_lane_projection_waits_for_the_vae_in_lane_b() -> None:
+    from modules.embedded.card import two_lane_minutes
+
+    def stage(minutes: float) -> dict[str, float]:
+        return {"median_seconds": minutes * 60}
+
+    training = {"VAE (encoder + decoder)": stage(10), "UNet + text encoder": stage(40), "ControlNet": stage(10),
+                "classifier": stage(5), "VAE decoder refinement": stage(30)}
+    assert two_lane_minutes(training) == 60          # lane A: 10 + 40 + 10; lane B: max(5, 10) + 30 = 40
+    training["classifier"] = stage(45)
+    assert two_lane_minutes(training) == 75          # lane B: 45 + 30
+
+
+def test_train_all_refuses_unknown_stages_and_stops_waiting(tmp_path: Path) -> None:
+    from modules.embedded import train_all
+
+    with pytest.raises(SystemExit):
+        train_all.main(["--out", str(tmp_path), "--stages", "vae,bogus"])
+    with pytest.raises(SystemExit, match="gave up waiting"):
+        train_all._wait_for(tmp_path / "vae", seconds=-1)

@@ -114,11 +114,15 @@ def export_all(work_dir: Path, models_dir: Path) -> list[Path]:
 
 
 def write_card(work_dir: Path, checkpoint: Path, notes: str = "") -> Path:
-    """Write the model card next to the checkpoint, keeping an existing measured-scores section."""
+    """Write the model card next to the checkpoint, keeping an existing measured-scores section; `notes`
+    (default: `work_dir/card-notes.md`) go under the training table."""
     from modules.embedded.card import model_card
     from modules.embedded.config import Recipe
 
     card = checkpoint.with_suffix(".md")
+    notes_file = work_dir / "card-notes.md"   # what happened in this particular run (resumes, restarts)
+    if not notes and notes_file.exists():
+        notes = notes_file.read_text(encoding="utf-8").strip()
     previous = card.read_text(encoding="utf-8") if card.exists() else ""
     text = model_card(work_dir, Recipe(), None, checkpoint.stat().st_size, notes)
     if "## Measured scores" in previous:

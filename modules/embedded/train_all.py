@@ -1,13 +1,18 @@
 """Train every embedded default model from scratch: `python -m modules.embedded.train_all --out .embedded-work`.
 
 Stages (each resumable, each skipped when its output folder exists): vae, t2i, vae_decoder, classifier,
-controlnet, export. `vae_decoder` only needs `vae`, so it can run in a second process beside `t2i`.
+controlnet, export. Every stage trains with one torch thread by default; `--lanes 2` (the default) runs two
+processes side by side on the 2-core machine, each a chain of stages (`LANES`): lane A trains the VAE, then
+UNet + text encoder, then the ControlNet; lane B trains the classifier, then (once the VAE exists) refines the
+VAE decoder. The export runs when both lanes are done.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +24,32 @@ from modules.embedded.pool import render_pool
 from modules.embedded.train_vae import train_vae
 
 STAGES: tuple[str, ...] = ("vae", "t2i", "vae_decoder", "classifier", "controlnet", "export")
+LANES: tuple[tuple[str, ...], ...] = (("vae", "t2i", "controlnet"), ("classifier", "vae_decoder"))
+VAE_WAIT_SECONDS = 4 * 3600
+
+
+def _wait_for(folder: Path, seconds: float = VAE_WAIT_SECONDS) -> None:
+    """Block until another lane has written `folder` (the VAE that decoder refinement starts from)."""
+    deadline = time.monotonic() + seconds
+    while not folder.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {folder} (is the other lane running?)")
+        time.sleep(10)
+
+
+def run_lanes(out: Path, threads: int) -> None:
+    """Run `LANES` as two child processes, then export; the wall-clock time goes to timings.json."""
+    start = time.perf_counter()
+    children = [
+        subprocess.Popen([sys.executable, "-m", "modules.embedded.train_all", "--out", str(out),
+                          "--threads", str(threads), "--stages", ",".join(lane)])
+        for lane in LANES
+    ]
+    codes = [child.wait() for child in children]
+    if any(codes):
+        raise SystemExit(f"a training lane failed (exit codes {codes}); re-run the same command to resume")
+    _record_time(out, "wall_two_lanes", time.perf_counter() - start)
+    main(["--out", str(out), "--stages", "export"])
 
 
 def _record_time(out: Path, stage: str, seconds: float) -> None:
@@ -31,12 +62,22 @@ def _record_time(out: Path, stage: str, seconds: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path(".embedded-work"))
-    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument("--stages", default=None, help="comma-separated subset of " + ",".join(STAGES)
+                        + ", run in order in this process (default: every stage, in two lanes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (0 = torch default)")
+    parser.add_argument("--lanes", type=int, choices=(1, 2), default=None,
+                        help="2 (default without --stages): two processes side by side (see LANES); "
+                             "1: the stages in order in this process")
     args = parser.parse_args(argv)
+    if (args.lanes or (1 if args.stages else 2)) == 2:
+        run_lanes(args.out, args.threads)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
-    stages = [s for s in args.stages.split(",") if s]
+    stages = [s for s in (args.stages or ",".join(STAGES)).split(",") if s]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     recipe = Recipe()
@@ -52,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         return t2i_pool
 
     for stage in stages:
+        if stage == "vae_decoder":
+            _wait_for(out / "vae")
         start = time.perf_counter()
         if stage == "vae" and not (out / "vae").exists():
             train_vae(pool(), out, recipe)
