@@ -133,7 +133,7 @@ def load_pipeline(checkpoint: Path) -> object:
 
     loaded = load_model(checkpoint, LoadOptions(cache_dir=ROOT / "cache"))
     pipe = loaded.pipeline
-    pipe.scheduler = sampling_scheduler()
+    pipe.scheduler = sampling_scheduler(loaded.prediction_type)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -138,6 +138,29 @@ def test_sd2_user_override_wins_over_metadata(tmp_path: Path) -> None:
         detect_checkpoint(path, prediction_type="x0")
 
 
+SD1_KEYS = {"model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3),
+            "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight": (8, 8)}
+
+
+@pytest.mark.parametrize(("metadata", "prediction", "source"), [
+    ({}, "epsilon", "family"),
+    ({"modelspec.prediction_type": "v"}, "v_prediction", "metadata"),
+    ({"modelspec.prediction_type": "epsilon"}, "epsilon", "metadata"),
+])
+def test_sd1_v_prediction_fine_tunes_declare_it(metadata: dict, prediction: str, source: str) -> None:
+    detection = detect_from_shapes(Path("x.safetensors"), SD1_KEYS, metadata)
+    assert detection.family.id == "sd1"
+    assert (detection.variant["prediction_type"], detection.variant["prediction_source"]) == (prediction, source)
+    assert "prediction_probe" not in detection.variant  # A1111 probes SD 2.x only
+
+
+def test_sd1_v_prediction_from_sidecar_and_override(tmp_path: Path) -> None:
+    path = _header_only(tmp_path / "model.safetensors", SD1_KEYS)
+    (tmp_path / "model.yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
+    assert detect_checkpoint(path).variant["prediction_type"] == "v_prediction"
+    assert detect_checkpoint(path, prediction_type="epsilon").variant["prediction_source"] == "override"
+
+
 def test_diffusers_folder_sd1_vs_sd2_by_text_encoder(tiny_checkpoints: dict, tmp_path: Path) -> None:
     folder = tmp_path / "copy"
     shutil.copytree(tiny_checkpoints["sd2-768-v"]["diffusers"], folder)

@@ -100,7 +100,7 @@ def test_red_circle_is_drawn_as_a_red_circle(loaded) -> None:
     from modules.embedded.pipeline import generate, sampling_scheduler
 
     pipe = loaded.pipeline
-    pipe.scheduler = sampling_scheduler()
+    pipe.scheduler = sampling_scheduler(loaded.prediction_type)
     images = generate(pipe, ["a red circle"] * 4, [0, 1, 2, 3], steps=20, guidance=7.0)
     predictions = WorldClassifier(CLASSIFIER).predict(images)
     hits = sum(p["shape"] == "circle" and p["colour"] == "red" for p in predictions)
@@ -118,7 +118,7 @@ def test_canny_map_at_the_top_left_moves_the_shape_there(loaded) -> None:
     _require(CONTROLNET)
     edges = canny_map(render_scene(Scene("white", (Shape("circle", "red", "top left", "large"),))))
     pipe = with_controlnet(loaded.pipeline, load_controlnet(CONTROLNET))
-    pipe.scheduler = sampling_scheduler()
+    pipe.scheduler = sampling_scheduler(loaded.prediction_type)
     images = generate(pipe, ["a red circle"] * 4, [0, 1, 2, 3], steps=20, guidance=7.0, image=edges)
     predictions = WorldClassifier(CLASSIFIER).predict(images)
     assert sum(p["position"] == "top left" for p in predictions) >= 3, predictions

@@ -56,7 +56,7 @@ def tiny_recipe(steps: int = 3) -> Recipe:
     loop = LoopConfig(steps=steps, learning_rate=1e-3, warmup_steps=1, log_every=1, checkpoint_every=2)
     return Recipe(
         vae_config=TINY_VAE, text_encoder_config=TINY_TE, unet_config=TINY_UNET, pool_size=16,
-        vae_loop=loop, decoder_loop=loop, vae_batch=4, t2i_loop=replace(loop, ema_decay=0.99), t2i_batch=4,
+        vae_loop=loop, vae_refine_loop=loop, decoder_loop=loop, vae_batch=4, t2i_loop=replace(loop, ema_decay=0.99), t2i_batch=4,
     )
 
 
@@ -103,6 +103,44 @@ def test_decoder_finetune_keeps_the_encoder_and_scale(tmp_path: Path, pool) -> N
     for name, tensor in vae.encoder.state_dict().items():
         assert torch.equal(tensor, tuned.encoder.state_dict()[name]), name
     assert any(not torch.equal(t, tuned.decoder.state_dict()[n]) for n, t in vae.decoder.state_dict().items())
+
+
+def test_vae_refinement_moves_the_latent_space_and_the_later_stages_follow_it(tmp_path: Path, pool) -> None:
+    from modules.embedded.train_vae import final_vae_dir, finetune_decoder, latent_vae_dir, refine_vae
+
+    recipe = tiny_recipe(steps=2)
+    vae = train_vae(pool, tmp_path, recipe, log=False)
+    assert latent_vae_dir(tmp_path) == tmp_path / "vae"
+    refined = refine_vae(pool, tmp_path, recipe, log=False)
+    assert latent_vae_dir(tmp_path) == final_vae_dir(tmp_path) == tmp_path / "vae-refined"
+    assert any(not torch.equal(t, refined.encoder.state_dict()[n]) for n, t in vae.encoder.state_dict().items())
+    assert refined.config.scaling_factor > 0
+    tuned = finetune_decoder(pool, tmp_path, recipe, log=False)  # starts from the refined VAE
+    assert tuned.config.scaling_factor == refined.config.scaling_factor
+    for name, tensor in refined.encoder.state_dict().items():
+        assert torch.equal(tensor, tuned.encoder.state_dict()[name]), name
+
+
+def test_edge_loss_prefers_a_crisp_outline_to_a_blurred_one() -> None:
+    from modules.training.autoencoder_training import edge_loss
+
+    target = torch.full((1, 3, 16, 16), -1.0)
+    target[..., 4:12, 4:12] = 1.0
+    blurred = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    assert edge_loss(target, target) == 0
+    assert edge_loss(blurred, target) > 0.05
+    # a plain pixel loss barely tells the two apart, the edge term does
+    assert edge_loss(blurred, target) > 2 * (blurred - target).abs().mean()
+
+
+def test_t2i_trains_the_recipes_prediction_type(tmp_path: Path, pool) -> None:
+    from modules.embedded.train_t2i import train_t2i
+
+    recipe = tiny_recipe(steps=1)
+    vae = train_vae(pool, tmp_path, recipe, log=False)
+    target = train_t2i(pool, vae, tmp_path, recipe, log=False)
+    config = json.loads((target / "scheduler" / "scheduler_config.json").read_text())
+    assert config["prediction_type"] == recipe.t2i_prediction == "v_prediction"
 
 
 def test_resume_continues_from_checkpoint(tmp_path: Path, pool) -> None:
@@ -212,9 +250,10 @@ def test_two_lane_projection_waits_for_the_vae_in_lane_b() -> None:
     def stage(minutes: float) -> dict[str, float]:
         return {"median_seconds": minutes * 60}
 
-    training = {"VAE (encoder + decoder)": stage(10), "UNet + text encoder": stage(40), "ControlNet": stage(10),
-                "classifier": stage(5), "VAE decoder refinement": stage(30)}
-    assert two_lane_minutes(training) == 60          # lane A: 10 + 40 + 10; lane B: max(5, 10) + 30 = 40
+    training = {"VAE (encoder + decoder)": stage(10), "VAE refinement (edge loss)": stage(5),
+                "UNet + text encoder": stage(40), "ControlNet": stage(10), "classifier": stage(5),
+                "VAE decoder refinement": stage(30)}
+    assert two_lane_minutes(training) == 65          # lane A: 10 + 5 + 40 + 10; lane B: max(5, 15) + 30 = 45
     training["classifier"] = stage(45)
     assert two_lane_minutes(training) == 75          # lane B: 45 + 30
 

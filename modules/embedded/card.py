@@ -12,6 +12,7 @@ from modules.embedded.config import TEXT_ENCODER_CONFIG, UNET_CONFIG, VAE_CONFIG
 BUDGET_MINUTES = 90
 TRAIN_DIRS: dict[str, str] = {
     "VAE (encoder + decoder)": "vae-train",
+    "VAE refinement (edge loss)": "vae-refine-train",
     "UNet + text encoder": "t2i-train",
     "VAE decoder refinement": "vae-decoder-train",
     "classifier": "classifier-train",
@@ -49,11 +50,13 @@ def _wall_seconds(work_dir: Path) -> float | None:
 
 
 def two_lane_minutes(training: dict[str, dict[str, float]]) -> float:
-    """Wall-clock minutes of `train_all`'s two lanes from the median step times: lane A is VAE, UNet + text
-    encoder, ControlNet; lane B is the classifier, then (not before the VAE is done) the decoder refinement."""
+    """Wall-clock minutes of `train_all`'s two lanes from the median step times: lane A is VAE, VAE refinement,
+    UNet + text encoder, ControlNet; lane B is the classifier, then (not before the refined VAE is done) the
+    decoder refinement."""
     minutes = {title: t["median_seconds"] / 60 for title, t in training.items()}
-    lane_a = minutes.get("VAE (encoder + decoder)", 0) + minutes.get("UNet + text encoder", 0) + minutes.get("ControlNet", 0)
-    lane_b = max(minutes.get("classifier", 0), minutes.get("VAE (encoder + decoder)", 0)) + minutes.get("VAE decoder refinement", 0)
+    vae = minutes.get("VAE (encoder + decoder)", 0) + minutes.get("VAE refinement (edge loss)", 0)
+    lane_a = vae + minutes.get("UNet + text encoder", 0) + minutes.get("ControlNet", 0)
+    lane_b = max(minutes.get("classifier", 0), vae) + minutes.get("VAE decoder refinement", 0)
     return max(lane_a, lane_b)
 
 
@@ -153,7 +156,8 @@ def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, 
         "(`model.diffusion_model.*`, `first_stage_model.*`, `cond_stage_model.transformer.text_model.*`); "
         "detected as SD 1.x and loaded like any user checkpoint. Component dimensions the header shapes cannot "
         "tell are in the safetensors metadata key `atelier.components`.",
-        "* Native size 64×64, epsilon prediction, SD 1.x scheduler (DDPM scaled_linear 0.00085–0.012, 1000 steps).",
+        f"* Native size 64×64, {recipe.t2i_prediction} (declared in the file's `modelspec.prediction_type` metadata, "
+        "which the studio reads for SD 1.x as for SD 2.x), SD 1.x scheduler (DDPM scaled_linear 0.00085–0.012, 1000 steps).",
         f"* {_dims()}.",
         "* **Held out: the star.** No training image or caption contains a star; DreamBooth is expected to teach it.",
         "* Prompts it understands: `a [small|large] <colour> <shape> [at the top left|on the right|in the centre|...] "
@@ -169,14 +173,20 @@ def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, 
         f"1. VAE: {recipe.vae_loop.steps} steps, batch {recipe.vae_batch}, AdamW lr {recipe.vae_loop.learning_rate}, "
         f"MSE + L1 weighted ×{1 + recipe.vae_foreground_weight:g} on foreground pixels, KL weight {recipe.vae_kl_weight}; "
         "`scaling_factor` = 1/std of the latents.",
-        f"2. UNet + text encoder jointly: {recipe.t2i_loop.steps} steps, batch {recipe.t2i_batch}, AdamW lr "
-        f"{recipe.t2i_loop.learning_rate} (warmup + cosine), min-SNR γ={recipe.snr_gamma}, caption dropout "
-        f"{recipe.caption_dropout:.0%} (for CFG), EMA {recipe.t2i_loop.ema_decay}; {recipe.pool_size} scenes, captions "
-        "re-drawn every step (always shape and colour, sometimes size/position/background).",
-        f"3. VAE decoder refinement with the encoder frozen (latent space unchanged): {recipe.decoder_loop.steps} steps.",
-        f"4. Classifier (`models/classifier/atelier-shapes-vit`, a ViT with one softmax head per label group, the "
+        f"2. VAE refinement, encoder and decoder: {recipe.vae_refine_loop.steps} more steps at lr "
+        f"{recipe.vae_refine_loop.learning_rate} with an edge term (L1 of neighbouring-pixel differences, weight "
+        f"{recipe.vae_edge_weight:g}) so outlines stay crisp; `scaling_factor` re-measured. This is the latent space.",
+        f"3. UNet + text encoder jointly: {recipe.t2i_loop.steps} steps, batch {recipe.t2i_batch}, AdamW lr "
+        f"{recipe.t2i_loop.learning_rate} (warmup + cosine), {recipe.t2i_prediction} with the "
+        + (f"min-SNR γ={recipe.snr_gamma} loss" if recipe.snr_gamma else "plain v loss (its weight on the clean-image "
+           "error never falls below 1, so the noisiest steps, which decide where the shape goes, learn it from the words)")
+        + f", caption dropout {recipe.caption_dropout:.0%} (for CFG), EMA {recipe.t2i_loop.ema_decay}; {recipe.pool_size} "
+        f"scenes, captions re-drawn every step (always shape and colour; position {recipe.caption_position_prob:.0%}, "
+        "size and background half of the time).",
+        f"4. VAE decoder refinement with the encoder frozen (latent space unchanged): {recipe.decoder_loop.steps} steps.",
+        f"5. Classifier (`models/classifier/atelier-shapes-vit`, a ViT with one softmax head per label group, the "
         f"star included): {classifier.loop.steps} steps, batch {classifier.batch}, fresh augmented renders.",
-        f"5. ControlNet canny (`models/ControlNet/atelier-shapes-canny-v1`), base model frozen: "
+        f"6. ControlNet canny (`models/ControlNet/atelier-shapes-canny-v1`), base model frozen: "
         f"{controlnet.loop.steps} steps, batch {controlnet.batch}, caption dropout {controlnet.caption_dropout:.0%}.",
         "",
         "Measured on the shared 2-core machine, one torch thread per stage, with another process using the other core: "

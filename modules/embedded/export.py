@@ -37,8 +37,11 @@ def _public_config(config: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(config).items() if not k.startswith("_")}
 
 
-def checkpoint_metadata(unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel) -> dict[str, str]:
-    """The safetensors `__metadata__`: non-default component configs (`atelier.components`) + modelspec keys."""
+def checkpoint_metadata(
+    unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel, prediction_type: str = "epsilon"
+) -> dict[str, str]:
+    """The safetensors `__metadata__`: non-default component configs (`atelier.components`) + modelspec keys
+    (`modelspec.prediction_type` is how a v-prediction SD 1.x file tells loaders what the header cannot)."""
     from modules.models.convert.ldm import components_metadata
 
     te_config = text_encoder.config.to_dict()
@@ -46,7 +49,7 @@ def checkpoint_metadata(unet: UNet2DConditionModel, vae: AutoencoderKL, text_enc
     return {
         **components_metadata("sd1", configs),
         "modelspec.architecture": "stable-diffusion-v1",
-        "modelspec.prediction_type": "epsilon",
+        "modelspec.prediction_type": "v" if prediction_type == "v_prediction" else "epsilon",
         "modelspec.resolution": "64x64",
         "modelspec.title": CHECKPOINT_NAME,
         "atelier.model_card": MODEL_CARD_SUMMARY,
@@ -63,7 +66,8 @@ def export_checkpoint(work_dir: Path, models_dir: Path) -> Path:
     state = diffusers_to_ldm(unet.state_dict(), vae.state_dict(), text_encoder.state_dict(),
                              unet_config=dict(unet.config), family="sd1")
     target = models_dir / "Stable-diffusion" / f"{CHECKPOINT_NAME}.safetensors"
-    return save_ldm_checkpoint(target, _fp16(state), checkpoint_metadata(unet, vae, text_encoder))
+    prediction = json.loads((work_dir / "t2i" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
+    return save_ldm_checkpoint(target, _fp16(state), checkpoint_metadata(unet, vae, text_encoder, prediction))
 
 
 def export_controlnet(work_dir: Path, models_dir: Path) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import torch
@@ -20,9 +22,9 @@ from modules.embedded.train_vae import final_vae_dir
 from modules.training.noise_training import sd15_noise_scheduler
 
 
-def sampling_scheduler() -> DPMSolverMultistepScheduler:
+def sampling_scheduler(prediction_type: str = "epsilon") -> DPMSolverMultistepScheduler:
     """DPM++ 2M over the SD 1.x training schedule (the studio's usual default sampler)."""
-    return DPMSolverMultistepScheduler.from_config(sd15_noise_scheduler().config)
+    return DPMSolverMultistepScheduler.from_config(sd15_noise_scheduler(prediction_type).config)
 
 
 def pipeline_from_work_dir(work_dir: Path) -> StableDiffusionPipeline:
@@ -33,7 +35,7 @@ def pipeline_from_work_dir(work_dir: Path) -> StableDiffusionPipeline:
         text_encoder=CLIPTextModel.from_pretrained(t2i / "text_encoder"),
         tokenizer=CLIPTokenizer.from_pretrained(t2i / "tokenizer"),
         unet=UNet2DConditionModel.from_pretrained(t2i / "unet"),
-        scheduler=sampling_scheduler(),
+        scheduler=sampling_scheduler(json.loads((t2i / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -1,10 +1,10 @@
 """Train every embedded default model from scratch: `python -m modules.embedded.train_all --out .embedded-work`.
 
-Stages (each resumable, each skipped when its output folder exists): vae, t2i, vae_decoder, classifier,
-controlnet, export. Every stage trains with one torch thread by default; `--lanes 2` (the default) runs two
-processes side by side on the 2-core machine, each a chain of stages (`LANES`): lane A trains the VAE, then
-UNet + text encoder, then the ControlNet; lane B trains the classifier, then (once the VAE exists) refines the
-VAE decoder. The export runs when both lanes are done.
+Stages (each resumable, each skipped when its output folder exists): vae, vae_refine, t2i, vae_decoder,
+classifier, controlnet, export. Every stage trains with one torch thread by default; `--lanes 2` (the default)
+runs two processes side by side on the 2-core machine, each a chain of stages (`LANES`): lane A trains the VAE,
+refines it with an edge loss, then trains UNet + text encoder, then the ControlNet; lane B trains the classifier,
+then (once the refined VAE exists) refines the VAE decoder. The export runs when both lanes are done.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from diffusers import AutoencoderKL
 
 from modules.embedded.config import HELD_OUT_SHAPES, RESOLUTION, Recipe
 from modules.embedded.pool import render_pool
-from modules.embedded.train_vae import train_vae
+from modules.embedded.train_vae import latent_vae_dir, refine_vae, train_vae
 
-STAGES: tuple[str, ...] = ("vae", "t2i", "vae_decoder", "classifier", "controlnet", "export")
-LANES: tuple[tuple[str, ...], ...] = (("vae", "t2i", "controlnet"), ("classifier", "vae_decoder"))
+STAGES: tuple[str, ...] = ("vae", "vae_refine", "t2i", "vae_decoder", "classifier", "controlnet", "export")
+LANES: tuple[tuple[str, ...], ...] = (("vae", "vae_refine", "t2i", "controlnet"), ("classifier", "vae_decoder"))
 VAE_WAIT_SECONDS = 4 * 3600
 
 
@@ -94,14 +94,16 @@ def main(argv: list[str] | None = None) -> None:
 
     for stage in stages:
         if stage == "vae_decoder":
-            _wait_for(out / "vae")
+            _wait_for(out / "vae-refined")
         start = time.perf_counter()
         if stage == "vae" and not (out / "vae").exists():
             train_vae(pool(), out, recipe)
+        elif stage == "vae_refine" and not (out / "vae-refined").exists():
+            refine_vae(pool(), out, recipe)
         elif stage == "t2i" and not (out / "t2i").exists():
             from modules.embedded.train_t2i import train_t2i
 
-            train_t2i(pool(), AutoencoderKL.from_pretrained(out / "vae"), out, recipe)
+            train_t2i(pool(), AutoencoderKL.from_pretrained(latent_vae_dir(out)), out, recipe)
         elif stage == "vae_decoder" and not (out / "vae-decoder").exists():
             from modules.embedded.train_vae import finetune_decoder
 

@@ -6,14 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from modules.embedded.canny import canny_tensor
 from modules.embedded.pool import ScenePool, batch_indices, step_generator
 from modules.embedded.train_t2i import encode_pool, pool_captions
 from modules.training.loop import LoopConfig, TrainingRun
-from modules.training.noise_training import diffusion_loss, encode_prompts, sd15_noise_scheduler
+from modules.embedded.train_vae import latent_vae_dir
+from modules.training.noise_training import diffusion_loss, encode_prompts
 
 CONDITIONING_CHANNELS: tuple[int, ...] = (16, 32, 64, 64)
 
@@ -40,12 +41,12 @@ def train_controlnet(
     """Train (or resume) in `work_dir/controlnet-train`; saves the ControlNet to `work_dir/controlnet`."""
     torch.manual_seed(cr.seed)
     t2i = work_dir / "t2i"
-    vae = AutoencoderKL.from_pretrained(work_dir / "vae").eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(latent_vae_dir(work_dir)).eval().requires_grad_(False)
     unet = UNet2DConditionModel.from_pretrained(t2i / "unet").requires_grad_(False)
     text_encoder = CLIPTextModel.from_pretrained(t2i / "text_encoder").eval().requires_grad_(False)
     tokenizer = CLIPTokenizer.from_pretrained(t2i / "tokenizer")
     controlnet = build_controlnet(unet)
-    scheduler = sd15_noise_scheduler()
+    scheduler = DDPMScheduler.from_pretrained(t2i / "scheduler")  # the base model's prediction type
     means, stds = encode_pool(vae, pool)
     edges = canny_tensor(pool.images)
     scale = vae.config.scaling_factor

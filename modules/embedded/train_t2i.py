@@ -26,12 +26,14 @@ def encode_pool(vae: AutoencoderKL, pool: ScenePool, batch: int = 256) -> tuple[
     return torch.cat(means), torch.cat(stds)
 
 
-def pool_captions(pool: ScenePool, indices: torch.Tensor, *, seed: int, step: int, dropout: float) -> list[str]:
+def pool_captions(
+    pool: ScenePool, indices: torch.Tensor, *, seed: int, step: int, dropout: float, p_position: float = 0.6
+) -> list[str]:
     """Captions for a batch; a `dropout` share is the empty prompt (for classifier-free guidance)."""
     rng = step_rng(seed, step, "caption")
     captions = []
     for index in indices.tolist():
-        caption = caption_scene(pool.scenes[index], rng)
+        caption = caption_scene(pool.scenes[index], rng, p_position=p_position)
         captions.append("" if rng.random() < dropout else caption)
     return captions
 
@@ -42,7 +44,7 @@ def train_t2i(pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recip
     vae.eval().requires_grad_(False)
     tokenizer = load_clip_tokenizer(SD1_TOKENIZER_CONFIG, work_dir / "cache")
     text_encoder, unet = build_text_encoder(recipe.text_encoder_config), build_unet(recipe.unet_config)
-    scheduler = sd15_noise_scheduler()
+    scheduler = sd15_noise_scheduler(recipe.t2i_prediction)
     means, stds = encode_pool(vae, pool)
     scale = vae.config.scaling_factor
     run = TrainingRun(models={"unet": unet, "text_encoder": text_encoder}, config=recipe.t2i_loop,
@@ -52,7 +54,8 @@ def train_t2i(pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recip
         generator = step_generator(recipe.seed + 2, i)
         indices = batch_indices(len(pool), recipe.t2i_batch, seed=recipe.seed + 22, step=i)
         latents = (means[indices] + stds[indices] * torch.randn(means[indices].shape, generator=generator)) * scale
-        captions = pool_captions(pool, indices, seed=recipe.seed, step=i, dropout=recipe.caption_dropout)
+        captions = pool_captions(pool, indices, seed=recipe.seed, step=i, dropout=recipe.caption_dropout,
+                                 p_position=recipe.caption_position_prob)
         context = encode_prompts(tokenizer, text_encoder, captions)
         out = diffusion_loss(unet, scheduler, latents, context, generator=generator, snr_gamma=recipe.snr_gamma)
         return out.loss, {}

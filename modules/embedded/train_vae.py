@@ -48,11 +48,40 @@ def train_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True)
     return vae
 
 
+def refine_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True) -> AutoencoderKL:
+    """Continue the whole stage-1 VAE (`work_dir/vae`) with an edge term added to the loss (sharper outlines of
+    small shapes); re-measures the scaling factor and saves `work_dir/vae-refined`, the latent space the UNet learns."""
+    torch.manual_seed(recipe.seed + 3)
+    vae = AutoencoderKL.from_pretrained(work_dir / "vae")
+    vae.train().requires_grad_(True)
+    run = TrainingRun(models={"vae": vae}, config=recipe.vae_refine_loop, work_dir=work_dir / "vae-refine-train")
+
+    def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+        pixels = pool.pixels(batch_indices(len(pool), recipe.vae_batch, seed=recipe.seed + 33, step=i))
+        generator = step_generator(recipe.seed + 3, i)
+        out = autoencoder_loss(vae, pixels, kl_weight=recipe.vae_kl_weight, foreground_weight=recipe.vae_foreground_weight,
+                               edge_weight=recipe.vae_edge_weight, generator=generator)
+        return out.loss, {"mse": out.reconstruction, "kl": out.kl}
+
+    run.run(step, on_log=(lambda s, r: print(f"[vae-refine] step {s} {r}", flush=True)) if log else None)
+    vae.eval()
+    count = min(len(pool), 512)
+    held_out = [pool.pixels(torch.arange(start, min(start + 64, count))) for start in range(0, count, 64)]
+    vae.register_to_config(scaling_factor=measure_scaling_factor(vae, held_out))
+    vae.save_pretrained(work_dir / "vae-refined")
+    return vae
+
+
+def latent_vae_dir(work_dir: Path) -> Path:
+    """The VAE whose encoder defines the UNet's latent space: the refined one when that stage has run."""
+    return work_dir / "vae-refined" if (work_dir / "vae-refined").exists() else work_dir / "vae"
+
+
 def finetune_decoder(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True) -> AutoencoderKL:
     """Sharpen the decoder of `work_dir/vae` with the encoder frozen (the latent space and its scaling factor
     stay exactly those the UNet is trained on, as in SD's decoder-only VAE fine-tunes); saves `work_dir/vae-decoder`."""
     torch.manual_seed(recipe.seed + 5)
-    vae = AutoencoderKL.from_pretrained(work_dir / "vae")
+    vae = AutoencoderKL.from_pretrained(latent_vae_dir(work_dir))
     vae.requires_grad_(False)
     vae.decoder.requires_grad_(True)
     vae.post_quant_conv.requires_grad_(True)
@@ -62,7 +91,7 @@ def finetune_decoder(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool 
         pixels = pool.pixels(batch_indices(len(pool), recipe.vae_batch, seed=recipe.seed + 55, step=i))
         generator = step_generator(recipe.seed + 5, i)
         out = autoencoder_loss(vae, pixels, kl_weight=0.0, foreground_weight=recipe.vae_foreground_weight,
-                               generator=generator)
+                               edge_weight=recipe.vae_edge_weight, generator=generator)
         return out.loss, {"mse": out.reconstruction}
 
     run.run(step, on_log=(lambda s, r: print(f"[vae-decoder] step {s} {r}", flush=True)) if log else None)
@@ -72,5 +101,5 @@ def finetune_decoder(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool 
 
 
 def final_vae_dir(work_dir: Path) -> Path:
-    """The VAE to ship: the decoder-refined one when that stage has run, else the stage-1 VAE."""
-    return work_dir / "vae-decoder" if (work_dir / "vae-decoder").exists() else work_dir / "vae"
+    """The VAE to ship: the decoder-refined one when that stage has run, else the latent VAE."""
+    return work_dir / "vae-decoder" if (work_dir / "vae-decoder").exists() else latent_vae_dir(work_dir)

@@ -74,6 +74,9 @@ def detect_from_shapes(
     return _choose(path, matches, variant, metadata, prediction_type, "header keys")
 
 
+_DECLARABLE = ("epsilon", "v_prediction")
+
+
 def _choose(
     path: Path, matches: list[ModelFamily], variant: dict[str, object], metadata: Mapping[str, str],
     override: str | None, how: str, folder_prediction: str | None = None,
@@ -90,6 +93,15 @@ def _choose(
             prediction, source = "epsilon", "default"
             variant["prediction_probe"] = True
         family = next((f for f in matches if f.prediction_type == prediction), family)
+        variant.update(prediction_type=prediction, prediction_source=source)
+    elif family.prediction_type in _DECLARABLE:
+        # SD 1.x / SDXL are epsilon unless the file says otherwise (v-prediction fine-tunes declare it in
+        # their metadata or an A1111 sidecar, or the user overrides); no probe, which A1111 runs for SD 2.x only.
+        prediction, source = declared_prediction(path, metadata, override)
+        if prediction is None and folder_prediction is not None:
+            prediction, source = folder_prediction, "scheduler_config"
+        if prediction is None:
+            prediction, source = family.prediction_type, "family"
         variant.update(prediction_type=prediction, prediction_source=source)
     else:
         variant.update(prediction_type=family.prediction_type, prediction_source="family")
