@@ -41,7 +41,7 @@ class Settings(BaseModel):
     show_progress_every_n_steps: int = Field(5, ge=-1, le=100,
                                              description="Live preview every N steps (-1: only at the end)")
     sd_prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
-        "auto", description="Override the prediction type of SD 2.x checkpoints")
+        "auto", description="Override the prediction type of SD 1.x, SD 2.x and SDXL checkpoints")
     send_seed: bool = Field(True, description="Send the seed when sending parameters to another tab")
     send_size: bool = Field(True, description="Send the size when sending parameters to another tab")
 
