@@ -161,6 +161,17 @@ def test_sd1_v_prediction_from_sidecar_and_override(tmp_path: Path) -> None:
     assert detect_checkpoint(path, prediction_type="epsilon").variant["prediction_source"] == "override"
 
 
+def test_comfyui_marker_keys_declare_v_prediction_and_zero_terminal_snr() -> None:
+    marked = {**SD1_KEYS, "v_pred": (0,), "ztsnr": (0,)}
+    detection = detect_from_shapes(Path("x.safetensors"), marked, {})
+    assert (detection.variant["prediction_type"], detection.variant["prediction_source"]) == ("v_prediction", "marker key")
+    assert detection.variant["zero_terminal_snr"] is True
+    assert detect_from_shapes(Path("x.safetensors"), SD1_KEYS, {}).variant["zero_terminal_snr"] is False
+    # an explicit declaration still wins over the marker
+    declared = detect_from_shapes(Path("x.safetensors"), marked, {"modelspec.prediction_type": "epsilon"})
+    assert declared.variant["prediction_source"] == "metadata"
+
+
 def test_diffusers_folder_sd1_vs_sd2_by_text_encoder(tiny_checkpoints: dict, tmp_path: Path) -> None:
     folder = tmp_path / "copy"
     shutil.copytree(tiny_checkpoints["sd2-768-v"]["diffusers"], folder)

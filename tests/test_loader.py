@@ -153,3 +153,28 @@ def test_missing_metadata_for_unusual_dims_is_a_clear_error(tmp_path: Path, mode
     path = save_ldm_checkpoint(tmp_path / "bare.safetensors", ldm_state_dict("sd1", components), {})
     with pytest.raises(ModelLoadError, match=r"'bare\.safetensors'.*norm_num_groups=32"):
         load_model(path, LoadOptions(cache_dir=model_cache_dir))
+
+
+def _sd1_with_markers(tmp_path: Path, markers: tuple[str, ...]) -> Path:
+    components = build_tiny_components("sd1", seed=6)
+    state = {**ldm_state_dict("sd1", components), **{key: torch.empty(0) for key in markers}}
+    return save_ldm_checkpoint(tmp_path / "ztsnr.safetensors", state, ldm_metadata("sd1", components))
+
+
+def test_zero_terminal_snr_checkpoint_samples_from_pure_noise(tmp_path: Path, model_cache_dir: Path) -> None:
+    from modules.generation.samplers import SamplerNotSupportedError, resolve_sampler
+
+    model = load_model(_sd1_with_markers(tmp_path, ("v_pred", "ztsnr")), LoadOptions(cache_dir=model_cache_dir))
+    assert model.prediction_type == "v_prediction" and model.variant["zero_terminal_snr"]
+    scheduler = resolve_sampler("Euler").build(model.scheduler_config, model.prediction_type)
+    scheduler.set_timesteps(10)
+    assert scheduler.config.rescale_betas_zero_snr and int(scheduler.timesteps[0]) == 999
+    with pytest.raises(SamplerNotSupportedError, match="zero-terminal-SNR"):
+        resolve_sampler("Heun").build(model.scheduler_config, model.prediction_type)
+    assert _generate(model).size == (64, 64)
+
+
+def test_zero_terminal_snr_marker_without_v_prediction_is_refused(tmp_path: Path, model_cache_dir: Path) -> None:
+    path = _sd1_with_markers(tmp_path, ("ztsnr",))
+    with pytest.raises(ModelLoadError, match="zero-terminal-SNR"):
+        load_model(path, LoadOptions(cache_dir=model_cache_dir))

@@ -50,6 +50,7 @@ PREDICTION_FAMILIES: Final[Mapping[str, Family]] = MappingProxyType(
 #: The three prediction types a sampler can declare support for.
 PREDICTION_TYPES: Final[tuple[str, ...]] = ("epsilon", "v_prediction", "flow")
 
+ZERO_SNR_FLAG: Final[str] = "rescale_betas_zero_snr"
 _SIGMA_FLAGS: Final[tuple[str, ...]] = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 
 
@@ -414,6 +415,13 @@ class ResolvedSampler:
     def build(self, base_scheduler_config: Mapping[str, Any], prediction_type: str) -> SchedulerMixin:
         """Build the diffusers scheduler from the model's own config (``cls.from_config``)."""
         mapping = self._mapping(prediction_type)
+        if base_scheduler_config.get("rescale_betas_zero_snr") and ZERO_SNR_FLAG not in mapping.init_params():
+            family = prediction_family(prediction_type)
+            valid = ", ".join(s.name for s in SAMPLERS
+                              if (m := s.mapping(family)) is not None and ZERO_SNR_FLAG in m.init_params())
+            raise SamplerNotSupportedError(
+                f"Sampler {self.sampler_name!r} cannot sample a zero-terminal-SNR model; use one of: {valid}"
+            )
         overrides = self.overrides(base_scheduler_config, prediction_type)
         return mapping.cls.from_config(dict(base_scheduler_config), **overrides)
 

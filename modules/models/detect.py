@@ -71,15 +71,19 @@ def detect_from_shapes(
         for family in matches for rule in family.variant_rules
     }
     variant["has_ema"] = any(key.startswith("model_ema.") for key in shapes)
-    return _choose(path, matches, variant, metadata, prediction_type, "header keys")
+    # ComfyUI's convention for v-prediction / zero-terminal-SNR fine-tunes: empty marker tensors in the file
+    variant["zero_terminal_snr"] = ZTSNR_MARKER in shapes
+    marker = "v_prediction" if V_PRED_MARKER in shapes else None
+    return _choose(path, matches, variant, metadata, prediction_type, "header keys", marker_prediction=marker)
 
 
 _DECLARABLE = ("epsilon", "v_prediction")
+V_PRED_MARKER, ZTSNR_MARKER = "v_pred", "ztsnr"
 
 
 def _choose(
     path: Path, matches: list[ModelFamily], variant: dict[str, object], metadata: Mapping[str, str],
-    override: str | None, how: str, folder_prediction: str | None = None,
+    override: str | None, how: str, folder_prediction: str | None = None, marker_prediction: str | None = None,
 ) -> Detection:
     """One family from the candidates, resolving prediction type where the candidates need it."""
     if len(matches) > 1 and not all(family.prediction_probe for family in matches):
@@ -89,6 +93,8 @@ def _choose(
         prediction, source = declared_prediction(path, metadata, override)
         if prediction is None and folder_prediction is not None:
             prediction, source = folder_prediction, "scheduler_config"
+        if prediction is None and marker_prediction is not None:
+            prediction, source = marker_prediction, "marker key"
         if prediction is None:
             prediction, source = "epsilon", "default"
             variant["prediction_probe"] = True
@@ -100,6 +106,8 @@ def _choose(
         prediction, source = declared_prediction(path, metadata, override)
         if prediction is None and folder_prediction is not None:
             prediction, source = folder_prediction, "scheduler_config"
+        if prediction is None and marker_prediction is not None:
+            prediction, source = marker_prediction, "marker key"
         if prediction is None:
             prediction, source = family.prediction_type, "family"
         variant.update(prediction_type=prediction, prediction_source=source)

@@ -21,7 +21,7 @@ from modules.models.detect import Detection, detect_checkpoint
 from modules.models.errors import ModelLoadError
 from modules.models.families import FAMILIES, ModelFamily
 from modules.models.pipeline_build import assemble_pipeline, build_scheduler, task_for
-from modules.models.prediction import probe_v_prediction
+from modules.models.prediction import ZERO_TERMINAL_SNR, probe_v_prediction
 
 if TYPE_CHECKING:
     import torch
@@ -118,6 +118,11 @@ def _load_single_file(path: Path, detection: Detection, options: LoadOptions) ->
         raise ModelLoadError(path, str(exc)) from exc
     _add_tokenizers(components, family, options.cache_dir)
     scheduler_config = {**configs.scheduler, "prediction_type": variant["prediction_type"]}
+    if variant.get("zero_terminal_snr"):
+        if variant["prediction_type"] != "v_prediction":
+            raise ModelLoadError(path, "the file is marked zero-terminal-SNR (ztsnr) but not v-prediction; "
+                                       "set the prediction type override to v_prediction")
+        scheduler_config.update(ZERO_TERMINAL_SNR)
     components["scheduler"] = build_scheduler(scheduler_config)
     task = task_for(family, variant)
     pipeline = assemble_pipeline(family.pipelines[task], configs.model_index, components).to(options.device)

@@ -1,13 +1,15 @@
-"""SD 2.x prediction type: v vs epsilon cannot be read from the header.
+"""Prediction type (v vs epsilon), which cannot be read from the header's shapes.
 
 Order: user override, the file's metadata (``modelspec.prediction_type``), an A1111 sidecar
-``<name>.yaml`` (``parameterization: "v"``), then A1111's probe (``sd_models_config.
-is_using_v_parameterization_for_sd2``) run on the loaded UNet, and epsilon when nothing decides.
+``<name>.yaml`` (``parameterization: "v"``), ComfyUI's ``v_pred`` marker key; then, for SD 2.x only,
+A1111's probe (``sd_models_config.is_using_v_parameterization_for_sd2``) run on the loaded UNet, and
+the family's default when nothing decides. A ``ztsnr`` marker key declares a zero-terminal-SNR schedule.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping
 
 from modules.models.errors import ModelLoadError
@@ -20,6 +22,11 @@ _ALIASES = {
     "epsilon": "epsilon", "eps": "epsilon",
 }
 METADATA_KEYS = ("modelspec.prediction_type", "prediction_type")
+
+
+#: Scheduler settings for a zero-terminal-SNR model (Lin et al. 2023): betas rescaled so the last step is pure
+#: noise, and sampling that starts from that step ("trailing" spacing). Samplers must accept the flag.
+ZERO_TERMINAL_SNR: Mapping[str, object] = MappingProxyType({"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"})
 
 
 def normalise_prediction(value: object) -> str | None:

@@ -13,8 +13,16 @@ from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DCondi
 from transformers import CLIPTextModel, CLIPTokenizer
 
 
-def sd15_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
-    """The SD 1.x training schedule: 1000 steps, scaled_linear betas 0.00085..0.012, no sample clipping."""
+def sd15_noise_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> DDPMScheduler:
+    """The SD 1.x training schedule: 1000 steps, scaled_linear betas 0.00085..0.012, no sample clipping.
+
+    With `zero_terminal_snr` the betas are rescaled so the last step is pure noise (Lin et al. 2023,
+    "Common Diffusion Noise Schedules and Sample Steps Are Flawed"); it needs v-prediction and "trailing"
+    timestep spacing at sampling time.
+    """
+    if zero_terminal_snr and prediction_type != "v_prediction":
+        raise ValueError("a zero-terminal-SNR schedule needs v-prediction (epsilon is undefined at the last step)")
+    extra = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"} if zero_terminal_snr else {}
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -23,6 +31,7 @@ def sd15_noise_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
         clip_sample=False,
         steps_offset=1,
         prediction_type=prediction_type,
+        **extra,
     )
 
 
@@ -57,11 +66,24 @@ class DiffusionLoss:
     prior: float | None
 
 
-def _snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+SNR_WEIGHTINGS = ("min_snr", "min_snr_plus_one")
+
+
+def _snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float, weighting: str) -> torch.Tensor:
+    """Per-sample loss weights. "min_snr" (Hang et al. 2023) weighs the clean-image error by min(SNR, gamma);
+    "min_snr_plus_one" (v-prediction only) by min(SNR, gamma) + 1, so the noisiest steps (SNR -> 0), which
+    decide the composition, keep a weight of 1 instead of vanishing."""
     alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
     snr = alphas_cumprod / (1.0 - alphas_cumprod)
     clipped = torch.clamp(snr, max=gamma)
-    if scheduler.config.prediction_type == "v_prediction":
+    v_prediction = scheduler.config.prediction_type == "v_prediction"
+    if weighting == "min_snr_plus_one":
+        if not v_prediction:
+            raise ValueError("min_snr_plus_one weighting is defined for v-prediction only")
+        return (clipped + 1.0) / (snr + 1.0)
+    if weighting != "min_snr":
+        raise ValueError(f"unknown SNR weighting {weighting!r}; expected one of {SNR_WEIGHTINGS}")
+    if v_prediction:
         return clipped / (snr + 1.0)
     return clipped / snr
 
@@ -74,6 +96,7 @@ def diffusion_loss(
     *,
     generator: torch.Generator | None = None,
     snr_gamma: float | None = None,
+    snr_weighting: str = "min_snr",
     controlnet: ControlNetModel | None = None,
     controlnet_cond: torch.Tensor | None = None,
     with_prior: bool = False,
@@ -107,7 +130,7 @@ def diffusion_loss(
         target = noise
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if snr_gamma is not None:
-        per_sample = per_sample * _snr_weights(scheduler, timesteps, snr_gamma)
+        per_sample = per_sample * _snr_weights(scheduler, timesteps, snr_gamma, snr_weighting)
     if not with_prior:
         loss = per_sample.mean()
         return DiffusionLoss(loss=loss, instance=float(loss.detach()), prior=None)

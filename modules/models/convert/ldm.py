@@ -110,6 +110,7 @@ def save_ldm_checkpoint(path: Path, state_dict: Mapping[str, Tensor], metadata: 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=dict(metadata))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is as readable as any other output
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
