@@ -25,7 +25,8 @@ from modules.embedded.canny import canny_map
 from modules.embedded.card import update_scores
 from modules.embedded.classifier import WorldClassifier
 from modules.embedded.export import load_controlnet
-from modules.embedded.pipeline import generate, sampling_scheduler, with_controlnet
+from modules.embedded.pipeline import generate, with_controlnet
+from modules.generation.samplers import resolve_sampler
 from modules.embedded.train_classifier import per_head_accuracy
 from modules.world.captions import parse_prompt_to_labels
 from modules.world.render import render_scene
@@ -133,7 +134,7 @@ def load_pipeline(checkpoint: Path) -> object:
 
     loaded = load_model(checkpoint, LoadOptions(cache_dir=ROOT / "cache"))
     pipe = loaded.pipeline
-    pipe.scheduler = sampling_scheduler(loaded.prediction_type)
+    pipe.scheduler = resolve_sampler("DPM++ 2M").build(loaded.scheduler_config, loaded.prediction_type)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

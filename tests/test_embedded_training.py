@@ -72,6 +72,42 @@ def test_sd15_noise_scheduler_matches_sd1_training_schedule() -> None:
     assert scheduler.config.num_train_timesteps == 1000 and scheduler.config.clip_sample is False
 
 
+def test_zero_terminal_snr_schedule_ends_in_pure_noise_and_needs_v_prediction() -> None:
+    scheduler = sd15_noise_scheduler("v_prediction", zero_terminal_snr=True)
+    assert scheduler.alphas_cumprod[-1] == 0 and scheduler.config.timestep_spacing == "trailing"
+    assert sd15_noise_scheduler().alphas_cumprod[-1] > 0.004  # the SD 1.x schedule leaks ~7% signal at t=999
+    with pytest.raises(ValueError, match="v-prediction"):
+        sd15_noise_scheduler("epsilon", zero_terminal_snr=True)
+
+
+def test_snr_weightings_at_the_noisiest_and_cleanest_steps() -> None:
+    from modules.training.noise_training import _snr_weights
+
+    scheduler = sd15_noise_scheduler("v_prediction", zero_terminal_snr=True)
+    ends = torch.tensor([999, 0])
+    plus_one = _snr_weights(scheduler, ends, 5.0, "min_snr_plus_one")
+    plain = _snr_weights(scheduler, ends, 5.0, "min_snr")
+    assert plus_one[0] == pytest.approx(1.0) and plain[0] == 0  # pure noise keeps its weight only with +1
+    assert plus_one[1] == pytest.approx(6.0 / (1.0 + float(scheduler.alphas_cumprod[0] / (1 - scheduler.alphas_cumprod[0]))))
+    with pytest.raises(ValueError, match="v-prediction"):
+        _snr_weights(sd15_noise_scheduler(), ends, 5.0, "min_snr_plus_one")
+    with pytest.raises(ValueError, match="unknown SNR weighting"):
+        _snr_weights(scheduler, ends, 5.0, "bogus")
+
+
+def test_zero_terminal_snr_loss_is_finite() -> None:
+    from modules.embedded.config import build_unet
+
+    torch.manual_seed(0)
+    unet = build_unet(TINY_UNET)
+    scheduler = sd15_noise_scheduler("v_prediction", zero_terminal_snr=True)
+    latents, context = torch.randn(8, 4, 8, 8), torch.randn(8, 77, 16)
+    for seed in range(4):
+        out = diffusion_loss(unet, scheduler, latents, context, snr_gamma=5.0, snr_weighting="min_snr_plus_one",
+                             generator=torch.Generator().manual_seed(seed))
+        assert torch.isfinite(out.loss)
+
+
 def test_pool_excludes_held_out_shape(pool) -> None:
     assert pool.images.shape == (16, 3, 64, 64) and pool.images.dtype == torch.uint8
     assert all(s.shape != "star" for scene in pool.scenes for s in scene.shapes)
@@ -133,14 +169,15 @@ def test_edge_loss_prefers_a_crisp_outline_to_a_blurred_one() -> None:
     assert edge_loss(blurred, target) > 2 * (blurred - target).abs().mean()
 
 
-def test_t2i_trains_the_recipes_prediction_type(tmp_path: Path, pool) -> None:
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_t2i_trains_the_recipes_prediction_type(tmp_path: Path, pool, prediction: str) -> None:
     from modules.embedded.train_t2i import train_t2i
 
-    recipe = tiny_recipe(steps=1)
+    recipe = replace(tiny_recipe(steps=1), t2i_prediction=prediction)
     vae = train_vae(pool, tmp_path, recipe, log=False)
     target = train_t2i(pool, vae, tmp_path, recipe, log=False)
     config = json.loads((target / "scheduler" / "scheduler_config.json").read_text())
-    assert config["prediction_type"] == recipe.t2i_prediction == "v_prediction"
+    assert config["prediction_type"] == prediction
 
 
 def test_resume_continues_from_checkpoint(tmp_path: Path, pool) -> None:
@@ -223,6 +260,19 @@ def test_export_roundtrips_through_the_model_loader(tmp_path: Path, pool) -> Non
     assert torch.allclose(unet_expected, unet_actual, atol=2e-2)
     assert loaded.pipeline.vae.config.scaling_factor == pytest.approx(vae.config.scaling_factor)
     assert loaded.native_size == (64, 64)
+
+
+def test_zero_terminal_snr_export_is_marked_and_loads_with_its_schedule(tmp_path: Path, pool) -> None:
+    from modules.embedded.export import export_checkpoint
+    from modules.models.loader import LoadOptions, load_model
+
+    recipe = replace(tiny_recipe(steps=1), t2i_prediction="v_prediction", zero_terminal_snr=True,
+                     snr_weighting="min_snr_plus_one")
+    train_t2i(pool, train_vae(pool, tmp_path, recipe, log=False), tmp_path, recipe, log=False)
+    loaded = load_model(export_checkpoint(tmp_path, tmp_path / "models"), LoadOptions(cache_dir=tmp_path / "cache"))
+    assert loaded.prediction_type == "v_prediction" and loaded.variant["prediction_source"] == "metadata"
+    assert loaded.variant["zero_terminal_snr"] and loaded.scheduler_config["rescale_betas_zero_snr"]
+    assert loaded.scheduler_config["timestep_spacing"] == "trailing"
 
 
 def test_controlnet_trains_and_exports(tmp_path: Path, pool) -> None:

@@ -20,6 +20,13 @@ TRAIN_DIRS: dict[str, str] = {
 }
 
 
+def _loss_text(recipe: Recipe) -> str:
+    if recipe.snr_weighting == "min_snr_plus_one":
+        return (f"min-SNR+1 loss, γ={recipe.snr_gamma} (clean-image error weighted min(SNR, γ) + 1, so the noisiest "
+                "steps, which decide where the shape goes, keep a weight of 1)")
+    return f"min-SNR γ={recipe.snr_gamma} loss"
+
+
 def measured_training(work_dir: Path) -> dict[str, dict[str, float]]:
     """Per stage, from its progress.jsonl (a resumed window logged twice counts once, the later record):
     steps, `seconds` (sum of logged step times, contention and pauses included), `median_seconds`
@@ -157,7 +164,9 @@ def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, 
         "detected as SD 1.x and loaded like any user checkpoint. Component dimensions the header shapes cannot "
         "tell are in the safetensors metadata key `atelier.components`.",
         f"* Native size 64×64, {recipe.t2i_prediction} (declared in the file's `modelspec.prediction_type` metadata, "
-        "which the studio reads for SD 1.x as for SD 2.x), SD 1.x scheduler (DDPM scaled_linear 0.00085–0.012, 1000 steps).",
+        "which the studio reads for SD 1.x as for SD 2.x), SD 1.x scheduler (DDPM scaled_linear 0.00085–0.012, 1000 steps"
+        + ("; betas rescaled to zero terminal SNR, trailing timestep spacing, declared by the `ztsnr` marker key)."
+           if recipe.zero_terminal_snr else ").") ,
         f"* {_dims()}.",
         "* **Held out: the star.** No training image or caption contains a star; DreamBooth is expected to teach it.",
         "* Prompts it understands: `a [small|large] <colour> <shape> [at the top left|on the right|in the centre|...] "
@@ -177,8 +186,9 @@ def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, 
         f"{recipe.vae_refine_loop.learning_rate} with an edge term (L1 of neighbouring-pixel differences, weight "
         f"{recipe.vae_edge_weight:g}) so outlines stay crisp; `scaling_factor` re-measured. This is the latent space.",
         f"3. UNet + text encoder jointly: {recipe.t2i_loop.steps} steps, batch {recipe.t2i_batch}, AdamW lr "
-        f"{recipe.t2i_loop.learning_rate} (warmup + cosine), {recipe.t2i_prediction} with the "
-        + (f"min-SNR γ={recipe.snr_gamma} loss" if recipe.snr_gamma else "plain v loss (its weight on the clean-image "
+        f"{recipe.t2i_loop.learning_rate} (warmup + cosine), {recipe.t2i_prediction}"
+        + (" on a zero-terminal-SNR schedule" if recipe.zero_terminal_snr else "") + " with the "
+        + (_loss_text(recipe) if recipe.snr_gamma else "plain v loss (its weight on the clean-image "
            "error never falls below 1, so the noisiest steps, which decide where the shape goes, learn it from the words)")
         + f", caption dropout {recipe.caption_dropout:.0%} (for CFG), EMA {recipe.t2i_loop.ema_decay}; {recipe.pool_size} "
         f"scenes, captions re-drawn every step (always shape and colour; position {recipe.caption_position_prob:.0%}, "

@@ -80,12 +80,13 @@ class Recipe:
     t2i_batch: int = 64
     caption_dropout: float = 0.1
     caption_position_prob: float = 0.8
-    # v-prediction with the plain (unweighted) v loss: its weight on the clean-image error is SNR + 1, never
-    # below 1, where epsilon prediction (or min-SNR weighting) gives SNR, ~0.005 at the noisiest steps. Those
-    # steps decide where the shape goes, so with epsilon the model took the position from the noise and
-    # ignored the words (measured: position match at chance). See the model card.
-    t2i_prediction: str = "v_prediction"
-    snr_gamma: float | None = None
+    # Epsilon prediction with min-SNR weighting (gamma 5). Measured side by side on the same VAE, pool and step
+    # count (bench prompts, 4 seeds): shape+colour 50% against 16% for v-prediction with the plain v loss;
+    # position at chance for both (4% and 10%). See the model card.
+    t2i_prediction: str = "epsilon"
+    snr_gamma: float | None = 5.0
+    snr_weighting: str = "min_snr"
+    zero_terminal_snr: bool = False
     seed: int = 0
 
 

@@ -59,6 +59,7 @@ def checkpoint_metadata(
 def export_checkpoint(work_dir: Path, models_dir: Path) -> Path:
     """Write the single-file SD 1.x checkpoint (LDM keys, fp16) of the trained t2i model."""
     from modules.models.convert.ldm import diffusers_to_ldm, save_ldm_checkpoint
+    from modules.models.detect import V_PRED_MARKER, ZTSNR_MARKER
 
     unet = UNet2DConditionModel.from_pretrained(work_dir / "t2i" / "unet")
     vae = AutoencoderKL.from_pretrained(final_vae_dir(work_dir))
@@ -66,8 +67,13 @@ def export_checkpoint(work_dir: Path, models_dir: Path) -> Path:
     state = diffusers_to_ldm(unet.state_dict(), vae.state_dict(), text_encoder.state_dict(),
                              unet_config=dict(unet.config), family="sd1")
     target = models_dir / "Stable-diffusion" / f"{CHECKPOINT_NAME}.safetensors"
-    prediction = json.loads((work_dir / "t2i" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
-    return save_ldm_checkpoint(target, _fp16(state), checkpoint_metadata(unet, vae, text_encoder, prediction))
+    scheduler = json.loads((work_dir / "t2i" / "scheduler" / "scheduler_config.json").read_text())
+    prediction = scheduler["prediction_type"]
+    state = _fp16(state)
+    if scheduler.get("rescale_betas_zero_snr"):
+        # ComfyUI's markers (empty tensors) for a zero-terminal-SNR v-prediction model; Atelier reads them too
+        state.update({V_PRED_MARKER: torch.empty(0, dtype=torch.float16), ZTSNR_MARKER: torch.empty(0, dtype=torch.float16)})
+    return save_ldm_checkpoint(target, state, checkpoint_metadata(unet, vae, text_encoder, prediction))
 
 
 def export_controlnet(work_dir: Path, models_dir: Path) -> Path:

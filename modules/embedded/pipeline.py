@@ -22,9 +22,14 @@ from modules.embedded.train_vae import final_vae_dir
 from modules.training.noise_training import sd15_noise_scheduler
 
 
-def sampling_scheduler(prediction_type: str = "epsilon") -> DPMSolverMultistepScheduler:
+def sampling_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> DPMSolverMultistepScheduler:
     """DPM++ 2M over the SD 1.x training schedule (the studio's usual default sampler)."""
-    return DPMSolverMultistepScheduler.from_config(sd15_noise_scheduler(prediction_type).config)
+    return DPMSolverMultistepScheduler.from_config(sd15_noise_scheduler(prediction_type, zero_terminal_snr).config)
+
+
+def _scheduler_of(config_path: Path) -> DPMSolverMultistepScheduler:
+    config = json.loads(config_path.read_text())
+    return sampling_scheduler(config["prediction_type"], bool(config.get("rescale_betas_zero_snr", False)))
 
 
 def pipeline_from_work_dir(work_dir: Path) -> StableDiffusionPipeline:
@@ -35,7 +40,7 @@ def pipeline_from_work_dir(work_dir: Path) -> StableDiffusionPipeline:
         text_encoder=CLIPTextModel.from_pretrained(t2i / "text_encoder"),
         tokenizer=CLIPTokenizer.from_pretrained(t2i / "tokenizer"),
         unet=UNet2DConditionModel.from_pretrained(t2i / "unet"),
-        scheduler=sampling_scheduler(json.loads((t2i / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]),
+        scheduler=_scheduler_of(t2i / "scheduler" / "scheduler_config.json"),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -44,7 +44,7 @@ def train_t2i(pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recip
     vae.eval().requires_grad_(False)
     tokenizer = load_clip_tokenizer(SD1_TOKENIZER_CONFIG, work_dir / "cache")
     text_encoder, unet = build_text_encoder(recipe.text_encoder_config), build_unet(recipe.unet_config)
-    scheduler = sd15_noise_scheduler(recipe.t2i_prediction)
+    scheduler = sd15_noise_scheduler(recipe.t2i_prediction, recipe.zero_terminal_snr)
     means, stds = encode_pool(vae, pool)
     scale = vae.config.scaling_factor
     run = TrainingRun(models={"unet": unet, "text_encoder": text_encoder}, config=recipe.t2i_loop,
@@ -57,7 +57,8 @@ def train_t2i(pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recip
         captions = pool_captions(pool, indices, seed=recipe.seed, step=i, dropout=recipe.caption_dropout,
                                  p_position=recipe.caption_position_prob)
         context = encode_prompts(tokenizer, text_encoder, captions)
-        out = diffusion_loss(unet, scheduler, latents, context, generator=generator, snr_gamma=recipe.snr_gamma)
+        out = diffusion_loss(unet, scheduler, latents, context, generator=generator, snr_gamma=recipe.snr_gamma,
+                             snr_weighting=recipe.snr_weighting)
         return out.loss, {}
 
     run.run(step, on_log=(lambda s, r: print(f"[t2i] step {s} {r}", flush=True)) if log else None)
