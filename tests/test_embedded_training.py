@@ -108,6 +108,31 @@ def test_zero_terminal_snr_loss_is_finite() -> None:
         assert torch.isfinite(out.loss)
 
 
+def test_later_timestep_bias_draws_more_noisy_steps() -> None:
+    from modules.training.noise_training import later_timestep_weights
+
+    weights = later_timestep_weights(1000, 0.4, 3.0)
+    assert float(weights.sum()) == pytest.approx(1.0) and float(weights[600:].sum()) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        later_timestep_weights(1000, 1.5, 3.0)
+    # the loss draws its timesteps from the weights
+    from diffusers import DDPMScheduler
+
+    from modules.embedded.config import build_unet
+
+    class Recording(DDPMScheduler):
+        def add_noise(self, original, noise, timesteps):
+            self.seen = timesteps
+            return super().add_noise(original, noise, timesteps)
+
+    scheduler = Recording.from_config(sd15_noise_scheduler().config)
+    torch.manual_seed(0)
+    latents, context = torch.randn(16, 4, 8, 8), torch.randn(16, 77, 16)
+    diffusion_loss(build_unet(TINY_UNET), scheduler, latents, context, timestep_weights=later_timestep_weights(1000, 0.1, 1e6),
+                   generator=torch.Generator().manual_seed(0))
+    assert scheduler.seen.min() >= 900
+
+
 def test_pool_excludes_held_out_shape(pool) -> None:
     assert pool.images.shape == (16, 3, 64, 64) and pool.images.dtype == torch.uint8
     assert all(s.shape != "star" for scene in pool.scenes for s in scene.shapes)

@@ -82,11 +82,14 @@ class Recipe:
     caption_position_prob: float = 0.8
     # Epsilon prediction with min-SNR weighting (gamma 5). Measured side by side on the same VAE, pool and step
     # count (bench prompts, 4 seeds): shape+colour 50% against 16% for v-prediction with the plain v loss;
-    # position at chance for both (4% and 10%). See the model card.
+    # position at chance for both (4% and 10%). A zero-terminal-SNR schedule (v-prediction) did not move
+    # position either (8-10%) and lost shape (9-13%). See the model card.
     t2i_prediction: str = "epsilon"
     snr_gamma: float | None = 5.0
     snr_weighting: str = "min_snr"
     zero_terminal_snr: bool = False
+    # (portion, multiplier): sample the noisiest `portion` of timesteps `multiplier` times as often; None = uniform
+    late_timestep_bias: tuple[float, float] | None = None
     seed: int = 0
 
 

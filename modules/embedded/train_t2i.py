@@ -11,7 +11,7 @@ from modules.embedded.config import SD1_TOKENIZER_CONFIG, Recipe, build_text_enc
 from modules.embedded.pool import ScenePool, batch_indices, step_generator, step_rng
 from modules.models.tokenizers import load_clip_tokenizer
 from modules.training.loop import TrainingRun
-from modules.training.noise_training import diffusion_loss, encode_prompts, sd15_noise_scheduler
+from modules.training.noise_training import diffusion_loss, encode_prompts, later_timestep_weights, sd15_noise_scheduler
 from modules.world.captions import caption_scene
 
 
@@ -45,6 +45,8 @@ def train_t2i(pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recip
     tokenizer = load_clip_tokenizer(SD1_TOKENIZER_CONFIG, work_dir / "cache")
     text_encoder, unet = build_text_encoder(recipe.text_encoder_config), build_unet(recipe.unet_config)
     scheduler = sd15_noise_scheduler(recipe.t2i_prediction, recipe.zero_terminal_snr)
+    weights = (later_timestep_weights(scheduler.config.num_train_timesteps, *recipe.late_timestep_bias)
+               if recipe.late_timestep_bias else None)
     means, stds = encode_pool(vae, pool)
     scale = vae.config.scaling_factor
     run = TrainingRun(models={"unet": unet, "text_encoder": text_encoder}, config=recipe.t2i_loop,
@@ -58,7 +60,7 @@ def train_t2i(pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recip
                                  p_position=recipe.caption_position_prob)
         context = encode_prompts(tokenizer, text_encoder, captions)
         out = diffusion_loss(unet, scheduler, latents, context, generator=generator, snr_gamma=recipe.snr_gamma,
-                             snr_weighting=recipe.snr_weighting)
+                             snr_weighting=recipe.snr_weighting, timestep_weights=weights)
         return out.loss, {}
 
     run.run(step, on_log=(lambda s, r: print(f"[t2i] step {s} {r}", flush=True)) if log else None)

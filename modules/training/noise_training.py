@@ -35,6 +35,16 @@ def sd15_noise_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bo
     )
 
 
+def later_timestep_weights(num_train_timesteps: int, portion: float, multiplier: float) -> torch.Tensor:
+    """Sampling weights over timesteps with the last `portion` (the noisiest) weighted `multiplier` times the
+    rest, as diffusers' training scripts' `--timestep_bias_strategy later`: more steps where the layout forms."""
+    if not 0.0 < portion < 1.0 or multiplier <= 0:
+        raise ValueError("portion must be in (0, 1) and multiplier > 0")
+    weights = torch.ones(num_train_timesteps)
+    weights[int(num_train_timesteps * (1.0 - portion)):] *= multiplier
+    return weights / weights.sum()
+
+
 def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
     """Token ids padded to the tokenizer's max length (77 for CLIP), as SD pipelines do."""
     return tokenizer(
@@ -97,6 +107,7 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     snr_gamma: float | None = None,
     snr_weighting: str = "min_snr",
+    timestep_weights: torch.Tensor | None = None,
     controlnet: ControlNetModel | None = None,
     controlnet_cond: torch.Tensor | None = None,
     with_prior: bool = False,
@@ -110,9 +121,12 @@ def diffusion_loss(
     """
     batch = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    timesteps = torch.randint(
-        0, scheduler.config.num_train_timesteps, (batch,), generator=generator, device=latents.device
-    )
+    if timestep_weights is None:
+        timesteps = torch.randint(
+            0, scheduler.config.num_train_timesteps, (batch,), generator=generator, device=latents.device
+        )
+    else:
+        timesteps = torch.multinomial(timestep_weights, batch, replacement=True, generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     extra: dict[str, object] = {}
     if controlnet is not None:
