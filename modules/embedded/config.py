@@ -88,7 +88,8 @@ class Recipe:
     snr_gamma: float | None = 5.0
     snr_weighting: str = "min_snr"
     zero_terminal_snr: bool = False
-    # (portion, multiplier): sample the noisiest `portion` of timesteps `multiplier` times as often; None = uniform
+    # (portion, multiplier): sample the noisiest `portion` of timesteps `multiplier` times as often; None = uniform.
+    # Measured with (0.4, 3.0) against the shipped recipe: position 8% vs 4%, shape+colour 27% vs 50%; left off.
     late_timestep_bias: tuple[float, float] | None = None
     seed: int = 0
 
