@@ -285,6 +285,12 @@ def test_export_roundtrips_through_the_model_loader(tmp_path: Path, pool) -> Non
     assert torch.allclose(unet_expected, unet_actual, atol=2e-2)
     assert loaded.pipeline.vae.config.scaling_factor == pytest.approx(vae.config.scaling_factor)
     assert loaded.native_size == (64, 64)
+    # train_all's export stage writes where --models-dir says (a measurement run must not overwrite models/)
+    from modules.embedded import train_all
+
+    train_all.main(["--out", str(tmp_path), "--stages", "export", "--models-dir", str(tmp_path / "elsewhere")])
+    assert (tmp_path / "elsewhere" / "Stable-diffusion" / path.name).is_file()
+    assert (tmp_path / "elsewhere" / "Stable-diffusion" / path.with_suffix(".md").name).is_file()
 
 
 def test_zero_terminal_snr_export_is_marked_and_loads_with_its_schedule(tmp_path: Path, pool) -> None:

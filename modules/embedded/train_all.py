@@ -37,7 +37,7 @@ def _wait_for(folder: Path, seconds: float = VAE_WAIT_SECONDS) -> None:
         time.sleep(10)
 
 
-def run_lanes(out: Path, threads: int) -> None:
+def run_lanes(out: Path, threads: int, models_dir: Path = Path("models")) -> None:
     """Run `LANES` as two child processes, then export; the wall-clock time goes to timings.json."""
     start = time.perf_counter()
     children = [
@@ -49,7 +49,7 @@ def run_lanes(out: Path, threads: int) -> None:
     if any(codes):
         raise SystemExit(f"a training lane failed (exit codes {codes}); re-run the same command to resume")
     _record_time(out, "wall_two_lanes", time.perf_counter() - start)
-    main(["--out", str(out), "--stages", "export"])
+    main(["--out", str(out), "--stages", "export", "--models-dir", str(models_dir)])
 
 
 def _record_time(out: Path, stage: str, seconds: float) -> None:
@@ -64,13 +64,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(".embedded-work"))
     parser.add_argument("--stages", default=None, help="comma-separated subset of " + ",".join(STAGES)
                         + ", run in order in this process (default: every stage, in two lanes)")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"),
+                        help="where the export stage writes the models (default: the studio's models/)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (0 = torch default)")
     parser.add_argument("--lanes", type=int, choices=(1, 2), default=None,
                         help="2 (default without --stages): two processes side by side (see LANES); "
                              "1: the stages in order in this process")
     args = parser.parse_args(argv)
     if (args.lanes or (1 if args.stages else 2)) == 2:
-        run_lanes(args.out, args.threads)
+        run_lanes(args.out, args.threads, args.models_dir)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         elif stage == "export":
             from modules.embedded.export import export_all
 
-            export_all(out, Path("models"))
+            export_all(out, args.models_dir)
         else:
             print(f"[{stage}] already done, skipped", flush=True)
             continue
