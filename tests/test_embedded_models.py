@@ -92,8 +92,8 @@ def test_controlnet_loads_from_unet_config() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 3 open: atelier-shapes-v1 matches shape and colour in 42% of the "
-                   "bench images (shape 48%, see its model card) and draws fewer than 3 red circles in 4 seeds; "
+@pytest.mark.xfail(strict=True, reason="issue 3 open: atelier-shapes-v1 matches shape and colour in 44% of the "
+                   "bench images (shape 45%, see its model card) and draws fewer than 3 red circles in 4 seeds; "
                    "strict, so it fails loudly once a better model passes")
 def test_red_circle_is_drawn_as_a_red_circle(loaded) -> None:
     from modules.embedded.classifier import WorldClassifier
