@@ -63,6 +63,20 @@ def test_webuiapi_txt2img_shapes(api: webuiapi.WebUIApi, server) -> None:
     assert result.images[0].info.get("parameters") == text
 
 
+def test_size_left_out_is_the_models_native_size(server) -> None:
+    """A1111 would answer 512x512; the loaded model's native size is what a user means (64 for the
+    embedded default, 1024 for SDXL), and `parameters` reports the size the job ran at."""
+    native = tuple(server.ctx.models.active.model.native_size)
+    with server.client() as http:
+        r = http.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "steps": 1, "seed": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    image = Image.open(io.BytesIO(base64.b64decode(body["images"][0])))
+    assert image.size == native
+    assert (body["parameters"]["width"], body["parameters"]["height"]) == native
+    assert f"Size: {native[0]}x{native[1]}" in json.loads(body["info"])["infotexts"][0]
+
+
 def test_same_seed_same_image_bit_for_bit(api: webuiapi.WebUIApi) -> None:
     a = _gen(api, sampler_name="Euler a")
     b = _gen(api, sampler_name="Euler a")

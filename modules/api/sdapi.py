@@ -137,7 +137,7 @@ def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
         images = [encode_png_base64(img, text) for img, text in zip(result.images, result.infotexts)] \
             if payload.send_images else []
         denoising = req.denoising_strength if req.enable_hr else None
-        return TextToImageResponse(images=images, parameters=payload.echo(),
+        return TextToImageResponse(images=images, parameters=payload.echo((result.width, result.height)),
                                    info=processed_info(req, result, denoising_strength=denoising))
 
     @router.get("/progress", response_model=ProgressResponse, responses=error_responses(422))

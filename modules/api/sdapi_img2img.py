@@ -51,4 +51,4 @@ def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
         images = [encode_png_base64(img, text) for img, text in zip(result.images, result.infotexts)] \
             if payload.send_images else []
         info = processed_info(req, result, denoising_strength=req.denoising_strength)
-        return TextToImageResponse(images=images, parameters=payload.echo(), info=info)
+        return TextToImageResponse(images=images, parameters=payload.echo((result.width, result.height)), info=info)

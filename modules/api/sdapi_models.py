@@ -41,8 +41,10 @@ class _SdGenerationPayload(BaseModel):
     n_iter: int = 1
     steps: int = 50
     cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    # A1111 fills a missing size with 512x512; Atelier uses the loaded model's native size instead
+    # (1024 for SDXL/FLUX, 768 for SD 2.x v, 64 for the embedded default), which is what 512 means for SD 1.5
+    width: int | None = None
+    height: int | None = None
     denoising_strength: float | None = 0.75
     refiner_checkpoint: str | None = None
     refiner_switch_at: float | None = None
@@ -101,9 +103,13 @@ class _SdGenerationPayload(BaseModel):
                 fields[key] = value
         return fields
 
-    def echo(self) -> dict[str, Any]:
-        """A1111's ``parameters``: the request as received (alwayson_scripts as sent)."""
+    def echo(self, size: tuple[int, int] | None = None) -> dict[str, Any]:
+        """A1111's ``parameters``: the request as received (alwayson_scripts as sent); a size left out is
+        reported as `size`, the one the job ran at."""
         params = self.model_dump(exclude={"alwayson_scripts"})
+        if size is not None:
+            params["width"] = size[0] if params["width"] is None else params["width"]
+            params["height"] = size[1] if params["height"] is None else params["height"]
         params["alwayson_scripts"] = self.alwayson_scripts
         return params
 
@@ -174,8 +180,8 @@ class SdImg2ImgPayload(_SdGenerationPayload):
             initial_noise_multiplier=None if noise in (None, 1, 1.0) else noise,
             include_init_images=fields["include_init_images"], flux_kontext=fields["flux_kontext"])
 
-    def echo(self) -> dict[str, Any]:
-        params = super().echo()
+    def echo(self, size: tuple[int, int] | None = None) -> dict[str, Any]:
+        params = super().echo(size)
         if not self.include_init_images:  # A1111 leaves the images out of the echo
             params["init_images"] = None
             params["mask"] = None
