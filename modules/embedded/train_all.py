@@ -37,7 +37,7 @@ def _wait_for(folder: Path, seconds: float = VAE_WAIT_SECONDS) -> None:
         time.sleep(10)
 
 
-def run_lanes(out: Path, threads: int, models_dir: Path = Path("models")) -> None:
+def run_lanes(out: Path, threads: int, models_dir: Path) -> None:
     """Run `LANES` as two child processes, then export; the wall-clock time goes to timings.json."""
     start = time.perf_counter()
     children = [

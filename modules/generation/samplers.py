@@ -415,7 +415,7 @@ class ResolvedSampler:
     def build(self, base_scheduler_config: Mapping[str, Any], prediction_type: str) -> SchedulerMixin:
         """Build the diffusers scheduler from the model's own config (``cls.from_config``)."""
         mapping = self._mapping(prediction_type)
-        if base_scheduler_config.get("rescale_betas_zero_snr") and ZERO_SNR_FLAG not in mapping.init_params():
+        if base_scheduler_config.get(ZERO_SNR_FLAG) and ZERO_SNR_FLAG not in mapping.init_params():
             family = prediction_family(prediction_type)
             valid = ", ".join(s.name for s in SAMPLERS
                               if (m := s.mapping(family)) is not None and ZERO_SNR_FLAG in m.init_params())

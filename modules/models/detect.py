@@ -81,6 +81,19 @@ _DECLARABLE = ("epsilon", "v_prediction")
 V_PRED_MARKER, ZTSNR_MARKER = "v_pred", "ztsnr"
 
 
+def _declared(
+    path: Path, metadata: Mapping[str, str], override: str | None, folder_prediction: str | None,
+    marker_prediction: str | None,
+) -> tuple[str | None, str | None]:
+    """The prediction type the user or the files declare, in order: override, metadata, sidecar (see
+    `declared_prediction`), a diffusers folder's scheduler_config, ComfyUI's marker key; (None, None) if none."""
+    prediction, source = declared_prediction(path, metadata, override)
+    for candidate, where in ((folder_prediction, "scheduler_config"), (marker_prediction, "marker key")):
+        if prediction is None and candidate is not None:
+            prediction, source = candidate, where
+    return prediction, source
+
+
 def _choose(
     path: Path, matches: list[ModelFamily], variant: dict[str, object], metadata: Mapping[str, str],
     override: str | None, how: str, folder_prediction: str | None = None, marker_prediction: str | None = None,
@@ -90,11 +103,7 @@ def _choose(
         raise ModelLoadError(path, f"ambiguous architecture (matches {', '.join(f.id for f in matches)})")
     family = matches[0]
     if family.prediction_probe:
-        prediction, source = declared_prediction(path, metadata, override)
-        if prediction is None and folder_prediction is not None:
-            prediction, source = folder_prediction, "scheduler_config"
-        if prediction is None and marker_prediction is not None:
-            prediction, source = marker_prediction, "marker key"
+        prediction, source = _declared(path, metadata, override, folder_prediction, marker_prediction)
         if prediction is None:
             prediction, source = "epsilon", "default"
             variant["prediction_probe"] = True
@@ -103,11 +112,7 @@ def _choose(
     elif family.prediction_type in _DECLARABLE:
         # SD 1.x / SDXL are epsilon unless the file says otherwise (v-prediction fine-tunes declare it in
         # their metadata or an A1111 sidecar, or the user overrides); no probe, which A1111 runs for SD 2.x only.
-        prediction, source = declared_prediction(path, metadata, override)
-        if prediction is None and folder_prediction is not None:
-            prediction, source = folder_prediction, "scheduler_config"
-        if prediction is None and marker_prediction is not None:
-            prediction, source = marker_prediction, "marker key"
+        prediction, source = _declared(path, metadata, override, folder_prediction, marker_prediction)
         if prediction is None:
             prediction, source = family.prediction_type, "family"
         variant.update(prediction_type=prediction, prediction_source=source)

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from modules.models.prediction import ZERO_TERMINAL_SNR
+
 
 def sd15_noise_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> DDPMScheduler:
     """The SD 1.x training schedule: 1000 steps, scaled_linear betas 0.00085..0.012, no sample clipping.
@@ -22,7 +24,7 @@ def sd15_noise_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bo
     """
     if zero_terminal_snr and prediction_type != "v_prediction":
         raise ValueError("a zero-terminal-SNR schedule needs v-prediction (epsilon is undefined at the last step)")
-    extra = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"} if zero_terminal_snr else {}
+    extra = dict(ZERO_TERMINAL_SNR) if zero_terminal_snr else {}
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
