@@ -314,9 +314,10 @@ def test_controlnet_trains_and_exports(tmp_path: Path, pool) -> None:
     train_t2i(pool, train_vae(pool, tmp_path, recipe, log=False), tmp_path, recipe, log=False)
     cn_recipe = ControlNetRecipe(loop=LoopConfig(steps=2, learning_rate=1e-3, warmup_steps=1, log_every=1,
                                                  checkpoint_every=2), batch=2)
-    target = train_controlnet(pool, tmp_path, cn_recipe, log=False)
+    ticks: list[int] = []
+    target = train_controlnet(pool, tmp_path, cn_recipe, log=False, tick=lambda: ticks.append(1))
     steps = [json.loads(line)["step"] for line in (tmp_path / "controlnet-train" / "progress.jsonl").read_text().splitlines()]
-    assert steps == [1, 2]
+    assert steps == [1, 2] and len(ticks) == 2  # the lane hand-over hook runs at every log step
     assert (tmp_path / "controlnet-train" / "training-state.pt").exists() and (target / "config.json").exists()
     path = export_controlnet(tmp_path, tmp_path / "models")
     controlnet = load_controlnet(path)
@@ -346,3 +347,36 @@ def test_train_all_refuses_unknown_stages_and_stops_waiting(tmp_path: Path) -> N
         train_all.main(["--out", str(tmp_path), "--stages", "vae,bogus"])
     with pytest.raises(SystemExit, match="gave up waiting"):
         train_all._wait_for(tmp_path / "vae", seconds=-1)
+
+
+def test_lane_a_takes_the_second_core_once_lane_b_is_done(tmp_path: Path, monkeypatch) -> None:
+    from modules.embedded import train_all
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        handover = train_all.CoreHandover(tmp_path / "vae-decoder", threads=2)
+        handover()
+        assert torch.get_num_threads() == 1 and not handover.taken
+        (tmp_path / "vae-decoder").mkdir()
+        handover()
+        assert torch.get_num_threads() == 2 and handover.taken
+    finally:
+        torch.set_num_threads(before)
+
+    launched: list[list[str]] = []
+
+    class FakeLane:
+        def __init__(self, argv: list[str]) -> None:
+            launched.append(argv)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(train_all.subprocess, "Popen", FakeLane)
+    monkeypatch.setattr(train_all, "main", lambda argv: None)
+    train_all.run_lanes(tmp_path, threads=1, models_dir=tmp_path / "models")
+    lane_a, lane_b = launched
+    assert lane_a[lane_a.index("--stages") + 1] == ",".join(train_all.LANES[0])
+    assert lane_a[lane_a.index("--take-cores-after") + 1] == str(tmp_path / "vae-decoder")  # lane B's last output
+    assert lane_a[lane_a.index("--cores") + 1] == "2" and "--take-cores-after" not in lane_b

@@ -4,7 +4,8 @@ Stages (each resumable, each skipped when its output folder exists): vae, vae_re
 classifier, controlnet, export. Every stage trains with one torch thread by default; `--lanes 2` (the default)
 runs two processes side by side on the 2-core machine, each a chain of stages (`LANES`): lane A trains the VAE,
 refines it with an edge loss, then trains UNet + text encoder, then the ControlNet; lane B trains the classifier,
-then (once the refined VAE exists) refines the VAE decoder. The export runs when both lanes are done.
+then (once the refined VAE exists) refines the VAE decoder. When lane B is done, lane A takes its core too
+(`CoreHandover`: torch threads 1 -> 2 at the next log line). The export runs when both lanes are done.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +27,29 @@ from modules.embedded.train_vae import latent_vae_dir, refine_vae, train_vae
 
 STAGES: tuple[str, ...] = ("vae", "vae_refine", "t2i", "vae_decoder", "classifier", "controlnet", "export")
 LANES: tuple[tuple[str, ...], ...] = (("vae", "vae_refine", "t2i", "controlnet"), ("classifier", "vae_decoder"))
+# The folder each stage writes when it is done (a stage whose folder exists is skipped).
+STAGE_OUTPUT: dict[str, str] = {"vae": "vae", "vae_refine": "vae-refined", "t2i": "t2i", "vae_decoder": "vae-decoder",
+                                "classifier": "classifier", "controlnet": "controlnet"}
 VAE_WAIT_SECONDS = 4 * 3600
+
+
+@dataclass
+class CoreHandover:
+    """Raise this process's torch threads to `threads` once `done_marker` (the other lane's last output) exists.
+
+    Called from a training loop's log hook, i.e. in the thread that trains (torch's thread count is per thread).
+    """
+
+    done_marker: Path
+    threads: int
+    taken: bool = False
+
+    def __call__(self) -> None:
+        if self.taken or not self.done_marker.exists():
+            return
+        torch.set_num_threads(self.threads)
+        self.taken = True
+        print(f"[lanes] {self.done_marker.name} is done: training on {self.threads} threads from now", flush=True)
 
 
 def _wait_for(folder: Path, seconds: float = VAE_WAIT_SECONDS) -> None:
@@ -40,10 +64,12 @@ def _wait_for(folder: Path, seconds: float = VAE_WAIT_SECONDS) -> None:
 def run_lanes(out: Path, threads: int, models_dir: Path) -> None:
     """Run `LANES` as two child processes, then export; the wall-clock time goes to timings.json."""
     start = time.perf_counter()
+    lane_a, lane_b = LANES
+    handover = ["--take-cores-after", str(out / STAGE_OUTPUT[lane_b[-1]]), "--cores", str(2 * threads)] if threads else []
     children = [
         subprocess.Popen([sys.executable, "-m", "modules.embedded.train_all", "--out", str(out),
-                          "--threads", str(threads), "--stages", ",".join(lane)])
-        for lane in LANES
+                          "--threads", str(threads), "--stages", ",".join(lane)] + extra)
+        for lane, extra in ((lane_a, handover), (lane_b, []))
     ]
     codes = [child.wait() for child in children]
     if any(codes):
@@ -70,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lanes", type=int, choices=(1, 2), default=None,
                         help="2 (default without --stages): two processes side by side (see LANES); "
                              "1: the stages in order in this process")
+    parser.add_argument("--take-cores-after", type=Path, default=None,
+                        help="when this folder exists (another lane's last output), train on --cores threads")
+    parser.add_argument("--cores", type=int, default=2, help="threads to train on after --take-cores-after")
     args = parser.parse_args(argv)
     if (args.lanes or (1 if args.stages else 2)) == 2:
         run_lanes(args.out, args.threads, args.models_dir)
@@ -83,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     recipe = Recipe()
+    tick = CoreHandover(args.take_cores_after, args.cores) if args.take_cores_after else None
     t2i_pool = None
 
     def pool() -> object:
@@ -97,36 +127,37 @@ def main(argv: list[str] | None = None) -> None:
     for stage in stages:
         if stage == "vae_decoder":
             _wait_for(out / "vae-refined")
+        if stage != "export" and (out / STAGE_OUTPUT[stage]).exists():
+            print(f"[{stage}] already done, skipped", flush=True)
+            continue
+        if tick:
+            tick()
         start = time.perf_counter()
-        if stage == "vae" and not (out / "vae").exists():
+        if stage == "vae":
             train_vae(pool(), out, recipe)
-        elif stage == "vae_refine" and not (out / "vae-refined").exists():
+        elif stage == "vae_refine":
             refine_vae(pool(), out, recipe)
-        elif stage == "t2i" and not (out / "t2i").exists():
+        elif stage == "t2i":
             from modules.embedded.train_t2i import train_t2i
 
-            train_t2i(pool(), AutoencoderKL.from_pretrained(latent_vae_dir(out)), out, recipe)
-        elif stage == "vae_decoder" and not (out / "vae-decoder").exists():
+            train_t2i(pool(), AutoencoderKL.from_pretrained(latent_vae_dir(out)), out, recipe, tick=tick)
+        elif stage == "vae_decoder":
             from modules.embedded.train_vae import finetune_decoder
 
             finetune_decoder(pool(), out, recipe)
-        elif stage == "classifier" and not (out / "classifier").exists():
+        elif stage == "classifier":
             from modules.embedded.train_classifier import train_classifier
 
             train_classifier(out)
-        elif stage == "controlnet" and not (out / "controlnet").exists():
+        elif stage == "controlnet":
             from modules.embedded.train_controlnet import train_controlnet
 
-            train_controlnet(pool(), out)
-        elif stage == "export":
+            train_controlnet(pool(), out, tick=tick)
+        else:
             from modules.embedded.export import export_all
 
             export_all(out, args.models_dir)
-        else:
-            print(f"[{stage}] already done, skipped", flush=True)
-            continue
         _record_time(out, stage, time.perf_counter() - start)
-
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,7 @@ from modules.world.spec import LABEL_GROUPS
 class ClassifierRecipe:
     """Steps and batch of the classifier run."""
 
-    loop: LoopConfig = LoopConfig(steps=10000, learning_rate=1e-3, warmup_steps=100, weight_decay=0.05,
+    loop: LoopConfig = LoopConfig(steps=7500, learning_rate=1e-3, warmup_steps=100, weight_decay=0.05,
                                   log_every=50, checkpoint_every=250)
     batch: int = 64
     seed: int = 100

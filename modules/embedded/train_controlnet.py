@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from modules.embedded.canny import canny_tensor
 from modules.embedded.pool import ScenePool, batch_indices, step_generator
-from modules.embedded.train_t2i import encode_pool, pool_captions
+from modules.embedded.train_t2i import encode_pool, log_hook, pool_captions
 from modules.training.loop import LoopConfig, TrainingRun
 from modules.embedded.train_vae import latent_vae_dir
 from modules.training.noise_training import diffusion_loss, encode_prompts
@@ -36,7 +37,8 @@ def build_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
 
 
 def train_controlnet(
-    pool: ScenePool, work_dir: Path, cr: ControlNetRecipe = ControlNetRecipe(), log: bool = True
+    pool: ScenePool, work_dir: Path, cr: ControlNetRecipe = ControlNetRecipe(), log: bool = True,
+    tick: Callable[[], None] | None = None,
 ) -> Path:
     """Train (or resume) in `work_dir/controlnet-train`; saves the ControlNet to `work_dir/controlnet`."""
     torch.manual_seed(cr.seed)
@@ -63,7 +65,7 @@ def train_controlnet(
                              controlnet_cond=edges[indices])
         return out.loss, {}
 
-    run.run(step, on_log=(lambda s, r: print(f"[controlnet] step {s} {r}", flush=True)) if log else None)
+    run.run(step, on_log=log_hook("controlnet", log, tick))
     target = work_dir / "controlnet"
     controlnet.save_pretrained(target)
     return target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,8 +39,30 @@ def pool_captions(
     return captions
 
 
-def train_t2i(pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recipe, log: bool = True) -> Path:
-    """Train (or resume) UNet + text encoder in `work_dir/t2i-train`; saves EMA weights to `work_dir/t2i`."""
+def log_hook(
+    stage: str, log: bool, tick: Callable[[], None] | None
+) -> Callable[[int, dict[str, float]], None] | None:
+    """A TrainingRun `on_log` that prints progress (if `log`) and then calls `tick` (if any)."""
+    if not log and tick is None:
+        return None
+
+    def on_log(step: int, record: dict[str, float]) -> None:
+        if log:
+            print(f"[{stage}] step {step} {record}", flush=True)
+        if tick is not None:
+            tick()
+
+    return on_log
+
+
+def train_t2i(
+    pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recipe, log: bool = True,
+    tick: Callable[[], None] | None = None,
+) -> Path:
+    """Train (or resume) UNet + text encoder in `work_dir/t2i-train`; saves EMA weights to `work_dir/t2i`.
+
+    `tick` is called at every log step, in the training thread (train_all uses it to take a freed core).
+    """
     torch.manual_seed(recipe.seed)
     vae.eval().requires_grad_(False)
     tokenizer = load_clip_tokenizer(SD1_TOKENIZER_CONFIG, work_dir / "cache")
@@ -63,7 +86,7 @@ def train_t2i(pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recip
                              snr_weighting=recipe.snr_weighting, timestep_weights=weights)
         return out.loss, {}
 
-    run.run(step, on_log=(lambda s, r: print(f"[t2i] step {s} {r}", flush=True)) if log else None)
+    run.run(step, on_log=log_hook("t2i", log, tick))
     run.copy_ema_to_models()
     target = work_dir / "t2i"
     unet.save_pretrained(target / "unet")
