@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for stage in stages:
         if stage == "vae_decoder":
-            _wait_for(out / "vae-refined")
+            _wait_for(out / STAGE_OUTPUT["vae_refine"])
         if stage != "export" and (out / STAGE_OUTPUT[stage]).exists():
             print(f"[{stage}] already done, skipped", flush=True)
             continue
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
 
             export_all(out, args.models_dir)
         _record_time(out, stage, time.perf_counter() - start)
+
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,7 @@ from modules.embedded.classifier import (
 )
 from modules.embedded.config import RESOLUTION
 from modules.embedded.pool import step_rng
-from modules.training.loop import LoopConfig, TrainingRun
+from modules.training.loop import LoopConfig, TrainingRun, progress_log
 from modules.world.dataset import image_to_tensor, scene_rng
 from modules.world.render import render_scene
 from modules.world.sampling import sample_scene, scene_labels
@@ -100,7 +100,7 @@ def train_classifier(
         pixels, targets = labelled_batch(cr.seed, i, cr.batch, augmented=True)
         return grouped_cross_entropy(model(pixel_values=pixels).logits, targets, groups), {}
 
-    run.run(step, on_log=(lambda s, r: print(f"[classifier] step {s} {r}", flush=True)) if log else None)
+    run.run(step, on_log=progress_log("classifier", log))
     target = work_dir / "classifier"
     model.eval()
     model.save_pretrained(target)

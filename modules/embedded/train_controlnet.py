@@ -12,8 +12,8 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from modules.embedded.canny import canny_tensor
 from modules.embedded.pool import ScenePool, batch_indices, step_generator
-from modules.embedded.train_t2i import encode_pool, log_hook, pool_captions
-from modules.training.loop import LoopConfig, TrainingRun
+from modules.embedded.train_t2i import encode_pool, pool_captions
+from modules.training.loop import LoopConfig, TrainingRun, progress_log
 from modules.embedded.train_vae import latent_vae_dir
 from modules.training.noise_training import diffusion_loss, encode_prompts
 
@@ -65,7 +65,7 @@ def train_controlnet(
                              controlnet_cond=edges[indices])
         return out.loss, {}
 
-    run.run(step, on_log=log_hook("controlnet", log, tick))
+    run.run(step, on_log=progress_log("controlnet", log, tick))
     target = work_dir / "controlnet"
     controlnet.save_pretrained(target)
     return target

@@ -11,7 +11,7 @@ from diffusers import AutoencoderKL
 from modules.embedded.config import SD1_TOKENIZER_CONFIG, Recipe, build_text_encoder, build_unet
 from modules.embedded.pool import ScenePool, batch_indices, step_generator, step_rng
 from modules.models.tokenizers import load_clip_tokenizer
-from modules.training.loop import TrainingRun
+from modules.training.loop import TrainingRun, progress_log
 from modules.training.noise_training import diffusion_loss, encode_prompts, later_timestep_weights, sd15_noise_scheduler
 from modules.world.captions import caption_scene
 
@@ -37,22 +37,6 @@ def pool_captions(
         caption = caption_scene(pool.scenes[index], rng, p_position=p_position)
         captions.append("" if rng.random() < dropout else caption)
     return captions
-
-
-def log_hook(
-    stage: str, log: bool, tick: Callable[[], None] | None
-) -> Callable[[int, dict[str, float]], None] | None:
-    """A TrainingRun `on_log` that prints progress (if `log`) and then calls `tick` (if any)."""
-    if not log and tick is None:
-        return None
-
-    def on_log(step: int, record: dict[str, float]) -> None:
-        if log:
-            print(f"[{stage}] step {step} {record}", flush=True)
-        if tick is not None:
-            tick()
-
-    return on_log
 
 
 def train_t2i(
@@ -86,7 +70,7 @@ def train_t2i(
                              snr_weighting=recipe.snr_weighting, timestep_weights=weights)
         return out.loss, {}
 
-    run.run(step, on_log=log_hook("t2i", log, tick))
+    run.run(step, on_log=progress_log("t2i", log, tick))
     run.copy_ema_to_models()
     target = work_dir / "t2i"
     unet.save_pretrained(target / "unet")

@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL
 from modules.embedded.config import Recipe, build_vae
 from modules.embedded.pool import ScenePool, batch_indices, step_generator
 from modules.training.autoencoder_training import autoencoder_loss, measure_scaling_factor, reconstruction_mse
-from modules.training.loop import TrainingRun
+from modules.training.loop import TrainingRun, progress_log
 
 
 def random_crop(pixels: torch.Tensor, crop: int, generator: torch.Generator, grid: int = 8) -> torch.Tensor:
@@ -36,7 +36,7 @@ def train_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True)
                                generator=generator)
         return out.loss, {"mse": out.reconstruction, "kl": out.kl}
 
-    run.run(step, on_log=(lambda s, r: print(f"[vae] step {s} {r}", flush=True)) if log else None)
+    run.run(step, on_log=progress_log("vae", log))
     vae.eval()
     count = min(len(pool), 512)
     held_out = [pool.pixels(torch.arange(start, min(start + 64, count))) for start in range(0, count, 64)]
@@ -63,7 +63,7 @@ def refine_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True
                                edge_weight=recipe.vae_edge_weight, generator=generator)
         return out.loss, {"mse": out.reconstruction, "kl": out.kl}
 
-    run.run(step, on_log=(lambda s, r: print(f"[vae-refine] step {s} {r}", flush=True)) if log else None)
+    run.run(step, on_log=progress_log("vae-refine", log))
     vae.eval()
     count = min(len(pool), 512)
     held_out = [pool.pixels(torch.arange(start, min(start + 64, count))) for start in range(0, count, 64)]
@@ -94,7 +94,7 @@ def finetune_decoder(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool 
                                edge_weight=recipe.vae_edge_weight, generator=generator)
         return out.loss, {"mse": out.reconstruction}
 
-    run.run(step, on_log=(lambda s, r: print(f"[vae-decoder] step {s} {r}", flush=True)) if log else None)
+    run.run(step, on_log=progress_log("vae-decoder", log))
     vae.eval()
     vae.save_pretrained(work_dir / "vae-decoder")
     return vae

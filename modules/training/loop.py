@@ -49,6 +49,23 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, config: LoopConfig) -> torch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def progress_log(
+    stage: str, log: bool = True, tick: Callable[[], None] | None = None
+) -> Callable[[int, dict[str, float]], None] | None:
+    """A `TrainingRun.run` `on_log` that prints `[stage] step N {record}` (if `log`), then calls `tick` (if any,
+    in the training thread: `train_all` uses it to take a freed core); None when there is nothing to do."""
+    if not log and tick is None:
+        return None
+
+    def on_log(step: int, record: dict[str, float]) -> None:
+        if log:
+            print(f"[{stage}] step {step} {record}", flush=True)
+        if tick is not None:
+            tick()
+
+    return on_log
+
+
 @dataclass
 class TrainingRun:
     """Models being trained, their EMA copies, and where progress/checkpoints go."""
