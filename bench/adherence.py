@@ -5,7 +5,7 @@ where the prompt names one; ControlNet (canny) position match against the same p
 classifier accuracy per head on held-out renders. Writes the "Embedded default models" section of
 docs/benchmarks.md and a JSON file of the raw figures.
 
-    .venv/bin/python -m bench.adherence [--steps 20] [--cfg 7] [--seeds 0,1,2,3] [--no-docs]
+    .venv/bin/python -m bench.adherence [--steps 20] [--cfg 7] [--seeds 0,1,2,3,4,5,6,7] [--no-docs]
 """
 
 from __future__ import annotations
@@ -227,7 +227,8 @@ def main() -> None:
     parser.add_argument("--controlnet", type=Path, default=CONTROLNET)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cfg", type=float, default=7.0)
-    parser.add_argument("--seeds", default="0,1,2,3")
+    # 8 seeds: with 4, another seed set or another judge moved shape+colour by 5 points or more.
+    parser.add_argument("--seeds", default="0,1,2,3,4,5,6,7")
     parser.add_argument("--classifier-renders", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
