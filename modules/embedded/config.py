@@ -76,7 +76,8 @@ class Recipe:
     vae_foreground_weight: float = 5.0
     vae_kl_weight: float = 1e-5
     # 4600 steps, planned as the UNet lane's share of the 90-min budget once it takes the second core (see
-    # train_all); the timed run that made the shipped files took 92 min on a slow day (about 4400 would have fit).
+    # train_all); the timed run that made the shipped files took 92 min. A 4400-step run (classifier 7000,
+    # ControlNet 1100) took 86 min but its model failed the red-circle smoke test (docs/benchmarks.md).
     # Shape+colour 83% at 4600 steps against 42% at 2400 (side by side, same judge, seeds 0-3; 79% on seeds 0-7).
     t2i_loop: LoopConfig = LoopConfig(steps=4600, learning_rate=8e-4, warmup_steps=150, ema_decay=0.999,
                                       log_every=50, checkpoint_every=250)

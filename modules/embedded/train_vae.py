@@ -13,6 +13,12 @@ from modules.training.autoencoder_training import autoencoder_loss, measure_scal
 from modules.training.loop import TrainingRun, progress_log
 
 
+def _held_out_batches(pool: ScenePool, count: int = 512, batch: int = 64) -> list[torch.Tensor]:
+    """The first `count` pool images in batches: what the scaling factor is measured on."""
+    count = min(len(pool), count)
+    return [pool.pixels(torch.arange(start, min(start + batch, count))) for start in range(0, count, batch)]
+
+
 def random_crop(pixels: torch.Tensor, crop: int, generator: torch.Generator, grid: int = 8) -> torch.Tensor:
     """One random `crop`×`crop` window (aligned to the latent `grid`) per image; the VAE is fully convolutional."""
     size = pixels.shape[-1]
@@ -38,8 +44,7 @@ def train_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True)
 
     run.run(step, on_log=progress_log("vae", log))
     vae.eval()
-    count = min(len(pool), 512)
-    held_out = [pool.pixels(torch.arange(start, min(start + 64, count))) for start in range(0, count, 64)]
+    held_out = _held_out_batches(pool)
     scale = measure_scaling_factor(vae, held_out)
     vae.register_to_config(scaling_factor=scale)
     vae.save_pretrained(work_dir / "vae")
@@ -65,8 +70,7 @@ def refine_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True
 
     run.run(step, on_log=progress_log("vae-refine", log))
     vae.eval()
-    count = min(len(pool), 512)
-    held_out = [pool.pixels(torch.arange(start, min(start + 64, count))) for start in range(0, count, 64)]
+    held_out = _held_out_batches(pool)
     vae.register_to_config(scaling_factor=measure_scaling_factor(vae, held_out))
     vae.save_pretrained(work_dir / "vae-refined")
     return vae
