@@ -111,8 +111,8 @@ def test_red_circle_is_drawn_as_a_red_circle(loaded) -> None:
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="issue 3 open: for the issue's own example the shipped model draws the red "
-                   "circle but paints the blue background green in 3 of 4 seeds (backgrounds overall: 42 of 48 right, "
-                   "blue 4 of 8); strict, so it fails loudly once a model passes")
+                   "circle but paints the blue background green in all 4 seeds (docs/benchmarks.md: more UNet steps fix it, "
+                   "offset noise does not); strict, so it fails loudly once a model passes")
 def test_red_circle_on_blue_is_drawn_on_blue(loaded) -> None:
     predictions = _judged(loaded, "a red circle on a blue background")
     hits = sum(p["shape"] == "circle" and p["colour"] == "red" and p["background"] == "blue" for p in predictions)
