@@ -70,7 +70,11 @@ def test_batches_use_seed_plus_index(active, tmp_path) -> None:
     result = _run(active, tmp_path, batch_size=2, n_iter=2)
     assert result.seeds == [11, 12, 13, 14]
     single = _run(active, tmp_path, seed=13)
-    assert result.images[2].tobytes() == single.images[0].tobytes()
+    # Same noise, so the same picture; batched matmuls may round differently from a batch of one (oneDNN picks
+    # kernels per shape, e.g. AMX ones on CPUs that have them), so allow a level or two, never a different image.
+    batched, alone = np.asarray(result.images[2], dtype=np.int16), _px(single)
+    assert np.abs(batched - alone).max() <= 2
+    assert np.abs(np.asarray(result.images[3], dtype=np.int16) - alone).max() > 10  # seed 14 is another picture
 
 
 def test_interrupt_returns_partial_result(active, tmp_path) -> None:
