@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import gradio as gr
 
+from modules.generation.requests import DEFAULT_SAMPLER
 from webui.common import sampler_names, schedule_labels
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def build_prompt_row(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: Fiel
 def build_sampling(ui: "UiDefaults", tab: str, fields: Fields) -> None:
     with gr.Row():
         fields.add("sampler_name", ui.make(gr.Dropdown, tab, "Sampling method", choices=sampler_names(),
-                                           value="Euler a", elem_id=f"{tab}_sampling"))
+                                           value=DEFAULT_SAMPLER, elem_id=f"{tab}_sampling"))
         fields.add("scheduler", ui.make(gr.Dropdown, tab, "Schedule type", choices=schedule_labels(),
                                         value="Automatic", elem_id=f"{tab}_scheduler"))
     fields.add("steps", ui.make(gr.Slider, tab, "Sampling steps", minimum=1, maximum=150, value=20, step=1,

@@ -21,6 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from modules.generation.controlnet_units import ControlNetUnit
 
 
+# A1111's UI default (its first listed sampler). On the embedded model, 16 seeds side by side, it draws shape and
+# colour right 76% of the time against Euler a's 69% (docs/benchmarks.md). The A1111 API layer keeps A1111's API
+# default (sampler_index "Euler").
+DEFAULT_SAMPLER = "DPM++ 2M"
+
 class GenerationRequest(BaseModel):
     """Fields common to every image-generation job (A1111 names)."""
 
@@ -30,7 +35,7 @@ class GenerationRequest(BaseModel):
     negative_prompt: str = Field("", max_length=20000)
     styles: list[str] = Field(default_factory=list)
     steps: int = Field(20, ge=1, le=150)
-    sampler_name: str = "Euler a"
+    sampler_name: str = DEFAULT_SAMPLER
     scheduler: str = "automatic"
     cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
     width: int | None = Field(None, ge=8, le=4096, description="None: the model's native size")
