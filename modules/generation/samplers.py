@@ -27,10 +27,9 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal, Mapping
 
-import importlib
-from typing import TYPE_CHECKING
+from modules.lazy_imports import diffusers_attr
 
 if TYPE_CHECKING:  # diffusers is imported lazily: listing samplers must not cost a diffusers import
     from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -105,7 +104,7 @@ class SchedulerMapping:
     @property
     def cls(self) -> "type[SchedulerMixin]":
         """The diffusers scheduler class (imported on first use)."""
-        return getattr(importlib.import_module("diffusers"), self.class_name)
+        return diffusers_attr(self.class_name)
 
     def init_params(self) -> frozenset[str]:
         """Constructor keyword names the scheduler class accepts."""

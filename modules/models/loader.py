@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
+from modules.lazy_imports import DIFFUSERS_IMPORT_LOCK
 from modules.models.arch.overlay import ComponentConfigs, ConfigError, build_component_configs
 from modules.models.checkpoint import load_state_dict
 from modules.models.detect import Detection, detect_checkpoint
@@ -79,8 +80,15 @@ def torch_dtype(value: "str | torch.dtype") -> "torch.dtype":
 
 
 def load_model(path: Path, options: LoadOptions) -> LoadedModel:
-    """Detect and load ``path``; every failure is a ModelLoadError naming the file and the reason."""
-    path = Path(path)
+    """Detect and load ``path``; every failure is a ModelLoadError naming the file and the reason.
+
+    Holds the diffusers import lock (see :mod:`modules.lazy_imports`): a load imports much of diffusers lazily.
+    """
+    with DIFFUSERS_IMPORT_LOCK:
+        return _load_model(Path(path), options)
+
+
+def _load_model(path: Path, options: LoadOptions) -> LoadedModel:
     detection = detect_checkpoint(path, allow_pickle=options.allow_pickle, prediction_type=options.prediction_type)
     if detection.family.architecture == "flux":
         from modules.models.flux_loader import load_flux
