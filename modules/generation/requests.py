@@ -26,6 +26,7 @@ from modules.generation.controlnet_units import ControlNetUnit
 # default (sampler_index "Euler").
 DEFAULT_SAMPLER = "DPM++ 2M"
 
+
 class GenerationRequest(BaseModel):
     """Fields common to every image-generation job (A1111 names)."""
 
