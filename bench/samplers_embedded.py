@@ -14,8 +14,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from bench.adherence import CHECKPOINT, CLASSIFIER, ROOT, shape_colour_prompts
 from bench.report import machine_line, write_section
 from modules.embedded.classifier import WorldClassifier
