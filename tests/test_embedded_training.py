@@ -52,11 +52,13 @@ TINY_UNET = {
 }
 
 
-def tiny_recipe(steps: int = 3) -> Recipe:
+def tiny_recipe(steps: int = 3, pretrain_text_encoder: bool = False) -> Recipe:
+    """Tiny dimensions; by default the text encoder trains with the UNet (the pretrained path has its own tests)."""
     loop = LoopConfig(steps=steps, learning_rate=1e-3, warmup_steps=1, log_every=1, checkpoint_every=2)
     return Recipe(
         vae_config=TINY_VAE, text_encoder_config=TINY_TE, unet_config=TINY_UNET, pool_size=16,
         vae_loop=loop, vae_refine_loop=loop, decoder_loop=loop, vae_batch=4, t2i_loop=replace(loop, ema_decay=0.99), t2i_batch=4,
+        pretrain_text_encoder=pretrain_text_encoder, text_encoder_loop=loop, text_encoder_batch=4,
     )
 
 
@@ -333,11 +335,16 @@ def test_two_lane_projection_waits_for_the_vae_in_lane_b() -> None:
         return {"median_seconds": minutes * 60}
 
     training = {"VAE (encoder + decoder)": stage(10), "VAE refinement (edge loss)": stage(5),
-                "UNet + text encoder": stage(40), "ControlNet": stage(10), "classifier": stage(5),
+                "UNet": stage(40), "ControlNet": stage(10), "classifier": stage(5),
                 "VAE decoder refinement": stage(30)}
     assert two_lane_minutes(training) == 65          # lane A: 10 + 5 + 40 + 10; lane B: max(5, 15) + 30 = 45
     training["classifier"] = stage(45)
     assert two_lane_minutes(training) == 75          # lane B: 45 + 30
+    training["text encoder (caption labels)"] = stage(20)
+    assert two_lane_minutes(training) == 95          # lane B: 20 + 45 + 30; lane A waits for it: 20 + 40 + 10 = 70
+    training["classifier"] = stage(1)
+    training["text encoder (caption labels)"] = stage(25)
+    assert two_lane_minutes(training) == 75          # lane A: max(15, 25) + 40 + 10
 
 
 def test_train_all_refuses_unknown_stages_and_stops_waiting(tmp_path: Path) -> None:
@@ -380,3 +387,54 @@ def test_lane_a_takes_the_second_core_once_lane_b_is_done(tmp_path: Path, monkey
     assert lane_a[lane_a.index("--stages") + 1] == ",".join(train_all.LANES[0])
     assert lane_a[lane_a.index("--take-cores-after") + 1] == str(tmp_path / "vae-decoder")  # lane B's last output
     assert lane_a[lane_a.index("--cores") + 1] == "2" and "--take-cores-after" not in lane_b
+
+
+def test_pretrained_text_encoder_is_trained_then_frozen_for_the_unet(tmp_path: Path, pool) -> None:
+    from transformers import CLIPTextModel
+
+    from modules.embedded.train_text_encoder import train_text_encoder
+
+    recipe = tiny_recipe(steps=2, pretrain_text_encoder=True)
+    vae = train_vae(pool, tmp_path, recipe, log=False)
+    with pytest.raises(FileNotFoundError, match="text_encoder stage"):
+        train_t2i(pool, vae, tmp_path, recipe, log=False)
+    target = train_text_encoder(tmp_path, recipe, ("star",), log=False)
+    progress = [json.loads(line) for line in (tmp_path / "text-encoder-train" / "progress.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in progress] == [1, 2] and all(0.0 <= p["acc_min"] <= 1.0 for p in progress)
+    pretrained = CLIPTextModel.from_pretrained(target)
+    torch.manual_seed(recipe.seed + 3)
+    from modules.embedded.config import build_text_encoder
+
+    untrained = build_text_encoder(TINY_TE)
+    assert any(not torch.equal(a, b) for a, b in zip(pretrained.state_dict().values(), untrained.state_dict().values()))
+    t2i = train_t2i(pool, vae, tmp_path, recipe, log=False)
+    saved = CLIPTextModel.from_pretrained(t2i / "text_encoder")
+    for name, tensor in pretrained.state_dict().items():
+        assert torch.equal(tensor, saved.state_dict()[name]), name  # frozen while the UNet trained
+
+
+def test_caption_head_targets_follow_what_the_caption_names() -> None:
+    import random
+
+    from modules.embedded.train_text_encoder import UNNAMED, caption_targets, head_classes, summary_mask
+    from modules.world.captions import CaptionMentions, caption_scene, caption_scene_with_mentions
+    from modules.world.spec import Scene, Shape
+
+    scene = Scene("blue", (Shape("square", "green", "top left", "small"), Shape("heart", "red", "bottom right", "small")))
+    targets = caption_targets(scene, CaptionMentions(sizes=(True, False), positions=(False, True), background=True))
+    assert targets == {"shape0": "square", "colour0": "green", "size0": "small", "position0": UNNAMED,
+                       "shape1": "heart", "colour1": "red", "size1": UNNAMED, "position1": "bottom right",
+                       "background": "blue"}
+    single = caption_targets(Scene("gray", scene.shapes[:1]), CaptionMentions((False,), (True,), False))
+    assert single["shape1"] == single["colour1"] == single["background"] == single["size0"] == UNNAMED
+    assert single["position0"] == "top left"
+    assert all(targets[name] in classes for name, classes in head_classes().items())
+    # the mentions describe the very caption caption_scene draws from the same RNG state
+    for seed in range(40):
+        text, mentions = caption_scene_with_mentions(scene, random.Random(seed))
+        assert text == caption_scene(scene, random.Random(seed))
+        assert mentions.background == ("blue background" in text)
+        assert mentions.positions[1] == any(w in text for w in ("bottom right", "lower right"))
+        assert mentions.sizes[0] == any(f"{w} green" in text for w in ("small", "little"))
+    ids = torch.tensor([[49406, 320, 49407, 49407], [49406, 320, 321, 49407]])
+    assert summary_mask(ids, 49407).tolist() == [[False, False, True, True], [False, False, False, True]]

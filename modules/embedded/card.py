@@ -11,9 +11,10 @@ from modules.embedded.config import TEXT_ENCODER_CONFIG, UNET_CONFIG, VAE_CONFIG
 
 BUDGET_MINUTES = 90
 TRAIN_DIRS: dict[str, str] = {
+    "text encoder (caption labels)": "text-encoder-train",
     "VAE (encoder + decoder)": "vae-train",
     "VAE refinement (edge loss)": "vae-refine-train",
-    "UNet + text encoder": "t2i-train",
+    "UNet": "t2i-train",
     "VAE decoder refinement": "vae-decoder-train",
     "classifier": "classifier-train",
     "ControlNet": "controlnet-train",
@@ -58,12 +59,13 @@ def _wall_seconds(work_dir: Path) -> float | None:
 
 def two_lane_minutes(training: dict[str, dict[str, float]]) -> float:
     """Wall-clock minutes of `train_all`'s two lanes from the median step times: lane A is VAE, VAE refinement,
-    UNet + text encoder, ControlNet; lane B is the classifier, then (not before the refined VAE is done) the
-    decoder refinement."""
+    UNet (not before the text encoder is done), ControlNet; lane B is the text encoder, the classifier, then (not
+    before the refined VAE is done) the decoder refinement."""
     minutes = {title: t["median_seconds"] / 60 for title, t in training.items()}
     vae = minutes.get("VAE (encoder + decoder)", 0) + minutes.get("VAE refinement (edge loss)", 0)
-    lane_a = vae + minutes.get("UNet + text encoder", 0) + minutes.get("ControlNet", 0)
-    lane_b = max(minutes.get("classifier", 0), vae) + minutes.get("VAE decoder refinement", 0)
+    text_encoder = minutes.get("text encoder (caption labels)", 0)
+    lane_a = max(vae, text_encoder) + minutes.get("UNet", 0) + minutes.get("ControlNet", 0)
+    lane_b = max(text_encoder + minutes.get("classifier", 0), vae) + minutes.get("VAE decoder refinement", 0)
     return max(lane_a, lane_b)
 
 
@@ -91,6 +93,17 @@ def _dims() -> str:
         f"CLIPTextModel hidden {TEXT_ENCODER_CONFIG['hidden_size']}, {TEXT_ENCODER_CONFIG['num_hidden_layers']} layers, "
         f"{TEXT_ENCODER_CONFIG['num_attention_heads']} head, vocab 49408 (real CLIP BPE ids), 77 positions"
     )
+
+
+def _text_encoder_lines(recipe: Recipe) -> list[str]:
+    if not recipe.pretrain_text_encoder:
+        return []
+    return [
+        f"0. Text encoder (`train_text_encoder`, beside the VAE): {recipe.text_encoder_loop.steps} steps, batch "
+        f"{recipe.text_encoder_batch}, AdamW lr {recipe.text_encoder_loop.learning_rate}; linear heads read every label "
+        "a caption names (per shape: shape, colour, size, position; the background) from each hidden state from the "
+        "end-of-text token on; the heads are then dropped and the encoder frozen, as SD's CLIP is.",
+    ]
 
 
 def scores_section(bench: dict[str, object]) -> str:
@@ -184,7 +197,9 @@ def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, 
         f"2. VAE refinement, encoder and decoder: {recipe.vae_refine_loop.steps} more steps at lr "
         f"{recipe.vae_refine_loop.learning_rate} with an edge term (L1 of neighbouring-pixel differences, weight "
         f"{recipe.vae_edge_weight:g}) so outlines stay crisp; `scaling_factor` re-measured. This is the latent space.",
-        f"3. UNet + text encoder jointly: {recipe.t2i_loop.steps} steps, batch {recipe.t2i_batch}, AdamW lr "
+        *_text_encoder_lines(recipe),
+        f"3. {'UNet against the frozen text encoder' if recipe.pretrain_text_encoder else 'UNet + text encoder jointly'}"
+        f": {recipe.t2i_loop.steps} steps, batch {recipe.t2i_batch}, AdamW lr "
         f"{recipe.t2i_loop.learning_rate} (warmup + cosine), {recipe.t2i_prediction}"
         + (" on a zero-terminal-SNR schedule" if recipe.zero_terminal_snr else "") + " with the "
         + (_loss_text(recipe) if recipe.snr_gamma else "plain v loss (its weight on the clean-image "

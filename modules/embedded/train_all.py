@@ -1,10 +1,11 @@
 """Train every embedded default model from scratch: `python -m modules.embedded.train_all --out .embedded-work`.
 
-Stages (each resumable, each skipped when its output folder exists): vae, vae_refine, t2i, vae_decoder,
-classifier, controlnet, export. Every stage trains with one torch thread by default; `--lanes 2` (the default)
-runs two processes side by side on the 2-core machine, each a chain of stages (`LANES`): lane A trains the VAE,
-refines it with an edge loss, then trains UNet + text encoder, then the ControlNet; lane B trains the classifier,
-then (once the refined VAE exists) refines the VAE decoder. When lane B is done, lane A takes its core too
+Stages (each resumable, each skipped when its output folder exists): text_encoder, vae, vae_refine, t2i,
+vae_decoder, classifier, controlnet, export. Every stage trains with one torch thread by default; `--lanes 2` (the
+default) runs two processes side by side on the 2-core machine, each a chain of stages (`LANES`): lane A trains
+the VAE, refines it with an edge loss, then (once the text encoder exists) trains the UNet, then the ControlNet;
+lane B pretrains the text encoder, trains the classifier, then (once the refined VAE exists) refines the VAE
+decoder. When lane B is done, lane A takes its core too
 (`CoreHandover`: torch threads 1 -> 2 at the next log line). The export runs when both lanes are done.
 """
 
@@ -25,12 +26,14 @@ from modules.embedded.config import HELD_OUT_SHAPES, RESOLUTION, Recipe
 from modules.embedded.pool import render_pool
 from modules.embedded.train_vae import latent_vae_dir, refine_vae, train_vae
 
-STAGES: tuple[str, ...] = ("vae", "vae_refine", "t2i", "vae_decoder", "classifier", "controlnet", "export")
-LANES: tuple[tuple[str, ...], ...] = (("vae", "vae_refine", "t2i", "controlnet"), ("classifier", "vae_decoder"))
+STAGES: tuple[str, ...] = ("text_encoder", "vae", "vae_refine", "t2i", "vae_decoder", "classifier", "controlnet",
+                           "export")
+LANES: tuple[tuple[str, ...], ...] = (("vae", "vae_refine", "t2i", "controlnet"),
+                                      ("text_encoder", "classifier", "vae_decoder"))
 # The folder each stage writes when it is done (a stage whose folder exists is skipped).
-STAGE_OUTPUT: dict[str, str] = {"vae": "vae", "vae_refine": "vae-refined", "t2i": "t2i", "vae_decoder": "vae-decoder",
+STAGE_OUTPUT: dict[str, str] = {"text_encoder": "text-encoder", "vae": "vae", "vae_refine": "vae-refined", "t2i": "t2i", "vae_decoder": "vae-decoder",
                                 "classifier": "classifier", "controlnet": "controlnet"}
-VAE_WAIT_SECONDS = 4 * 3600
+WAIT_SECONDS = 4 * 3600
 
 
 @dataclass
@@ -52,8 +55,9 @@ class CoreHandover:
         print(f"[lanes] {self.done_marker.name} is done: training on {self.threads} threads from now", flush=True)
 
 
-def _wait_for(folder: Path, seconds: float = VAE_WAIT_SECONDS) -> None:
-    """Block until another lane has written `folder` (the VAE that decoder refinement starts from)."""
+def _wait_for(folder: Path, seconds: float = WAIT_SECONDS) -> None:
+    """Block until another lane has written `folder` (the VAE that decoder refinement starts from, the text encoder
+    that the UNet trains against)."""
     deadline = time.monotonic() + seconds
     while not folder.exists():
         if time.monotonic() > deadline:
@@ -120,20 +124,26 @@ def main(argv: list[str] | None = None) -> None:
         if t2i_pool is None:
             t2i_pool = render_pool(
                 recipe.pool_size, seed=recipe.seed, resolution=RESOLUTION, exclude_shapes=HELD_OUT_SHAPES,
-                two_shape_prob=0.15,
+                two_shape_prob=recipe.two_shape_prob,
             )
         return t2i_pool
 
     for stage in stages:
         if stage == "vae_decoder":
             _wait_for(out / STAGE_OUTPUT["vae_refine"])
+        if stage == "t2i" and recipe.pretrain_text_encoder and not (out / STAGE_OUTPUT["t2i"]).exists():
+            _wait_for(out / STAGE_OUTPUT["text_encoder"])
         if stage != "export" and (out / STAGE_OUTPUT[stage]).exists():
             print(f"[{stage}] already done, skipped", flush=True)
             continue
         if tick:
             tick()
         start = time.perf_counter()
-        if stage == "vae":
+        if stage == "text_encoder":
+            from modules.embedded.train_text_encoder import train_text_encoder
+
+            train_text_encoder(out, recipe, HELD_OUT_SHAPES, tick=tick)
+        elif stage == "vae":
             train_vae(pool(), out, recipe)
         elif stage == "vae_refine":
             refine_vae(pool(), out, recipe)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
+from transformers import CLIPTextModel
 
 from modules.embedded.config import SD1_TOKENIZER_CONFIG, Recipe, build_text_encoder, build_unet
 from modules.embedded.pool import ScenePool, batch_indices, step_generator, step_rng
@@ -39,24 +40,36 @@ def pool_captions(
     return captions
 
 
+def _text_encoder(work_dir: Path, recipe: Recipe) -> CLIPTextModel:
+    """The pretrained encoder of `train_text_encoder`, frozen; or a fresh one trained here with the UNet."""
+    if not recipe.pretrain_text_encoder:
+        return build_text_encoder(recipe.text_encoder_config)
+    pretrained = work_dir / "text-encoder"
+    if not pretrained.exists():
+        raise FileNotFoundError(f"{pretrained} is missing: run the text_encoder stage first")
+    return CLIPTextModel.from_pretrained(pretrained).eval().requires_grad_(False)
+
+
 def train_t2i(
     pool: ScenePool, vae: AutoencoderKL, work_dir: Path, recipe: Recipe, log: bool = True,
     tick: Callable[[], None] | None = None,
 ) -> Path:
-    """Train (or resume) UNet + text encoder in `work_dir/t2i-train`; saves EMA weights to `work_dir/t2i`.
+    """Train (or resume) the UNet (and the text encoder, unless pretrained) in `work_dir/t2i-train`; saves EMA
+    weights to `work_dir/t2i`.
 
     `tick` is called at every log step, in the training thread (train_all uses it to take a freed core).
     """
     torch.manual_seed(recipe.seed)
     vae.eval().requires_grad_(False)
     tokenizer = load_clip_tokenizer(SD1_TOKENIZER_CONFIG, work_dir / "cache")
-    text_encoder, unet = build_text_encoder(recipe.text_encoder_config), build_unet(recipe.unet_config)
+    text_encoder, unet = _text_encoder(work_dir, recipe), build_unet(recipe.unet_config)
+    trained = {"unet": unet} if recipe.pretrain_text_encoder else {"unet": unet, "text_encoder": text_encoder}
     scheduler = sd15_noise_scheduler(recipe.t2i_prediction, recipe.zero_terminal_snr)
     weights = (later_timestep_weights(scheduler.config.num_train_timesteps, *recipe.late_timestep_bias)
                if recipe.late_timestep_bias else None)
     means, stds = encode_pool(vae, pool)
     scale = vae.config.scaling_factor
-    run = TrainingRun(models={"unet": unet, "text_encoder": text_encoder}, config=recipe.t2i_loop,
+    run = TrainingRun(models=trained, config=recipe.t2i_loop,
                       work_dir=work_dir / "t2i-train")
 
     def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -65,7 +78,8 @@ def train_t2i(
         latents = (means[indices] + stds[indices] * torch.randn(means[indices].shape, generator=generator)) * scale
         captions = pool_captions(pool, indices, seed=recipe.seed, step=i, dropout=recipe.caption_dropout,
                                  p_position=recipe.caption_position_prob)
-        context = encode_prompts(tokenizer, text_encoder, captions)
+        with torch.set_grad_enabled(not recipe.pretrain_text_encoder):
+            context = encode_prompts(tokenizer, text_encoder, captions)
         out = diffusion_loss(unet, scheduler, latents, context, generator=generator, snr_gamma=recipe.snr_gamma,
                              snr_weighting=recipe.snr_weighting, timestep_weights=weights)
         return out.loss, {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 
 from modules.world.spec import BACKGROUND_COLOURS, POSITIONS, SHAPE_COLOURS, SHAPES, Scene, Shape
 
@@ -26,11 +27,48 @@ def _with_article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def _noun_phrase(shape: Shape, rng: random.Random, p_size: float) -> str:
+def _noun_phrase(shape: Shape, rng: random.Random, p_size: float) -> tuple[str, bool]:
+    """"a [size] colour shape" and whether the size word is in it."""
     words = [shape.colour, shape.shape]
-    if rng.random() < p_size:
+    named_size = rng.random() < p_size
+    if named_size:
         words.insert(0, rng.choice(_SIZE_WORDS[shape.size]))
-    return _with_article(" ".join(words))
+    return _with_article(" ".join(words)), named_size
+
+
+@dataclass(frozen=True)
+class CaptionMentions:
+    """What a caption names: per shape, whether its size and position are in it; and the background."""
+
+    sizes: tuple[bool, ...]
+    positions: tuple[bool, ...]
+    background: bool
+
+
+def caption_scene_with_mentions(
+    scene: Scene,
+    rng: random.Random,
+    *,
+    p_position: float = 0.6,
+    p_size: float = 0.5,
+    p_background: float = 0.5,
+) -> tuple[str, CaptionMentions]:
+    """`caption_scene`'s caption (the same random draws) and which optional parts it names."""
+    parts, sizes, positions = [], [], []
+    for shape in scene.shapes:
+        phrase, named_size = _noun_phrase(shape, rng, p_size)
+        sizes.append(named_size)
+        named_position = rng.random() < p_position
+        if named_position:
+            phrase += " " + rng.choice(_POSITION_PHRASES[shape.position])
+        positions.append(named_position)
+        parts.append(phrase)
+    text = " and ".join(parts)
+    named_background = rng.random() < p_background
+    if named_background:
+        text += f" on a {scene.background} background"
+    prefix = rng.choice(_PREFIXES)
+    return prefix + text, CaptionMentions(tuple(sizes), tuple(positions), named_background)
 
 
 def caption_scene(
@@ -42,17 +80,8 @@ def caption_scene(
     p_background: float = 0.5,
 ) -> str:
     """A varied caption that always names each shape and its colour; size, position and background sometimes."""
-    parts = []
-    for shape in scene.shapes:
-        phrase = _noun_phrase(shape, rng, p_size)
-        if rng.random() < p_position:
-            phrase += " " + rng.choice(_POSITION_PHRASES[shape.position])
-        parts.append(phrase)
-    text = " and ".join(parts)
-    if rng.random() < p_background:
-        text += f" on a {scene.background} background"
-    prefix = rng.choice(_PREFIXES)
-    return prefix + text
+    text, _ = caption_scene_with_mentions(scene, rng, p_position=p_position, p_size=p_size, p_background=p_background)
+    return text
 
 
 def full_caption(scene: Scene) -> str:
