@@ -110,13 +110,17 @@ def test_red_circle_is_drawn_as_a_red_circle(loaded) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 3 open: for the issue's own example the shipped model draws the red "
-                   "circle but paints the blue background green in all 4 seeds (docs/benchmarks.md: more UNet steps fix it, "
-                   "offset noise does not); strict, so it fails loudly once a model passes")
 def test_red_circle_on_blue_is_drawn_on_blue(loaded) -> None:
     predictions = _judged(loaded, "a red circle on a blue background")
     hits = sum(p["shape"] == "circle" and p["colour"] == "red" and p["background"] == "blue" for p in predictions)
     assert hits >= 3, predictions
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("position", ["top left", "bottom right"])
+def test_position_words_place_the_shape(loaded, position: str) -> None:
+    predictions = _judged(loaded, f"a large red square at the {position}")
+    assert sum(p["position"] == position for p in predictions) >= 3, predictions
 
 
 @pytest.mark.slow
