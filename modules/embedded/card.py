@@ -191,13 +191,13 @@ def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, 
         "`python -m modules.embedded.train_all --out .embedded-work` (code in `modules/embedded`, reusable pieces in "
         "`modules/training`), CPU only:",
         "",
+        *_text_encoder_lines(recipe),
         f"1. VAE: {recipe.vae_loop.steps} steps, batch {recipe.vae_batch}, AdamW lr {recipe.vae_loop.learning_rate}, "
         f"MSE + L1 weighted ×{1 + recipe.vae_foreground_weight:g} on foreground pixels, KL weight {recipe.vae_kl_weight}; "
         "`scaling_factor` = 1/std of the latents.",
         f"2. VAE refinement, encoder and decoder: {recipe.vae_refine_loop.steps} more steps at lr "
         f"{recipe.vae_refine_loop.learning_rate} with an edge term (L1 of neighbouring-pixel differences, weight "
         f"{recipe.vae_edge_weight:g}) so outlines stay crisp; `scaling_factor` re-measured. This is the latent space.",
-        *_text_encoder_lines(recipe),
         f"3. {'UNet against the frozen text encoder' if recipe.pretrain_text_encoder else 'UNet + text encoder jointly'}"
         f": {recipe.t2i_loop.steps} steps, batch {recipe.t2i_batch}, AdamW lr "
         f"{recipe.t2i_loop.learning_rate} (warmup + cosine), {recipe.t2i_prediction}"

@@ -76,9 +76,9 @@ class Recipe:
     vae_crop: int = 64
     vae_foreground_weight: float = 5.0
     vae_kl_weight: float = 1e-5
-    # 4400 steps: the UNet lane's share of the 90-min budget once it takes the second core (see train_all).
-    # The timed re-run with 4400 took 84 min (4600 took 92); side by side, same judge, seeds 0-7: 77% vs 79%
-    # shape+colour. Shape+colour 83% at 4600 steps against 42% at 2400 (same judge, seeds 0-3).
+    # 4600 steps with the text encoder pretrained and frozen (0.65 s a step against 0.74 with it trained jointly).
+    # The joint recipe: 4400 steps timed at 84 min (4600 took 92), shape+colour 77% vs 79% (seeds 0-7); 83% at
+    # 4600 steps against 42% at 2400 (seeds 0-3). See the model card and docs/benchmarks.md.
     t2i_loop: LoopConfig = LoopConfig(steps=4600, learning_rate=8e-4, warmup_steps=150, ema_decay=0.999,
                                       log_every=50, checkpoint_every=250)
     t2i_batch: int = 64
