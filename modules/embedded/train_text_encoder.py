@@ -67,7 +67,9 @@ class CaptionHeads(torch.nn.Module):
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
         self.classes = head_classes()
-        self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(hidden_size, len(c)) for name, c in self.classes.items()})
+        self.heads = torch.nn.ModuleDict(
+            {name: torch.nn.Linear(hidden_size, len(classes)) for name, classes in self.classes.items()}
+        )
 
     def target_indices(self, targets: list[dict[str, str]]) -> dict[str, torch.Tensor]:
         return {name: torch.tensor([classes.index(t[name]) for t in targets]) for name, classes in self.classes.items()}
@@ -131,7 +133,8 @@ def train_text_encoder(
 
     def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
         captions, targets = caption_batch(scenes, recipe, i)
-        loss, metrics = caption_head_loss(text_encoder, heads, tokenize(tokenizer, captions), heads.target_indices(targets))
+        ids, indices = tokenize(tokenizer, captions), heads.target_indices(targets)
+        loss, metrics = caption_head_loss(text_encoder, heads, ids, indices)
         return loss, {"acc_min": min(metrics.values()), "acc_position0": metrics["acc_position0"],
                       "acc_background": metrics["acc_background"]}
 
