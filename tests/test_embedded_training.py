@@ -138,6 +138,9 @@ def test_later_timestep_bias_draws_more_noisy_steps() -> None:
 def test_pool_excludes_held_out_shape(pool) -> None:
     assert pool.images.shape == (16, 3, 64, 64) and pool.images.dtype == torch.uint8
     assert all(s.shape != "star" for scene in pool.scenes for s in scene.shapes)
+    from modules.embedded.pool import pool_scenes
+
+    assert pool_scenes(16, seed=3, exclude_shapes=("star",)) == pool.scenes  # the text encoder's captions match
 
 
 def test_vae_then_t2i_train_save_and_log(tmp_path: Path, pool) -> None:

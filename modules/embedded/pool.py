@@ -30,6 +30,17 @@ class ScenePool:
         return len(self.scenes)
 
 
+def pool_scenes(
+    size: int, *, seed: int, exclude_shapes: Iterable[str] = (), max_shapes: int = 2, two_shape_prob: float = 0.3
+) -> tuple[Scene, ...]:
+    """The scenes of `render_pool` without rendering them; scene i depends only on (seed, i)."""
+    excluded = tuple(exclude_shapes)
+    return tuple(
+        sample_scene(scene_rng(seed, i), exclude_shapes=excluded, max_shapes=max_shapes, two_shape_prob=two_shape_prob)
+        for i in range(size)
+    )
+
+
 def render_pool(
     size: int,
     *,
@@ -40,11 +51,8 @@ def render_pool(
     two_shape_prob: float = 0.3,
 ) -> ScenePool:
     """Draw and render `size` scenes; scene i depends only on (seed, i)."""
-    excluded = tuple(exclude_shapes)
-    scenes = tuple(
-        sample_scene(scene_rng(seed, i), exclude_shapes=excluded, max_shapes=max_shapes, two_shape_prob=two_shape_prob)
-        for i in range(size)
-    )
+    scenes = pool_scenes(size, seed=seed, exclude_shapes=exclude_shapes, max_shapes=max_shapes,
+                         two_shape_prob=two_shape_prob)
     array = np.stack([np.asarray(render_scene(s, resolution)) for s in scenes])
     return ScenePool(scenes=scenes, images=torch.from_numpy(array).permute(0, 3, 1, 2).contiguous())
 

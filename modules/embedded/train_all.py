@@ -31,8 +31,10 @@ STAGES: tuple[str, ...] = ("text_encoder", "vae", "vae_refine", "t2i", "vae_deco
 LANES: tuple[tuple[str, ...], ...] = (("vae", "vae_refine", "t2i", "controlnet"),
                                       ("text_encoder", "classifier", "vae_decoder"))
 # The folder each stage writes when it is done (a stage whose folder exists is skipped).
-STAGE_OUTPUT: dict[str, str] = {"text_encoder": "text-encoder", "vae": "vae", "vae_refine": "vae-refined", "t2i": "t2i", "vae_decoder": "vae-decoder",
-                                "classifier": "classifier", "controlnet": "controlnet"}
+STAGE_OUTPUT: dict[str, str] = {"text_encoder": "text-encoder", "vae": "vae", "vae_refine": "vae-refined", "t2i": "t2i",
+                                "vae_decoder": "vae-decoder", "classifier": "classifier", "controlnet": "controlnet"}
+# Stages that start from another lane's output: they wait for that stage's folder.
+CROSS_LANE_INPUT: dict[str, str] = {"vae_decoder": "vae_refine", "t2i": "text_encoder"}
 WAIT_SECONDS = 4 * 3600
 
 
@@ -129,13 +131,12 @@ def main(argv: list[str] | None = None) -> None:
         return t2i_pool
 
     for stage in stages:
-        if stage == "vae_decoder":
-            _wait_for(out / STAGE_OUTPUT["vae_refine"])
-        if stage == "t2i" and recipe.pretrain_text_encoder and not (out / STAGE_OUTPUT["t2i"]).exists():
-            _wait_for(out / STAGE_OUTPUT["text_encoder"])
         if stage != "export" and (out / STAGE_OUTPUT[stage]).exists():
             print(f"[{stage}] already done, skipped", flush=True)
             continue
+        needed = CROSS_LANE_INPUT.get(stage)
+        if needed and (needed != "text_encoder" or recipe.pretrain_text_encoder):
+            _wait_for(out / STAGE_OUTPUT[needed])
         if tick:
             tick()
         start = time.perf_counter()

@@ -20,13 +20,11 @@ import torch.nn.functional as F
 from transformers import CLIPTextModel
 
 from modules.embedded.config import SD1_TOKENIZER_CONFIG, Recipe, build_text_encoder
-from modules.embedded.pool import batch_indices, step_rng
+from modules.embedded.pool import batch_indices, pool_scenes, step_rng
 from modules.models.tokenizers import load_clip_tokenizer
 from modules.training.loop import TrainingRun, progress_log
 from modules.training.noise_training import tokenize
 from modules.world.captions import CaptionMentions, caption_scene_with_mentions
-from modules.world.dataset import scene_rng
-from modules.world.sampling import sample_scene
 from modules.world.spec import BACKGROUND_COLOURS, POSITIONS, SHAPE_COLOURS, SHAPES, SIZES, Scene
 
 UNNAMED = "-"
@@ -110,14 +108,6 @@ def caption_batch(scenes: tuple[Scene, ...], recipe: Recipe, step: int) -> tuple
     return captions, targets
 
 
-def training_scenes(recipe: Recipe, held_out: tuple[str, ...]) -> tuple[Scene, ...]:
-    """The scenes of the text-to-image pool (`render_pool` with the same seed), without rendering them."""
-    return tuple(
-        sample_scene(scene_rng(recipe.seed, i), exclude_shapes=held_out, two_shape_prob=recipe.two_shape_prob)
-        for i in range(recipe.pool_size)
-    )
-
-
 def train_text_encoder(
     work_dir: Path, recipe: Recipe, held_out: tuple[str, ...], log: bool = True,
     tick: Callable[[], None] | None = None,
@@ -127,7 +117,8 @@ def train_text_encoder(
     tokenizer = load_clip_tokenizer(SD1_TOKENIZER_CONFIG, work_dir / "cache")
     text_encoder = build_text_encoder(recipe.text_encoder_config)
     heads = CaptionHeads(text_encoder.config.hidden_size)
-    scenes = training_scenes(recipe, held_out)
+    scenes = pool_scenes(recipe.pool_size, seed=recipe.seed, exclude_shapes=held_out,
+                         two_shape_prob=recipe.two_shape_prob)  # the text-to-image pool's scenes
     run = TrainingRun(models={"text_encoder": text_encoder, "heads": heads}, config=recipe.text_encoder_loop,
                       work_dir=work_dir / "text-encoder-train")
 
