@@ -148,6 +148,7 @@ def update_scores(card_path: Path, bench: dict[str, object]) -> None:
 
 def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, file_size: int, notes: str = "") -> str:
     """Markdown of models/Stable-diffusion/atelier-shapes-v1.md."""
+    from modules.embedded.classifier import CLASSIFIER_CONFIG
     from modules.embedded.train_classifier import ClassifierRecipe
     from modules.embedded.train_controlnet import ControlNetRecipe
 
@@ -208,8 +209,10 @@ def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, 
         f"scenes, captions re-drawn every step (always shape and colour; position {recipe.caption_position_prob:.0%}, "
         "size and background half of the time).",
         f"4. VAE decoder refinement with the encoder frozen (latent space unchanged): {recipe.decoder_loop.steps} steps.",
-        f"5. Classifier (`models/classifier/atelier-shapes-vit`, a ViT with one softmax head per label group, the "
-        f"star included): {classifier.loop.steps} steps, batch {classifier.batch}, fresh augmented renders.",
+        f"5. Classifier (`models/classifier/atelier-shapes-vit`, a ViT of {CLASSIFIER_CONFIG['num_hidden_layers']} "
+        f"layers, hidden {CLASSIFIER_CONFIG['hidden_size']}, {CLASSIFIER_CONFIG['patch_size']}-pixel patches, one "
+        f"softmax head per label group, the star included): {classifier.loop.steps} steps, batch {classifier.batch}, "
+        "fresh augmented renders.",
         f"6. ControlNet canny (`models/ControlNet/atelier-shapes-canny-v1`), base model frozen: "
         f"{controlnet.loop.steps} steps, batch {controlnet.batch}, caption dropout {controlnet.caption_dropout:.0%}.",
         "",
