@@ -80,6 +80,27 @@ def test_classifier_reads_renders() -> None:
         assert correct >= 36, f"{head}: {correct}/40"
 
 
+def test_shipped_classifier_has_the_recipe_dimensions() -> None:
+    """`train_all` re-trains what is shipped: the classifier's saved config must be the recipe's."""
+    from modules.embedded.classifier import CLASSIFIER_CONFIG
+
+    _require(CLASSIFIER)
+    saved = json.loads((CLASSIFIER / "config.json").read_text())
+    assert {key: saved[key] for key in CLASSIFIER_CONFIG} == CLASSIFIER_CONFIG
+
+
+def test_shipped_checkpoint_has_the_recipe_dimensions(loaded) -> None:
+    from modules.embedded.config import TEXT_ENCODER_CONFIG, UNET_CONFIG, VAE_CONFIG
+
+    pipe = loaded.pipeline
+    for model, recipe in ((pipe.unet, UNET_CONFIG), (pipe.vae, VAE_CONFIG), (pipe.text_encoder, TEXT_ENCODER_CONFIG)):
+        config = model.config if isinstance(model.config, dict) else model.config.to_dict()
+        # projection_dim belongs to CLIPTextModelWithProjection; CLIPTextModel has no such layer or weights
+        keys = [key for key in recipe if key != "projection_dim"]
+        got = {key: list(config[key]) if isinstance(config[key], tuple) else config[key] for key in keys}
+        assert got == {key: recipe[key] for key in keys}, type(model).__name__
+
+
 def test_controlnet_loads_from_unet_config() -> None:
     from modules.embedded.export import load_controlnet
 
