@@ -33,9 +33,17 @@ LANES: tuple[tuple[str, ...], ...] = (("vae", "vae_refine", "t2i", "controlnet")
 # The folder each stage writes when it is done (a stage whose folder exists is skipped).
 STAGE_OUTPUT: dict[str, str] = {"text_encoder": "text-encoder", "vae": "vae", "vae_refine": "vae-refined", "t2i": "t2i",
                                 "vae_decoder": "vae-decoder", "classifier": "classifier", "controlnet": "controlnet"}
-# Stages that start from another lane's output: they wait for that stage's folder.
-CROSS_LANE_INPUT: dict[str, str] = {"vae_decoder": "vae_refine", "t2i": "text_encoder"}
 WAIT_SECONDS = 4 * 3600
+
+
+def cross_lane_inputs(recipe: Recipe) -> dict[str, str]:
+    """Stages that start from another lane's output, and that stage (they wait for its folder): the decoder
+    refinement starts from the refined VAE; the UNet trains against the pretrained text encoder, if the recipe
+    pretrains one."""
+    inputs = {"vae_decoder": "vae_refine"}
+    if recipe.pretrain_text_encoder:
+        inputs["t2i"] = "text_encoder"
+    return inputs
 
 
 @dataclass
@@ -134,8 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         if stage != "export" and (out / STAGE_OUTPUT[stage]).exists():
             print(f"[{stage}] already done, skipped", flush=True)
             continue
-        needed = CROSS_LANE_INPUT.get(stage)
-        if needed and (needed != "text_encoder" or recipe.pretrain_text_encoder):
+        needed = cross_lane_inputs(recipe).get(stage)
+        if needed:
             _wait_for(out / STAGE_OUTPUT[needed])
         if tick:
             tick()
