@@ -387,9 +387,24 @@ def test_lane_a_takes_the_second_core_once_lane_b_is_done(tmp_path: Path, monkey
     monkeypatch.setattr(train_all, "main", lambda argv: None)
     train_all.run_lanes(tmp_path, threads=1, models_dir=tmp_path / "models")
     lane_a, lane_b = launched
-    assert lane_a[lane_a.index("--stages") + 1] == ",".join(train_all.LANES[0])
+    assert lane_a[lane_a.index("--stages") + 1] == ",".join(train_all.lanes(Recipe())[0])
     assert lane_a[lane_a.index("--take-cores-after") + 1] == str(tmp_path / "vae-decoder")  # lane B's last output
     assert lane_a[lane_a.index("--cores") + 1] == "2" and "--take-cores-after" not in lane_b
+
+
+def test_lanes_put_the_encoder_refinement_on_the_critical_path_only_when_the_recipe_asks() -> None:
+    from modules.embedded import train_all
+
+    unrefined, refined = replace(Recipe(), refine_latent_vae=False), replace(Recipe(), refine_latent_vae=True)
+    lane_a, lane_b = train_all.lanes(unrefined)
+    assert lane_a == ("vae", "t2i", "controlnet") and lane_b == ("text_encoder", "classifier", "vae_decoder")
+    assert train_all.cross_lane_inputs(unrefined) == {"vae_decoder": "vae", "t2i": "text_encoder"}
+    assert train_all.lanes(refined)[0] == ("vae", "vae_refine", "t2i", "controlnet")
+    assert train_all.cross_lane_inputs(refined)["vae_decoder"] == "vae_refine"
+    # Every stage the recipe uses (all but the export, which follows both lanes) runs in exactly one lane.
+    for recipe, unused in ((unrefined, {"vae_refine"}), (refined, set())):
+        a, b = train_all.lanes(recipe)
+        assert not set(a) & set(b) and set(a) | set(b) == set(train_all.STAGES) - {"export"} - unused
 
 
 def test_pretrained_text_encoder_is_trained_then_frozen_for_the_unet(tmp_path: Path, pool) -> None:

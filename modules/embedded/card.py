@@ -58,9 +58,9 @@ def _wall_seconds(work_dir: Path) -> float | None:
 
 
 def two_lane_minutes(training: dict[str, dict[str, float]]) -> float:
-    """Wall-clock minutes of `train_all`'s two lanes from the median step times: lane A is VAE, VAE refinement,
-    UNet (not before the text encoder is done), ControlNet; lane B is the text encoder, the classifier, then (not
-    before the refined VAE is done) the decoder refinement."""
+    """Wall-clock minutes of `train_all`'s two lanes from the median step times: lane A is the VAE (and its
+    refinement, if the recipe has one), the UNet (not before the text encoder is done), the ControlNet; lane B is
+    the text encoder, the classifier, then (not before lane A's VAE is done) the decoder refinement."""
     minutes = {title: t["median_seconds"] / 60 for title, t in training.items()}
     vae = minutes.get("VAE (encoder + decoder)", 0) + minutes.get("VAE refinement (edge loss)", 0)
     text_encoder = minutes.get("text encoder (caption labels)", 0)
@@ -73,7 +73,7 @@ def _budget_text(training: dict[str, dict[str, float]], wall_seconds: float | No
     lanes = (wall_seconds / 60) if wall_seconds else two_lane_minutes(training)
     verdict = "within the budget" if lanes <= BUDGET_MINUTES else f"**{lanes - BUDGET_MINUTES:.0f} min over budget**"
     text = (f"Budget: the issue asks for the whole re-run in at most {BUDGET_MINUTES} minutes on the 2-core CPU. "
-            "`train_all` runs two single-thread lanes side by side (see `LANES`); once lane B is done, lane A "
+            "`train_all` runs two single-thread lanes side by side (see `lanes`); once lane B is done, lane A "
             "trains on both cores. ")
     if wall_seconds:
         return text + (f"Measured end to end in one uninterrupted two-lane run: {lanes:.0f} min of wall-clock "
@@ -103,6 +103,50 @@ def _text_encoder_lines(recipe: Recipe) -> list[str]:
         f"{recipe.text_encoder_batch}, AdamW lr {recipe.text_encoder_loop.learning_rate}; linear heads read every label "
         "a caption names (per shape: shape, colour, size, position; the background) from each hidden state from the "
         "end-of-text token on; the heads are then dropped and the encoder frozen, as SD's CLIP is.",
+    ]
+
+
+def _numbered(lines: list[str]) -> list[str]:
+    return [f"{number}. {line}" for number, line in enumerate(lines, start=1)]
+
+
+def _stage_lines(recipe: Recipe, classifier: object, controlnet: object) -> list[str]:
+    """One line per training stage after the text encoder, in the recipe's order."""
+    from modules.embedded.classifier import CLASSIFIER_CONFIG
+
+    latent_space = (
+        [f"VAE refinement, encoder and decoder: {recipe.vae_refine_loop.steps} more steps at lr "
+         f"{recipe.vae_refine_loop.learning_rate} with an edge term (L1 of neighbouring-pixel differences, weight "
+         f"{recipe.vae_edge_weight:g}) so outlines stay crisp; `scaling_factor` re-measured. This is the latent space."]
+        if recipe.refine_latent_vae else []
+    )
+    decoder = (f"VAE decoder refinement with the encoder frozen (latent space unchanged): {recipe.decoder_loop.steps} "
+               "steps." if recipe.refine_latent_vae else
+               f"VAE decoder refinement, beside the UNet, with the encoder frozen (the latent space stays the one the "
+               f"UNet learnt, as in SD's decoder-only VAE fine-tunes): {recipe.decoder_loop.steps} steps at lr "
+               f"{recipe.decoder_loop.learning_rate} with an edge term (L1 of neighbouring-pixel differences, weight "
+               f"{recipe.vae_edge_weight:g}) so outlines stay crisp.")
+    return [
+        f"VAE: {recipe.vae_loop.steps} steps, batch {recipe.vae_batch}, AdamW lr {recipe.vae_loop.learning_rate}, "
+        f"MSE + L1 weighted ×{1 + recipe.vae_foreground_weight:g} on foreground pixels, KL weight {recipe.vae_kl_weight}; "
+        "`scaling_factor` = 1/std of the latents." + ("" if recipe.refine_latent_vae else " This is the latent space."),
+        *latent_space,
+        f"{'UNet against the frozen text encoder' if recipe.pretrain_text_encoder else 'UNet + text encoder jointly'}"
+        f": {recipe.t2i_loop.steps} steps, batch {recipe.t2i_batch}, AdamW lr "
+        f"{recipe.t2i_loop.learning_rate} (warmup + cosine), {recipe.t2i_prediction}"
+        + (" on a zero-terminal-SNR schedule" if recipe.zero_terminal_snr else "") + " with the "
+        + (_loss_text(recipe) if recipe.snr_gamma else "plain v loss (its weight on the clean-image "
+           "error never falls below 1, so the noisiest steps, which decide where the shape goes, learn it from the words)")
+        + f", caption dropout {recipe.caption_dropout:.0%} (for CFG), EMA {recipe.t2i_loop.ema_decay}; {recipe.pool_size} "
+        f"scenes, captions re-drawn every step (always shape and colour; position {recipe.caption_position_prob:.0%}, "
+        "size and background half of the time).",
+        decoder,
+        f"Classifier (`models/classifier/atelier-shapes-vit`, a ViT of {CLASSIFIER_CONFIG['num_hidden_layers']} "
+        f"layers, hidden {CLASSIFIER_CONFIG['hidden_size']}, {CLASSIFIER_CONFIG['patch_size']}-pixel patches, one "
+        f"softmax head per label group, the star included): {classifier.loop.steps} steps, batch {classifier.batch}, "
+        "fresh augmented renders.",
+        f"ControlNet canny (`models/ControlNet/atelier-shapes-canny-v1`), base model frozen: "
+        f"{controlnet.loop.steps} steps, batch {controlnet.batch}, caption dropout {controlnet.caption_dropout:.0%}.",
     ]
 
 
@@ -148,7 +192,6 @@ def update_scores(card_path: Path, bench: dict[str, object]) -> None:
 
 def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, file_size: int, notes: str = "") -> str:
     """Markdown of models/Stable-diffusion/atelier-shapes-v1.md."""
-    from modules.embedded.classifier import CLASSIFIER_CONFIG
     from modules.embedded.train_classifier import ClassifierRecipe
     from modules.embedded.train_controlnet import ControlNetRecipe
 
@@ -193,28 +236,7 @@ def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, 
         "`modules/training`), CPU only:",
         "",
         *_text_encoder_lines(recipe),
-        f"1. VAE: {recipe.vae_loop.steps} steps, batch {recipe.vae_batch}, AdamW lr {recipe.vae_loop.learning_rate}, "
-        f"MSE + L1 weighted ×{1 + recipe.vae_foreground_weight:g} on foreground pixels, KL weight {recipe.vae_kl_weight}; "
-        "`scaling_factor` = 1/std of the latents.",
-        f"2. VAE refinement, encoder and decoder: {recipe.vae_refine_loop.steps} more steps at lr "
-        f"{recipe.vae_refine_loop.learning_rate} with an edge term (L1 of neighbouring-pixel differences, weight "
-        f"{recipe.vae_edge_weight:g}) so outlines stay crisp; `scaling_factor` re-measured. This is the latent space.",
-        f"3. {'UNet against the frozen text encoder' if recipe.pretrain_text_encoder else 'UNet + text encoder jointly'}"
-        f": {recipe.t2i_loop.steps} steps, batch {recipe.t2i_batch}, AdamW lr "
-        f"{recipe.t2i_loop.learning_rate} (warmup + cosine), {recipe.t2i_prediction}"
-        + (" on a zero-terminal-SNR schedule" if recipe.zero_terminal_snr else "") + " with the "
-        + (_loss_text(recipe) if recipe.snr_gamma else "plain v loss (its weight on the clean-image "
-           "error never falls below 1, so the noisiest steps, which decide where the shape goes, learn it from the words)")
-        + f", caption dropout {recipe.caption_dropout:.0%} (for CFG), EMA {recipe.t2i_loop.ema_decay}; {recipe.pool_size} "
-        f"scenes, captions re-drawn every step (always shape and colour; position {recipe.caption_position_prob:.0%}, "
-        "size and background half of the time).",
-        f"4. VAE decoder refinement with the encoder frozen (latent space unchanged): {recipe.decoder_loop.steps} steps.",
-        f"5. Classifier (`models/classifier/atelier-shapes-vit`, a ViT of {CLASSIFIER_CONFIG['num_hidden_layers']} "
-        f"layers, hidden {CLASSIFIER_CONFIG['hidden_size']}, {CLASSIFIER_CONFIG['patch_size']}-pixel patches, one "
-        f"softmax head per label group, the star included): {classifier.loop.steps} steps, batch {classifier.batch}, "
-        "fresh augmented renders.",
-        f"6. ControlNet canny (`models/ControlNet/atelier-shapes-canny-v1`), base model frozen: "
-        f"{controlnet.loop.steps} steps, batch {controlnet.batch}, caption dropout {controlnet.caption_dropout:.0%}.",
+        *_numbered(_stage_lines(recipe, classifier, controlnet)),
         "",
         "Measured on the shared 2-core machine, one torch thread per stage, with another process using the other core: "
         "*logged* is the sum of logged step times (contention and pauses included), *median* is the median "

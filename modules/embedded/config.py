@@ -71,6 +71,10 @@ class Recipe:
                                           log_every=50, checkpoint_every=200)
     vae_refine_loop: LoopConfig = LoopConfig(steps=2000, learning_rate=5e-4, warmup_steps=50, ema_decay=None,
                                              log_every=50, checkpoint_every=200)
+    # True: the edge-loss refinement continues the whole VAE (encoder too) before the UNet trains on its latents,
+    # on the critical path (lane A, 24 min on the slow 2-core machine). False: the UNet trains on the stage-1
+    # VAE's latent space and the edge loss only sharpens the decoder (`vae_decoder`, encoder frozen) in lane B, beside it.
+    refine_latent_vae: bool = True
     vae_edge_weight: float = 2.0
     vae_batch: int = 16
     vae_crop: int = 64

@@ -2,10 +2,11 @@
 
 Stages (each resumable, each skipped when its output folder exists): text_encoder, vae, vae_refine, t2i,
 vae_decoder, classifier, controlnet, export. Every stage trains with one torch thread by default; `--lanes 2` (the
-default) runs two processes side by side on the 2-core machine, each a chain of stages (`LANES`): lane A trains
-the VAE, refines it with an edge loss, then (once the text encoder exists) trains the UNet, then the ControlNet;
-lane B pretrains the text encoder, trains the classifier, then (once the refined VAE exists) refines the VAE
-decoder. When lane B is done, lane A takes its core too
+default) runs two processes side by side on the 2-core machine, each a chain of stages (`lanes`): lane A trains
+the VAE (and refines it with an edge loss if the recipe says `refine_latent_vae`), then (once the text encoder
+exists) trains the UNet on its latents, then the ControlNet; lane B pretrains the text encoder, trains the
+classifier, then (once lane A's VAE exists) sharpens the VAE decoder with the encoder frozen. When lane B is done,
+lane A takes its core too
 (`CoreHandover`: torch threads 1 -> 2 at the next log line). The export runs when both lanes are done.
 """
 
@@ -28,19 +29,24 @@ from modules.embedded.train_vae import latent_vae_dir, refine_vae, train_vae
 
 STAGES: tuple[str, ...] = ("text_encoder", "vae", "vae_refine", "t2i", "vae_decoder", "classifier", "controlnet",
                            "export")
-LANES: tuple[tuple[str, ...], ...] = (("vae", "vae_refine", "t2i", "controlnet"),
-                                      ("text_encoder", "classifier", "vae_decoder"))
 # The folder each stage writes when it is done (a stage whose folder exists is skipped).
 STAGE_OUTPUT: dict[str, str] = {"text_encoder": "text-encoder", "vae": "vae", "vae_refine": "vae-refined", "t2i": "t2i",
                                 "vae_decoder": "vae-decoder", "classifier": "classifier", "controlnet": "controlnet"}
 WAIT_SECONDS = 4 * 3600
 
 
+def lanes(recipe: Recipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The two chains of stages `run_lanes` runs side by side: lane A is the critical path (VAE, UNet,
+    ControlNet), lane B what can run beside it (text encoder, classifier, decoder refinement)."""
+    lane_a = ("vae", "vae_refine", "t2i", "controlnet") if recipe.refine_latent_vae else ("vae", "t2i", "controlnet")
+    return lane_a, ("text_encoder", "classifier", "vae_decoder")
+
+
 def cross_lane_inputs(recipe: Recipe) -> dict[str, str]:
     """Stages that start from another lane's output, and that stage (they wait for its folder): the decoder
-    refinement starts from the refined VAE; the UNet trains against the pretrained text encoder, if the recipe
-    pretrains one."""
-    inputs = {"vae_decoder": "vae_refine"}
+    refinement starts from the VAE whose latents the UNet learns (the refined one, if the recipe refines it);
+    the UNet trains against the pretrained text encoder, if the recipe pretrains one."""
+    inputs = {"vae_decoder": "vae_refine" if recipe.refine_latent_vae else "vae"}
     if recipe.pretrain_text_encoder:
         inputs["t2i"] = "text_encoder"
     return inputs
@@ -75,10 +81,10 @@ def _wait_for(folder: Path, seconds: float = WAIT_SECONDS) -> None:
         time.sleep(10)
 
 
-def run_lanes(out: Path, threads: int, models_dir: Path) -> None:
-    """Run `LANES` as two child processes, then export; the wall-clock time goes to timings.json."""
+def run_lanes(out: Path, threads: int, models_dir: Path, recipe: Recipe | None = None) -> None:
+    """Run `lanes(recipe)` as two child processes, then export; the wall-clock time goes to timings.json."""
     start = time.perf_counter()
-    lane_a, lane_b = LANES
+    lane_a, lane_b = lanes(recipe or Recipe())
     handover = ["--take-cores-after", str(out / STAGE_OUTPUT[lane_b[-1]]), "--cores", str(2 * threads)] if threads else []
     children = [
         subprocess.Popen([sys.executable, "-m", "modules.embedded.train_all", "--out", str(out),
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="where the export stage writes the models (default: the studio's models/)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (0 = torch default)")
     parser.add_argument("--lanes", type=int, choices=(1, 2), default=None,
-                        help="2 (default without --stages): two processes side by side (see LANES); "
+                        help="2 (default without --stages): two processes side by side (see lanes()); "
                              "1: the stages in order in this process")
     parser.add_argument("--take-cores-after", type=Path, default=None,
                         help="when this folder exists (another lane's last output), train on --cores threads")
