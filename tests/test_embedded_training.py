@@ -401,10 +401,12 @@ def test_lanes_put_the_encoder_refinement_on_the_critical_path_only_when_the_rec
     assert train_all.cross_lane_inputs(unrefined) == {"vae_decoder": "vae", "t2i": "text_encoder"}
     assert train_all.lanes(refined)[0] == ("vae", "vae_refine", "t2i", "controlnet")
     assert train_all.cross_lane_inputs(refined)["vae_decoder"] == "vae_refine"
+    assert train_all.recipe_stages(refined) == train_all.STAGES
+    assert train_all.recipe_stages(unrefined) == tuple(s for s in train_all.STAGES if s != "vae_refine")
     # Every stage the recipe uses (all but the export, which follows both lanes) runs in exactly one lane.
-    for recipe, unused in ((unrefined, {"vae_refine"}), (refined, set())):
+    for recipe in (unrefined, refined):
         a, b = train_all.lanes(recipe)
-        assert not set(a) & set(b) and set(a) | set(b) == set(train_all.STAGES) - {"export"} - unused
+        assert not set(a) & set(b) and set(a) | set(b) == set(train_all.recipe_stages(recipe)) - {"export"}
 
 
 def test_pretrained_text_encoder_is_trained_then_frozen_for_the_unet(tmp_path: Path, pool) -> None:

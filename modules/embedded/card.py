@@ -114,18 +114,18 @@ def _stage_lines(recipe: Recipe, classifier: object, controlnet: object) -> list
     """One line per training stage after the text encoder, in the recipe's order."""
     from modules.embedded.classifier import CLASSIFIER_CONFIG
 
+    edge = (f"with an edge term (L1 of neighbouring-pixel differences, weight {recipe.vae_edge_weight:g}) so outlines "
+            "stay crisp")
     latent_space = (
         [f"VAE refinement, encoder and decoder: {recipe.vae_refine_loop.steps} more steps at lr "
-         f"{recipe.vae_refine_loop.learning_rate} with an edge term (L1 of neighbouring-pixel differences, weight "
-         f"{recipe.vae_edge_weight:g}) so outlines stay crisp; `scaling_factor` re-measured. This is the latent space."]
+         f"{recipe.vae_refine_loop.learning_rate} {edge}; `scaling_factor` re-measured. This is the latent space."]
         if recipe.refine_latent_vae else []
     )
     decoder = (f"VAE decoder refinement with the encoder frozen (latent space unchanged): {recipe.decoder_loop.steps} "
                "steps." if recipe.refine_latent_vae else
                f"VAE decoder refinement, beside the UNet, with the encoder frozen (the latent space stays the one the "
                f"UNet learnt, as in SD's decoder-only VAE fine-tunes): {recipe.decoder_loop.steps} steps at lr "
-               f"{recipe.decoder_loop.learning_rate} with an edge term (L1 of neighbouring-pixel differences, weight "
-               f"{recipe.vae_edge_weight:g}) so outlines stay crisp.")
+               f"{recipe.decoder_loop.learning_rate} {edge}.")
     return [
         f"VAE: {recipe.vae_loop.steps} steps, batch {recipe.vae_batch}, AdamW lr {recipe.vae_loop.learning_rate}, "
         f"MSE + L1 weighted ×{1 + recipe.vae_foreground_weight:g} on foreground pixels, KL weight {recipe.vae_kl_weight}; "

@@ -42,6 +42,12 @@ def lanes(recipe: Recipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return lane_a, ("text_encoder", "classifier", "vae_decoder")
 
 
+def recipe_stages(recipe: Recipe) -> tuple[str, ...]:
+    """Every stage the recipe uses, in `STAGES` order: what one process runs in turn (`--lanes 1`)."""
+    lane_a, lane_b = lanes(recipe)
+    return tuple(stage for stage in STAGES if stage in (*lane_a, *lane_b, "export"))
+
+
 def cross_lane_inputs(recipe: Recipe) -> dict[str, str]:
     """Stages that start from another lane's output, and that stage (they wait for its folder): the decoder
     refinement starts from the VAE whose latents the UNet learns (the refined one, if the recipe refines it);
@@ -81,10 +87,10 @@ def _wait_for(folder: Path, seconds: float = WAIT_SECONDS) -> None:
         time.sleep(10)
 
 
-def run_lanes(out: Path, threads: int, models_dir: Path, recipe: Recipe | None = None) -> None:
-    """Run `lanes(recipe)` as two child processes, then export; the wall-clock time goes to timings.json."""
+def run_lanes(out: Path, threads: int, models_dir: Path) -> None:
+    """Run `lanes(Recipe())` as two child processes, then export; the wall-clock time goes to timings.json."""
     start = time.perf_counter()
-    lane_a, lane_b = lanes(recipe or Recipe())
+    lane_a, lane_b = lanes(Recipe())
     handover = ["--take-cores-after", str(out / STAGE_OUTPUT[lane_b[-1]]), "--cores", str(2 * threads)] if threads else []
     children = [
         subprocess.Popen([sys.executable, "-m", "modules.embedded.train_all", "--out", str(out),
@@ -125,13 +131,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    stages = [s for s in (args.stages or ",".join(STAGES)).split(",") if s]
+    recipe = Recipe()
+    stages = [s for s in args.stages.split(",") if s] if args.stages else list(recipe_stages(recipe))
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    recipe = Recipe()
     tick = CoreHandover(args.take_cores_after, args.cores) if args.take_cores_after else None
     t2i_pool = None
 
