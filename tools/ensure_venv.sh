@@ -19,6 +19,7 @@ stamp="$venv/.installed-$(basename "$req").sha256"
 want="$(cat requirements*.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "Installing $req into $venv (first run takes a few minutes)"
-  "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$req"
+  # --no-cache-dir: torch's CUDA wheels from PyPI are several GB; caching them as well doubles the disk it takes
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-cache-dir -q -r "$req"
   echo "$want" > "$stamp"
 fi
