@@ -11,6 +11,7 @@ from modules.embedded.config import Recipe, build_vae
 from modules.embedded.pool import ScenePool, batch_indices, step_generator
 from modules.training.autoencoder_training import autoencoder_loss, measure_scaling_factor, reconstruction_mse
 from modules.training.loop import TrainingRun, progress_log
+from modules.training.precision import cpu_bf16_autocast, describe_cpu_bf16
 
 
 def _held_out_batches(pool: ScenePool, count: int = 512, batch: int = 64) -> list[torch.Tensor]:
@@ -38,10 +39,13 @@ def train_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True)
         pixels = pool.pixels(batch_indices(len(pool), recipe.vae_batch, seed=recipe.seed + 11, step=i))
         generator = step_generator(recipe.seed + 1, i)
         pixels = random_crop(pixels, recipe.vae_crop, generator)
-        out = autoencoder_loss(vae, pixels, kl_weight=recipe.vae_kl_weight, foreground_weight=recipe.vae_foreground_weight,
-                               generator=generator)
+        with cpu_bf16_autocast(recipe.vae_bf16):
+            out = autoencoder_loss(vae, pixels, kl_weight=recipe.vae_kl_weight,
+                                   foreground_weight=recipe.vae_foreground_weight, generator=generator)
         return out.loss, {"mse": out.reconstruction, "kl": out.kl}
 
+    if log:
+        print(f"[vae] {describe_cpu_bf16(recipe.vae_bf16)}", flush=True)
     run.run(step, on_log=progress_log("vae", log))
     vae.eval()
     held_out = _held_out_batches(pool)
@@ -64,10 +68,14 @@ def refine_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True
     def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
         pixels = pool.pixels(batch_indices(len(pool), recipe.vae_batch, seed=recipe.seed + 33, step=i))
         generator = step_generator(recipe.seed + 3, i)
-        out = autoencoder_loss(vae, pixels, kl_weight=recipe.vae_kl_weight, foreground_weight=recipe.vae_foreground_weight,
-                               edge_weight=recipe.vae_edge_weight, generator=generator)
+        with cpu_bf16_autocast(recipe.vae_bf16):
+            out = autoencoder_loss(vae, pixels, kl_weight=recipe.vae_kl_weight,
+                                   foreground_weight=recipe.vae_foreground_weight, edge_weight=recipe.vae_edge_weight,
+                                   generator=generator)
         return out.loss, {"mse": out.reconstruction, "kl": out.kl}
 
+    if log:
+        print(f"[vae-refine] {describe_cpu_bf16(recipe.vae_bf16)}", flush=True)
     run.run(step, on_log=progress_log("vae-refine", log))
     vae.eval()
     held_out = _held_out_batches(pool)
@@ -94,10 +102,13 @@ def finetune_decoder(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool 
     def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
         pixels = pool.pixels(batch_indices(len(pool), recipe.vae_batch, seed=recipe.seed + 55, step=i))
         generator = step_generator(recipe.seed + 5, i)
-        out = autoencoder_loss(vae, pixels, kl_weight=0.0, foreground_weight=recipe.vae_foreground_weight,
-                               edge_weight=recipe.vae_edge_weight, generator=generator)
+        with cpu_bf16_autocast(recipe.vae_bf16):
+            out = autoencoder_loss(vae, pixels, kl_weight=0.0, foreground_weight=recipe.vae_foreground_weight,
+                                   edge_weight=recipe.vae_edge_weight, generator=generator)
         return out.loss, {"mse": out.reconstruction}
 
+    if log:
+        print(f"[vae-decoder] {describe_cpu_bf16(recipe.vae_bf16)}", flush=True)
     run.run(step, on_log=progress_log("vae-decoder", log))
     vae.eval()
     vae.save_pretrained(work_dir / "vae-decoder")

@@ -57,7 +57,8 @@ def autoencoder_loss(
     """(Foreground-weighted) MSE + L1 reconstruction of a sampled posterior plus `kl_weight` × KL(q(z|x) || N(0, I)),
     plus `edge_weight` × L1 between the images' horizontal and vertical differences (see `edge_loss`)."""
     posterior = vae.encode(pixel_values).latent_dist
-    reconstruction = vae.decode(posterior.sample(generator=generator)).sample
+    # .float(): under bf16 autocast the decoder's output is bf16; the loss is computed in fp32 all the same
+    reconstruction = vae.decode(posterior.sample(generator=generator)).sample.float()
     weights = foreground_weights(pixel_values, foreground_weight) if foreground_weight > 0 else None
     error = reconstruction - pixel_values
     mse = F.mse_loss(reconstruction, pixel_values)
