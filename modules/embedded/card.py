@@ -129,7 +129,9 @@ def _stage_lines(recipe: Recipe, classifier: object, controlnet: object) -> list
     return [
         f"VAE: {recipe.vae_loop.steps} steps, batch {recipe.vae_batch}, AdamW lr {recipe.vae_loop.learning_rate}, "
         f"MSE + L1 weighted ×{1 + recipe.vae_foreground_weight:g} on foreground pixels, KL weight {recipe.vae_kl_weight}; "
-        "`scaling_factor` = 1/std of the latents." + ("" if recipe.refine_latent_vae else " This is the latent space."),
+        "`scaling_factor` = 1/std of the latents." + ("" if recipe.refine_latent_vae else " This is the latent space.")
+        + (" This and the other VAE stages train under bf16 autocast (fp32 weights and loss) where the CPU computes "
+           "bf16 natively (AMX / AVX-512 BF16), in fp32 elsewhere." if recipe.vae_bf16 else ""),
         *latent_space,
         f"{'UNet against the frozen text encoder' if recipe.pretrain_text_encoder else 'UNet + text encoder jointly'}"
         f": {recipe.t2i_loop.steps} steps, batch {recipe.t2i_batch}, AdamW lr "
