@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL
 from modules.embedded.config import Recipe, build_vae
 from modules.embedded.pool import ScenePool, batch_indices, step_generator
 from modules.training.autoencoder_training import autoencoder_loss, measure_scaling_factor, reconstruction_mse
-from modules.training.loop import TrainingRun, progress_log
+from modules.training.loop import StepFn, TrainingRun, progress_log
 from modules.training.precision import cpu_bf16_autocast, describe_cpu_bf16
 
 
@@ -29,6 +29,18 @@ def random_crop(pixels: torch.Tensor, crop: int, generator: torch.Generator, gri
     return torch.stack([p[:, y : y + crop, x : x + crop] for p, (y, x) in zip(pixels, offsets.tolist())])
 
 
+def _run_stage(run: TrainingRun, step: StepFn, recipe: Recipe, stage: str, log: bool) -> None:
+    """Run a VAE stage's steps under the recipe's precision (`Recipe.vae_bf16`), logging which one this CPU gives."""
+    if log:
+        print(f"[{stage}] {describe_cpu_bf16(recipe.vae_bf16)}", flush=True)
+
+    def step_in_precision(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+        with cpu_bf16_autocast(recipe.vae_bf16):
+            return step(i)
+
+    run.run(step_in_precision, on_log=progress_log(stage, log))
+
+
 def train_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True) -> AutoencoderKL:
     """Train (or resume) the VAE in `work_dir/vae-train`; saves the final model to `work_dir/vae`."""
     torch.manual_seed(recipe.seed)
@@ -39,14 +51,11 @@ def train_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True)
         pixels = pool.pixels(batch_indices(len(pool), recipe.vae_batch, seed=recipe.seed + 11, step=i))
         generator = step_generator(recipe.seed + 1, i)
         pixels = random_crop(pixels, recipe.vae_crop, generator)
-        with cpu_bf16_autocast(recipe.vae_bf16):
-            out = autoencoder_loss(vae, pixels, kl_weight=recipe.vae_kl_weight,
-                                   foreground_weight=recipe.vae_foreground_weight, generator=generator)
+        out = autoencoder_loss(vae, pixels, kl_weight=recipe.vae_kl_weight, foreground_weight=recipe.vae_foreground_weight,
+                               generator=generator)
         return out.loss, {"mse": out.reconstruction, "kl": out.kl}
 
-    if log:
-        print(f"[vae] {describe_cpu_bf16(recipe.vae_bf16)}", flush=True)
-    run.run(step, on_log=progress_log("vae", log))
+    _run_stage(run, step, recipe, "vae", log)
     vae.eval()
     held_out = _held_out_batches(pool)
     scale = measure_scaling_factor(vae, held_out)
@@ -68,15 +77,11 @@ def refine_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True
     def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
         pixels = pool.pixels(batch_indices(len(pool), recipe.vae_batch, seed=recipe.seed + 33, step=i))
         generator = step_generator(recipe.seed + 3, i)
-        with cpu_bf16_autocast(recipe.vae_bf16):
-            out = autoencoder_loss(vae, pixels, kl_weight=recipe.vae_kl_weight,
-                                   foreground_weight=recipe.vae_foreground_weight, edge_weight=recipe.vae_edge_weight,
-                                   generator=generator)
+        out = autoencoder_loss(vae, pixels, kl_weight=recipe.vae_kl_weight, foreground_weight=recipe.vae_foreground_weight,
+                               edge_weight=recipe.vae_edge_weight, generator=generator)
         return out.loss, {"mse": out.reconstruction, "kl": out.kl}
 
-    if log:
-        print(f"[vae-refine] {describe_cpu_bf16(recipe.vae_bf16)}", flush=True)
-    run.run(step, on_log=progress_log("vae-refine", log))
+    _run_stage(run, step, recipe, "vae-refine", log)
     vae.eval()
     held_out = _held_out_batches(pool)
     vae.register_to_config(scaling_factor=measure_scaling_factor(vae, held_out))
@@ -102,14 +107,11 @@ def finetune_decoder(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool 
     def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
         pixels = pool.pixels(batch_indices(len(pool), recipe.vae_batch, seed=recipe.seed + 55, step=i))
         generator = step_generator(recipe.seed + 5, i)
-        with cpu_bf16_autocast(recipe.vae_bf16):
-            out = autoencoder_loss(vae, pixels, kl_weight=0.0, foreground_weight=recipe.vae_foreground_weight,
-                                   edge_weight=recipe.vae_edge_weight, generator=generator)
+        out = autoencoder_loss(vae, pixels, kl_weight=0.0, foreground_weight=recipe.vae_foreground_weight,
+                               edge_weight=recipe.vae_edge_weight, generator=generator)
         return out.loss, {"mse": out.reconstruction}
 
-    if log:
-        print(f"[vae-decoder] {describe_cpu_bf16(recipe.vae_bf16)}", flush=True)
-    run.run(step, on_log=progress_log("vae-decoder", log))
+    _run_stage(run, step, recipe, "vae-decoder", log)
     vae.eval()
     vae.save_pretrained(work_dir / "vae-decoder")
     return vae

@@ -9,10 +9,12 @@ optimizer state and the saved model stay fp32 (autocast only lowers the matmuls 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True when this CPU has AMX tiles or AVX-512 BF16 instructions (torch's own CPU capability checks)."""
     checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
