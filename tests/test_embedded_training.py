@@ -175,9 +175,11 @@ def test_vae_refinement_moves_the_latent_space_and_the_later_stages_follow_it(tm
     from modules.embedded.train_vae import final_vae_dir, finetune_decoder, latent_vae_dir, refine_vae
 
     recipe = tiny_recipe(steps=2)
-    vae = train_vae(pool, tmp_path, recipe, log=False)
+    ticks: list[str] = []  # train_all's core hand-over hook, called at each log step of every VAE stage
+    vae = train_vae(pool, tmp_path, recipe, log=False, tick=lambda: ticks.append("vae"))
     assert latent_vae_dir(tmp_path) == tmp_path / "vae"
-    refined = refine_vae(pool, tmp_path, recipe, log=False)
+    refined = refine_vae(pool, tmp_path, recipe, log=False, tick=lambda: ticks.append("refine"))
+    assert ticks == ["vae", "vae", "refine", "refine"]
     assert latent_vae_dir(tmp_path) == final_vae_dir(tmp_path) == tmp_path / "vae-refined"
     assert any(not torch.equal(t, refined.encoder.state_dict()[n]) for n, t in vae.encoder.state_dict().items())
     assert refined.config.scaling_factor > 0
@@ -365,22 +367,28 @@ def test_lane_a_takes_the_second_core_once_lane_b_is_done(tmp_path: Path, monkey
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        handover = train_all.CoreHandover(tmp_path / "vae-decoder", threads=2)
+        handover = train_all.CoreHandover(tmp_path / train_all.LANE_B_DONE, threads=2)
         handover()
         assert torch.get_num_threads() == 1 and not handover.taken
-        (tmp_path / "vae-decoder").mkdir()
+        (tmp_path / train_all.LANE_B_DONE).touch()
         handover()
         assert torch.get_num_threads() == 2 and handover.taken
     finally:
         torch.set_num_threads(before)
 
     launched: list[list[str]] = []
+    waited: list[str] = []
+    (tmp_path / train_all.LANE_B_DONE).touch()  # a stale marker from an earlier run
 
     class FakeLane:
         def __init__(self, argv: list[str]) -> None:
             launched.append(argv)
+            self.lane = "AB"[len(launched) - 1]
+            # The marker must not exist while lane B runs (a stale one would hand lane A the core too soon).
+            assert not (tmp_path / train_all.LANE_B_DONE).exists()
 
         def wait(self) -> int:
+            waited.append(self.lane)
             return 0
 
     monkeypatch.setattr(train_all.subprocess, "Popen", FakeLane)
@@ -388,14 +396,17 @@ def test_lane_a_takes_the_second_core_once_lane_b_is_done(tmp_path: Path, monkey
     train_all.run_lanes(tmp_path, threads=1, models_dir=tmp_path / "models")
     lane_a, lane_b = launched
     assert lane_a[lane_a.index("--stages") + 1] == ",".join(train_all.lanes(Recipe())[0])
-    assert lane_a[lane_a.index("--take-cores-after") + 1] == str(tmp_path / "vae-decoder")  # lane B's last output
+    # Lane A takes the second core when run_lanes has seen lane B's process exit and written the marker.
+    assert lane_a[lane_a.index("--take-cores-after") + 1] == str(tmp_path / train_all.LANE_B_DONE)
     assert lane_a[lane_a.index("--cores") + 1] == "2" and "--take-cores-after" not in lane_b
+    assert waited[0] == "B" and (tmp_path / train_all.LANE_B_DONE).exists()
 
 
 def test_lanes_put_the_encoder_refinement_on_the_critical_path_only_when_the_recipe_asks() -> None:
     from modules.embedded import train_all
 
-    unrefined, refined = replace(Recipe(), refine_latent_vae=False), replace(Recipe(), refine_latent_vae=True)
+    unrefined = replace(Recipe(), refine_latent_vae=False, refine_decoder=True)
+    refined = replace(Recipe(), refine_latent_vae=True, refine_decoder=True)
     lane_a, lane_b = train_all.lanes(unrefined)
     assert lane_a == ("vae", "t2i", "controlnet") and lane_b == ("text_encoder", "classifier", "vae_decoder")
     assert train_all.cross_lane_inputs(unrefined) == {"vae_decoder": "vae", "t2i": "text_encoder"}
@@ -403,8 +414,13 @@ def test_lanes_put_the_encoder_refinement_on_the_critical_path_only_when_the_rec
     assert train_all.cross_lane_inputs(refined)["vae_decoder"] == "vae_refine"
     assert train_all.recipe_stages(refined) == train_all.STAGES
     assert train_all.recipe_stages(unrefined) == tuple(s for s in train_all.STAGES if s != "vae_refine")
+    # The shipped recipe: no decoder refinement, so lane B is the text encoder and the classifier only.
+    shipped = Recipe()
+    assert not shipped.refine_decoder and train_all.lanes(shipped)[1] == ("text_encoder", "classifier")
+    assert "vae_decoder" not in train_all.cross_lane_inputs(shipped)
+    assert "vae_decoder" not in train_all.recipe_stages(shipped)
     # Every stage the recipe uses (all but the export, which follows both lanes) runs in exactly one lane.
-    for recipe in (unrefined, refined):
+    for recipe in (unrefined, refined, shipped):
         a, b = train_all.lanes(recipe)
         assert not set(a) & set(b) and set(a) | set(b) == set(train_all.recipe_stages(recipe)) - {"export"}
 

@@ -121,11 +121,12 @@ def _stage_lines(recipe: Recipe, classifier: object, controlnet: object) -> list
          f"{recipe.vae_refine_loop.learning_rate} {edge}; `scaling_factor` re-measured. This is the latent space."]
         if recipe.refine_latent_vae else []
     )
-    decoder = (f"VAE decoder refinement with the encoder frozen (latent space unchanged): {recipe.decoder_loop.steps} "
-               "steps." if recipe.refine_latent_vae else
-               f"VAE decoder refinement, beside the UNet, with the encoder frozen (the latent space stays the one the "
-               f"UNet learnt, as in SD's decoder-only VAE fine-tunes): {recipe.decoder_loop.steps} steps at lr "
-               f"{recipe.decoder_loop.learning_rate} {edge}.")
+    decoder = ([] if not recipe.refine_decoder else
+               [f"VAE decoder refinement with the encoder frozen (latent space unchanged): {recipe.decoder_loop.steps} "
+                "steps." if recipe.refine_latent_vae else
+                f"VAE decoder refinement, beside the UNet, with the encoder frozen (the latent space stays the one the "
+                f"UNet learnt, as in SD's decoder-only VAE fine-tunes): {recipe.decoder_loop.steps} steps at lr "
+                f"{recipe.decoder_loop.learning_rate} {edge}."])
     return [
         f"VAE: {recipe.vae_loop.steps} steps, batch {recipe.vae_batch}, AdamW lr {recipe.vae_loop.learning_rate}, "
         f"MSE + L1 weighted ×{1 + recipe.vae_foreground_weight:g} on foreground pixels, KL weight {recipe.vae_kl_weight}; "
@@ -142,7 +143,7 @@ def _stage_lines(recipe: Recipe, classifier: object, controlnet: object) -> list
         + f", caption dropout {recipe.caption_dropout:.0%} (for CFG), EMA {recipe.t2i_loop.ema_decay}; {recipe.pool_size} "
         f"scenes, captions re-drawn every step (always shape and colour; position {recipe.caption_position_prob:.0%}, "
         "size and background half of the time).",
-        decoder,
+        *decoder,
         f"Classifier (`models/classifier/atelier-shapes-vit`, a ViT of {CLASSIFIER_CONFIG['num_hidden_layers']} "
         f"layers, hidden {CLASSIFIER_CONFIG['hidden_size']}, {CLASSIFIER_CONFIG['patch_size']}-pixel patches, one "
         f"softmax head per label group, the star included): {classifier.loop.steps} steps, batch {classifier.batch}, "

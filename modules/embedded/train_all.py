@@ -5,9 +5,9 @@ vae_decoder, classifier, controlnet, export. Every stage trains with one torch t
 default) runs two processes side by side on the 2-core machine, each a chain of stages (`lanes`): lane A trains
 the VAE (and refines it with an edge loss if the recipe says `refine_latent_vae`), then (once the text encoder
 exists) trains the UNet on its latents, then the ControlNet; lane B pretrains the text encoder, trains the
-classifier, then (once lane A's VAE exists) sharpens the VAE decoder with the encoder frozen. When lane B is done,
-lane A takes its core too
-(`CoreHandover`: torch threads 1 -> 2 at the next log line). The export runs when both lanes are done.
+classifier, then, if the recipe says `refine_decoder`, (once lane A's VAE exists) sharpens the VAE decoder with the
+encoder frozen. When lane B is done, lane A takes its core too (`CoreHandover`: torch threads 1 -> 2 at the next
+log line, in whichever stage lane A is in). The export runs when both lanes are done.
 """
 
 from __future__ import annotations
@@ -33,13 +33,16 @@ STAGES: tuple[str, ...] = ("text_encoder", "vae", "vae_refine", "t2i", "vae_deco
 STAGE_OUTPUT: dict[str, str] = {"text_encoder": "text-encoder", "vae": "vae", "vae_refine": "vae-refined", "t2i": "t2i",
                                 "vae_decoder": "vae-decoder", "classifier": "classifier", "controlnet": "controlnet"}
 WAIT_SECONDS = 4 * 3600
+# Written by `run_lanes` once lane B's process has exited; lane A takes the second core when it appears.
+LANE_B_DONE = "lane-b.done"
 
 
 def lanes(recipe: Recipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The two chains of stages `run_lanes` runs side by side: lane A is the critical path (VAE, UNet,
     ControlNet), lane B what can run beside it (text encoder, classifier, decoder refinement)."""
     lane_a = ("vae", "vae_refine", "t2i", "controlnet") if recipe.refine_latent_vae else ("vae", "t2i", "controlnet")
-    return lane_a, ("text_encoder", "classifier", "vae_decoder")
+    lane_b = ("text_encoder", "classifier", "vae_decoder") if recipe.refine_decoder else ("text_encoder", "classifier")
+    return lane_a, lane_b
 
 
 def recipe_stages(recipe: Recipe) -> tuple[str, ...]:
@@ -52,7 +55,7 @@ def cross_lane_inputs(recipe: Recipe) -> dict[str, str]:
     """Stages that start from another lane's output, and that stage (they wait for its folder): the decoder
     refinement starts from the VAE whose latents the UNet learns (the refined one, if the recipe refines it);
     the UNet trains against the pretrained text encoder, if the recipe pretrains one."""
-    inputs = {"vae_decoder": "vae_refine" if recipe.refine_latent_vae else "vae"}
+    inputs = {"vae_decoder": "vae_refine" if recipe.refine_latent_vae else "vae"} if recipe.refine_decoder else {}
     if recipe.pretrain_text_encoder:
         inputs["t2i"] = "text_encoder"
     return inputs
@@ -60,7 +63,8 @@ def cross_lane_inputs(recipe: Recipe) -> dict[str, str]:
 
 @dataclass
 class CoreHandover:
-    """Raise this process's torch threads to `threads` once `done_marker` (the other lane's last output) exists.
+    """Raise this process's torch threads to `threads` once `done_marker` (written when the other lane has exited)
+    exists.
 
     Called from a training loop's log hook, i.e. in the thread that trains (torch's thread count is per thread).
     """
@@ -74,7 +78,8 @@ class CoreHandover:
             return
         torch.set_num_threads(self.threads)
         self.taken = True
-        print(f"[lanes] {self.done_marker.name} is done: training on {self.threads} threads from now", flush=True)
+        print(f"[lanes] {self.done_marker.name}: the other lane is done, training on {self.threads} threads from now",
+              flush=True)
 
 
 def _wait_for(folder: Path, seconds: float = WAIT_SECONDS) -> None:
@@ -91,13 +96,19 @@ def run_lanes(out: Path, threads: int, models_dir: Path) -> None:
     """Run `lanes(Recipe())` as two child processes, then export; the wall-clock time goes to timings.json."""
     start = time.perf_counter()
     lane_a, lane_b = lanes(Recipe())
-    handover = ["--take-cores-after", str(out / STAGE_OUTPUT[lane_b[-1]]), "--cores", str(2 * threads)] if threads else []
+    marker = out / LANE_B_DONE
+    marker.unlink(missing_ok=True)
+    handover = ["--take-cores-after", str(marker), "--cores", str(2 * threads)] if threads else []
     children = [
         subprocess.Popen([sys.executable, "-m", "modules.embedded.train_all", "--out", str(out),
                           "--threads", str(threads), "--stages", ",".join(lane)] + extra)
         for lane, extra in ((lane_a, handover), (lane_b, []))
     ]
-    codes = [child.wait() for child in children]
+    lane_b_code = children[1].wait()
+    if lane_b_code == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        marker.touch()  # lane B's process has exited: its core is free
+    codes = [children[0].wait(), lane_b_code]
     if any(codes):
         raise SystemExit(f"a training lane failed (exit codes {codes}); re-run the same command to resume")
     _record_time(out, "wall_two_lanes", time.perf_counter() - start)
@@ -123,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="2 (default without --stages): two processes side by side (see lanes()); "
                              "1: the stages in order in this process")
     parser.add_argument("--take-cores-after", type=Path, default=None,
-                        help="when this folder exists (another lane's last output), train on --cores threads")
+                        help="when this file exists (the other lane has exited), train on --cores threads")
     parser.add_argument("--cores", type=int, default=2, help="threads to train on after --take-cores-after")
     args = parser.parse_args(argv)
     if (args.lanes or (1 if args.stages else 2)) == 2:
@@ -165,9 +176,9 @@ def main(argv: list[str] | None = None) -> None:
 
             train_text_encoder(out, recipe, HELD_OUT_SHAPES, tick=tick)
         elif stage == "vae":
-            train_vae(pool(), out, recipe)
+            train_vae(pool(), out, recipe, tick=tick)
         elif stage == "vae_refine":
-            refine_vae(pool(), out, recipe)
+            refine_vae(pool(), out, recipe, tick=tick)
         elif stage == "t2i":
             from modules.embedded.train_t2i import train_t2i
 
@@ -175,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         elif stage == "vae_decoder":
             from modules.embedded.train_vae import finetune_decoder
 
-            finetune_decoder(pool(), out, recipe)
+            finetune_decoder(pool(), out, recipe, tick=tick)
         elif stage == "classifier":
             from modules.embedded.train_classifier import train_classifier
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,8 +30,12 @@ def random_crop(pixels: torch.Tensor, crop: int, generator: torch.Generator, gri
     return torch.stack([p[:, y : y + crop, x : x + crop] for p, (y, x) in zip(pixels, offsets.tolist())])
 
 
-def _run_stage(run: TrainingRun, step: StepFn, recipe: Recipe, stage: str, log: bool) -> None:
-    """Run a VAE stage's steps under the recipe's precision (`Recipe.vae_bf16`), logging which one this CPU gives."""
+Tick = Callable[[], None] | None
+
+
+def _run_stage(run: TrainingRun, step: StepFn, recipe: Recipe, stage: str, log: bool, tick: Tick) -> None:
+    """Run a VAE stage's steps under the recipe's precision (`Recipe.vae_bf16`), logging which one this CPU gives;
+    `tick` is called at every log step, in the training thread (train_all uses it to take a freed core)."""
     if log:
         print(f"[{stage}] {describe_cpu_bf16(recipe.vae_bf16)}", flush=True)
 
@@ -38,10 +43,12 @@ def _run_stage(run: TrainingRun, step: StepFn, recipe: Recipe, stage: str, log: 
         with cpu_bf16_autocast(recipe.vae_bf16):
             return step(i)
 
-    run.run(step_in_precision, on_log=progress_log(stage, log))
+    run.run(step_in_precision, on_log=progress_log(stage, log, tick))
 
 
-def train_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True) -> AutoencoderKL:
+def train_vae(
+    pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True, tick: Tick = None
+) -> AutoencoderKL:
     """Train (or resume) the VAE in `work_dir/vae-train`; saves the final model to `work_dir/vae`."""
     torch.manual_seed(recipe.seed)
     vae = build_vae(recipe.vae_config)
@@ -55,7 +62,7 @@ def train_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True)
                                generator=generator)
         return out.loss, {"mse": out.reconstruction, "kl": out.kl}
 
-    _run_stage(run, step, recipe, "vae", log)
+    _run_stage(run, step, recipe, "vae", log, tick)
     vae.eval()
     held_out = _held_out_batches(pool)
     scale = measure_scaling_factor(vae, held_out)
@@ -66,7 +73,9 @@ def train_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True)
     return vae
 
 
-def refine_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True) -> AutoencoderKL:
+def refine_vae(
+    pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True, tick: Tick = None
+) -> AutoencoderKL:
     """Continue the whole stage-1 VAE (`work_dir/vae`) with an edge term added to the loss (sharper outlines of
     small shapes); re-measures the scaling factor and saves `work_dir/vae-refined`, the latent space the UNet learns."""
     torch.manual_seed(recipe.seed + 3)
@@ -81,7 +90,7 @@ def refine_vae(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True
                                edge_weight=recipe.vae_edge_weight, generator=generator)
         return out.loss, {"mse": out.reconstruction, "kl": out.kl}
 
-    _run_stage(run, step, recipe, "vae-refine", log)
+    _run_stage(run, step, recipe, "vae-refine", log, tick)
     vae.eval()
     held_out = _held_out_batches(pool)
     vae.register_to_config(scaling_factor=measure_scaling_factor(vae, held_out))
@@ -94,7 +103,9 @@ def latent_vae_dir(work_dir: Path) -> Path:
     return work_dir / "vae-refined" if (work_dir / "vae-refined").exists() else work_dir / "vae"
 
 
-def finetune_decoder(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True) -> AutoencoderKL:
+def finetune_decoder(
+    pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True, tick: Tick = None
+) -> AutoencoderKL:
     """Sharpen the decoder of `work_dir/vae` with the encoder frozen (the latent space and its scaling factor
     stay exactly those the UNet is trained on, as in SD's decoder-only VAE fine-tunes); saves `work_dir/vae-decoder`."""
     torch.manual_seed(recipe.seed + 5)
@@ -111,7 +122,7 @@ def finetune_decoder(pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool 
                                edge_weight=recipe.vae_edge_weight, generator=generator)
         return out.loss, {"mse": out.reconstruction}
 
-    _run_stage(run, step, recipe, "vae-decoder", log)
+    _run_stage(run, step, recipe, "vae-decoder", log, tick)
     vae.eval()
     vae.save_pretrained(work_dir / "vae-decoder")
     return vae

@@ -86,6 +86,7 @@ class TrainingRun:
                     decay=self.config.ema_decay,
                     use_ema_warmup=True,
                     power=2 / 3,
+                    foreach=True,  # one fused update over all tensors instead of a Python loop per tensor
                 )
                 for name, m in self.models.items()
             }
