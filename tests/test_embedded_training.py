@@ -350,6 +350,10 @@ def test_two_lane_projection_waits_for_the_vae_in_lane_b() -> None:
     training["classifier"] = stage(1)
     training["text encoder (caption labels)"] = stage(25)
     assert two_lane_minutes(training) == 75          # lane A: max(15, 25) + 40 + 10
+    # Without a decoder refinement lane B waits for nothing: the text encoder and the classifier.
+    del training["VAE decoder refinement"]
+    training["classifier"] = stage(60)
+    assert two_lane_minutes(training) == 85          # lane B: 25 + 60; lane A: 25 + 40 + 10 = 75
 
 
 def test_train_all_refuses_unknown_stages_and_stops_waiting(tmp_path: Path) -> None:

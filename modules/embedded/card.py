@@ -60,12 +60,15 @@ def _wall_seconds(work_dir: Path) -> float | None:
 def two_lane_minutes(training: dict[str, dict[str, float]]) -> float:
     """Wall-clock minutes of `train_all`'s two lanes from the median step times: lane A is the VAE (and its
     refinement, if the recipe has one), the UNet (not before the text encoder is done), the ControlNet; lane B is
-    the text encoder, the classifier, then (not before lane A's VAE is done) the decoder refinement."""
+    the text encoder, the classifier, then, if the run had one, (not before lane A's VAE is done) the decoder
+    refinement."""
     minutes = {title: t["median_seconds"] / 60 for title, t in training.items()}
     vae = minutes.get("VAE (encoder + decoder)", 0) + minutes.get("VAE refinement (edge loss)", 0)
     text_encoder = minutes.get("text encoder (caption labels)", 0)
     lane_a = max(vae, text_encoder) + minutes.get("UNet", 0) + minutes.get("ControlNet", 0)
-    lane_b = max(text_encoder + minutes.get("classifier", 0), vae) + minutes.get("VAE decoder refinement", 0)
+    lane_b = text_encoder + minutes.get("classifier", 0)
+    if "VAE decoder refinement" in minutes:
+        lane_b = max(lane_b, vae) + minutes["VAE decoder refinement"]
     return max(lane_a, lane_b)
 
 

@@ -39,7 +39,8 @@ LANE_B_DONE = "lane-b.done"
 
 def lanes(recipe: Recipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The two chains of stages `run_lanes` runs side by side: lane A is the critical path (VAE, UNet,
-    ControlNet), lane B what can run beside it (text encoder, classifier, decoder refinement)."""
+    ControlNet), lane B what can run beside it (text encoder, classifier, and the decoder refinement if the recipe
+    has one)."""
     lane_a = ("vae", "vae_refine", "t2i", "controlnet") if recipe.refine_latent_vae else ("vae", "t2i", "controlnet")
     lane_b = ("text_encoder", "classifier", "vae_decoder") if recipe.refine_decoder else ("text_encoder", "classifier")
     return lane_a, lane_b
