@@ -124,12 +124,14 @@ def _stage_lines(recipe: Recipe, classifier: object, controlnet: object) -> list
          f"{recipe.vae_refine_loop.learning_rate} {edge}; `scaling_factor` re-measured. This is the latent space."]
         if recipe.refine_latent_vae else []
     )
-    decoder = ([] if not recipe.refine_decoder else
-               [f"VAE decoder refinement with the encoder frozen (latent space unchanged): {recipe.decoder_loop.steps} "
-                "steps." if recipe.refine_latent_vae else
-                f"VAE decoder refinement, beside the UNet, with the encoder frozen (the latent space stays the one the "
-                f"UNet learnt, as in SD's decoder-only VAE fine-tunes): {recipe.decoder_loop.steps} steps at lr "
-                f"{recipe.decoder_loop.learning_rate} {edge}."])
+    decoder = []
+    if recipe.refine_decoder and recipe.refine_latent_vae:
+        decoder = [f"VAE decoder refinement with the encoder frozen (latent space unchanged): "
+                   f"{recipe.decoder_loop.steps} steps."]
+    elif recipe.refine_decoder:
+        decoder = [f"VAE decoder refinement, beside the UNet, with the encoder frozen (the latent space stays the one "
+                   f"the UNet learnt, as in SD's decoder-only VAE fine-tunes): {recipe.decoder_loop.steps} steps at lr "
+                   f"{recipe.decoder_loop.learning_rate} {edge}."]
     return [
         f"VAE: {recipe.vae_loop.steps} steps, batch {recipe.vae_batch}, AdamW lr {recipe.vae_loop.learning_rate}, "
         f"MSE + L1 weighted ×{1 + recipe.vae_foreground_weight:g} on foreground pixels, KL weight {recipe.vae_kl_weight}; "

@@ -42,7 +42,7 @@ def lanes(recipe: Recipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
     ControlNet), lane B what can run beside it (text encoder, classifier, and the decoder refinement if the recipe
     has one)."""
     lane_a = ("vae", "vae_refine", "t2i", "controlnet") if recipe.refine_latent_vae else ("vae", "t2i", "controlnet")
-    lane_b = ("text_encoder", "classifier", "vae_decoder") if recipe.refine_decoder else ("text_encoder", "classifier")
+    lane_b = ("text_encoder", "classifier") + (("vae_decoder",) if recipe.refine_decoder else ())
     return lane_a, lane_b
 
 
@@ -56,7 +56,9 @@ def cross_lane_inputs(recipe: Recipe) -> dict[str, str]:
     """Stages that start from another lane's output, and that stage (they wait for its folder): the decoder
     refinement starts from the VAE whose latents the UNet learns (the refined one, if the recipe refines it);
     the UNet trains against the pretrained text encoder, if the recipe pretrains one."""
-    inputs = {"vae_decoder": "vae_refine" if recipe.refine_latent_vae else "vae"} if recipe.refine_decoder else {}
+    inputs = {}
+    if recipe.refine_decoder:
+        inputs["vae_decoder"] = "vae_refine" if recipe.refine_latent_vae else "vae"
     if recipe.pretrain_text_encoder:
         inputs["t2i"] = "text_encoder"
     return inputs
@@ -97,6 +99,7 @@ def run_lanes(out: Path, threads: int, models_dir: Path) -> None:
     """Run `lanes(Recipe())` as two child processes, then export; the wall-clock time goes to timings.json."""
     start = time.perf_counter()
     lane_a, lane_b = lanes(Recipe())
+    out.mkdir(parents=True, exist_ok=True)
     marker = out / LANE_B_DONE
     marker.unlink(missing_ok=True)
     handover = ["--take-cores-after", str(marker), "--cores", str(2 * threads)] if threads else []
@@ -107,7 +110,6 @@ def run_lanes(out: Path, threads: int, models_dir: Path) -> None:
     ]
     lane_b_code = children[1].wait()
     if lane_b_code == 0:
-        out.mkdir(parents=True, exist_ok=True)
         marker.touch()  # lane B's process has exited: its core is free
     codes = [children[0].wait(), lane_b_code]
     if any(codes):

@@ -30,10 +30,8 @@ def random_crop(pixels: torch.Tensor, crop: int, generator: torch.Generator, gri
     return torch.stack([p[:, y : y + crop, x : x + crop] for p, (y, x) in zip(pixels, offsets.tolist())])
 
 
-Tick = Callable[[], None] | None
-
-
-def _run_stage(run: TrainingRun, step: StepFn, recipe: Recipe, stage: str, log: bool, tick: Tick) -> None:
+def _run_stage(run: TrainingRun, step: StepFn, recipe: Recipe, stage: str, log: bool,
+               tick: Callable[[], None] | None) -> None:
     """Run a VAE stage's steps under the recipe's precision (`Recipe.vae_bf16`), logging which one this CPU gives;
     `tick` is called at every log step, in the training thread (train_all uses it to take a freed core)."""
     if log:
@@ -47,7 +45,7 @@ def _run_stage(run: TrainingRun, step: StepFn, recipe: Recipe, stage: str, log: 
 
 
 def train_vae(
-    pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True, tick: Tick = None
+    pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True, tick: Callable[[], None] | None = None
 ) -> AutoencoderKL:
     """Train (or resume) the VAE in `work_dir/vae-train`; saves the final model to `work_dir/vae`."""
     torch.manual_seed(recipe.seed)
@@ -74,7 +72,7 @@ def train_vae(
 
 
 def refine_vae(
-    pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True, tick: Tick = None
+    pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True, tick: Callable[[], None] | None = None
 ) -> AutoencoderKL:
     """Continue the whole stage-1 VAE (`work_dir/vae`) with an edge term added to the loss (sharper outlines of
     small shapes); re-measures the scaling factor and saves `work_dir/vae-refined`, the latent space the UNet learns."""
@@ -104,7 +102,7 @@ def latent_vae_dir(work_dir: Path) -> Path:
 
 
 def finetune_decoder(
-    pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True, tick: Tick = None
+    pool: ScenePool, work_dir: Path, recipe: Recipe, log: bool = True, tick: Callable[[], None] | None = None
 ) -> AutoencoderKL:
     """Sharpen the decoder of `work_dir/vae` with the encoder frozen (the latent space and its scaling factor
     stay exactly those the UNet is trained on, as in SD's decoder-only VAE fine-tunes); saves `work_dir/vae-decoder`."""
