@@ -157,6 +157,29 @@ def test_vae_then_t2i_train_save_and_log(tmp_path: Path, pool) -> None:
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
 
 
+def test_pool_latents_are_encoded_once_per_vae_and_pool(tmp_path: Path, pool, monkeypatch) -> None:
+    from modules.embedded import train_t2i as t2i
+    from modules.embedded.config import build_vae
+
+    torch.manual_seed(0)
+    vae = build_vae(TINY_VAE).eval()
+    means, stds = t2i.pool_latents(vae, pool, tmp_path)
+    expected = t2i.encode_pool(vae, pool)
+    assert torch.equal(means, expected[0]) and torch.equal(stds, expected[1])
+    assert (tmp_path / t2i.POOL_LATENTS).exists()
+    calls = []
+    monkeypatch.setattr(t2i, "encode_pool", lambda *args: calls.append(args) or expected)
+    again = t2i.pool_latents(vae, pool, tmp_path)  # the ControlNet stage, same VAE and pool: read back
+    assert calls == [] and torch.equal(again[0], means) and torch.equal(again[1], stds)
+    monkeypatch.undo()
+    with torch.no_grad():
+        next(vae.parameters()).add_(0.5)  # other weights: the stored latents no longer apply
+    changed = t2i.pool_latents(vae, pool, tmp_path)
+    assert not torch.equal(changed[0], means) and torch.equal(changed[0], t2i.encode_pool(vae, pool)[0])
+    other_pool = render_pool(16, seed=4, exclude_shapes=("star",))
+    assert not torch.equal(t2i.pool_latents(vae, other_pool, tmp_path)[0], changed[0])
+
+
 def test_decoder_finetune_keeps_the_encoder_and_scale(tmp_path: Path, pool) -> None:
     from modules.embedded.train_vae import final_vae_dir, finetune_decoder
 

@@ -12,7 +12,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from modules.embedded.canny import canny_tensor
 from modules.embedded.pool import ScenePool, batch_indices, step_generator
-from modules.embedded.train_t2i import encode_pool, pool_captions
+from modules.embedded.train_t2i import pool_captions, pool_latents
 from modules.training.loop import LoopConfig, TrainingRun, progress_log
 from modules.embedded.train_vae import latent_vae_dir
 from modules.training.noise_training import diffusion_loss, encode_prompts
@@ -49,7 +49,7 @@ def train_controlnet(
     tokenizer = CLIPTokenizer.from_pretrained(t2i / "tokenizer")
     controlnet = build_controlnet(unet)
     scheduler = DDPMScheduler.from_pretrained(t2i / "scheduler")  # the base model's prediction type
-    means, stds = encode_pool(vae, pool)
+    means, stds = pool_latents(vae, pool, work_dir)
     edges = canny_tensor(pool.images)
     scale = vae.config.scaling_factor
     run = TrainingRun(models={"controlnet": controlnet}, config=cr.loop, work_dir=work_dir / "controlnet-train")
