@@ -14,7 +14,6 @@ from modules.world.spec import LABEL_GROUPS
 
 # Patch 16 (16 tokens + CLS): 7500 steps took 20.8 min on one contended core, shape head 99.1% (held-out renders);
 # patch 8 (64 tokens) took 50.2 min for 97.1% (both measured on the shared 2-core machine; see docs/benchmarks.md).
-# The recipe trains 4500 steps since stop 21 (13.2 min, shape head 98.1%, the other heads 100%).
 CLASSIFIER_CONFIG: dict[str, Any] = {
     "image_size": 64,
     "patch_size": 16,

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import CLIPTextModel
 
 from modules.embedded.config import SD1_TOKENIZER_CONFIG, Recipe, build_text_encoder, build_unet
@@ -52,10 +52,8 @@ def pool_latents(vae: AutoencoderKL, pool: ScenePool, work_dir: Path) -> tuple[t
     key = _latents_key(vae, pool)
     if path.exists():
         with safe_open(str(path), framework="pt") as handle:
-            stored = (handle.metadata() or {}).get("key")
-        if stored == key:
-            tensors = load_file(str(path))
-            return tensors["means"], tensors["stds"]
+            if (handle.metadata() or {}).get("key") == key:
+                return handle.get_tensor("means"), handle.get_tensor("stds")
     means, stds = encode_pool(vae, pool)
     work_dir.mkdir(parents=True, exist_ok=True)
     save_file({"means": means.contiguous(), "stds": stds.contiguous()}, str(path), metadata={"key": key})
