@@ -246,9 +246,11 @@ def model_card(work_dir: Path, recipe: Recipe, bench: dict[str, object] | None, 
         *_text_encoder_lines(recipe),
         *_numbered(_stage_lines(recipe, classifier, controlnet)),
         "",
-        "Measured on the shared 2-core machine, one torch thread per stage, with another process using the other core: "
+        "Measured on the 2-core machine in the two lanes of `train_all` (one torch thread per lane while both run, "
+        "both cores for lane A once lane B is done, so a stage's time depends on when it ran): "
         "*logged* is the sum of logged step times (contention and pauses included), *median* is the median "
-        "logged step time x steps (it damps pauses and bursts of contention, but most windows still shared the CPU). Data rendering and evaluation are not included.",
+        "logged step time x steps (it damps pauses and bursts of contention). Data rendering and evaluation are not "
+        "included.",
         "",
         "| stage | steps | logged | median | final loss |",
         "| --- | --- | --- | --- | --- |",
