@@ -9,6 +9,8 @@ always searched as well.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,10 @@ OUTPUT_FOLDERS: dict[str, str] = {
     "img2img-grids": "img2img-grids",
     "extras": "extras-images",
 }
+
+
+#: an absolute POSIX or Windows path not part of a URL: what comes before it is kept, the path shortened
+_ABSOLUTE_PATH = re.compile(r"""(^|[\s'"(=\[,])((?:/|[A-Za-z]:\\)[^\s'"()\[\],]*)""")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,31 @@ class Paths:
     @property
     def jobs_db(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def gradio_cache_dir(self) -> Path:
+        """Gradio's upload and output cache: inside the data dir, never the host-wide ``/tmp/gradio``."""
+        return self.cache_dir / "gradio"
+
+    def shown(self, path: Path | str) -> str:
+        """How a server path is shown to a browser or API client: relative to the data dir (or the
+        program folder) when inside it, else its file name only; never an absolute server path."""
+        path = Path(path)
+        for root in (self.data_dir, self.repo_root):
+            try:
+                return path.resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                continue
+        return path.name
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every absolute server path in it replaced by :meth:`shown`'s form (for error
+        messages from libraries, which name the files they failed on)."""
+        roots = sorted({str(p) for p in (self.data_dir, self.repo_root, self.data_dir.resolve(),
+                                          self.repo_root.resolve())}, key=len, reverse=True)
+        for root in roots:
+            text = text.replace(root + os.sep, "")
+        return _ABSOLUTE_PATH.sub(lambda m: m.group(1) + re.split(r"[\\/]", m.group(2))[-1], text)
 
     def output_dir(self, kind: str) -> Path:
         return self.outputs_dir / OUTPUT_FOLDERS[kind]

@@ -56,17 +56,10 @@ def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAP
         app.include_router(build_controlnet_router(ctx, annotators=ctx.addons.annotators if ctx.addons else None))
     ui_app = None
     if with_ui:
-        import gradio as gr
+        from webui.mount import mount_ui
 
-        from webui.app import build_ui
-
-        blocks = build_ui(ctx)
-        auth = list(ctx.flags.gradio_auth) or None
-        # uploads over the body limit get Gradio's own readable "file too large" message in the page
-        upload_limit = max(1, ctx.flags.max_body_mb * 1024 * 1024 - 64 * 1024)
-        app = gr.mount_gradio_app(app, blocks, path="", auth=auth, show_error=True, max_file_size=upload_limit,
-                                  footer_links=["api"] if ctx.flags.api_enabled else [])
-        ui_app = _ui_as_fallback(app)
+        app, ui_app = mount_ui(app, ctx)
+        _ui_as_fallback(app, ui_app)
     install_middleware(app, ctx, ui_app is not None)
     install_openapi(app, ctx)
     return app
@@ -111,8 +104,9 @@ def install_openapi(app: FastAPI, ctx: "AppContext") -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _ui_as_fallback(app: FastAPI) -> ASGIApp:
-    """Serve the Gradio UI for every request no other route matches.
+def _ui_as_fallback(app: FastAPI, ui_app: ASGIApp) -> None:
+    """Serve the Gradio UI (``ui_app``, the mounted app as wrapped by :mod:`webui.mount`) for every
+    request no other route matches.
 
     ``mount_gradio_app`` mounts the UI at "" as an ordinary route, which would shadow every route
     added after it (an extension's, say). The UI becomes the router's fallback instead, so routes
@@ -120,8 +114,7 @@ def _ui_as_fallback(app: FastAPI) -> ASGIApp:
     """
     mount = next(r for r in app.router.routes if isinstance(r, Mount) and r.path == "")
     app.router.routes.remove(mount)
-    app.router.default = mount.app
-    return mount.app
+    app.router.default = ui_app
 
 
 def install_middleware(app: FastAPI, ctx: "AppContext", with_ui: bool) -> None:

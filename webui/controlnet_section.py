@@ -148,7 +148,7 @@ def _build_unit(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: "Fields",
 def models_hint(ctx: "AppContext", models: list[str]) -> str:
     if len(models) > 1:
         return ""
-    return status_html(f"No ControlNet model yet: put one in {ctx.paths.controlnet_dir} and press 🔄. "
+    return status_html(f"No ControlNet model yet: put one in {ctx.paths.shown(ctx.paths.controlnet_dir)} and press 🔄. "
                        "The preprocessors work without one (💥 Preview).")
 
 

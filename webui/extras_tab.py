@@ -142,7 +142,7 @@ def build_extras_tab(ctx: "AppContext", ui: "UiDefaults") -> ExtrasTab:
             saved = save_extras_image(ctx, out, read_infotext(source) or "", text)
         except (UpscaleError, OSError) as exc:
             return gr.skip(), status_html(readable(exc), "error")
-        return out, status_html(f"{out.width}x{out.height} · {text or 'unchanged'} · saved to {saved}", "ok")
+        return out, status_html(f"{out.width}x{out.height} · {text or 'unchanged'} · saved to {ctx.paths.shown(saved)}", "ok")
 
     run.click(upscale, inputs=[image, resize_mode, scale, width, height, crop, upscaler_1, upscaler_2, visibility],
               outputs=[result, info], api_name="extras", concurrency_limit=2)

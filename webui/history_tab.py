@@ -101,7 +101,7 @@ def build_history_tab(ctx: "AppContext") -> HistoryTab:
             except OSError:
                 continue
         note = (f"{len(found)} image(s) of {len(everything)}" + (f" · page {page_v + 1}/{pages}" if pages > 1 else "")
-                if everything else f"No images in {ctx.paths.outputs_dir} yet.")
+                if everything else f"No images in {ctx.paths.shown(ctx.paths.outputs_dir)} yet.")
         return [items, status_html(note), [e.relative for e in chunk], page_v,
                 gr.update(choices=[ALL, *index.models(everything)]), gr.update(choices=[ALL, *index.kinds(everything)])]
 

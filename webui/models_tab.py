@@ -75,7 +75,7 @@ def rows(ctx: "AppContext", families: FamilyCache) -> list[list[Any]]:
         except OSError:
             size = "?"
         out.append([loaded, ctx.catalog.title(info), families.family(info.path), size,
-                    sha[:10] if sha else "not hashed yet", str(info.path)])
+                    sha[:10] if sha else "not hashed yet", ctx.paths.shown(info.path)])
     return out
 
 
@@ -86,7 +86,7 @@ def inspect_html(ctx: "AppContext", info: "CheckpointInfo") -> str:
     from modules.models.detect import detect_checkpoint
     from modules.models.errors import ModelLoadError
 
-    facts: list[tuple[str, str]] = [("Path", str(info.path))]
+    facts: list[tuple[str, str]] = [("Path", ctx.paths.shown(info.path))]
     try:
         detection = detect_checkpoint(info.path, allow_pickle=ctx.flags.allow_pickle)
         facts += [("Family", f"{detection.family.label} ({detection.family.id})"), ("Detected", detection.reason),

@@ -67,8 +67,8 @@ def build_settings_tab(ctx: "AppContext") -> SettingsTab:
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
         reload = gr.Button("Reload from disk", elem_id="settings_reload")
-    status = gr.HTML(status_html(f"Saved to {ctx.paths.settings_file}; per-field UI defaults: "
-                                 f"{ctx.paths.data_dir / 'ui-config.json'} (read at start-up)"),
+    status = gr.HTML(status_html(f"Saved to {ctx.paths.shown(ctx.paths.settings_file)}; per-field UI defaults: "
+                                 f"{ctx.paths.shown(ctx.paths.data_dir / 'ui-config.json')} (read at start-up)"),
                      elem_id="settings_status")
     components: dict[str, Any] = {}
     with gr.Column(elem_id="settings"):

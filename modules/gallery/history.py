@@ -114,9 +114,14 @@ class HistoryIndex:
         return entries
 
     def entry(self, path: Path) -> HistoryEntry | None:
+        """The entry of an image under the outputs folder; None when it is gone or when its real path
+        lies outside the folder (a symlink to a picture elsewhere is neither listed nor thumbnailed)."""
         try:
             stat = path.stat()
+            real = path.resolve(strict=True)
         except OSError:
+            return None
+        if self.outputs_dir.resolve() not in real.parents:
             return None
         relative = path.relative_to(self.outputs_dir)
         key = relative.as_posix()
