@@ -41,6 +41,7 @@ class Flags:
     api_keys: tuple[str, ...] = ()
     cors_allow_origins: tuple[str, ...] = ()
     cors_allow_origins_regex: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
     max_queue: int = 256
     max_queue_per_user: int = 64
     max_pixels: int = 2048 * 2048
@@ -130,6 +131,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="comma-separated origins allowed to call the API from a browser (default: none)")
     p.add_argument("--cors-allow-origins-regex", metavar="REGEX",
                    help="regular expression of origins allowed to call the API from a browser")
+    p.add_argument("--allowed-hosts", action="append", default=None, metavar="HOSTS",
+                   help="extra host names the studio answers to without auth (repeatable or comma-separated; "
+                        "'.example.lan' or '*.example.lan' also allows subdomains); localhost and IP addresses always work")
     p.add_argument("--max-queue", type=int, default=256, metavar="N", help="most jobs waiting in the queue (default 256)")
     p.add_argument("--max-queue-per-user", type=int, default=64, metavar="N",
                    help="most jobs waiting for one user or API key (default 64)")
@@ -150,6 +154,41 @@ def _api_keys(values: list[str] | None) -> tuple[str, ...]:
             raise FlagError("--api-key expects a key of at least 8 characters without spaces")
         keys.append(key)
     return tuple(keys)
+
+
+def _allowed_hosts(values: list[str] | None) -> tuple[str, ...]:
+    """``--allowed-hosts`` entries, lower-cased, without a trailing dot; ``.name`` is stored as ``*.name``.
+    IP addresses are dropped: they are always accepted. Why the Host header matters: :mod:`modules.api.host_guard`."""
+    import ipaddress
+    import re
+
+    label = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+    host_name = re.compile(rf"^{label}(?:\.{label})*$")
+    hosts: list[str] = []
+    for item in (part.strip() for value in values or () for part in value.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            raise FlagError("--allowed-hosts '*' would turn the DNS-rebinding check off: list the host names, "
+                            "or require logins (--gradio-auth, --api-auth)")
+        entry = item.lower()
+        wildcard = entry.startswith(("*.", "."))
+        name = entry.removeprefix("*").removeprefix(".") if wildcard else entry
+        name = name[:-1] if name.endswith(".") else name  # a fully qualified name's final dot
+        try:
+            ipaddress.ip_address(name.strip("[]"))
+            continue
+        except ValueError:
+            pass
+        if ":" in name:
+            raise FlagError(f"--allowed-hosts expects host names without a port, like 'studio.lan', got {item!r}")
+        if len(name) > 253 or not host_name.match(name):
+            raise FlagError(f"--allowed-hosts expects host names like 'studio.lan' or '.studio.lan' (for its "
+                            f"subdomains too), comma-separated, got {item!r}")
+        normal = "*." + name if wildcard else name
+        if normal not in hosts:
+            hosts.append(normal)
+    return tuple(hosts)
 
 
 def _positive(name: str, value: int) -> int:
@@ -209,6 +248,7 @@ def parse_flags(argv: Sequence[str]) -> Flags:
         no_half=ns.no_half, lowvram=ns.lowvram, medvram=ns.medvram, offline=ns.offline,
         allow_pickle=ns.allow_pickle, skip_load_model_at_start=ns.skip_load_model_at_start,
         api_keys=_api_keys(ns.api_key), cors_allow_origins=cors_origins, cors_allow_origins_regex=cors_regex,
+        allowed_hosts=_allowed_hosts(ns.allowed_hosts),
         max_queue=_positive("--max-queue", ns.max_queue),
         max_queue_per_user=_positive("--max-queue-per-user", ns.max_queue_per_user),
         max_pixels=_positive("--max-pixels", ns.max_pixels), max_images=_positive("--max-images", ns.max_images),

@@ -3,6 +3,8 @@
 * Auth (``--api-auth`` users, ``--api-key`` keys) is an app-level middleware covering every
   route that is not the Gradio UI mount, including routes added later (see :mod:`modules.api.security`).
 * Request bodies over ``--max-body-mb`` are refused with a JSON 413 (:mod:`modules.api.body_limit`).
+* Unknown ``Host`` names are refused (421) while any surface has no login: no DNS rebinding
+  (:mod:`modules.api.host_guard`).
 * CORS is off unless ``--cors-allow-origins``/``--cors-allow-origins-regex`` is given.
 * The API is mounted only with ``--api``/``--nowebui``, as in A1111; the server binds
   127.0.0.1 unless ``--listen``.
@@ -21,6 +23,7 @@ from starlette.types import ASGIApp
 
 from modules.api.body_limit import BodyLimitMiddleware
 from modules.api.errors import install_error_handlers
+from modules.api.host_guard import HostGuardMiddleware, needs_host_check
 from modules.api.security import ApiCredentials, AuthMiddleware, ui_route_matcher
 from modules.version import VERSION
 
@@ -118,7 +121,9 @@ def _ui_as_fallback(app: FastAPI, ui_app: ASGIApp) -> None:
 
 
 def install_middleware(app: FastAPI, ctx: "AppContext", with_ui: bool) -> None:
-    """Outermost first: CORS (answers preflights), auth, body size limit, then the routes."""
+    """Outermost first: the Host check (when some surface has no login; it must see every request,
+    preflights included, see :mod:`modules.api.host_guard`), CORS (answers preflights), auth, body
+    size limit, then the routes. Starlette runs the middleware added last first."""
     flags = ctx.flags
     app.add_middleware(BodyLimitMiddleware, max_bytes=flags.max_body_mb * 1024 * 1024)
     credentials = ApiCredentials(users=flags.api_auth, keys=flags.api_keys)
@@ -130,6 +135,8 @@ def install_middleware(app: FastAPI, ctx: "AppContext", with_ui: bool) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=list(flags.cors_allow_origins),
                            allow_origin_regex=flags.cors_allow_origins_regex, allow_methods=["*"],
                            allow_headers=["*"], allow_credentials=True)
+    if needs_host_check(flags, with_ui):
+        app.add_middleware(HostGuardMiddleware, allowed=flags.allowed_hosts)
 
 
 def load_model_at_start(ctx: "AppContext") -> None:

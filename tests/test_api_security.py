@@ -118,7 +118,7 @@ def test_cors_is_off_by_default_and_on_when_asked(tmp_path: Path) -> None:
         ctx = create_app_context(parse_flags([*argv, "--data-dir", str(tmp_path / str(allowed)),
                                               "--skip-load-model-at-start"]))
         try:
-            client = TestClient(create_http_app(ctx))
+            client = TestClient(create_http_app(ctx), base_url="http://localhost")  # no login: the Host check is on
             r = client.get("/internal/ping", headers={"Origin": "http://localhost:3000"})
             assert ("access-control-allow-origin" in r.headers) is allowed
             r = client.options("/sdapi/v1/txt2img", headers={**preflight, "Origin": "http://localhost:3000"})
