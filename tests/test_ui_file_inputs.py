@@ -238,3 +238,21 @@ def test_scrub_keeps_urls_and_shortens_paths(tmp_path: Path) -> None:
     assert paths.scrub("http://127.0.0.1:7860/gradio_api/file=x") == "http://127.0.0.1:7860/gradio_api/file=x"
     assert paths.shown(tmp_path / "data" / "outputs" / "a.png") == "outputs/a.png"
     assert paths.shown("/etc/passwd") == "passwd"
+
+
+def test_input_guard_accepts_only_the_upload_cache(tmp_path: Path) -> None:
+    from webui.input_files import file_paths, refusal
+
+    cache = tmp_path / "cache" / "gradio"
+    (cache / "ab").mkdir(parents=True)
+    inside = cache / "ab" / "x.png"
+    inside.write_bytes(b"x")
+    (cache / "ab" / "escape.png").symlink_to("/etc/passwd")
+    assert refusal(str(inside), cache) is None
+    assert refusal(str(cache / "ab" / ".." / ".." / ".." / "secret.txt"), cache) is not None
+    assert refusal(str(cache / "ab" / "escape.png"), cache) is not None  # a symlink out of the cache
+    assert refusal("/etc/passwd", cache) is not None
+    assert "URL" in refusal("http://127.0.0.1:7860/config", cache)
+    assert "URL" in refusal("HTTPS://example.com/a.png", cache)
+    body = {"data": [{"background": _file_data("/a"), "layers": [_file_data("/b")]}, "text", {"path": "not-a-file"}]}
+    assert sorted(file_paths(body)) == ["/a", "/b"]

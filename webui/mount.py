@@ -8,7 +8,8 @@ copy whatever server file a request named into the cache and serve it back (the 
 CVE-2023-51449). Here the mounted Blocks is marked launched, as ``launch()`` itself does, so that
 Gradio's own check applies to every event, present and future: an input file is accepted only from
 the upload cache, which holds what clients uploaded and what the studio itself handed out (result
-and gallery images are copied there when shown).
+and gallery images are copied there when shown). :mod:`webui.input_files` checks the same before
+Gradio sees a request, URLs included (Gradio would fetch a URL for the client).
 
 The cache lives in ``<data dir>/cache/gradio`` (not the host-wide ``/tmp/gradio`` every instance
 shares), and is emptied at start. Gradio reads its location from ``GRADIO_TEMP_DIR`` when the
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp
 
 from webui.error_paths import ErrorPathScrubber
+from webui.input_files import InputFileGuard
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -59,7 +61,8 @@ def mount_ui(app: "FastAPI", ctx: "AppContext") -> tuple["FastAPI", ASGIApp]:
                               footer_links=["api"] if ctx.flags.api_enabled else [])
     # What Blocks.launch() sets: from now on Gradio accepts input files from its upload cache only.
     blocks.has_launched = True
-    return app, ErrorPathScrubber(_ui_mount(app), ctx.paths.scrub)
+    guarded = InputFileGuard(_ui_mount(app), ctx.paths.gradio_cache_dir, max_bytes=ctx.flags.max_body_mb * 1024 * 1024)
+    return app, ErrorPathScrubber(guarded, ctx.paths.scrub)
 
 
 def _ui_mount(app: "FastAPI") -> ASGIApp:
