@@ -10,16 +10,21 @@ Schedules (`SCHEDULES`) mirror A1111's ``modules/sd_schedulers.py`` list. A sche
 set of diffusers constructor keyword arguments, ``automatic`` (the sampler's A1111 default, or the
 model's own scheduler config when the sampler has none) or unsupported (no diffusers equivalent).
 
-Honest approximations, since diffusers and k-diffusion differ:
+SD-style ("diffusion") samplers that A1111 has run through A1111's own arithmetic
+(:class:`~modules.generation.a1111_scheduler.A1111Scheduler`: k-diffusion's samplers, A1111's
+schedules, CompVis timesteps, each image's own seed stream for sampler noise), so an A1111 infotext
+gives A1111's picture. Every A1111 schedule applies to them. The diffusers mapping beside each is
+kept for zero-terminal-SNR models (which A1111's discretisation cannot represent), and is the only
+mapping of UniPC and DEIS; a schedule such a diffusers scheduler cannot honour falls back to the
+model's own ("Automatic"), and the resolved sampler reports the schedule actually used.
 
-* ``uniform`` and ``normal`` both map to ``timestep_spacing="linspace"``: A1111 builds them as
-  a linspace over the model's timesteps, including ``t_min``.
-* ``sgm_uniform`` and ``simple`` both map to ``timestep_spacing="trailing"``: A1111 takes ``n``
-  evenly spaced timesteps starting at ``t_max`` and drops the last one.
-* ``ddim`` maps to ``timestep_spacing="leading", steps_offset=1`` (A1111's DDIM discretisation).
-* ``DPM++ 2S a`` maps to the stochastic single-step DPM-Solver++ of order 2 (not k-diffusion's
-  ancestral step). ``DPM fast``, ``DPM adaptive``, ``Restart`` and ``DDIM CFG++`` have no
-  diffusers equivalent and are left out.
+Honest approximations of the diffusers schedules, since diffusers and k-diffusion differ:
+
+* ``uniform`` and ``normal`` both map to ``timestep_spacing="linspace"``;
+  ``sgm_uniform`` and ``simple`` to ``timestep_spacing="trailing"``;
+  ``ddim`` to ``timestep_spacing="leading", steps_offset=1``.
+* UniPC is diffusers' UniPC (bh1, order 3), not A1111's port of the reference UniPC;
+  ``DDIM CFG++`` is not offered.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal, Mapping, Sequence
 
 from modules.lazy_imports import diffusers_attr
 
@@ -86,8 +91,8 @@ class ScheduleSpec:
 
     @property
     def supported(self) -> bool:
-        """Whether Atelier can realise this schedule (automatic always can)."""
-        return self.name == "automatic" or self.kwargs is not None
+        """Whether Atelier can realise this schedule: always (the A1111 samplers apply every one)."""
+        return True
 
 
 @dataclass(frozen=True)
@@ -102,8 +107,17 @@ class SchedulerMapping:
     note: str | None = None
 
     @property
+    def is_a1111(self) -> bool:
+        """Whether this is Atelier's A1111-arithmetic scheduler rather than a diffusers one."""
+        return self.class_name == A1111_CLASS
+
+    @property
     def cls(self) -> "type[SchedulerMixin]":
-        """The diffusers scheduler class (imported on first use)."""
+        """The scheduler class (imported on first use)."""
+        if self.is_a1111:
+            from modules.generation.a1111_scheduler import A1111Scheduler
+
+            return A1111Scheduler
         return diffusers_attr(self.class_name)
 
     def init_params(self) -> frozenset[str]:
@@ -112,7 +126,7 @@ class SchedulerMapping:
 
     def can_honour(self, schedule: ScheduleSpec) -> bool:
         """Whether this mapping can realise ``schedule`` exactly as declared."""
-        if schedule.name == "automatic":
+        if schedule.name == "automatic" or self.is_a1111:
             return True
         if schedule.kwargs is None:
             return False
@@ -130,6 +144,10 @@ class SamplerSpec:
     options: Mapping[str, str]
     diffusion: SchedulerMapping | None
     flow: SchedulerMapping | None = None
+    #: The A1111 sampler program (``a1111_programs.PROGRAMS``) run for SD-style models.
+    a1111: str | None = None
+    #: True when the sampler picks its own noise levels and ignores the schedule (DPM fast/adaptive).
+    schedule_free: bool = False
 
     @property
     def default_schedule(self) -> str | None:
@@ -137,13 +155,23 @@ class SamplerSpec:
         return self.options.get("scheduler")
 
     def mapping(self, family: Family) -> SchedulerMapping | None:
-        """The diffusers mapping for a prediction family."""
-        return self.diffusion if family == "diffusion" else self.flow
+        """The scheduler mapping for a prediction family (the A1111 one for SD-style models)."""
+        if family == "diffusion":
+            return self.a1111_mapping if self.a1111 is not None else self.diffusion
+        return self.flow
+
+    @property
+    def a1111_mapping(self) -> SchedulerMapping | None:
+        """The A1111-arithmetic scheduler for this sampler, if it has one."""
+        if self.a1111 is None:
+            return None
+        discard = self.options.get("discard_next_to_last_sigma") == "True"
+        return SchedulerMapping(A1111_CLASS, _kw(sampler=self.a1111, discard_penultimate=discard))
 
     def supported_prediction_types(self) -> tuple[str, ...]:
         """Prediction types ("epsilon", "v_prediction", "flow") this sampler supports."""
         kinds: list[str] = []
-        if self.diffusion is not None:
+        if self.diffusion is not None or self.a1111 is not None:
             kinds += ["epsilon", "v_prediction"]
         if self.flow is not None:
             kinds.append("flow")
@@ -158,6 +186,8 @@ def _opts(**options: Any) -> Mapping[str, str]:
     """A1111 sampler options, stringified as the API's ``dict[str, str]`` model does."""
     return MappingProxyType({key: str(value) for key, value in options.items()})
 
+
+A1111_CLASS: Final[str] = "A1111Scheduler"
 
 _FLOW_SOLVER = _kw(use_flow_sigmas=True, prediction_type="flow_prediction")
 _FLOW_SIGMAS_ONLY = frozenset({"automatic"})
@@ -191,10 +221,12 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
             _kw(**_FLOW_SOLVER, algorithm_type="dpmsolver++", solver_order=2),
             schedules=_FLOW_SIGMAS_ONLY,
         ),
+        a1111="dpmpp_2m",
     ),
     SamplerSpec(
         "DPM++ SDE", ("k_dpmpp_sde",), _opts(scheduler="karras", second_order=True, brownian_noise=True),
         diffusion=SchedulerMapping("DPMSolverSDEScheduler"),
+        a1111="dpmpp_sde",
     ),
     SamplerSpec(
         "DPM++ 2M SDE", ("k_dpmpp_2m_sde",), _opts(scheduler="exponential", brownian_noise=True),
@@ -202,6 +234,7 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
             "DPMSolverMultistepScheduler",
             _kw(algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="midpoint"),
         ),
+        a1111="dpmpp_2m_sde",
     ),
     SamplerSpec(
         "DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",),
@@ -210,6 +243,7 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
             "DPMSolverMultistepScheduler",
             _kw(algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="heun"),
         ),
+        a1111="dpmpp_2m_sde_heun",
     ),
     SamplerSpec(
         "DPM++ 2S a", ("k_dpmpp_2s_a",), _opts(scheduler="karras", uses_ensd=True, second_order=True),
@@ -218,6 +252,7 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
             _kw(algorithm_type="sde-dpmsolver++", solver_order=2, lower_order_final=True),
             note="stochastic single-step DPM-Solver++(2S); not k-diffusion's ancestral step",
         ),
+        a1111="dpmpp_2s_ancestral",
     ),
     SamplerSpec(
         "DPM++ 3M SDE", ("k_dpmpp_3m_sde",),
@@ -225,34 +260,48 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
         diffusion=SchedulerMapping(
             "DPMSolverMultistepScheduler", _kw(algorithm_type="sde-dpmsolver++", solver_order=3),
         ),
+        a1111="dpmpp_3m_sde",
     ),
     SamplerSpec(
         "Euler a", ("k_euler_a", "k_euler_ancestral"), _opts(uses_ensd=True),
         diffusion=SchedulerMapping("EulerAncestralDiscreteScheduler"),
+        a1111="euler_ancestral",
     ),
     SamplerSpec(
         "Euler", ("k_euler",), _opts(),
         diffusion=SchedulerMapping("EulerDiscreteScheduler"),
         flow=SchedulerMapping("FlowMatchEulerDiscreteScheduler"),
+        a1111="euler",
     ),
-    SamplerSpec("LMS", ("k_lms",), _opts(), diffusion=SchedulerMapping("LMSDiscreteScheduler")),
+    SamplerSpec("LMS", ("k_lms",), _opts(), diffusion=SchedulerMapping("LMSDiscreteScheduler"), a1111="lms"),
     SamplerSpec(
         "Heun", ("k_heun",), _opts(second_order=True),
         diffusion=SchedulerMapping("HeunDiscreteScheduler"),
         flow=SchedulerMapping("FlowMatchHeunDiscreteScheduler"),
+        a1111="heun",
     ),
     SamplerSpec(
         "DPM2", ("k_dpm_2",), _opts(scheduler="karras", discard_next_to_last_sigma=True, second_order=True),
         diffusion=SchedulerMapping("KDPM2DiscreteScheduler"),
+        a1111="dpm_2",
     ),
     SamplerSpec(
         "DPM2 a", ("k_dpm_2_a",),
         _opts(scheduler="karras", discard_next_to_last_sigma=True, uses_ensd=True, second_order=True),
         diffusion=SchedulerMapping("KDPM2AncestralDiscreteScheduler"),
+        a1111="dpm_2_ancestral",
     ),
-    SamplerSpec("DDIM", ("ddim",), _opts(), diffusion=SchedulerMapping("DDIMScheduler")),
+    # A1111's DPM-Solver-fast/adaptive and Restart; no diffusers equivalent.
+    SamplerSpec("DPM fast", ("k_dpm_fast",), _opts(uses_ensd=True), diffusion=None, a1111="dpm_fast",
+                schedule_free=True),
+    SamplerSpec("DPM adaptive", ("k_dpm_ad",), _opts(uses_ensd=True), diffusion=None, a1111="dpm_adaptive",
+                schedule_free=True),
+    SamplerSpec("Restart", ("restart",), _opts(scheduler="karras", second_order=True), diffusion=None,
+                a1111="restart"),
+    SamplerSpec("DDIM", ("ddim",), _opts(), diffusion=SchedulerMapping("DDIMScheduler"), a1111="ddim"),
     SamplerSpec(
         "PLMS", ("plms",), _opts(), diffusion=SchedulerMapping("PNDMScheduler", _kw(skip_prk_steps=True)),
+        a1111="plms",
     ),
     SamplerSpec(
         "UniPC", ("unipc",), _opts(),
@@ -272,6 +321,7 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
         "LCM", ("k_lcm",), _opts(),
         diffusion=SchedulerMapping("LCMScheduler"),
         flow=SchedulerMapping("FlowMatchLCMScheduler"),
+        a1111="lcm",
     ),
     # Not in A1111 (SD.Next offers it). No flow mapping: with flow sigmas diffusers' DEIS ends on
     # its last non-zero sigma (~0.14 for FLUX), leaving visible noise.
@@ -367,17 +417,28 @@ class ResolvedSampler:
         return self.spec.supported_prediction_types()
 
     def effective_schedule(self, prediction_type: str = "epsilon") -> ScheduleSpec:
-        """The concrete schedule applied for ``prediction_type``.
+        """The concrete schedule applied for ``prediction_type`` (what the infotext reports).
 
-        ``automatic`` means the sampler's A1111 default schedule when its diffusers class can
-        honour it, otherwise the model's own scheduler config (reported as "Automatic").
+        ``automatic`` means the sampler's A1111 default schedule when its scheduler can honour it,
+        otherwise the model's own ("Automatic"). A schedule the scheduler cannot apply (a diffusers
+        scheduler without that spacing, or DPM fast/adaptive, which choose their own levels) runs as
+        "Automatic" and is reported so.
         """
+        family = prediction_family(prediction_type)
+        return self._schedule_for(self.spec.mapping(family), family)
+
+    def _schedule_for(self, mapping: SchedulerMapping | None, family: Family = "diffusion") -> ScheduleSpec:
+        """The schedule ``mapping`` runs; flow (FLUX) mappings keep refusing what they cannot honour."""
+        automatic = _SCHEDULE_BY_NAME["automatic"]
+        if self.spec.schedule_free:
+            return automatic
         chosen = _SCHEDULE_BY_NAME[self.schedule]
-        if chosen.name != "automatic" or self.spec.default_schedule is None:
+        if chosen.name == "automatic" and self.spec.default_schedule is not None:
+            default = _SCHEDULE_BY_NAME[self.spec.default_schedule]
+            return default if mapping is None or mapping.can_honour(default) else chosen
+        if mapping is None or mapping.can_honour(chosen) or family == "flow":
             return chosen
-        default = _SCHEDULE_BY_NAME[self.spec.default_schedule]
-        mapping = self.spec.mapping(prediction_family(prediction_type))
-        return default if mapping is not None and mapping.can_honour(default) else chosen
+        return automatic
 
     def schedule_label_for(self, prediction_type: str) -> str:
         """Infotext ``Schedule type`` label for a given prediction type."""
@@ -389,39 +450,55 @@ class ResolvedSampler:
         return mapping is not None and mapping.can_honour(self.effective_schedule(prediction_type))
 
     def scheduler_class(self, prediction_type: str) -> type[SchedulerMixin]:
-        """The diffusers scheduler class used for ``prediction_type``."""
+        """The scheduler class used for ``prediction_type``."""
         return self._mapping(prediction_type).cls
 
     def set_timesteps_params(self, prediction_type: str) -> frozenset[str]:
         """Keyword names the scheduler's ``set_timesteps`` accepts (e.g. ``sigmas``, ``mu``)."""
         params = inspect.signature(self.scheduler_class(prediction_type).set_timesteps).parameters
-        return frozenset(params) - {"self"}
+        return frozenset(params) - {"self", "_"}
 
-    def overrides(self, base_scheduler_config: Mapping[str, Any], prediction_type: str) -> dict[str, Any]:
+    def overrides(self, base_scheduler_config: Mapping[str, Any], prediction_type: str,
+                  mapping: SchedulerMapping | None = None) -> dict[str, Any]:
         """Constructor overrides applied on top of the model's scheduler config."""
-        mapping = self._mapping(prediction_type)
+        mapping = mapping or self._mapping(prediction_type)
+        schedule = self._schedule_for(mapping, prediction_family(prediction_type))
+        if mapping.is_a1111:
+            return {**mapping.kwargs, "prediction_type": prediction_type, "schedule": schedule.name}
         accepted = mapping.init_params()
         overrides: dict[str, Any] = dict(mapping.kwargs)
         if prediction_family(prediction_type) == "diffusion" and "prediction_type" in accepted:
             overrides["prediction_type"] = prediction_type
         if overrides.get("use_flow_sigmas") and "flow_shift" not in base_scheduler_config:
             overrides["flow_shift"] = float(base_scheduler_config.get("shift", 1.0))
-        schedule = self.effective_schedule(prediction_type)
         if schedule.name != "automatic":
             overrides.update(_schedule_overrides(schedule, accepted))
         return overrides
 
-    def build(self, base_scheduler_config: Mapping[str, Any], prediction_type: str) -> SchedulerMixin:
-        """Build the diffusers scheduler from the model's own config (``cls.from_config``)."""
+    def build(self, base_scheduler_config: Mapping[str, Any], prediction_type: str, *,
+              seeds: Sequence[int] | None = None, sdxl: bool = False) -> SchedulerMixin:
+        """Build the scheduler from the model's own config.
+
+        ``seeds`` (one per image of the batch) seed the A1111 samplers' noise streams; ``sdxl``
+        selects SDXL's Align Your Steps levels. Zero-terminal-SNR models use the diffusers mapping.
+        """
         mapping = self._mapping(prediction_type)
         if base_scheduler_config.get(ZERO_SNR_FLAG) and ZERO_SNR_FLAG not in mapping.init_params():
-            family = prediction_family(prediction_type)
-            valid = ", ".join(s.name for s in SAMPLERS
-                              if (m := s.mapping(family)) is not None and ZERO_SNR_FLAG in m.init_params())
-            raise SamplerNotSupportedError(
-                f"Sampler {self.sampler_name!r} cannot sample a zero-terminal-SNR model; use one of: {valid}"
-            )
-        overrides = self.overrides(base_scheduler_config, prediction_type)
+            fallback = self.spec.diffusion if mapping.is_a1111 else None
+            if fallback is None or ZERO_SNR_FLAG not in fallback.init_params():
+                family = prediction_family(prediction_type)
+                valid = ", ".join(s.name for s in SAMPLERS if (m := s.diffusion if family == "diffusion"
+                                                              else s.flow) is not None
+                                  and ZERO_SNR_FLAG in m.init_params())
+                raise SamplerNotSupportedError(
+                    f"Sampler {self.sampler_name!r} cannot sample a zero-terminal-SNR model; use one of: {valid}"
+                )
+            mapping = fallback
+        overrides = self.overrides(base_scheduler_config, prediction_type, mapping)
+        if mapping.is_a1111:
+            accepted = mapping.init_params()
+            config = {k: v for k, v in base_scheduler_config.items() if k in accepted}
+            return mapping.cls(**{**config, **overrides, "noise_seeds": list(seeds or []), "sdxl": sdxl})
         return mapping.cls.from_config(dict(base_scheduler_config), **overrides)
 
     def _mapping(self, prediction_type: str) -> SchedulerMapping:
@@ -432,7 +509,7 @@ class ResolvedSampler:
             raise SamplerNotSupportedError(
                 f"Sampler {self.sampler_name!r} does not support {prediction_type} models; use one of: {valid}"
             )
-        schedule = self.effective_schedule(prediction_type)
+        schedule = self._schedule_for(mapping, family)
         if not mapping.can_honour(schedule):
             raise UnsupportedScheduleError(
                 f"Sampler {self.sampler_name!r} cannot use schedule type {schedule.label!r} "

@@ -84,11 +84,16 @@ def switch_steps(steps: int, start: float, end: float | None) -> int:
     return max(1, round(steps * stop) - round(steps * start))
 
 
-def set_scheduler(pipe: Any, model: "LoadedModel", sampler: "ResolvedSampler", seed: int) -> None:
-    """Install the sampler's scheduler on ``pipe`` (SDE samplers get a seeded Brownian tree)."""
-    scheduler = sampler.build(model.scheduler_config, model.prediction_type)
+def set_scheduler(pipe: Any, model: "LoadedModel", sampler: "ResolvedSampler", seeds: Sequence[int]) -> None:
+    """Install the sampler's scheduler on ``pipe``.
+
+    The A1111 samplers draw their noise from each image's own seed stream (``seeds``, one per image);
+    diffusers' SDE scheduler gets a Brownian tree seeded with the first seed.
+    """
+    scheduler = sampler.build(model.scheduler_config, model.prediction_type, seeds=list(seeds),
+                              sdxl=model.family.id.startswith("sdxl"))
     if "noise_sampler_seed" in scheduler.config:
-        scheduler = type(scheduler).from_config(scheduler.config, noise_sampler_seed=seed)
+        scheduler = type(scheduler).from_config(scheduler.config, noise_sampler_seed=seeds[0])
     pipe.scheduler = scheduler
 
 
@@ -98,7 +103,7 @@ def run_pass(spec: Pass, req: "GenerationRequest", *, hooks: Sequence[SamplingHo
 
     Hook infotext entries are merged into ``infotext``. Honours interrupt/skip between steps.
     """
-    set_scheduler(spec.pipe, spec.model, spec.sampler, spec.seeds[0])
+    set_scheduler(spec.pipe, spec.model, spec.sampler, spec.seeds)
     call = ARCHITECTURE_CALLS[spec.model.family.architecture]
     ctx = SamplingContext(pipe=spec.pipe, model=spec.model, req=req, task=spec.task, prompts=list(spec.prompts),
                           negatives=list(spec.negatives), seeds=list(spec.seeds), batch_index=spec.batch_index,
@@ -122,8 +127,10 @@ def run_pass(spec: Pass, req: "GenerationRequest", *, hooks: Sequence[SamplingHo
             latents = kwargs.get("latents")
             progress.report(counted, None if latents is None else
                             lambda: latents_to_preview(latents, spec.model.family, preview_size))
-            if progress.stopped:
-                pipeline._interrupt = True  # diffusers' documented way to stop the denoising loop
+            # diffusers' documented way to stop the denoising loop; an A1111 sampler that has returned
+            # its result (its remaining timesteps are padding) stops it the same way
+            if progress.stopped or getattr(pipeline.scheduler, "finished", False):
+                pipeline._interrupt = True
             return kwargs
 
         with torch.no_grad():
