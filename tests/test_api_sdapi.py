@@ -140,7 +140,7 @@ def test_listing_endpoints(api: webuiapi.WebUIApi) -> None:
 
 
 @pytest.mark.parametrize("body, status, fragment", [
-    ({"width": 65, "height": 64, "steps": 2}, 400, "multiple of 8"),
+    ({"width": 64, "height": 64, "steps": 2, "enable_hr": True, "hr_upscaler": "Nope"}, 422, "Nope"),
     ({"width": 64, "height": 64, "steps": 2, "sampler_name": "Nope Sampler"}, 400, "sampler"),
     ({"width": 64, "height": 64, "steps": -3}, 422, "steps"),
     ({"width": 64, "height": 64, "steps": 2, "override_settings": {"sd_model_checkpoint": "missing.safetensors"}}, 404, "missing"),

@@ -59,7 +59,7 @@ def test_target_size_geometry() -> None:
     assert size(hr_resize_x=128, hr_resize_y=128) == (168, 128, 128, 128)  # cover, then crop centrally
 
 
-@pytest.mark.parametrize("upscaler", ["Latent", "Latent (nearest-exact)", "Lanczos", "Nearest"])
+@pytest.mark.parametrize("upscaler", ["Latent", "Latent (nearest-exact)", "Lanczos", "Nearest", "None"])
 def test_hires_output_size_and_infotext(sd1, tmp_path, upscaler: str) -> None:
     result = hires(sd1, tmp_path, hr_upscaler=upscaler)
     assert result.images[0].size == (96, 96)

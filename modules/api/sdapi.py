@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from fastapi import APIRouter, BackgroundTasks, Body, Depends
 
@@ -58,8 +58,10 @@ def raise_for_submit_error(exc: Exception) -> None:
     raise exc
 
 
-def processed_info(req: Any, result: "GenerationResult", denoising_strength: float | None = None) -> str:
-    """A1111's ``Processed.js()``: the keys and their order are what clients parse."""
+def processed_info(req: Any, result: "GenerationResult", denoising_strength: float | None = None,
+                   warnings: Sequence[str] = ()) -> str:
+    """A1111's ``Processed.js()``: the keys and their order are what clients parse. ``warnings`` (what the
+    request asked for and did not get, :mod:`modules.api.sdapi_notes`, then the job's own) come last."""
     plan = result.seed_plan
     info = {
         "prompt": req.prompt,
@@ -91,9 +93,10 @@ def processed_info(req: Any, result: "GenerationResult", denoising_strength: flo
         "infotexts": result.infotexts,
         "styles": req.styles,
         "job_timestamp": result.job_timestamp,
-        "clip_skip": req.clip_skip,
+        "clip_skip": result.clip_skip or req.clip_skip,
         "is_using_inpainting_conditioning": False,
         "version": VERSION,
+        "warnings": [*warnings, *result.warnings],
     }
     return json.dumps(info, default=lambda o: None)
 
@@ -122,6 +125,7 @@ def run_sdapi_job(ctx: "AppContext", req: Any, principal: str | None, *, prechec
 
 
 def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
+    from modules.api.sdapi_notes import request_warnings
     from modules.images.codec import encode_png_base64
 
     @router.post("/txt2img", response_model=TextToImageResponse,
@@ -137,8 +141,9 @@ def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
         images = [encode_png_base64(img, text) for img, text in zip(result.images, result.infotexts)] \
             if payload.send_images else []
         denoising = req.denoising_strength if req.enable_hr else None
+        notes = request_warnings(payload, ctx.settings.as_dict())
         return TextToImageResponse(images=images, parameters=payload.echo((result.width, result.height)),
-                                   info=processed_info(req, result, denoising_strength=denoising))
+                                   info=processed_info(req, result, denoising_strength=denoising, warnings=notes))
 
     @router.get("/progress", response_model=ProgressResponse, responses=error_responses(422))
     async def progress(background: BackgroundTasks, skip_current_image: bool = False) -> ProgressResponse:

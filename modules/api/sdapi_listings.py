@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Response
 
 from modules.api.errors import ApiError, error_responses
 from modules.api.sdapi_listing_models import (EmbeddingItem, EmbeddingsResponse, FaceRestorerItem, HypernetworkItem,
@@ -202,18 +202,21 @@ def _options_routes(router: APIRouter, ctx: "AppContext") -> None:
 
     @router.post("/options", response_model=None,
                  responses={**NULL_RESPONSE, **error_responses(400, 404, 422, 429, 500)})
-    def set_options(changes: dict[str, Any] = Body(...), principal: str | None = Depends(principal_of)) -> None:
+    def set_options(response: Response, changes: dict[str, Any] = Body(...),
+                    principal: str | None = Depends(principal_of)) -> None:
+        """Validate everything first, then switch the model, then store the settings (see sdapi_options)."""
+        from modules.api.sdapi_options import ignored_header, plan_options_change
         from modules.settings import SettingsError
 
-        changes = dict(changes)
-        checkpoint = changes.pop("sd_model_checkpoint", None)
-        if checkpoint is not None:
-            _switch_model(ctx, str(checkpoint), principal)
-        if changes:
-            try:
-                ctx.settings.update(changes)
-            except SettingsError as exc:
-                raise ApiError(400, str(exc), "InvalidSetting") from None
+        try:
+            change = plan_options_change(changes, get_options())
+        except SettingsError as exc:
+            raise ApiError(400, str(exc), "InvalidSetting") from None
+        if change.checkpoint is not None:
+            _switch_model(ctx, change.checkpoint, principal)
+        if change.settings:
+            ctx.settings.update(change.settings)
+        response.headers.update(ignored_header(change))
         return None
 
 

@@ -1,7 +1,12 @@
 """A1111 ``/sdapi/v1`` payloads and their translation to Atelier's typed requests.
 
-A1111 clients send many keys Atelier does not use (restore_faces, s_churn, ...); like A1111's
-own pydantic models these are accepted and ignored. Defaults are A1111's *API* defaults (for
+Every field of A1111 v1.10's request models is declared (those Atelier does not use, such as
+restore_faces or s_churn, too, so ``parameters`` echoes them as A1111 does); keys A1111 does not know
+either (SillyTavern's ``url`` and ``auth``) are dropped as A1111's pydantic 1 models drop them, so a
+secret sent in the body is never echoed. Input is coerced as pydantic 1 coerced it
+(:mod:`modules.api.pydantic1`), and the requests built here carry ``fit_to_model``: a size or clip
+skip the model cannot do exactly is fitted and reported, as A1111 answers them with an image.
+Defaults are A1111's *API* defaults (for
 img2img: ``inpainting_fill=0``, ``inpaint_full_res=True``, ``inpaint_full_res_padding=0``). Legacy spellings are honoured:
 ``sampler_index``, combined sampler names such as "DPM++ 2M Karras", ``scheduler: "automatic"``
 and an ``infotext`` string that fills every field the request did not set explicitly.
@@ -13,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modules.api.pydantic1 import Pydantic1Payload
 from modules.generation.controlnet_units import units_from_alwayson
 from modules.generation.requests import Txt2ImgRequest
 from modules.images.infotext import infotext_to_request_fields, parse_infotext
@@ -21,10 +27,10 @@ from modules.images.infotext import infotext_to_request_fields, parse_infotext
 _NO_CHECKPOINT = ("", "None", "Use same checkpoint")
 
 
-class _SdGenerationPayload(BaseModel):
+class _SdGenerationPayload(Pydantic1Payload):
     """Fields common to A1111's txt2img and img2img payloads, with A1111's API defaults."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -56,12 +62,28 @@ class _SdGenerationPayload(BaseModel):
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     script_name: str | None = None
     script_args: list[Any] = Field(default_factory=list)
+    # A1111 fields Atelier does not use (echoed; those with an effect the studio lacks are reported in info)
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    disable_extra_networks: bool = False
+    comments: dict[str, Any] | None = None
+    force_task_id: str | None = None
+    # SD.Next's name for clip skip (SillyTavern sends it too); override_settings.CLIP_stop_at_last_layers wins
+    clip_skip: int | None = None
 
     def _common(self) -> dict[str, Any]:
         """The typed request fields shared by txt2img and img2img (after the infotext is applied)."""
         fields = self._with_infotext()
         overrides = fields.get("override_settings") or {}
-        clip_skip = overrides.get("CLIP_stop_at_last_layers", fields.get("clip_skip", 1))
+        clip_skip = _clip_skip(overrides.get("CLIP_stop_at_last_layers", fields.get("clip_skip") or 1))
         checkpoint = overrides.get("sd_model_checkpoint") or fields.get("checkpoint")
         common = dict(
             prompt=fields["prompt"], negative_prompt=fields["negative_prompt"],
@@ -71,8 +93,8 @@ class _SdGenerationPayload(BaseModel):
             cfg_scale=fields["cfg_scale"], width=fields["width"], height=fields["height"],
             seed=fields["seed"], subseed=fields["subseed"], subseed_strength=fields["subseed_strength"],
             seed_resize_from_w=fields["seed_resize_from_w"], seed_resize_from_h=fields["seed_resize_from_h"],
-            batch_size=fields["batch_size"], n_iter=fields["n_iter"], clip_skip=int(clip_skip),
-            checkpoint=checkpoint, save_images=fields["save_images"],
+            batch_size=fields["batch_size"], n_iter=fields["n_iter"], clip_skip=clip_skip,
+            checkpoint=checkpoint, save_images=fields["save_images"], fit_to_model=True,
         )
         if overrides.get("sd_vae"):
             common["sd_vae"] = str(overrides["sd_vae"])
@@ -114,6 +136,15 @@ class _SdGenerationPayload(BaseModel):
         return params
 
 
+def _clip_skip(value: Any) -> int:
+    """A1111's clip skip: 1 and below mean the last layer; a number in a string or a float is taken as pydantic 1
+    and A1111's ``opts`` take it (a value that is no number at all stays for the request model to refuse)."""
+    try:
+        return max(1, int(float(value)))
+    except (TypeError, ValueError):
+        return value
+
+
 class SdTxt2ImgPayload(_SdGenerationPayload):
     """``POST /sdapi/v1/txt2img`` with A1111's API defaults (hires fix included)."""
 
@@ -130,6 +161,7 @@ class SdTxt2ImgPayload(_SdGenerationPayload):
     hr_negative_prompt: str = ""
     firstphase_width: int = 0
     firstphase_height: int = 0
+    firstpass_image: str | None = None
 
     def to_request(self) -> Txt2ImgRequest:
         fields = self._with_infotext()
@@ -163,6 +195,7 @@ class SdImg2ImgPayload(_SdGenerationPayload):
     inpainting_mask_invert: int = 0
     initial_noise_multiplier: float | None = None
     include_init_images: bool = False
+    latent_mask: str | None = None
     flux_kontext: bool = Field(False, description="Atelier: FLUX.1 Kontext editing with the init images as reference")
 
     def to_request(self) -> Any:  # -> Img2ImgRequest

@@ -254,6 +254,29 @@ def _stack(conds: Sequence[Conditioning]) -> Conditioning:
     return Conditioning(torch.cat([c.embeds for c in conds]), pooled)
 
 
+def _layer_count(model: Any) -> int | None:
+    layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    return int(layers) if layers else None
+
+
+def clip_skip_depth(pipe: Any, family_arch: str, *, sdxl_clip_l_skip: bool = False) -> int | None:
+    """The deepest clip skip :class:`PromptEncoder` can honour on ``pipe`` (the layer count of the CLIP text
+    encoder that honours it: 12 for SD 1.x, whatever a small model has), or None where clip skip is not used
+    (FLUX, SD 2.x's OpenCLIP, SDXL unless ``sdxl_clip_l_skip``). Deeper values would index past the encoder's
+    hidden states, so callers clamp or refuse them before encoding (:mod:`modules.generation.fitting`)."""
+    if family_arch.startswith("flux"):
+        return None
+    te1, te2, tok1 = (getattr(pipe, name, None) for name in ("text_encoder", "text_encoder_2", "tokenizer"))
+    if te2 is not None:  # SDXL: only CLIP-L can honour clip skip, and only when asked to
+        return _layer_count(te1) if sdxl_clip_l_skip and te1 is not None else None
+    if te1 is None or tok1 is None:
+        return None
+    pad = tok1.pad_token_id
+    if pad is not None and pad != tok1.eos_token_id:  # OpenCLIP (SD 2.x) ignores clip skip, as in PromptEncoder
+        return None
+    return _layer_count(te1)
+
+
 class PromptEncoder:
     """A1111 conditioning for one pipeline: knows its encoders, clip skip and empty-prompt encoding."""
 

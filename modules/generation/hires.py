@@ -5,7 +5,7 @@
    ratio; both: scale to cover, then crop the latents centrally, A1111's ``truncate_x/y``). Sizes are
    rounded down to the family's multiple (8; 16 for FLUX).
 3. Latent upscalers interpolate the first pass's latents; any other upscaler (Lanczos, Nearest,
-   ESRGAN models) upscales the decoded images, which are encoded again.
+   ESRGAN models) upscales the decoded images, which are encoded again; "None" resizes them plainly (Lanczos).
 4. A second, img2img pass runs at ``denoising_strength`` for ``hr_second_pass_steps`` (0: ``steps``),
    optionally with another sampler/schedule and ``hr_prompt``/``hr_negative_prompt``. Its noise is the
    A1111 seed noise at the new size (variation seeds shape the first pass only).
@@ -53,6 +53,10 @@ class HiresPlan:
         return self.upscaler in LATENT_MODES
 
 
+#: A1111's "None" upscaler: on hires fix, the decoded first pass is resized with Lanczos (``images.resize_image``)
+NO_UPSCALER = "None"
+
+
 def _floor(value: int, multiple: int) -> int:
     return max(multiple, value // multiple * multiple)
 
@@ -92,7 +96,8 @@ def plan_hires(req: "Txt2ImgRequest", model: "LoadedModel", width: int, height: 
             raise InvalidRequestError(f"hires {label} {value} is above {family.max_size} for {family.label}; "
                                       f"lower hr_scale or hr_resize")
     try:
-        upscaler = upscalers.resolve(req.hr_upscaler)
+        # "None" (first in A1111's upscaler list) resizes the decoded image plainly (Lanczos), as A1111 does
+        upscaler = NO_UPSCALER if req.hr_upscaler.strip().lower() == "none" else upscalers.resolve(req.hr_upscaler)
     except UpscalerError as exc:
         raise InvalidRequestError(str(exc)) from None
     sampler = base

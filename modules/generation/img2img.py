@@ -44,6 +44,7 @@ from modules.generation.results import GenerationResult, OutputOptions, generati
 from modules.generation.samplers import resolve_sampler
 from modules.generation.sampling import BatchProgress, Pass, run_pass, strength_steps
 from modules.generation.seeds import SeedPlan, plan_seeds, randn
+from modules.generation.fitting import fit_to_model
 from modules.generation.validation import InvalidRequestError, check_sampler_for_model, size_for_image
 from modules.jobs.progress import JobControl
 
@@ -141,8 +142,9 @@ def precheck_img2img(req: "Img2ImgRequest", model: "LoadedModel | None", styles:
         check_kontext(req, model)
     if model is not None:
         check_sampler_for_model(sampler, model)
+        fitted, _ = fit_to_model(req, model)
         if images and req.outpaint is None:
-            size_for_image(req.width, req.height, images[0].size, model)
+            size_for_image(fitted.width, fitted.height, images[0].size, model)
 
 
 def setup_job(req: "Img2ImgRequest", active: "ActiveModel", styles: "StyleStore | None",
@@ -345,6 +347,7 @@ def run_img2img(req: "Img2ImgRequest", active: "ActiveModel", control: JobContro
     started = time.perf_counter()
     if not req.init_images:
         raise InvalidRequestError("Init image not found: init_images is empty")
+    req, notes = fit_to_model(req, active.model)
     images = [decode_request_image(data, f"init image {i + 1}") for i, data in enumerate(req.init_images)]
     mask = decode_request_image(req.mask, "mask") if req.mask else None
     if req.flux_kontext:
@@ -352,10 +355,13 @@ def run_img2img(req: "Img2ImgRequest", active: "ActiveModel", control: JobContro
 
         if mask is not None:
             raise InvalidRequestError("Kontext editing uses whole reference images: remove the mask")
-        return run_kontext(req, active, [flatten(image) for image in images], control, output, styles, hooks=hooks)
+        edited = run_kontext(req, active, [flatten(image) for image in images], control, output, styles, hooks=hooks)
+        edited.warnings[:0] = notes
+        return edited
     images, mask, protect = load_inputs(req, images, mask, active.model.family.size_multiple)
     job = setup_job(req, active, styles, hooks, refiners, output, images[0].size, mask is not None)
     result = new_result(job)
+    result.clip_skip, result.warnings[:0] = req.clip_skip, notes
     kind = "inpaint" if mask is not None else "img2img"
     control.begin(req.n_iter, job.total_steps, text=f"{kind} {job.width}x{job.height}")
     run_batches(job, images, mask, protect, control, result)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 from PIL import Image
 
 from modules.generation.extensions_point import SamplingHook
+from modules.generation.fitting import fit_to_model
 from modules.generation.img2img import decode_request_image, load_inputs, new_result, run_batches, setup_job
 from modules.generation.refiner import RefinerSource
 from modules.generation.results import GenerationResult, OutputOptions
@@ -54,9 +55,11 @@ def run_img2img_batch(req: "Img2ImgBatchRequest", active: "ActiveModel", control
     mask_dir = Path(req.mask_dir) if req.mask_dir else None
     out_dir = Path(req.output_dir) if req.output_dir else None
     first = _open(files[0])
+    req, notes = fit_to_model(req, active.model)
     job = setup_job(req, active, styles, hooks, refiners, output, first.size,
                     common_mask is not None or mask_dir is not None)
     result = new_result(job)
+    result.clip_skip, result.warnings[:0] = req.clip_skip, notes
     control.begin(len(files) * req.n_iter, job.total_steps, text=f"img2img batch of {len(files)}")
     for number, path in enumerate(files):
         if control.should_stop:

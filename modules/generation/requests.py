@@ -62,6 +62,10 @@ class GenerationRequest(BaseModel):
     distilled_cfg_scale: float = Field(3.5, ge=0.0, le=30.0, description="FLUX.1 dev distilled guidance")
     max_sequence_length: int | None = Field(
         None, ge=1, le=512, description="FLUX T5 prompt tokens; None: the family maximum (dev 512, schnell 256)")
+    # A1111 API semantics: what the loaded model cannot make exactly is fitted and reported, not refused
+    fit_to_model: bool = Field(
+        False, description="round a size to the family's multiple (and into its range) and clamp clip skip to "
+                           "the text encoder's depth instead of refusing; the result's warnings say what changed")
 
     @field_validator("sampler_name")
     @classmethod

@@ -50,6 +50,9 @@ class GenerationResult:
     job_timestamp: str = ""
     seconds: float = 0.0
     denoising_strength: float | None = None
+    clip_skip: int | None = None  # the clip skip used (None: the request's)
+    #: what the request asked for that was changed or not applied (e.g. a size fitted to the model)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from modules.generation.fitting import fit_to_model
 from modules.generation.requests import Img2ImgRequest, LoadModelRequest, Txt2ImgRequest
 from modules.generation.samplers import resolve_sampler
 from modules.generation.validation import InvalidRequestError, check_sampler_for_model, check_task, resolve_size
@@ -57,7 +58,8 @@ def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
     if active is None:
         return
     check_task(active.model, "txt2img")
-    resolve_size(req.width, req.height, active.model)
+    fitted, _ = fit_to_model(req, active.model)
+    resolve_size(fitted.width, fitted.height, active.model)
     check_sampler_for_model(resolved, active.model)
 
 

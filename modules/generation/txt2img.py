@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from modules.generation.extensions_point import SamplingHook, handled_network_kinds
+from modules.generation.fitting import fit_to_model
 from modules.generation.hires import HiresPlan, hires_pass, plan_hires, upscale_first_pass
 from modules.generation.latent_codec import (blank_inpaint_conditioning, decode_latents, derived_pipeline,
                                              unpack_output_latents)
@@ -63,6 +64,7 @@ def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobContro
     texts = prepare_prompt_pair(req.prompt, req.negative_prompt, req.styles, styles, req.steps, kinds)
     model = active.model
     check_task(model, "txt2img")
+    req, notes = fit_to_model(req, model)
     width, height = resolve_size(req.width, req.height, model)
     sampler = resolve_sampler(req.sampler_name, req.scheduler)
     check_sampler_for_model(sampler, model)
@@ -87,7 +89,8 @@ def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobContro
     result = GenerationResult(seed_plan=seed_plan, width=width, height=height, sampler_name=sampler.sampler_name,
                               schedule_label=schedule_label, model_name=active.info.name_for_extra,
                               model_hash=active.shorthash, job_timestamp=time.strftime("%Y%m%d%H%M%S"),
-                              denoising_strength=req.denoising_strength if plan else None)
+                              denoising_strength=req.denoising_strength if plan else None,
+                              clip_skip=req.clip_skip, warnings=notes)
     total_steps = req.steps + (plan.executed_steps if plan else 0)
     size_text = f"{width}x{height}" + (f" -> {plan.width}x{plan.height}" if plan else "")
     control.begin(req.n_iter, total_steps, text=f"txt2img {size_text}")

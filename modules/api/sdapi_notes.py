@@ -1,0 +1,53 @@
+"""What an A1111 request asked for that the studio did not apply: the ``warnings`` of the answer's ``info``.
+
+A1111 clients send fields for features the studio does not have in their *default* requests: SillyTavern
+sends ``restore_faces`` and, with its face option, ADetailer's ``alwayson_scripts`` entry; clients copy
+``override_settings`` from A1111's option names. Refusing them would break those clients, and ignoring them
+silently would leave the user believing they were applied, so the request runs and ``info`` carries one
+sentence per field that was not applied (``info`` is JSON; A1111's keys stay as they are, ``warnings`` is
+added after them). What the model could not make exactly (a size, clip skip) is reported by the job itself
+(:mod:`modules.generation.fitting`).
+
+``script_name`` is not judged here: a selectable script the studio lacks is refused (issue 24's rule).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from modules.api.sdapi_models import _SdGenerationPayload
+
+log = logging.getLogger(__name__)
+
+#: always-on scripts the studio runs (``alwayson_scripts`` keys, any case)
+ALWAYSON_SCRIPTS = frozenset({"controlnet"})
+#: ``override_settings`` keys a request applies; other keys are global settings, not changed per request
+APPLIED_OVERRIDES = frozenset({"CLIP_stop_at_last_layers", "sd_model_checkpoint", "sd_vae"})
+
+
+def _overrides_not_applied(overrides: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
+    """Override keys with an effect the request does not get (a value equal to the setting in force is a no-op)."""
+    return [key for key, value in overrides.items()
+            if key not in APPLIED_OVERRIDES and value is not None and settings.get(key, object()) != value]
+
+
+def request_warnings(payload: "_SdGenerationPayload", settings: Mapping[str, Any]) -> list[str]:
+    """One sentence per requested feature the studio does not apply; ``settings`` are the ones in force."""
+    warnings: list[str] = []
+    if payload.restore_faces:
+        warnings.append("restore_faces: face restoration is not available here; the images are not face-restored")
+    if payload.tiling:
+        warnings.append("tiling: seamless tiling is not available here; the images are not tileable")
+    for name in payload.alwayson_scripts or {}:
+        if str(name).strip().lower() not in ALWAYSON_SCRIPTS:
+            warnings.append(f"alwayson_scripts: {name!r} is not installed here and was not run "
+                            f"(available: {', '.join(sorted(ALWAYSON_SCRIPTS))})")
+    ignored = _overrides_not_applied(payload.override_settings or {}, settings)
+    if ignored:
+        warnings.append(f"override_settings: {', '.join(ignored)} not applied (a request can override "
+                        f"{', '.join(sorted(APPLIED_OVERRIDES))}; set the others with POST /sdapi/v1/options)")
+    if warnings:
+        log.info("A1111 request: %s", "; ".join(warnings))
+    return warnings
