@@ -17,6 +17,8 @@ from diffusers import (
 )
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 
+from modules.generation.a1111_scheduler import A1111Scheduler
+
 from modules.generation.samplers import (
     SamplerNotSupportedError,
     UnknownSamplerError,
@@ -150,34 +152,32 @@ def test_default_schedule_applied_and_labelled() -> None:
     assert resolved.schedule == "automatic"
     assert resolved.schedule_label == "Karras"
     scheduler = resolved.build(SD15_CONFIG, "epsilon")
-    assert isinstance(scheduler, DPMSolverMultistepScheduler)
-    assert scheduler.config.use_karras_sigmas is True
-    assert scheduler.config.algorithm_type == "dpmsolver++"
+    assert isinstance(scheduler, A1111Scheduler)
+    assert (scheduler.config.sampler, scheduler.config.schedule) == ("dpmpp_2m", "karras")
     sde = resolve_sampler("DPM++ 2M SDE")
     assert sde.schedule_label == "Exponential"
-    assert sde.build(SD15_CONFIG, "epsilon").config.use_exponential_sigmas is True
+    assert sde.build(SD15_CONFIG, "epsilon").config.schedule == "exponential"
     assert resolve_sampler("DPM++ 2M").schedule_label_for("flow") == "Automatic"
 
 
 def test_automatic_without_default_keeps_model_config() -> None:
     resolved = resolve_sampler("Euler a", "automatic")
     assert resolved.schedule_label == "Automatic"
-    scheduler = resolved.build(dict(SD15_CONFIG, timestep_spacing="trailing"), "epsilon")
-    assert isinstance(scheduler, EulerAncestralDiscreteScheduler)
+    # a diffusers-only sampler keeps the model's own spacing
+    scheduler = resolve_sampler("UniPC").build(dict(SD15_CONFIG, timestep_spacing="trailing"), "epsilon")
     assert scheduler.config.timestep_spacing == "trailing"
 
 
 def test_explicit_schedule_overrides_and_resets_other_flags() -> None:
     config = dict(SD15_CONFIG, use_karras_sigmas=True)
-    scheduler = resolve_sampler("DPM++ 2M", "Exponential").build(config, "epsilon")
+    scheduler = resolve_sampler("UniPC", "Exponential").build(config, "epsilon")
     assert scheduler.config.use_exponential_sigmas is True
     assert scheduler.config.use_karras_sigmas is False
-    uniform = resolve_sampler("Euler", "sgm_uniform").build(config, "epsilon")
+    uniform = resolve_sampler("DEIS", "sgm_uniform").build(config, "epsilon")
     assert uniform.config.timestep_spacing == "trailing"
     assert uniform.config.use_karras_sigmas is False
-    ddim = resolve_sampler("DDIM", "ddim").build(SD15_CONFIG, "epsilon")
-    assert isinstance(ddim, DDIMScheduler)
-    assert (ddim.config.timestep_spacing, ddim.config.steps_offset) == ("leading", 1)
+    assert resolve_sampler("DPM++ 2M", "Exponential").build(config, "epsilon").config.schedule == "exponential"
+    assert resolve_sampler("DDIM", "ddim").build(SD15_CONFIG, "epsilon").config.schedule == "ddim"
 
 
 @pytest.mark.parametrize(
@@ -204,11 +204,12 @@ def test_legacy_suffix_wins_over_scheduler_argument() -> None:
     assert resolved.schedule == "karras"
 
 
-def test_euler_a_karras_rejected_because_diffusers_cannot_honour_it() -> None:
-    with pytest.raises(UnsupportedScheduleError, match="Euler a"):
-        resolve_sampler("Euler a Karras")
-    with pytest.raises(UnsupportedScheduleError, match="Karras"):
-        resolve_sampler("DDIM", "Karras")
+def test_every_schedule_applies_to_a1111_samplers_and_flow_still_refuses() -> None:
+    assert resolve_sampler("Euler a Karras").schedule_label == "Karras"
+    assert resolve_sampler("DDIM", "Karras").schedule_label == "Karras"
+    assert resolve_sampler("DPM fast", "Karras").schedule_label == "Automatic"  # picks its own levels
+    # a diffusers-only sampler runs a schedule it cannot apply as the model's own, and says so
+    assert resolve_sampler("UniPC", "Align Your Steps").schedule_label == "Automatic"
     with pytest.raises(UnsupportedScheduleError):
         resolve_sampler("DPM++ 2M", "karras").build(FLUX_CONFIG, "flow")
 
@@ -249,17 +250,14 @@ def test_unknown_sampler_raises_with_suggestions() -> None:
         resolve_sampler("Fake Karras")
     with pytest.raises(UnknownSamplerError):
         resolve_sampler("")
-    with pytest.raises(UnknownSamplerError):
-        resolve_sampler("DPM adaptive")
+    assert resolve_sampler("k_dpm_ad").sampler_name == "DPM adaptive"
 
 
 def test_unknown_and_unmappable_schedules_raise() -> None:
     with pytest.raises(UnknownScheduleError, match="nonsense"):
         resolve_sampler("Euler", "nonsense")
-    with pytest.raises(UnknownScheduleError, match="Polyexponential"):
-        resolve_sampler("Euler", "polyexponential")
-    with pytest.raises(UnknownScheduleError, match="Align Your Steps"):
-        resolve_sampler("DPM++ 2M Align Your Steps")
+    assert resolve_sampler("Euler", "polyexponential").schedule_label == "Polyexponential"
+    assert resolve_sampler("DPM++ 2M Align Your Steps").schedule_label == "Align Your Steps"
 
 
 def test_list_samplers_api_shape_and_order() -> None:
@@ -269,7 +267,7 @@ def test_list_samplers_api_shape_and_order() -> None:
     for required in ("Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ SDE", "DPM++ 2M SDE",
                      "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "DDIM", "PLMS", "UniPC", "LCM", "DEIS"):
         assert required in names
-    assert "Restart" not in names
+    assert {"DPM fast", "DPM adaptive", "Restart"} <= set(names)
     for sampler in samplers:
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in sampler["options"].items())
     dpm_sde = next(s for s in samplers if s["name"] == "DPM++ SDE")
@@ -289,13 +287,16 @@ def test_list_schedules_api_shape() -> None:
     names = [s["name"] for s in schedules]
     assert names[0] == "automatic"
     assert {"uniform", "exponential", "beta", "normal", "simple", "ddim"} <= set(names)
-    assert "polyexponential" not in names
+    assert {"polyexponential", "kl_optimal", "align_your_steps"} <= set(names)
 
 
-def test_plms_uses_pndm_with_skip_prk() -> None:
+def test_plms_runs_a1111_plms_and_zero_snr_models_use_diffusers() -> None:
     scheduler = resolve_sampler("PLMS").build(SD15_CONFIG, "epsilon")
-    assert isinstance(scheduler, PNDMScheduler)
-    assert scheduler.config.skip_prk_steps is True
+    assert isinstance(scheduler, A1111Scheduler) and scheduler.config.sampler == "plms"
+    zero_snr = dict(SD15_CONFIG, rescale_betas_zero_snr=True)
+    assert isinstance(resolve_sampler("Euler a").build(zero_snr, "v_prediction"), EulerAncestralDiscreteScheduler)
+    with pytest.raises(SamplerNotSupportedError, match="zero-terminal-SNR"):
+        resolve_sampler("Restart").build(zero_snr, "v_prediction")
 
 
 def _run_loop(scheduler, steps: int, **timestep_kwargs) -> torch.Tensor:
