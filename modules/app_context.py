@@ -19,6 +19,7 @@ from modules.flags import Flags
 from modules.generation.job_addons import JobAddons
 from modules.generation.styles import StyleError, StyleStore
 from modules.images.upscalers import UpscalerSet
+from modules.jobs.disk_space import SpaceGuard
 from modules.jobs.events import EventBus
 from modules.jobs.limits import QueueLimits
 from modules.jobs.queue import JobQueue
@@ -50,13 +51,31 @@ class AppContext:
     started_at: float = field(default_factory=time.time)
 
     def close(self) -> None:
-        self.queue.shutdown()
-        self.store.close()
+        """A clean stop: the worker stops at the running job's next step (recorded as interrupted, or
+        queued again when resumable), then the job file's write-ahead log is folded in and it is closed."""
+        try:
+            self.queue.shutdown()
+        finally:
+            try:
+                self.store.checkpoint()
+            except Exception as exc:  # noqa: BLE001 - a full disk must not keep the file from closing
+                log.warning("could not checkpoint the job database %s: %s", self.store.path, exc)
+            self.store.close()
 
 
 def queue_limits(flags: Flags) -> QueueLimits:
     return QueueLimits(max_waiting=flags.max_queue, max_waiting_per_owner=flags.max_queue_per_user,
                        max_pixels=flags.max_pixels, max_images=flags.max_images)
+
+
+def space_guard(flags: Flags, paths: Paths, settings: SettingsStore) -> SpaceGuard:
+    """The free-space margin the queue keeps where jobs write: ``--min-free-space-mb`` when given,
+    else the ``min_free_space_mb`` setting (read at each check, so a change applies at once)."""
+
+    def margin() -> int:
+        return flags.min_free_space_mb if flags.min_free_space_mb is not None else settings.current.min_free_space_mb
+
+    return SpaceGuard(data_dir=paths.data_dir, folders=(paths.outputs_dir, paths.jobs_db.parent), min_free_mb=margin)
 
 
 def upscaler_dirs(paths: Paths) -> list[Path]:
@@ -101,7 +120,8 @@ def create_app_context(flags: Flags) -> AppContext:
     store = open_job_store(paths.jobs_db)
     events = EventBus()
     queue = JobQueue(build_handlers(lambda: holder["ctx"]), limits=queue_limits(flags), store=store, events=events,
-                     request_types=request_types(), describe=describe_result, keep_finished=64)
+                     request_types=request_types(), describe=describe_result, keep_finished=64,
+                     space=space_guard(flags, paths, settings))
     interrogator = Interrogator([paths.data_dir / "models" / "classifier" / CLASSIFIER_NAME,
                                  paths.repo_root / "models" / "classifier" / CLASSIFIER_NAME])
     ctx = AppContext(flags=flags, paths=paths, settings=settings, hashes=hashes, catalog=catalog,

@@ -47,6 +47,7 @@ class Flags:
     max_pixels: int = 2048 * 2048
     max_images: int = 64
     max_body_mb: int = 64
+    min_free_space_mb: int | None = None  # None: the min_free_space_mb setting decides
 
     @property
     def host(self) -> str:
@@ -143,6 +144,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="most images one job may ask for, batch size x batch count (default 64)")
     p.add_argument("--max-body-mb", type=int, default=64, metavar="MB",
                    help="largest request body the API accepts, in MiB (default 64)")
+    p.add_argument("--min-free-space-mb", type=int, default=None, metavar="MB",
+                   help="refuse new jobs (HTTP 507) and hold waiting ones while less than this is free where jobs "
+                        "write; 0 turns the check off (default: the min_free_space_mb setting, 64)")
     return p
 
 
@@ -189,6 +193,12 @@ def _allowed_hosts(values: list[str] | None) -> tuple[str, ...]:
         if normal not in hosts:
             hosts.append(normal)
     return tuple(hosts)
+
+
+def _not_negative(name: str, value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise FlagError(f"{name} must be 0 or more, got {value}")
+    return value
 
 
 def _positive(name: str, value: int) -> int:
@@ -253,6 +263,7 @@ def parse_flags(argv: Sequence[str]) -> Flags:
         max_queue_per_user=_positive("--max-queue-per-user", ns.max_queue_per_user),
         max_pixels=_positive("--max-pixels", ns.max_pixels), max_images=_positive("--max-images", ns.max_images),
         max_body_mb=_positive("--max-body-mb", ns.max_body_mb),
+        min_free_space_mb=_not_negative("--min-free-space-mb", ns.min_free_space_mb),
     )
     _check_exposure(flags)
     return flags

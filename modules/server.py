@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from fastapi import FastAPI
 from pydantic import BaseModel
@@ -157,6 +157,19 @@ def load_model_at_start(ctx: "AppContext") -> None:
         log.error("%s", exc)
 
 
+def _stopping_server(uvicorn: Any, config: Any, *, on_stop: Callable[[], None]) -> Any:
+    """uvicorn's server, calling ``on_stop`` the moment SIGINT/SIGTERM arrives: the running job is
+    interrupted at its next step instead of holding the graceful shutdown open (a caller blocked on
+    ``/sdapi/v1/txt2img`` gets its answer, so its connection closes at once)."""
+
+    class StoppingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            on_stop()
+
+    return StoppingServer(config)
+
+
 def serve(ctx: "AppContext", *, on_ready: Callable[[], None] | None = None) -> None:
     """Run uvicorn until interrupted; queue the start-up model load once it listens."""
     import time
@@ -166,7 +179,7 @@ def serve(ctx: "AppContext", *, on_ready: Callable[[], None] | None = None) -> N
     app = create_http_app(ctx)
     config = uvicorn.Config(app, host=ctx.flags.host, port=ctx.flags.effective_port, log_level="warning",
                             timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = _stopping_server(uvicorn, config, on_stop=ctx.queue.begin_shutdown)
 
     def when_listening() -> None:
         while not server.started and not server.should_exit:

@@ -44,6 +44,9 @@ class Settings(BaseModel):
         "auto", description="Override the prediction type of SD 1.x, SD 2.x and SDXL checkpoints")
     send_seed: bool = Field(True, description="Send the seed when sending parameters to another tab")
     send_size: bool = Field(True, description="Send the size when sending parameters to another tab")
+    min_free_space_mb: int = Field(64, ge=0, le=1_000_000,
+                                   description="Refuse new jobs and hold waiting ones while less than this many MB "
+                                               "are free where jobs write (0: off; --min-free-space-mb overrides)")
 
 
 READ_ONLY = frozenset({"sd_checkpoint_hash"})

@@ -41,7 +41,8 @@ class ErrorBody(BaseModel):
 
 _ERROR_TEXT = {400: "Bad request", 401: "Missing or wrong credentials", 404: "Not found",
                409: "Conflict with the job's state", 413: "Too large (request body, image size or image count)",
-               422: "Invalid request", 429: "Queue full", 500: "Internal error"}
+               422: "Invalid request", 429: "Queue full", 500: "Internal error",
+               507: "Insufficient storage: too little free disk space where jobs write"}
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -80,6 +81,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        from modules.jobs.disk_space import is_disk_full
+
+        if is_disk_full(exc):  # a write refused for lack of space is the disk's state, not a bug: 507
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            return JSONResponse(status_code=507, content=error_body(
+                "InsufficientStorage", f"no space left on the device: {exc}; free some disk space and retry"))
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content=error_body(type(exc).__name__,
                                                                 f"internal error: {exc}"))

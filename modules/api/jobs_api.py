@@ -136,7 +136,7 @@ def build_jobs_router(ctx: "AppContext") -> APIRouter:
     @router.post("/jobs", status_code=201, response_model=JobSubmitted,
                  responses={200: {"model": JobSubmitted, "description": "replayed: the job of an earlier submit "
                                   "with the same Idempotency-Key"},
-                            **error_responses(400, 404, 409, 413, 422, 429)})
+                            **error_responses(400, 404, 409, 413, 422, 429, 507)})
     def submit_job(response: Response, submission: JobSubmission = Body(...),
                    principal: str | None = Depends(principal_of),
                    idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200,
@@ -192,7 +192,10 @@ def build_jobs_router(ctx: "AppContext") -> APIRouter:
         current = ctx.queue.current()
         show = current is not None and (not ctx.flags.api_auth_enabled or current.owner == principal)
         limits = ctx.queue.limits
+        worker = ctx.queue.worker_status()
         return QueueStatus(running=job_status(ctx, current) if show and current else None,
+                           worker_alive=worker.alive, worker_error=worker.describe(), worker_restarts=worker.restarts,
+                           jobs_held_back=worker.paused, unrecorded_updates=worker.unrecorded,
                            waiting=ctx.queue.waiting_count(), waiting_yours=ctx.queue.waiting_count(api_owner(principal)),
                            max_waiting=limits.max_waiting, max_waiting_per_owner=limits.max_waiting_per_owner,
                            max_pixels=limits.max_pixels, max_images=limits.max_images)

@@ -105,6 +105,14 @@ class QueueStatus(BaseModel):
     max_waiting_per_owner: int
     max_pixels: int
     max_images: int
+    worker_alive: bool = Field(True, description="the job worker is running; false: jobs wait until it restarts "
+                                                 "(the next submit restarts it)")
+    worker_error: str | None = Field(None, description="why jobs are not running, for people (a stopped worker, "
+                                                       "a full disk, a shutdown); null when all is well")
+    worker_restarts: int = Field(0, description="times the job worker was restarted after a crash")
+    jobs_held_back: str | None = Field(None, description="why waiting jobs are held back (too little free disk "
+                                                         "space), if they are")
+    unrecorded_updates: int = Field(0, description="job updates not yet written to the job database (retried)")
 
 
 def timestamp(value: float | None) -> datetime | None:

@@ -22,7 +22,8 @@ from modules.api.errors import ApiError, error_responses
 from modules.api.sdapi_models import (NULL_RESPONSE, ProgressResponse, ProgressState, SdTxt2ImgPayload,
                                       TextToImageResponse)
 from modules.api.security import principal_of
-from modules.jobs.model import IdempotencyConflictError, Job, JobState, LimitExceededError, QueueFullError
+from modules.jobs.model import (DiskFullError, IdempotencyConflictError, Job, JobState, LimitExceededError,
+                                QueueFullError)
 from modules.version import VERSION
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ def raise_for_submit_error(exc: Exception) -> None:
         raise ApiError(404, str(exc), "ModelNotFound") from None
     if isinstance(exc, QueueFullError):
         raise ApiError(429, str(exc), "QueueFull") from None
+    if isinstance(exc, DiskFullError):
+        raise ApiError(507, str(exc), "InsufficientStorage") from None
     if isinstance(exc, LimitExceededError):
         raise ApiError(413, str(exc), "LimitExceeded") from None
     if isinstance(exc, IdempotencyConflictError):
@@ -103,6 +106,8 @@ def processed_info(req: Any, result: "GenerationResult", denoising_strength: flo
 
 def finished_result(job: Job) -> Any:
     if job.state is JobState.FAILED:
+        if job.out_of_space:
+            raise ApiError(507, job.error or "no space left on the device", "InsufficientStorage")
         raise ApiError(422 if job.user_error else 500, job.error or "the job failed",
                        "JobFailed" if job.user_error else "InternalError")
     if job.state is JobState.CANCELLED and job.result is None:
@@ -129,7 +134,7 @@ def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
     from modules.images.codec import encode_png_base64
 
     @router.post("/txt2img", response_model=TextToImageResponse,
-                 responses=error_responses(400, 404, 409, 413, 422, 429, 500))
+                 responses=error_responses(400, 404, 409, 413, 422, 429, 500, 507))
     def txt2img(payload: SdTxt2ImgPayload = Body(...),
                 principal: str | None = Depends(principal_of)) -> TextToImageResponse:
         try:
@@ -150,8 +155,9 @@ def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
         """Answers at once: the preview is the last one made; a newer one is made after the answer
         is sent (for the next poll), so polling never waits for a VAE decode."""
         job = ctx.queue.current()
+        worker_note = ctx.queue.worker_status().describe()  # a stopped worker or held-back jobs, said plainly
         if job is None:
-            return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(), textinfo=None)
+            return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(), textinfo=worker_note)
         snap = job.progress
         state = ProgressState(
             interrupted=job.control.interrupt_event.is_set(), skipped=job.control.skip_event.is_set(),
@@ -166,7 +172,7 @@ def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
             if png is not None:
                 current_image = base64.b64encode(png).decode("ascii")
         return ProgressResponse(progress=fraction, eta_relative=snap.eta_seconds() or 0.0, state=state,
-                                current_image=current_image, textinfo=snap.text or None)
+                                current_image=current_image, textinfo=snap.text or worker_note)
 
     @router.post("/interrupt", response_model=dict[str, Any])
     def interrupt(principal: str | None = Depends(principal_of)) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from modules.api.sdapi_listing_models import (EmbeddingItem, EmbeddingsResponse,
                                               RealesrganItem, ScriptsList, SdVaeItem, UpscalerItem)
 from modules.api.sdapi_models import NULL_RESPONSE, SamplerItem, SchedulerItem, SdModelItem
 from modules.api.security import principal_of
-from modules.jobs.model import JobState, QueueFullError
+from modules.jobs.model import DiskFullError, JobState, QueueFullError
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -201,7 +201,7 @@ def _options_routes(router: APIRouter, ctx: "AppContext") -> None:
         return values
 
     @router.post("/options", response_model=None,
-                 responses={**NULL_RESPONSE, **error_responses(400, 404, 422, 429, 500)})
+                 responses={**NULL_RESPONSE, **error_responses(400, 404, 422, 429, 500, 507)})
     def set_options(response: Response, changes: dict[str, Any] = Body(...),
                     principal: str | None = Depends(principal_of)) -> None:
         """Validate everything first, then switch the model, then store the settings (see sdapi_options)."""
@@ -231,6 +231,8 @@ def _switch_model(ctx: "AppContext", reference: str, principal: str | None) -> N
         raise ApiError(404, str(exc), "ModelNotFound") from None
     except QueueFullError as exc:
         raise ApiError(429, str(exc), "QueueFull") from None
+    except DiskFullError as exc:
+        raise ApiError(507, str(exc), "InsufficientStorage") from None
     ctx.queue.wait(job.id)
     if job.state is JobState.FAILED:
         raise ApiError(422 if job.user_error else 500, job.error or "model switch failed", "ModelLoadFailed")

@@ -13,7 +13,7 @@ from modules.generation.fitting import fit_to_model
 from modules.generation.requests import Img2ImgRequest, LoadModelRequest, Txt2ImgRequest
 from modules.generation.samplers import resolve_sampler
 from modules.generation.validation import InvalidRequestError, check_sampler_for_model, check_task, resolve_size
-from modules.jobs.queue import Job
+from modules.jobs.queue import DiskFullError, Job
 from modules.models.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -63,10 +63,26 @@ def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
     check_sampler_for_model(resolved, active.model)
 
 
+def _submit(ctx: "AppContext", request: Txt2ImgRequest | Img2ImgRequest | LoadModelRequest, owner: str | None,
+            source: str) -> Job:
+    """Queue ``request``. A disk too full to record it is refused with the queue's DiskFullError, whose
+    message (shown as is in the page, 507 in the APIs) names the folder and the space needed."""
+    from modules.jobs.disk_space import is_disk_full
+
+    try:
+        return ctx.queue.submit(request, owner=owner, source=source)
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise ctx.queue.space.explain(exc) from None
+        raise
+
+
 def _queue(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest, owner: str | None, source: str) -> Job:
     from modules.generation.previews import preview_every
 
-    job = ctx.queue.submit(req, owner=owner, source=source)
+    job = _submit(ctx, req, owner, source)
     job.control.preview_every = preview_every(ctx.settings.current)  # read by the sampler at each step
     return job
 
@@ -112,8 +128,8 @@ def submit_img2img(ctx: "AppContext", req: Img2ImgRequest, *, owner: str | None 
 
 def submit_model_switch(ctx: "AppContext", reference: str, *, owner: str | None = None) -> Job:
     info = ctx.models.resolve(reference)
-    return ctx.queue.submit(LoadModelRequest(checkpoint=str(info.path)), owner=owner)
+    return _submit(ctx, LoadModelRequest(checkpoint=str(info.path)), owner, "internal")
 
 
 __all__ = ["precheck", "precheck_img2img", "submit_txt2img", "submit_img2img", "submit_model_switch",
-           "InvalidRequestError", "ModelLoadError"]
+           "DiskFullError", "InvalidRequestError", "ModelLoadError"]

@@ -37,6 +37,11 @@ class IdempotencyConflictError(ValueError):
     """An ``Idempotency-Key`` was used before with a different request (HTTP 409)."""
 
 
+class DiskFullError(RuntimeError):
+    """Too little free space where jobs write (HTTP 507). The message names the folder (relative to the
+    data dir), the free space and the space needed, so a user knows what to clear."""
+
+
 class JobFailure(Exception):
     """Raised by handlers for an expected, user-facing failure (message shown as is)."""
 
@@ -44,6 +49,10 @@ class JobFailure(Exception):
 #: the reason recorded on a job that was running when the process died
 CRASH_REASON = "interrupted by a restart/crash"
 SHUTDOWN_REASON = "interrupted by a server shutdown"
+#: added to SHUTDOWN_REASON for a job that goes back to the queue (it runs again at the next start)
+REQUEUED_NOTE = "queued again: it runs again at the next start"
+#: the reason a waiting job's waiter is released with when the server stops before the job started
+STOPPED_BEFORE_START = "the server stopped before this job started"
 
 
 @dataclass
@@ -69,6 +78,7 @@ class Job:
     result_meta: dict[str, Any] | None = None
     error: str | None = None
     user_error: bool = False    # True: the request was at fault (4xx); False: an internal failure
+    out_of_space: bool = False  # it failed for lack of disk space (HTTP 507 to a waiting caller)
     control: JobControl = field(default_factory=JobControl)
     done: threading.Event = field(default_factory=threading.Event)
     seq: int = 0

@@ -9,6 +9,16 @@ stops only the running job, as A1111's button does, and can be limited to the ca
 With a :class:`~modules.jobs.store.JobStore` every job is recorded in SQLite as it is
 submitted, started and finished; :meth:`JobQueue.restore` resumes the queued jobs of a previous
 process. With an :class:`~modules.jobs.events.EventBus` every change is published as an event.
+
+The worker never dies of a job: every error around a job and its bookkeeping (the store's
+writes, the handler, describing the result, events) is contained; failed store writes are retried
+(:mod:`modules.jobs.recording`) while the job still finishes and its waiter is released. Should the
+worker loop itself fail, a supervisor logs why and restarts it; after repeated crashes it stops,
+:meth:`JobQueue.worker_status` says so and the next submit starts it again. A
+:class:`~modules.jobs.disk_space.SpaceGuard` keeps a free-space margin: submits are refused
+(:class:`DiskFullError`, HTTP 507) and waiting jobs held back while the disk is full, and a job that
+fails for lack of space says so. :meth:`JobQueue.shutdown` stops at the running job's next step:
+a resumable job goes back to the queue for the next start, others fail with ``SHUTDOWN_REASON``.
 """
 
 from __future__ import annotations
@@ -20,25 +30,35 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterable, Mapping
 
 from pydantic import BaseModel
 
+from modules.jobs.disk_space import SpaceGuard, is_disk_full
 from modules.jobs.events import EventBus
 from modules.jobs.fairness import RoundRobin
 from modules.jobs.limits import QueueLimits
-from modules.jobs.model import (CRASH_REASON, SHUTDOWN_REASON, Describer, Handler, IdempotencyConflictError, Job,
-                                JobFailure, JobState, LimitExceededError, QueueFullError)
+from modules.jobs.model import (CRASH_REASON, REQUEUED_NOTE, SHUTDOWN_REASON, STOPPED_BEFORE_START, Describer,
+                                DiskFullError, Handler, IdempotencyConflictError, Job, JobFailure, JobState,
+                                LimitExceededError, QueueFullError)
 from modules.jobs.progress import JobControl, Progress
+from modules.jobs.recording import JobRecorder
 from modules.jobs.store import JobStore, NewJob, StoredJob
 
-__all__ = ["Handler", "IdempotencyConflictError", "Job", "JobControl", "JobFailure", "JobQueue", "JobState",
-           "LimitExceededError", "Progress", "QueueFullError", "RestoreReport"]
+__all__ = ["DiskFullError", "Handler", "IdempotencyConflictError", "Job", "JobControl", "JobFailure", "JobQueue",
+           "JobState", "LimitExceededError", "Progress", "QueueFullError", "RestoreReport", "WorkerStatus"]
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVENT_INTERVAL = 0.1   # seconds between two progress events of one job
 NOT_RESUMED = "not resumed after a restart: its client has gone and its images would not have been saved"
+#: how often a worker held back by a full disk looks again, and retries writes that failed
+RECHECK_SECONDS = 1.0
+#: crashes of the worker loop in a row (no job finishing in between) before the supervisor stops
+#: restarting it; the next submit starts it again
+MAX_CRASHES_IN_A_ROW = 5
+CRASH_BACKOFF_SECONDS = (0.05, 0.2, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,37 @@ class RestoreReport:
     dropped: int = 0
 
 
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What the progress and queue routes tell clients about the worker."""
+
+    alive: bool                 # the worker thread is running (False before start and after a stop)
+    error: str | None = None    # why it last crashed or stopped, if it did
+    restarts: int = 0           # times the worker loop was restarted after a crash
+    paused: str | None = None   # why waiting jobs are held back (a full disk), if they are
+    unrecorded: int = 0         # job updates not yet written to the job store (retried)
+    stopping: bool = False      # the server is shutting down
+
+    def describe(self) -> str | None:
+        """One line for people, or None when all is well."""
+        if self.stopping:
+            return "the server is stopping"
+        if not self.alive:
+            return f"the job worker is not running{f': {self.error}' if self.error else ''}"
+        if self.paused:
+            return f"jobs are waiting: {self.paused}"
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    """``Type: message`` for a log line or a job's error, even for an exception that cannot print itself."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not take the supervisor down with it
+        text = "(no message)"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class JobQueue:
     """Round-robin across owners, a single worker thread (one per device)."""
 
@@ -55,13 +106,17 @@ class JobQueue:
                  keep_finished: int = 500, name: str = "device-0", limits: QueueLimits | None = None,
                  store: JobStore | None = None, events: EventBus | None = None,
                  request_types: Mapping[str, type[BaseModel]] | None = None,
-                 describe: Describer | None = None) -> None:
+                 describe: Describer | None = None, space: SpaceGuard | None = None) -> None:
         self._handlers = dict(handlers)
         limits = limits or QueueLimits()
         self._limits = replace(limits, max_waiting=max_waiting) if max_waiting is not None else limits
         self._keep_finished = keep_finished
         self._name = name
         self._store = store
+        self._recorder = JobRecorder(store)
+        store_dir = store.path.parent if store is not None else None
+        self._space = space or SpaceGuard(data_dir=store_dir or Path.cwd(),
+                                          folders=(store_dir,) if store_dir is not None else ())
         self.events = events or EventBus()
         self._request_types = dict(request_types or {})
         self._describe = describe
@@ -74,7 +129,12 @@ class JobQueue:
         self._current: Job | None = None
         self._seq = itertools.count((store.max_seq() if store else 0) + 1)
         self._worker: threading.Thread | None = None
+        self._started = False
         self._stopping = False
+        self._worker_error: str | None = None
+        self._restarts = 0
+        self._crashes_in_a_row = 0
+        self._paused: str | None = None
 
     @property
     def limits(self) -> QueueLimits:
@@ -83,6 +143,17 @@ class JobQueue:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    @property
+    def space(self) -> SpaceGuard:
+        return self._space
+
+    def worker_status(self) -> WorkerStatus:
+        with self._cond:
+            worker = self._worker
+            return WorkerStatus(alive=worker is not None and worker.is_alive(), error=self._worker_error,
+                                restarts=self._restarts, paused=self._paused, unrecorded=self._recorder.pending,
+                                stopping=self._stopping)
 
     # -- lifecycle -----------------------------------------------------------------------
     def restore(self) -> RestoreReport:
@@ -111,19 +182,66 @@ class JobQueue:
         return report
 
     def start(self) -> None:
-        if self._worker is not None:
+        with self._cond:
+            self._started = True
+            self._start_worker_locked()
+
+    def _start_worker_locked(self) -> None:
+        if self._stopping or (self._worker is not None and self._worker.is_alive()):
             return
-        self._worker = threading.Thread(target=self._run, name=f"atelier-{self._name}", daemon=True)
+        self._worker = threading.Thread(target=self._supervise, name=f"atelier-{self._name}", daemon=True)
         self._worker.start()
 
-    def shutdown(self, timeout: float | None = 5.0) -> None:
+    def _ensure_worker(self) -> None:
+        """The liveness check (on every submit): a worker thread that ended is started again, and why is logged."""
+        with self._cond:
+            worker = self._worker
+            if not self._started or self._stopping or worker is None or worker.is_alive():
+                return
+            log.error("the job worker %s had stopped (%s); starting it again", self._name,
+                      self._worker_error or "no reason recorded")
+            self._restarts += 1
+            self._crashes_in_a_row = 0
+            self._start_worker_locked()
+
+    def begin_shutdown(self) -> None:
+        """Stop taking jobs and interrupt the running one at its next step; returns at once (safe to
+        call from a signal handler: the server calls it the moment a stop is requested)."""
         with self._cond:
             self._stopping = True
             if self._current is not None:
                 self._current.control.interrupt_event.set()
             self._cond.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout)
+
+    def shutdown(self, timeout: float | None = 5.0) -> None:
+        """Stop the worker: the running job is interrupted at its next step and recorded as interrupted
+        (queued again when resumable), waiting jobs stay queued for the next start (or are cancelled
+        when they cannot resume) and everyone waiting on a job is released."""
+        self.begin_shutdown()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+            if worker.is_alive():
+                log.warning("the running job did not stop within %s s; recording it as interrupted", timeout)
+                job = self.current()
+                if job is not None:
+                    error = f"{SHUTDOWN_REASON}; {REQUEUED_NOTE}" if job.resumable else SHUTDOWN_REASON
+                    self._complete(job, JobState.FAILED, error=error, requeue=job.resumable)
+        self._release_waiting()
+        self._recorder.flush()
+
+    def _release_waiting(self) -> None:
+        """At shutdown: nobody waits forever on a job that will not run in this process."""
+        with self._cond:
+            waiting = []
+            while (job := self._waiting.pop()) is not None:
+                waiting.append(job)
+        for job in waiting:
+            if job.resumable:  # stays queued in the store: the next start runs it
+                self._complete(job, JobState.FAILED, error=f"{STOPPED_BEFORE_START}; {REQUEUED_NOTE}",
+                               requeue=True, record=False)
+            else:
+                self._complete(job, JobState.CANCELLED, error=STOPPED_BEFORE_START)
 
     # -- submitting ----------------------------------------------------------------------
     def submit(self, request: BaseModel, *, owner: str | None = None, source: str = "internal",
@@ -137,7 +255,9 @@ class JobQueue:
                     resumable: bool | None = None) -> tuple[Job, bool]:
         """Queue ``request``; returns (job, created). With an ``idempotency_key`` already used by
         this owner, returns that earlier job instead (created False), or raises
-        IdempotencyConflictError when the earlier request was different."""
+        IdempotencyConflictError when the earlier request was different. Raises DiskFullError when
+        less than the free-space margin is left (or the job store cannot write for lack of space)."""
+        self._ensure_worker()
         kind = getattr(request, "kind", None)
         if kind not in self._handlers:
             raise ValueError(f"no handler for job kind {kind!r}")
@@ -157,19 +277,34 @@ class JobQueue:
             with self._cond:
                 self._limits.check_room(len(self._waiting), self._waiting.count(owner), owner)
                 seq = next(self._seq)
+            self._space.check()
             job = Job(id=uuid.uuid4().hex, kind=kind, request=request, owner=owner, source=source, seq=seq,
                       idempotency_key=idempotency_key or None, request_hash=request_hash,
                       keep_outputs=keep_outputs, resumable=resumable and request_json is not None)
             if self._store is not None:  # recorded before the worker can see it
-                self._store.insert(NewJob(job.id, seq, kind, owner, source, request_json, request_hash,
-                                          job.idempotency_key, job.resumable, keep_outputs, job.created_at))
+                self._insert(job, request_json)
             with self._cond:
                 self._register(job)
                 self._waiting.push(job)
                 position = self._waiting.position(job.id)
                 self._cond.notify_all()
-        self.events.publish("queued", job.id, owner, kind=kind, state=job.state.value, position=position)
+                stopping = self._stopping
+        self._publish("queued", job, kind=kind, state=job.state.value, position=position)
+        if stopping:  # recorded for the next start; nobody waits for it in this process
+            self._release_waiting()
         return job, True
+
+    def _insert(self, job: Job, request_json: str | None) -> None:
+        """Record a new job; a write refused for lack of space becomes the 507 DiskFullError."""
+        assert self._store is not None
+        try:
+            self._store.insert(NewJob(job.id, job.seq, job.kind, job.owner, job.source, request_json,
+                                      job.request_hash, job.idempotency_key, job.resumable, job.keep_outputs,
+                                      job.created_at))
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise self._space.explain(exc, folder=self._store.path.parent) from None
+            raise
 
     def _register(self, job: Job) -> None:
         self._jobs[job.id] = job
@@ -277,45 +412,114 @@ class JobQueue:
             return None
 
     # -- worker --------------------------------------------------------------------------
-    def _run(self) -> None:
+    def _supervise(self) -> None:
+        """The worker thread: runs the loop; an exception that escapes it is logged, the job it hit is
+        failed (its waiter released) and the loop restarted, until it crashes too often in a row."""
         while True:
-            with self._cond:
-                while not self._waiting and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                job = self._waiting.pop()
-                assert job is not None
-                job.state = JobState.RUNNING
-                job.started_at = time.time()
-                self._current = job
-            if self._store is not None:
-                self._store.mark_started(job.id, job.started_at)
-            self.events.publish("started", job.id, job.owner, kind=job.kind, state=job.state.value)
-            self._execute(job)
+            try:
+                self._loop()
+                self._release_waiting()  # stopping: release the waiters of jobs that will not run here
+                return
+            except BaseException as exc:  # noqa: BLE001 - the supervisor's whole job: nothing ends the worker unseen
+                reason = _reason(exc)
+                self._abandon_current(f"the job worker crashed: {reason}")
+                with self._cond:
+                    self._worker_error = f"crashed: {reason}"
+                    self._crashes_in_a_row += 1
+                    crashes = self._crashes_in_a_row
+                    if self._stopping:
+                        return
+                    if crashes >= MAX_CRASHES_IN_A_ROW:
+                        self._worker_error = f"stopped after {crashes} crashes in a row, the last: {reason}"
+                        log.critical("the job worker %s crashed %d times in a row (%s); it stays stopped until "
+                                     "the next submit", self._name, crashes, reason, exc_info=exc)
+                        return
+                    self._restarts += 1
+                    log.error("the job worker %s crashed (%s); restarting it", self._name, reason, exc_info=exc)
+                    self._cond.wait(CRASH_BACKOFF_SECONDS[min(crashes, len(CRASH_BACKOFF_SECONDS)) - 1])
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            if self._recorder.pending:
+                self._recorder.flush()
+            job = self._take_job()
+            if job is not None:
+                self._run_job(job)
+                with self._cond:
+                    self._crashes_in_a_row = 0
+
+    def _take_job(self) -> Job | None:
+        """The next job to run, marked running; None when there is none yet (or the disk is too full)."""
+        with self._cond:
+            if not self._waiting and not self._stopping:
+                self._cond.wait(RECHECK_SECONDS if self._recorder.pending else None)
+            if self._stopping or not self._waiting:
+                return None
+        shortage = self._space.shortfall()  # outside the lock: it measures the disk
+        with self._cond:
+            if shortage is not None:
+                if self._paused != str(shortage):
+                    log.warning("jobs are held back: %s", shortage)
+                self._paused = str(shortage)
+                if not self._stopping:
+                    self._cond.wait(RECHECK_SECONDS)
+                return None
+            if self._paused is not None:
+                log.info("free space is back; jobs run again")
+                self._paused = None
+            if self._stopping:
+                return None
+            job = self._waiting.pop()
+            if job is None:
+                return None
+            job.state = JobState.RUNNING
+            job.started_at = time.time()
+            self._current = job
+            return job
+
+    def _run_job(self, job: Job) -> None:
+        started_at = job.started_at or time.time()
+        self._recorder.write("start", job.id, lambda store: store.mark_started(job.id, started_at))
+        self._publish("started", job, kind=job.kind, state=job.state.value)
+        self._execute(job)
 
     def _execute(self, job: Job) -> None:
         handler = self._handlers[job.kind]
-        state, error, result, user_error = JobState.SUCCEEDED, None, None, False
+        state, error, result, user_error, requeue = JobState.SUCCEEDED, None, None, False, False
         job.control.listener = lambda: self._progress_event(job)
         try:
             result = handler(job, job.control)
             if job.control.cancel_event.is_set():
                 state, error = JobState.CANCELLED, "cancelled while running"
             elif self._stopping and job.control.interrupt_event.is_set():
-                state, error = JobState.FAILED, SHUTDOWN_REASON
+                state, error, requeue = JobState.FAILED, SHUTDOWN_REASON, job.resumable
+                if requeue:
+                    error = f"{SHUTDOWN_REASON}; {REQUEUED_NOTE}"
         except JobFailure as exc:
             state, error, user_error = JobState.FAILED, str(exc), True
-        except Exception as exc:  # a bug or an unexpected library error: keep the worker alive
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            state, error = JobState.FAILED, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bug, a full disk or an unexpected library error: keep the worker alive
+            state = JobState.FAILED
+            if is_disk_full(exc):
+                error = str(self._space.explain(exc))
+                job.out_of_space = True
+                log.warning("job %s (%s) failed: %s", job.id, job.kind, error)
+            else:
+                log.exception("job %s (%s) failed", job.id, job.kind)
+                error = _reason(exc)
         finally:
             job.control.listener = None
         with self._cond:
             job.result = result
             job.user_error = user_error
             self._current = None
-        self._complete(job, state, error=error)
+        self._complete(job, state, error=error, requeue=requeue)
+
+    def _abandon_current(self, error: str) -> None:
+        """After a worker crash: the job it was running fails with ``error`` (its waiter is released)."""
+        with self._cond:
+            job, self._current = self._current, None
+        if job is not None and not job.done.is_set():
+            self._complete(job, JobState.FAILED, error=error)
 
     def _progress_event(self, job: Job) -> None:
         now = time.monotonic()
@@ -323,32 +527,50 @@ class JobQueue:
             return
         job.last_event_at = now
         snap = job.control.snapshot()
-        self.events.publish("progress", job.id, job.owner, progress=round(snap.fraction, 4), step=snap.step,
-                            steps=snap.total_steps, job_no=snap.job_no, job_count=snap.job_count,
-                            eta_seconds=snap.eta_seconds(), text=snap.text)
+        self._publish("progress", job, progress=round(snap.fraction, 4), step=snap.step, steps=snap.total_steps,
+                      job_no=snap.job_no, job_count=snap.job_count, eta_seconds=snap.eta_seconds(), text=snap.text)
 
-    def _complete(self, job: Job, state: JobState, *, error: str | None) -> None:
-        """Record the outcome (store first, so a crash right after loses nothing), then signal."""
-        meta = None
-        if job.result is not None and self._describe is not None:
-            try:
-                meta = self._describe(job.kind, job.result)
-            except Exception:  # noqa: BLE001 - metadata is best effort, the job itself is done
-                log.exception("describing the result of job %s failed", job.id)
-        with self._cond:
-            job.state, job.error, job.result_meta = state, error, meta
-            job.finished_at = time.time()
-            self._finished_order.append(job.id)
-            while len(self._finished_order) > self._keep_finished:
-                old = self._jobs.pop(self._finished_order.pop(0), None)
-                if old is not None and old.idempotency_key:
-                    self._idempotent.pop((old.owner or "", old.idempotency_key), None)
-        if self._store is not None:
-            self._store.mark_finished(job.id, state, finished_at=job.finished_at, error=error,
-                                      user_error=job.user_error, result_meta=meta)
-        job.done.set()
+    def _publish(self, type_: str, job: Job, **data: object) -> None:
+        try:
+            self.events.publish(type_, job.id, job.owner, **data)
+        except Exception:  # noqa: BLE001 - events are a view of the job, never a reason for it to fail
+            log.exception("publishing the %s event of job %s failed", type_, job.id)
+
+    def _complete(self, job: Job, state: JobState, *, error: str | None, requeue: bool = False,
+                  record: bool = True) -> None:
+        """Record the outcome (store first, so a crash right after loses nothing), then signal. Never
+        raises; the waiter is released even when recording fails. ``requeue``: the store gets the job
+        back as queued (a resumable job stopped by a shutdown) while the waiter learns it stopped."""
+        try:
+            with self._cond:
+                if job.state.finished:  # already completed (a shutdown that gave up waiting, then the worker)
+                    return
+            meta = None
+            if job.result is not None and self._describe is not None:
+                try:
+                    meta = self._describe(job.kind, job.result)
+                except Exception:  # noqa: BLE001 - metadata is best effort, the job itself is done
+                    log.exception("describing the result of job %s failed", job.id)
+            with self._cond:
+                job.state, job.error, job.result_meta = state, error, meta
+                job.finished_at = time.time()
+                self._finished_order.append(job.id)
+                while len(self._finished_order) > self._keep_finished:
+                    old = self._jobs.pop(self._finished_order.pop(0), None)
+                    if old is not None and old.idempotency_key:
+                        self._idempotent.pop((old.owner or "", old.idempotency_key), None)
+            if record and self._store is not None:
+                if requeue:
+                    self._recorder.write("requeue", job.id, lambda store: store.requeue(job.id))
+                else:
+                    finished_at, user_error = job.finished_at, job.user_error
+                    self._recorder.write("outcome", job.id, lambda store: store.mark_finished(
+                        job.id, state, finished_at=finished_at, error=error, user_error=user_error,
+                        result_meta=meta))
+        finally:
+            job.done.set()
         kind = {JobState.SUCCEEDED: "finished", JobState.FAILED: "failed"}.get(state, "cancelled")
-        self.events.publish(kind, job.id, job.owner, state=state.value, error=error)
+        self._publish(kind, job, state=state.value, error=error)
         with self._cond:
             self._cond.notify_all()
 

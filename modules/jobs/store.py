@@ -220,6 +220,19 @@ class JobStore:
         rows = self._execute(f"SELECT * FROM jobs {clause} ORDER BY seq DESC LIMIT ?", (*params, limit))
         return [StoredJob.from_row(r) for r in rows]
 
+    # -- clean stop (issue 33 point 5) ---------------------------------------------------------
+    def requeue(self, job_id: str) -> None:
+        """Put a job a clean stop interrupted back in the queue: the next start runs it again."""
+        self._execute("UPDATE jobs SET state = ?, started_at = NULL, finished_at = NULL, error = NULL WHERE id = ?",
+                      (JobState.QUEUED.value, job_id))
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file and truncate it, so a clean stop leaves
+        one self-contained file (no ``-wal`` content)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
 
 def open_job_store(path: Path) -> JobStore:
     """Open the job store; a corrupt file is moved aside (and logged) so the studio still starts."""
