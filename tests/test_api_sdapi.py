@@ -162,5 +162,7 @@ def test_empty_and_malformed_bodies(server) -> None:
         assert r.status_code == 422
         r = http.post("/sdapi/v1/png-info", json={"image": base64.b64encode(b"not an image").decode()})
         assert r.status_code == 400 and "image" in r.json()["detail"].lower()
-        r = http.post("/sdapi/v1/options", json={"no_such_option": 1})
-        assert r.status_code == 400 and "no_such_option" in r.json()["detail"]
+        r = http.post("/sdapi/v1/options", json={"no_such_option": 1})  # ignored and named, as A1111 options are
+        assert r.status_code == 200 and r.headers["X-Atelier-Ignored-Options"] == "no_such_option"
+        r = http.post("/sdapi/v1/options", json={"show_progress_every_n_steps": "often"})
+        assert r.status_code == 400 and "show_progress_every_n_steps" in r.json()["detail"]

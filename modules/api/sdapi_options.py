@@ -7,7 +7,9 @@ those with 200: a value equal to the one in force is a no-op there, ``restrict_a
 silently, and an option it has but the studio lacks is simply stored. So here:
 
 * a read-only key or a key the studio does not have is **ignored** (logged, and named in the answer's
-  ``X-Atelier-Ignored-Options`` header) rather than refused;
+  ``X-Atelier-Ignored-Options`` header) rather than refused. (A1111 fails on a key that none of its options
+  has, but the studio cannot tell A1111's ~300 options, and those its extensions add, from a typo; refusing
+  them would break the clients that post them, and the header names a typo all the same);
 * a known setting with an invalid value is refused (400 naming it) **before** anything is applied, so a
   request never half-applies (switch the model, then fail);
 * a value equal to the one in force changes nothing.
