@@ -50,6 +50,14 @@ def test_txt2img_payload_coerces_like_pydantic_1() -> None:
     assert req.fit_to_model and (req.width, req.height) == (100, 60)  # fitted by the job, not refused here
 
 
+def test_extras_payload_coerces_like_pydantic_1() -> None:
+    from modules.api.sdapi_listing_models import ExtrasSingleImagePayload
+
+    extras = ExtrasSingleImagePayload(image="x", upscaling_resize="2", upscaling_resize_w=100.7, resize_mode=None,
+                                      upscaling_resize_crop=True)  # stable-diffusion-api's spelling: ignored
+    assert (extras.upscaling_resize, extras.upscaling_resize_w, extras.resize_mode) == (2.0, 100, 0)
+
+
 def test_a_value_neither_pydantic_takes_is_still_a_validation_error() -> None:
     with pytest.raises(ValueError, match="steps"):
         SdTxt2ImgPayload(steps="twenty")

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modules.api.pydantic1 import Pydantic1Payload
+
 
 class UpscalerItem(BaseModel):
     name: str
@@ -77,8 +79,8 @@ class MemoryResponse(BaseModel):
     cuda: dict[str, Any] = Field(..., description="system/active/allocated/reserved/inactive/events, or an error")
 
 
-class ExtrasBase(BaseModel):
-    """``ExtrasBaseRequest``: A1111's field names and API defaults."""
+class ExtrasBase(Pydantic1Payload):
+    """``ExtrasBaseRequest``: A1111's field names and API defaults (input coerced as A1111's pydantic 1 did)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -121,7 +123,7 @@ class ExtrasBatchImagesResponse(BaseModel):
     html_info: str = ""
 
 
-class InterrogatePayload(BaseModel):
+class InterrogatePayload(Pydantic1Payload):
     model_config = ConfigDict(extra="ignore")
     image: str = Field(..., description="base64 image or data URI")
     model: str = Field("clip", description="clip (a caption), deepdanbooru (tags) or atelier-shapes-vit")
