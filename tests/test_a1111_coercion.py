@@ -97,6 +97,18 @@ def test_request_warnings_name_what_was_not_applied() -> None:
     assert request_warnings(SdTxt2ImgPayload(restore_faces=False), settings) == []
 
 
+def test_unknown_style_names_are_passed_over_and_named(tmp_path: Path) -> None:
+    from modules.api.sdapi_notes import known_styles
+    from modules.generation.styles import StyleStore
+
+    (tmp_path / "styles.csv").write_text("name,prompt,negative_prompt\nflat,{prompt} flat,\n", encoding="utf-8")
+    store = StyleStore([tmp_path / "styles.csv"])
+    assert known_styles(["flat"], store) == (["flat"], [])
+    kept, notes = known_styles(["cinematic", "flat"], store)
+    assert kept == ["flat"] and "'cinematic'" in notes[0]
+    assert known_styles(["flat"], None)[0] == []
+
+
 # --------------------------------------------------------------------------- POST /options
 
 def _current() -> dict[str, Any]:

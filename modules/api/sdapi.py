@@ -130,7 +130,7 @@ def run_sdapi_job(ctx: "AppContext", req: Any, principal: str | None, *, prechec
 
 
 def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
-    from modules.api.sdapi_notes import request_warnings
+    from modules.api.sdapi_notes import lenient_request
     from modules.images.codec import encode_png_base64
 
     @router.post("/txt2img", response_model=TextToImageResponse,
@@ -141,12 +141,12 @@ def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
             req = payload.to_request()
         except ValueError as exc:  # pydantic ValidationError is a ValueError
             raise ApiError(422, first_error(exc), "ValidationError") from None
+        req, notes = lenient_request(ctx, payload, req)
         job = run_sdapi_job(ctx, req, principal)
         result = finished_result(job)
         images = [encode_png_base64(img, text) for img, text in zip(result.images, result.infotexts)] \
             if payload.send_images else []
         denoising = req.denoising_strength if req.enable_hr else None
-        notes = request_warnings(payload, ctx.settings.as_dict())
         return TextToImageResponse(images=images, parameters=payload.echo((result.width, result.height)),
                                    info=processed_info(req, result, denoising_strength=denoising, warnings=notes))
 

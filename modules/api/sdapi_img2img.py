@@ -34,7 +34,7 @@ def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
                 principal: str | None = Depends(principal_of)) -> TextToImageResponse:
         from modules.api.sdapi import (finished_result, first_error, processed_info, raise_for_submit_error,
                                        run_sdapi_job)
-        from modules.api.sdapi_notes import request_warnings
+        from modules.api.sdapi_notes import lenient_request
         from modules.images.codec import encode_png_base64
 
         if not payload.init_images:
@@ -43,6 +43,7 @@ def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
             req = payload.to_request()
         except ValueError as exc:
             raise ApiError(422, first_error(exc), "ValidationError") from None
+        req, notes = lenient_request(ctx, payload, req)
         try:
             precheck_img2img(ctx, req)
         except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
@@ -51,6 +52,5 @@ def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
         result = finished_result(job)
         images = [encode_png_base64(img, text) for img, text in zip(result.images, result.infotexts)] \
             if payload.send_images else []
-        info = processed_info(req, result, denoising_strength=req.denoising_strength,
-                              warnings=request_warnings(payload, ctx.settings.as_dict()))
+        info = processed_info(req, result, denoising_strength=req.denoising_strength, warnings=notes)
         return TextToImageResponse(images=images, parameters=payload.echo((result.width, result.height)), info=info)

@@ -6,7 +6,8 @@ sends ``restore_faces`` and, with its face option, ADetailer's ``alwayson_script
 silently would leave the user believing they were applied, so the request runs and ``info`` carries one
 sentence per field that was not applied (``info`` is JSON; A1111's keys stay as they are, ``warnings`` is
 added after them). What the model could not make exactly (a size, clip skip) is reported by the job itself
-(:mod:`modules.generation.fitting`).
+(:mod:`modules.generation.fitting`). Style names the studio does not have are passed over, as A1111's
+``apply_styles_to_prompt`` passes them over, and named too.
 
 ``script_name`` is not judged here: a selectable script the studio lacks is refused (issue 24's rule).
 """
@@ -14,10 +15,15 @@ added after them). What the model could not make exactly (a size, clip skip) is 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 
 if TYPE_CHECKING:
     from modules.api.sdapi_models import _SdGenerationPayload
+    from modules.app_context import AppContext
+    from modules.generation.requests import GenerationRequest
+    from modules.generation.styles import StyleStore
+
+R = TypeVar("R", bound="GenerationRequest")
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +57,22 @@ def request_warnings(payload: "_SdGenerationPayload", settings: Mapping[str, Any
     if warnings:
         log.info("A1111 request: %s", "; ".join(warnings))
     return warnings
+
+
+def known_styles(names: list[str], store: "StyleStore | None") -> tuple[list[str], list[str]]:
+    """(the style names ``store`` has, in order; a warning naming the others, if any)."""
+    have = set(store.names()) if store is not None else set()
+    kept = [name for name in names if name in have]
+    missing = [name for name in names if name not in have]
+    if not missing:
+        return kept, []
+    return kept, [f"styles: {', '.join(repr(n) for n in missing)} not found in styles.csv and not applied"]
+
+
+def lenient_request(ctx: "AppContext", payload: "_SdGenerationPayload", req: R) -> tuple[R, list[str]]:
+    """``req`` with what A1111 passes over left out (unknown style names), and every warning known before
+    the job runs (:func:`request_warnings` and the styles passed over), for the answer's ``info``."""
+    kept, style_notes = known_styles(list(req.styles), ctx.styles)
+    if style_notes:
+        req = req.model_copy(update={"styles": kept})
+    return req, [*request_warnings(payload, ctx.settings.as_dict()), *style_notes]
