@@ -80,6 +80,10 @@ class FlakyStore(JobStore):
         self._maybe_fail("insert")
         super().insert(job)
 
+    def recover(self, reason: str = "") -> Any:
+        self._maybe_fail("recover")
+        return super().recover(reason)
+
     def mark_started(self, job_id: str, started_at: float) -> None:
         self._maybe_fail("mark_started")
         super().mark_started(job_id, started_at)
@@ -242,6 +246,16 @@ def test_the_store_refusing_a_submit_for_space_is_a_disk_full_error(parts) -> No
     with pytest.raises(DiskFullError, match=r"^no space left on the device holding the data dir: free \d+ MB"):
         queue.submit(Work(label="x"))
     assert queue.waiting_count() == 0 and queue.current() is None
+
+
+def test_a_full_disk_at_start_up_does_not_stop_the_queue_from_starting(tmp_path: Path, caplog) -> None:
+    store = FlakyStore(tmp_path / "jobs.sqlite3")
+    store.failing = {"recover"}
+    queue = JobQueue({"work": _handler([])}, store=store, request_types={"work": Work})
+    assert queue.restore().resumed == 0
+    assert any("could not restore the job queue" in r.getMessage() and "no space left" in r.getMessage()
+               for r in caplog.records)
+    store.close()
 
 
 def test_is_disk_full_recognises_every_form() -> None:

@@ -160,13 +160,22 @@ class JobQueue:
         """Before :meth:`start`: fail jobs a dead process left running, resume its queued ones."""
         if self._store is None:
             return RestoreReport()
-        failed, queued = self._store.recover(CRASH_REASON)
+        try:
+            failed, queued = self._store.recover(CRASH_REASON)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            # the studio still starts (submits get 507 until there is room); the jobs stay recorded
+            log.error("could not restore the job queue (%s); its jobs are restored at a start with free space",
+                      self._space.explain(exc, folder=self._store.path.parent))
+            return RestoreReport()
         resumed = dropped = 0
         for row in queued:
             request = self._parse_request(row.kind, row.request_json)
             if not row.resumable or request is None or row.kind not in self._handlers:
                 reason = NOT_RESUMED if not row.resumable else "not resumed after a restart: its request could not be read back"
-                self._store.mark_finished(row.id, JobState.CANCELLED, finished_at=time.time(), error=reason)
+                self._recorder.write("outcome", row.id, lambda store, job_id=row.id, why=reason: store.mark_finished(
+                    job_id, JobState.CANCELLED, finished_at=time.time(), error=why))
                 dropped += 1
                 continue
             job = self._from_stored(row, request)
@@ -174,7 +183,10 @@ class JobQueue:
                 self._register(job)
                 self._waiting.push(job)
             resumed += 1
-        self._store.prune(keep=10_000)
+        try:
+            self._store.prune(keep=10_000)
+        except Exception:  # noqa: BLE001 - forgetting old jobs can wait for the next start
+            log.warning("could not prune old jobs from %s", self._store.path, exc_info=True)
         report = RestoreReport(resumed=resumed, failed_running=len(failed), dropped=dropped)
         if resumed or failed or dropped:
             log.info("job queue restored from %s: %d resumed, %d failed (were running), %d not resumed",
