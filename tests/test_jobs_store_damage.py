@@ -33,7 +33,7 @@ import pytest
 from modules.jobs.model import JobState
 from modules.jobs.store import (JobStore, JobStoreError, JobStoreFullError, JobStoreWriteError, NewJob,
                                 open_job_store)
-from modules.jobs.store_repair import readable_rows, rebuild_header
+from modules.jobs.store_repair import RepairReport, readable_rows, rebuild_header
 
 PAGE = 4096
 COLUMNS = ("id", "seq", "kind", "owner", "state", "request_json", "result_json", "error", "created_at")
@@ -266,7 +266,7 @@ def test_a_damaged_file_is_repaired_at_start(tmp_path: Path, damage: str, wal: b
     store.close()
     assert _outputs(outputs) == images
     again = open_job_store(db)  # the fresh file opens cleanly next time
-    assert again.repair is None and again.get(new.id) is not None
+    assert again.repair is None and again.repair_notice is None and again.get(new.id) is not None
     again.close()
 
 
@@ -388,6 +388,23 @@ def test_rebuild_header_reads_a_file_whose_header_alone_is_broken(tmp_path: Path
     _break_header(db)
     rebuild_header(db, PAGE)
     assert _rows(db).keys() == before.keys()
+
+
+def test_the_repair_notice_says_what_was_kept_and_lost(tmp_path: Path) -> None:
+    def notice(lost: int | None) -> str:
+        return RepairReport(path=tmp_path / "jobs.sqlite3", kept_as=tmp_path / "jobs.sqlite3.corrupt-x",
+                            reason="file is not a database", saved=3, lost=lost, at=0.0).message
+
+    assert "3 job(s) were saved" in notice(0) and "could not be read" not in notice(0)
+    assert "2 could not be read" in notice(2) and "an unknown number could not be read" in notice(None)
+    assert all(str(tmp_path / "jobs.sqlite3.corrupt-x") in notice(n) and "\n" not in notice(n) for n in (0, 2, None))
+    garbage = tmp_path / "jobs.sqlite3"
+    garbage.write_bytes(b"not a database at all " * 300)
+    store = open_job_store(garbage)
+    assert store.repair is not None and store.repair.saved == 0 and "was damaged" in store.repair_notice
+    assert store.list() == [] and store.max_seq() == 0
+    store.close()
+    assert store.repair.kept_as.read_bytes() == b"not a database at all " * 300
 
 
 # -- a real server ----------------------------------------------------------------------------------

@@ -276,12 +276,13 @@ def salvage(damaged: Path, insert: Callable[[sqlite3.Row], bool], table: str = "
             for page_size in _header_page_sizes(damaged):
                 rebuild_header(copy, page_size)
                 try:
-                    read, counted = _read_copy(copy, table)
+                    again, again_counted = _read_copy(copy, table)
                 except sqlite3.Error:
                     continue
-                if read.rows:
+                if again.rows:
                     log.info("%s had a broken file header; read it again with a rebuilt one (page size %d)",
                              damaged, page_size)
+                    read, counted = again, again_counted
                     break
         saved = sum(1 for row in read.rows if insert(row))
     lost = max(0, counted - saved) if counted is not None else None
@@ -301,7 +302,9 @@ class RepairReport:
 
     @property
     def message(self) -> str:
-        lost = ("" if not self.lost else f", {self.lost} could not be read" if self.lost is not None
-                else ", an unknown number could not be read")
+        if self.lost is None:
+            lost = ", an unknown number could not be read"
+        else:
+            lost = f", {self.lost} could not be read" if self.lost else ""
         return (f"The job history {self.path} was damaged ({self.reason}). {self.saved} job(s) were saved into a "
                 f"fresh file{lost}; the damaged file is kept as {self.kept_as}. Output images are untouched.")
