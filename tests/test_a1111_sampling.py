@@ -55,6 +55,8 @@ K_SAMPLERS: dict[str, tuple[str, str | None, bool]] = {
     "DPM adaptive": ("sample_dpm_adaptive", None, False),
 }
 BROWNIAN = {"DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE"}
+#: A1111's own samplers (not in k-diffusion): their arithmetic is written out below
+OWN_SAMPLERS = ["Restart", "LCM", "DDIM", "PLMS", "UniPC"]
 SCHEDULES = ["Automatic", "Karras", "Uniform", "Exponential"]
 
 
@@ -114,17 +116,35 @@ class _GeneratorNoise:
         return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])
 
 
+def _cfg(denoiser: Any, embeds: tuple[torch.Tensor, torch.Tensor]) -> Any:
+    """A1111's CFGDenoiser for one prompt per image: cond and uncond in one batch, combined after."""
+    cond, uncond = embeds
+
+    def combined(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        level = level.expand(x.shape[0]) if level.dim() == 1 and level.shape[0] == 1 else level
+        out = denoiser(torch.cat([x, x]), torch.cat([level, level]), cond=torch.cat([cond, uncond]))
+        d_cond, d_uncond = out.chunk(2)
+        return d_uncond + (d_cond - d_uncond) * CFG
+
+    return combined
+
+
+def _decode(pipe: Any, latents: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    images = pipe.image_processor.postprocess(images, output_type="pil")
+    return np.stack([np.asarray(image, dtype=np.int16) for image in images])
+
+
 def _reference(kd: types.SimpleNamespace, active: ActiveModel, sampler: str, schedule: str,
                embeds: tuple[torch.Tensor, torch.Tensor], seeds: list[int]) -> np.ndarray:
     pipe = active.model.pipeline
     model = _CompVisUNet(pipe.unet, dict(active.model.scheduler_config))
+    if sampler in OWN_SAMPLERS:
+        with torch.no_grad():
+            return _decode(pipe, _own_reference(kd, model, sampler, schedule, embeds, seeds))
     denoiser = kd.external.CompVisDenoiser(model, quantize=False)
-    cond, uncond = embeds
-
-    def cfg_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        out = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=torch.cat([cond, uncond]))
-        d_cond, d_uncond = out.chunk(2)
-        return d_uncond + (d_cond - d_uncond) * CFG
+    cfg_denoiser = _cfg(denoiser, embeds)
 
     function, default, discard = K_SAMPLERS[sampler]
     chosen = default if schedule == "Automatic" else schedule.lower()
@@ -159,9 +179,177 @@ def _reference(kd: types.SimpleNamespace, active: ActiveModel, sampler: str, sch
         kwargs["solver_type"] = "heun"
     with torch.no_grad():
         latents = getattr(kd.sampling, function)(cfg_denoiser, x, **kwargs)
-        images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    images = pipe.image_processor.postprocess(images, output_type="pil")
-    return np.stack([np.asarray(image, dtype=np.int16) for image in images])
+    return _decode(pipe, latents)
+
+
+def _sigmas_for(kd: types.SimpleNamespace, denoiser: Any, schedule: str | None, n: int) -> torch.Tensor:
+    sigma_min, sigma_max = denoiser.sigmas[0].item(), denoiser.sigmas[-1].item()
+    if schedule in (None, "automatic", "uniform"):
+        return denoiser.get_sigmas(n)
+    if schedule == "karras":
+        return kd.sampling.get_sigmas_karras(n=n, sigma_min=sigma_min, sigma_max=sigma_max)
+    return kd.sampling.get_sigmas_exponential(n=n, sigma_min=sigma_min, sigma_max=sigma_max)
+
+
+def _own_reference(kd: types.SimpleNamespace, model: _CompVisUNet, sampler: str, schedule: str,
+                   embeds: tuple[torch.Tensor, torch.Tensor], seeds: list[int]) -> torch.Tensor:
+    """A1111's Restart and LCM (sigma space) and DDIM, PLMS, UniPC (timesteps), written out."""
+    noise = _GeneratorNoise(seeds, (4, 8, 8))
+    chosen = schedule.lower()
+    if sampler == "Restart":
+        denoiser = kd.external.CompVisDenoiser(model, quantize=False)
+        sigmas = _sigmas_for(kd, denoiser, "karras" if chosen == "automatic" else chosen, STEPS)
+        return _restart_reference(kd, _cfg(denoiser, embeds), noise.initial * sigmas[0], sigmas, noise)
+    if sampler == "LCM":
+        denoiser = _lcm_denoiser(kd, model)
+        sigmas = _sigmas_for(kd, denoiser, chosen, STEPS)
+        x, cfg = noise.initial * sigmas[0], _cfg(denoiser, embeds)
+        for i in range(len(sigmas) - 1):
+            x = cfg(x, sigmas[i] * x.new_ones([x.shape[0]]))
+            if sigmas[i + 1] > 0:
+                x = x + sigmas[i + 1] * noise()
+        return x
+    assert chosen == "automatic", "A1111 runs its timestep samplers on their own timesteps"
+    eps = _cfg(lambda x, t, cond: model.apply_model(x, t, cond), embeds)
+    if sampler == "UniPC":
+        return _unipc_reference(model, eps, noise.initial)
+    return _ddim_plms_reference(model, eps, noise.initial, plms=sampler == "PLMS")
+
+
+def _restart_reference(kd: types.SimpleNamespace, cfg: Any, x: torch.Tensor, sigmas: torch.Tensor,
+                       noise: _GeneratorNoise) -> torch.Tensor:
+    """A1111's restart sampler: Heun steps over a shortened Karras schedule with one restart."""
+    steps = len(sigmas) - 1
+    restarts: dict[float, tuple[int, int, float]] = {}
+    if steps >= 20:
+        restart_steps, restart_times = (steps // 4, 2) if steps >= 36 else (9, 1)
+        sigmas = kd.sampling.get_sigmas_karras(steps - restart_steps * restart_times, sigmas[-2].item(),
+                                               sigmas[0].item())
+        restarts = {0.1: (restart_steps + 1, restart_times, 2.0)}
+    at = {int(torch.argmin(abs(sigmas - key), dim=0)): value for key, value in restarts.items()}
+    pairs = []
+    for i in range(len(sigmas) - 1):
+        pairs.append((sigmas[i], sigmas[i + 1]))
+        if i + 1 in at:
+            count, times, top = at[i + 1]
+            high = int(torch.argmin(abs(sigmas - top), dim=0))
+            if high < i + 1:
+                again = kd.sampling.get_sigmas_karras(count, sigmas[i + 1].item(), sigmas[high].item())[:-1]
+                for _ in range(times):
+                    pairs.extend(zip(again[:-1], again[1:]))
+    s_in = x.new_ones([x.shape[0]])
+    last = None
+    for old, new in pairs:
+        if last is None:
+            last = old
+        elif last < old:
+            x = x + noise() * 1.0 * (old ** 2 - last ** 2) ** 0.5
+        d = kd.sampling.to_d(x, old, cfg(x, old * s_in))
+        if new == 0:
+            x = x + d * (new - old)
+        else:
+            x_2 = x + d * (new - old)
+            d_2 = kd.sampling.to_d(x_2, new, cfg(x_2, new * s_in))
+            x = x + (d + d_2) / 2 * (new - old)
+        last = new
+    return x
+
+
+def _lcm_denoiser(kd: types.SimpleNamespace, model: _CompVisUNet) -> Any:
+    """A1111's LCM discretisation over k-diffusion's DiscreteEpsDDPMDenoiser: 50 kept levels, quantised."""
+    base = kd.external.DiscreteEpsDDPMDenoiser
+
+    class LCMDenoiser(base):
+        def __init__(self) -> None:
+            kept = torch.zeros(50, dtype=torch.float32)
+            for x in range(50):
+                kept[49 - x] = model.alphas_cumprod[999 - x * 20]
+            super().__init__(model, kept, quantize=None)
+
+        def get_sigmas(self, n: int) -> torch.Tensor:
+            t = torch.linspace(self.sigma_to_t(self.sigma_max), self.sigma_to_t(self.sigma_min), n)
+            return kd.sampling.append_zero(self.t_to_sigma(t))
+
+        def sigma_to_t(self, sigma: torch.Tensor, quantize: Any = None) -> torch.Tensor:
+            return (sigma.log() - self.log_sigmas[:, None]).abs().argmin(dim=0).view(sigma.shape) * 20 + 19
+
+        def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+            return super().t_to_sigma(torch.clamp(((t - 19) / 20).float(), min=0, max=49))
+
+        def get_eps(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+            return self.inner_model.apply_model(*args, **kwargs)
+
+        def forward(self, x: torch.Tensor, sigma: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            c_out, c_in = [kd.sampling.utils.append_dims(v, x.ndim) for v in self.get_scalings(sigma)]
+            denoised = x + self.get_eps(x * c_in, self.sigma_to_t(sigma), **kwargs) * c_out
+            scaled = kd.sampling.utils.append_dims(self.sigma_to_t(sigma), x.ndim) * 10.0
+            return scaled / (scaled ** 2 + 0.25) ** 0.5 * denoised + 0.25 / (scaled ** 2 + 0.25) * x
+
+    return LCMDenoiser()
+
+
+def _a1111_timesteps() -> torch.Tensor:
+    return torch.clip(torch.asarray(list(range(0, 1000, 1000 // STEPS))) + 1, 0, 999)
+
+
+def _ddim_plms_reference(model: _CompVisUNet, eps: Any, x: torch.Tensor, plms: bool) -> torch.Tensor:
+    """A1111's DDIM (eta 0) and PLMS over its ``range(0, 1000, 1000 // steps) + 1`` timesteps."""
+    timesteps = _a1111_timesteps()
+    ac = model.alphas_cumprod
+    alphas = ac[timesteps]
+    alphas_prev = ac[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
+    root = torch.sqrt(1 - alphas)
+    s_x = x.new_ones((x.shape[0], 1, 1, 1))
+    s_in = x.new_ones([x.shape[0]])
+    history: list[torch.Tensor] = []
+
+    def advance(x: torch.Tensor, e: torch.Tensor, index: int) -> torch.Tensor:
+        a_t, a_prev = alphas[index].item() * s_x, alphas_prev[index].item() * s_x
+        pred_x0 = (x - root[index].item() * s_x * e) / a_t.sqrt()
+        return a_prev.sqrt() * pred_x0 + (1.0 - a_prev).sqrt() * e
+
+    for i in range(len(timesteps) - 1):
+        index = len(timesteps) - 1 - i
+        e_t = eps(x, timesteps[index].item() * s_in)
+        if not plms:
+            x = advance(x, e_t, index)
+            continue
+        if not history:
+            e_next = eps(advance(x, e_t, index), timesteps[max(index - 1, 0)].item() * s_in)
+            e_prime = (e_t + e_next) / 2
+        elif len(history) == 1:
+            e_prime = (3 * e_t - history[-1]) / 2
+        elif len(history) == 2:
+            e_prime = (23 * e_t - 16 * history[-1] + 5 * history[-2]) / 12
+        else:
+            e_prime = (55 * e_t - 59 * history[-1] + 37 * history[-2] - 9 * history[-3]) / 24
+        x = advance(x, e_prime, index)
+        history = (history + [e_t])[-3:]
+    return x
+
+
+def _unipc_reference(model: _CompVisUNet, eps: Any, x: torch.Tensor) -> torch.Tensor:
+    """A1111's UniPC (bh1, order 3, lower order final, x0 prediction, time-uniform from t=1 to 1/N),
+    its update arithmetic taken from diffusers' UniPCMultistepScheduler on A1111's noise levels and
+    model times (log alpha interpolated linearly in continuous time, model time ``(t - 1/N) * N``)."""
+    from diffusers import UniPCMultistepScheduler
+
+    count = len(_a1111_timesteps())
+    times = torch.linspace(1.0, 1.0 / 1000, count + 1)
+    grid = np.linspace(0.0, 1.0, 1001)[1:]
+    log_alpha = np.interp(times.double().numpy(), grid, 0.5 * np.log(model.alphas_cumprod.double().numpy()))
+    alpha = np.exp(log_alpha)
+    sigmas = np.sqrt(1.0 - alpha ** 2) / alpha
+    scheduler = UniPCMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                        solver_type="bh1", solver_order=3, lower_order_final=True,
+                                        predict_x0=True, final_sigmas_type="sigma_min")
+    scheduler.set_timesteps(count)
+    scheduler.sigmas = torch.tensor(sigmas, dtype=torch.float32)
+    s_in = x.new_ones([x.shape[0]])
+    for k in range(count):
+        e = eps(x, (times[k] - 1.0 / 1000) * 1000.0 * s_in)
+        x = scheduler.step(e, scheduler.timesteps[k], x).prev_sample
+    return x
 
 
 def _embeddings(active: ActiveModel, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,8 +369,12 @@ def _ours(active: ActiveModel, tmp_path: Path, sampler: str, schedule: str, batc
     return np.stack([np.asarray(image, dtype=np.int16) for image in result.images])
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
-@pytest.mark.parametrize("sampler", list(K_SAMPLERS))
+def _cases() -> list[tuple[str, str]]:
+    cases = [(sampler, schedule) for sampler in [*K_SAMPLERS, "Restart", "LCM"] for schedule in SCHEDULES]
+    return cases + [(sampler, "Automatic") for sampler in ("DDIM", "PLMS", "UniPC")]
+
+
+@pytest.mark.parametrize(("sampler", "schedule"), _cases())
 def test_a1111_sampler_matches_reference(kd, active, tmp_path, sampler: str, schedule: str) -> None:
     batch = 2 if schedule == "Automatic" else 1  # a batch checks the per-image noise streams
     seeds = [SEED + i for i in range(batch)]

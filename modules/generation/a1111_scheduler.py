@@ -29,7 +29,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 from modules.generation.a1111_noise import SamplerNoise, ZeroNoise
-from modules.generation.a1111_programs import PROGRAMS, Eval, Program, ProgramSpec, TimestepPlan
+from modules.generation.a1111_programs import PROGRAMS, Eval, Program, ProgramSpec, TimestepPlan, UniPCPlan, VPSchedule
 from modules.generation.a1111_schedules import Discretisation, LCMDiscretisation, ldm_alphas_cumprod, schedule_sigmas
 
 #: Attempts (3 model calls each) DPM adaptive may make before its result is taken as it stands.
@@ -114,12 +114,42 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
             self.model_disc.sigma_to_t(sigmas[1:])
         return TimestepPlan(timesteps=times, timesteps_next=after, alphas=alphas[:-1].float(), alphas_prev=alphas[1:])
 
+    def _unipc_plan(self, steps: int) -> UniPCPlan:
+        """A1111's UniPC times: uniform in continuous time from 1 to 1/N over as many steps as A1111's
+        timestep list has (Automatic), or any other schedule's sigmas as continuous times."""
+        schedule = VPSchedule.from_alphas_cumprod(self.model_disc.alphas_cumprod)
+        last = 1.0 / schedule.total
+        if self.config.schedule == "automatic":
+            count = len(range(0, 1000, 1000 // steps))
+            return UniPCPlan(times=torch.linspace(1.0, last, count + 1), schedule=schedule)
+        sigmas = self._sigmas(steps)
+        times = (self.model_disc.sigma_to_t(sigmas[sigmas > 0]) + 1) / schedule.total
+        if sigmas[-1] == 0 and float(times[-1]) > last:
+            times = torch.cat([times, torch.tensor([last])])
+        return UniPCPlan(times=times.float(), schedule=schedule)
+
+    def _plan(self, steps: int) -> Any:
+        if self.spec.plan == "ddpm":
+            return self._timestep_plan(steps)
+        if self.spec.plan == "unipc":
+            return self._unipc_plan(steps)
+        return self._sigmas(steps)
+
     def _levels_from(self, begin: int) -> Any:
-        if self.uses_timesteps:
-            plan = self._levels
+        plan = self._levels
+        if isinstance(plan, TimestepPlan):
             return TimestepPlan(plan.timesteps[begin:], plan.timesteps_next[begin:], plan.alphas[begin:],
                                 plan.alphas_prev[begin:])
-        return self._levels[begin:]
+        if isinstance(plan, UniPCPlan):
+            return UniPCPlan(times=plan.times[begin:], schedule=plan.schedule, order=plan.order)
+        return plan[begin:]
+
+    def _first_level(self, levels: Any) -> torch.Tensor:
+        if isinstance(levels, TimestepPlan):
+            return levels.timesteps[0]
+        if isinstance(levels, UniPCPlan):
+            return levels.schedule.model_time(levels.times[:1])[0]
+        return levels[0]
 
     def _trace(self, levels: Any) -> list[torch.Tensor]:
         """The evaluation levels of a program, traced with a zero model and zero noise."""
@@ -142,7 +172,7 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         """Plan ``num_inference_steps`` steps: the schedule, then one timestep per model evaluation."""
         steps = int(num_inference_steps)
         self.num_inference_steps = steps
-        self._levels = self._timestep_plan(steps) if self.uses_timesteps else self._sigmas(steps)
+        self._levels = self._plan(steps)
         if not self.uses_timesteps:
             self.sigmas = self._levels
         evaluated = self._trace(self._levels)
@@ -161,7 +191,7 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
 
     def _start(self, begin: int) -> None:
         levels = self._levels_from(begin)
-        first = levels.timesteps[0] if self.uses_timesteps else levels[0]
+        first = self._first_level(levels)
         self._run = _Run(program=None, pending=None, slot=begin, first_level=first, levels=levels)
         self._init_sigma = torch.tensor(1.0) if self.uses_timesteps else levels[0]
 
@@ -223,10 +253,11 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         return denoised
 
     def _alpha_at(self, level: torch.Tensor) -> torch.Tensor:
-        plan: TimestepPlan = self._require_run().levels
-        matches = (plan.timesteps == level).nonzero()
-        if len(matches):
-            return plan.alphas[int(matches[0])]
+        plan = self._require_run().levels
+        if isinstance(plan, TimestepPlan):
+            matches = (plan.timesteps == level).nonzero()
+            if len(matches):
+                return plan.alphas[int(matches[0])]
         return self.model_disc.alphas_cumprod[int(level)]
 
     def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor,

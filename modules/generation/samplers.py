@@ -15,7 +15,7 @@ SD-style ("diffusion") samplers that A1111 has run through A1111's own arithmeti
 schedules, CompVis timesteps, each image's own seed stream for sampler noise), so an A1111 infotext
 gives A1111's picture. Every A1111 schedule applies to them. The diffusers mapping beside each is
 kept for zero-terminal-SNR models (which A1111's discretisation cannot represent), and is the only
-mapping of UniPC and DEIS; a schedule such a diffusers scheduler cannot honour falls back to the
+mapping of DEIS; a schedule such a diffusers scheduler cannot honour falls back to the
 model's own ("Automatic"), and the resolved sampler reports the schedule actually used.
 
 Honest approximations of the diffusers schedules, since diffusers and k-diffusion differ:
@@ -23,7 +23,7 @@ Honest approximations of the diffusers schedules, since diffusers and k-diffusio
 * ``uniform`` and ``normal`` both map to ``timestep_spacing="linspace"``;
   ``sgm_uniform`` and ``simple`` to ``timestep_spacing="trailing"``;
   ``ddim`` to ``timestep_spacing="leading", steps_offset=1``.
-* UniPC is diffusers' UniPC (bh1, order 3), not A1111's port of the reference UniPC;
+* UniPC's diffusers mapping (zero-terminal-SNR models only) is diffusers' UniPC (bh1, order 3);
   ``DDIM CFG++`` is not offered.
 """
 
@@ -316,6 +316,7 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
             "UniPCMultistepScheduler", _kw(**_FLOW_SOLVER, solver_type="bh2", solver_order=2),
             schedules=_FLOW_SIGMAS_ONLY,
         ),
+        a1111="unipc",
     ),
     SamplerSpec(
         "LCM", ("k_lcm",), _opts(),
