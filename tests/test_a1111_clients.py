@@ -202,6 +202,7 @@ def test_sillytavern(studio: RunningServer) -> None:
 
         # the 960x540 preset, scaled down; clip skip 12 on a 3-layer encoder; face restore and ADetailer on
         body = _sillytavern_body(studio, width=122, height=69, clip_skip=12, restore_faces=True, adetailer_face=True)
+        body["prompt"] = "<lora:add_detail:0.5>, " + body["prompt"]  # the character's LoRA, not installed here
         r = _sillytavern_generate(http, body)
         image, info = generated(r, (120, 72))
         assert USERS["tavern"] not in r.text and "auth" not in r.json()["parameters"]
@@ -210,6 +211,7 @@ def test_sillytavern(studio: RunningServer) -> None:
         warnings = " | ".join(info["warnings"])
         assert "restore_faces" in warnings and "'ADetailer'" in warnings, warnings
         assert "clip skip 12" in warnings and "3 layers" in warnings and "generated at 120x72" in warnings
+        assert "<lora:add_detail>" in warnings and "<lora" not in info["infotexts"][0]
 
         # hires fix with SillyTavern's default upscaler "None": a plain resize, then the second pass
         body = _sillytavern_body(studio, width=66, height=66, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2)

@@ -109,6 +109,15 @@ def test_unknown_style_names_are_passed_over_and_named(tmp_path: Path) -> None:
     assert known_styles(["flat"], None)[0] == []
 
 
+def test_extra_networks_that_are_not_here_are_passed_over_and_named() -> None:
+    from modules.api.sdapi_notes import _pass_over_networks
+
+    missing: list[str] = []
+    text = _pass_over_networks("a <lora:here:0.5> cat <lora:gone:1> <hypernet:x:1> <lora:gone:0.2>",
+                               frozenset({"lora", "lyco"}), lambda name: name == "here", missing)
+    assert text == "a <lora:here:0.5> cat   " and missing == ["<lora:gone>", "<hypernet:x>"]
+
+
 # --------------------------------------------------------------------------- POST /options
 
 def _current() -> dict[str, Any]:

@@ -7,7 +7,9 @@ silently would leave the user believing they were applied, so the request runs a
 sentence per field that was not applied (``info`` is JSON; A1111's keys stay as they are, ``warnings`` is
 added after them). What the model could not make exactly (a size, clip skip) is reported by the job itself
 (:mod:`modules.generation.fitting`). Style names the studio does not have are passed over, as A1111's
-``apply_styles_to_prompt`` passes them over, and named too.
+``apply_styles_to_prompt`` passes them over, and so are prompt tags of extra networks it cannot find
+(``<lora:missing:1>``, ``<hypernet:x:1>``: A1111 logs "Lora not found" / "Skipping unknown extra network"
+and generates without them); each is named too.
 
 ``script_name`` is not judged here: a selectable script the studio lacks is refused (issue 24's rule).
 """
@@ -15,7 +17,10 @@ added after them). What the model could not make exactly (a size, clip skip) is 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Mapping, TypeVar
+import re
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+
+from modules.generation.prompt_parser import LORA_KINDS
 
 if TYPE_CHECKING:
     from modules.api.sdapi_models import _SdGenerationPayload
@@ -26,6 +31,11 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound="GenerationRequest")
 
 log = logging.getLogger(__name__)
+
+#: A1111's ``re_extra_net``: an extra-network tag ``<kind:name[:args]>`` in a prompt
+EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
+#: the prompt fields whose extra-network tags are checked
+PROMPT_FIELDS = ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
 
 #: always-on scripts the studio runs (``alwayson_scripts`` keys, any case)
 ALWAYSON_SCRIPTS = frozenset({"controlnet"})
@@ -70,9 +80,48 @@ def known_styles(names: list[str], store: "StyleStore | None") -> tuple[list[str
 
 
 def lenient_request(ctx: "AppContext", payload: "_SdGenerationPayload", req: R) -> tuple[R, list[str]]:
-    """``req`` with what A1111 passes over left out (unknown style names), and every warning known before
+    """``req`` with what A1111 passes over left out (unknown styles and networks), and every warning known before
     the job runs (:func:`request_warnings` and the styles passed over), for the answer's ``info``."""
     kept, style_notes = known_styles(list(req.styles), ctx.styles)
     if style_notes:
         req = req.model_copy(update={"styles": kept})
-    return req, [*request_warnings(payload, ctx.settings.as_dict()), *style_notes]
+    req, network_notes = known_networks(ctx, req)
+    return req, [*request_warnings(payload, ctx.settings.as_dict()), *style_notes, *network_notes]
+
+
+def _pass_over_networks(text: str, kinds: frozenset[str], lora_found: Callable[[str], bool],
+                        missing: list[str]) -> str:
+    """``text`` without the tags of network kinds the studio lacks or LoRAs it cannot find (named in ``missing``)."""
+    def keep(match: re.Match[str]) -> str:
+        kind, name = match.group(1), match.group(2).split(":")[0].strip()
+        if kind.lower() in kinds and (kind.lower() not in LORA_KINDS or lora_found(name)):
+            return match.group(0)
+        tag = f"<{kind}:{name}>"
+        if tag not in missing:
+            missing.append(tag)
+        return ""
+
+    return EXTRA_NETWORK_TAG.sub(keep, text)
+
+
+def known_networks(ctx: "AppContext", req: R) -> tuple[R, list[str]]:
+    """``req`` with the prompt tags of networks that are not here taken out, and a warning naming them."""
+    from modules.generation.lora import LoraError, LoraLibrary
+    from modules.generation.service import network_kinds
+
+    kinds = frozenset(k.lower() for k in network_kinds(ctx))
+    library = LoraLibrary((ctx.paths.lora_dir,))
+
+    def lora_found(name: str) -> bool:
+        try:
+            library.find(name)
+        except LoraError:
+            return False
+        return True
+
+    missing: list[str] = []
+    changes = {name: _pass_over_networks(getattr(req, name), kinds, lora_found, missing)
+               for name in PROMPT_FIELDS if EXTRA_NETWORK_TAG.search(getattr(req, name, "") or "")}
+    if not missing:
+        return req, []
+    return req.model_copy(update=changes), [f"extra networks not found here and not applied: {', '.join(missing)}"]
