@@ -33,7 +33,7 @@ import pytest
 from modules.jobs.model import JobState
 from modules.jobs.store import (JobStore, JobStoreError, JobStoreFullError, JobStoreWriteError, NewJob,
                                 open_job_store)
-from modules.jobs.store_repair import RepairReport, readable_rows, rebuild_header
+from modules.jobs.store_repair import RepairReport, calls_for_repair, readable_rows, rebuild_header
 
 PAGE = 4096
 COLUMNS = ("id", "seq", "kind", "owner", "state", "request_json", "result_json", "error", "created_at")
@@ -351,6 +351,8 @@ def test_disk_full_writes_raise_a_typed_error(tmp_path: Path) -> None:
         for seq in range(2, 200):
             store.insert(_new_job(seq, "a", "y" * 40))
     assert isinstance(raised.value, JobStoreWriteError) and isinstance(raised.value, JobStoreError)
+    cause = raised.value.__cause__
+    assert isinstance(cause, sqlite3.OperationalError) and not calls_for_repair(cause)  # full is not damage
     with pytest.raises(JobStoreFullError):
         store.mark_finished(first.id, JobState.SUCCEEDED, finished_at=time.time(), error=None,
                             result_meta={"infotexts": ["z" * 20_000]})
@@ -367,6 +369,16 @@ def test_a_newer_schema_is_still_refused(tmp_path: Path) -> None:
     with pytest.raises(JobStoreError, match="newer Atelier"):
         open_job_store(db)
     assert not list(tmp_path.glob("*.corrupt-*"))
+
+
+def test_a_file_that_cannot_be_opened_is_left_where_it_is(tmp_path: Path) -> None:
+    """Not damage (here: the path is a folder): a clear error, and nothing is moved aside or replaced."""
+    db = tmp_path / "jobs.sqlite3"
+    db.mkdir()
+    (db / "keep.txt").write_text("mine")
+    with pytest.raises(JobStoreError, match=r"cannot open the job database .*jobs\.sqlite3"):
+        open_job_store(db)
+    assert (db / "keep.txt").read_text() == "mine" and not list(tmp_path.glob("*.corrupt-*"))
 
 
 def test_readable_rows_skips_exactly_the_damaged_page(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from modules.jobs.model import CRASH_REASON, JobState
-from modules.jobs.store_repair import (RepairReport, check_file, is_damage, is_disk_full, move_aside,
+from modules.jobs.store_repair import (RepairReport, calls_for_repair, check_file, is_disk_full, move_aside,
                                        readable_rows, salvage)
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class _NewerSchema(JobStoreError):
 
 
 class JobStoreDamagedError(JobStoreError):
-    """The file is damaged (SQLite: malformed, not a database); :func:`open_job_store` repairs it."""
+    """The file is damaged (SQLite: malformed, not a database, ...); :func:`open_job_store` repairs it."""
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"the job database {path} is damaged: {reason}")
@@ -184,7 +184,7 @@ class JobStore:
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
-            if is_damage(exc):
+            if calls_for_repair(exc):
                 raise JobStoreDamagedError(self._path, str(exc)) from None
             raise JobStoreError(f"cannot open the job database {self._path}: {exc}") from None
         except _NewerSchema:
@@ -273,7 +273,7 @@ class JobStore:
         try:
             return action()
         except sqlite3.DatabaseError as exc:
-            if not is_damage(exc):
+            if not calls_for_repair(exc):
                 log.error("could not %s in the job database %s: %s", what, self._path, exc)
                 return fallback()
             self._repair(str(exc))
@@ -431,15 +431,15 @@ class JobStore:
 def open_job_store(path: Path) -> JobStore:
     """Open the job store so that the studio always starts.
 
-    A damaged file (or one that cannot be opened) is moved aside as ``<name>.corrupt-<time>`` with
-    its -wal/-shm, what can still be read of it is saved into a fresh file, and the store's
-    :attr:`JobStore.repair` says so (logged as one line). A file of a newer schema is refused."""
+    A damaged file (any database error but those that say a good file cannot be used right now) is
+    moved aside as ``<name>.corrupt-<time>`` with its -wal/-shm, what can still be read of it is
+    saved into a fresh file, and the store's :attr:`JobStore.repair` says so (logged as one line).
+    A file of a newer schema, or one that is locked, read-only, on a full disk or cannot be opened,
+    raises :class:`JobStoreError` with a message saying so, and is left where it is."""
     try:
         return JobStore(path)
-    except _NewerSchema:
-        raise
-    except JobStoreError as exc:
-        reason = exc.reason if isinstance(exc, JobStoreDamagedError) else str(exc)
+    except JobStoreDamagedError as exc:
+        reason = exc.reason
     kept = _move_aside(path)
     store = JobStore(path)
     store._salvage_from(kept, reason)

@@ -33,7 +33,10 @@ from typing import Callable, Iterable, Sequence
 log = logging.getLogger(__name__)
 
 SIDE_FILES = ("", "-wal", "-shm")   # the database and its WAL companions, moved and copied together
-_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 10, 11, 13, 26
+#: PERM, BUSY, LOCKED, READONLY, FULL, CANTOPEN, AUTH: the file may be fine, it just cannot be used now
+_USABLE_LATER = frozenset({3, 5, 6, 8, 13, 14, 23})
+_USABLE_LATER_TEXT = ("locked", "readonly", "read-only", "unable to open", "disk is full", "permission", "authoriz")
 _MAX_FAILED_PROBES = 200_000         # bounds the work on a file damaged beyond any use
 _FALLBACK_ROWID_SPAN = 1_000_000     # searched when no b-tree can say which rowid is the largest
 _HEADER_PAGE_SIZES = (4096, 1024, 2048, 8192, 16384, 32768, 65536, 512)
@@ -45,12 +48,23 @@ def _primary_code(exc: sqlite3.Error) -> int | None:
 
 
 def is_damage(exc: sqlite3.Error) -> bool:
-    """True when SQLite says the file itself is damaged (not full, locked or unwritable)."""
+    """True when SQLite says the file itself is damaged or unreadable (malformed, not a database, an
+    I/O error such as a short read of a file cut short): reading around it may still find rows."""
     code = _primary_code(exc)
     if code is not None:
-        return code in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+        return code in (_SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_IOERR)
     text = str(exc)
-    return "malformed" in text or "not a database" in text
+    return "malformed" in text or "not a database" in text or "disk I/O error" in text
+
+
+def calls_for_repair(exc: sqlite3.Error) -> bool:
+    """True for any database error except those that say the file may well be fine but cannot be
+    used right now (locked, busy, read-only, full, cannot be opened): moving such a file aside
+    would hide a good job history, perhaps from under another process still using it."""
+    code = _primary_code(exc)
+    if code is not None:
+        return code not in _USABLE_LATER
+    return not any(text in str(exc).lower() for text in _USABLE_LATER_TEXT)
 
 
 def is_disk_full(exc: sqlite3.Error) -> bool:
