@@ -141,6 +141,13 @@ def test_read_only_and_unknown_keys_are_ignored_and_reported() -> None:
     assert ignored_header(change) == {IGNORED_HEADER: "sd_checkpoint_hash, img2img_fix_steps"}
 
 
+def test_the_ignored_header_is_always_valid_header_text() -> None:
+    change = plan_options_change({"caf\u00e9\n": 1, "x" * 3000: 2}, _current())
+    header = ignored_header(change)[IGNORED_HEADER]
+    assert header.startswith("caf??, xxx") and header.endswith("...") and len(header) == 2000
+    assert all(" " <= c <= "~" for c in header)
+
+
 def test_an_invalid_value_refuses_the_whole_body_before_anything_is_applied() -> None:
     body = {"sd_model_checkpoint": "b.safetensors", "show_progress_every_n_steps": "often"}
     with pytest.raises(SettingsError, match="show_progress_every_n_steps"):

@@ -73,6 +73,14 @@ def plan_options_change(body: Mapping[str, Any], current: Mapping[str, Any]) -> 
     return OptionsChange(checkpoint=checkpoint, settings=settings, ignored=ignored)
 
 
-def ignored_header(change: OptionsChange) -> dict[str, str]:
-    """The response header listing the ignored keys (none when every key was applied)."""
-    return {IGNORED_HEADER: ", ".join(change.ignored)} if change.ignored else {}
+def _header_safe(key: str) -> str:
+    """A posted key as header text: printable ASCII only (any other character would break the answer)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in key)
+
+
+def ignored_header(change: OptionsChange, limit: int = 2000) -> dict[str, str]:
+    """The response header listing the ignored keys (none when every key was applied), at most ``limit`` long."""
+    if not change.ignored:
+        return {}
+    text = ", ".join(_header_safe(key) for key in change.ignored)
+    return {IGNORED_HEADER: text if len(text) <= limit else text[:limit - 3] + "..."}
