@@ -30,11 +30,12 @@ PROMPT_EXIT_SECONDS = 8.0
 
 
 def _start(data: Path, ckpt: Path, port: int, log: Path) -> subprocess.Popen:
+    """``launch.py --nowebui`` with the tiny checkpoint ``ckpt`` loaded at start (quick on 2 CPUs)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "launch.py", "--nowebui", "--data-dir", str(data), "--ckpt-dir",
-                                 str(ckpt), "--port", str(port), "--min-free-space-mb", "1"], cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
+                                 str(ckpt.parent), "--ckpt", str(ckpt), "--port", str(port),
+                                 "--min-free-space-mb", "1"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def _wait_up(http: httpx.Client, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
@@ -93,9 +94,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("ckpt")
-    build_tiny_checkpoint("sd1", folder, fmt="single", seed=5)
-    return folder
+    return build_tiny_checkpoint("sd1", tmp_path_factory.mktemp("ckpt"), fmt="single", seed=5)
 
 
 @pytest.mark.slow
@@ -139,20 +138,20 @@ def test_sigterm_requeues_the_resumable_job_and_the_next_start_runs_it(tmp_path:
 def test_ctrl_c_fails_the_running_job_releases_blocked_callers_and_exits_0(tmp_path: Path, ckpt: Path) -> None:
     data, log, port = tmp_path / "data", tmp_path / "server.log", free_port()
     proc = _start(data, ckpt, port, log)
-    answers: list[Any] = []
+    answers: dict[int, Any] = {}
 
-    def blocking_call(body: dict[str, Any]) -> None:
+    def blocking_call(index: int, body: dict[str, Any]) -> None:
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-                answers.append(client.post("/sdapi/v1/txt2img", json=body))
-        except httpx.TransportError as exc:  # the server went away: also an answer, not a hang
-            answers.append(exc)
+                answers[index] = client.post("/sdapi/v1/txt2img", json=body)
+        except httpx.TransportError as exc:  # the server went away without answering
+            answers[index] = exc
 
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             _wait_up(http, proc, log)
-            callers = [threading.Thread(target=blocking_call, args=(body,), daemon=True)
-                       for body in (LONG, {**PROMPT, "steps": 2})]
+            callers = [threading.Thread(target=blocking_call, args=(index, body), daemon=True)
+                       for index, body in enumerate((LONG, {**PROMPT, "steps": 2}))]
             callers[0].start()
             _wait_for(lambda: http.get("/sdapi/v1/progress").json()["state"]["sampling_step"] > 0,
                       "the sdapi job to run")
@@ -163,9 +162,10 @@ def test_ctrl_c_fails_the_running_job_releases_blocked_callers_and_exits_0(tmp_p
         for caller in callers:
             caller.join(10)
             assert not caller.is_alive(), "a blocked /sdapi/v1/txt2img caller was never answered"
-        answered = [a for a in answers if isinstance(a, httpx.Response)]
-        assert all(a.status_code == 500 and "shutdown" in a.json()["detail"] or "stopped" in a.json()["detail"]
-                   for a in answered), [a.text for a in answered]
+        # both callers are answered before the server goes: the running job failed, the waiting one never ran
+        assert isinstance(answers[0], httpx.Response) and isinstance(answers[1], httpx.Response), answers
+        assert answers[0].status_code == 500 and answers[0].json()["detail"] == SHUTDOWN_REASON
+        assert answers[1].status_code == 409 and answers[1].json()["detail"] == STOPPED_BEFORE_START
         rows = list(_rows(data / "jobs.sqlite3").values())
         sdapi = [r for r in rows if r["source"] == "sdapi"]
         assert len(sdapi) == 2

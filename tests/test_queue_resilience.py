@@ -14,7 +14,6 @@ import logging
 import os
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -159,7 +158,6 @@ def test_an_outcome_that_cannot_be_recorded_still_releases_the_waiter(parts) -> 
 
 
 def test_a_failing_describer_and_event_subscriber_do_not_fail_the_job(tmp_path: Path) -> None:
-    events = EventBus()
     broken = {"n": 0}
 
     class BrokenBus(EventBus):
@@ -183,7 +181,6 @@ def test_a_failing_describer_and_event_subscriber_do_not_fail_the_job(tmp_path: 
         assert broken["n"] >= 6 and queue.worker_status().alive
     finally:
         queue.shutdown()
-    del events
 
 
 def test_an_exception_escaping_the_worker_loop_restarts_it(parts, caplog: pytest.LogCaptureFixture) -> None:
