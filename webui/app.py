@@ -73,6 +73,13 @@ def _model_status(ctx: "AppContext") -> tuple[str, bool]:
     return status_html(f"{active.model.family.label} · loaded in {active.load_seconds:.1f} s"), False
 
 
+def _studio_notice(ctx: "AppContext") -> str:
+    """A warning above the tabs when something at start-up needs the user's attention (a damaged
+    job file replaced by what could be saved of it), else nothing."""
+    notice = ctx.store.repair_notice
+    return status_html(ctx.paths.scrub(notice), "warn") if notice else ""
+
+
 def build_ui(ctx: "AppContext") -> gr.Blocks:
     ui = UiDefaults(ctx.paths.data_dir / "ui-config.json")
     with gr.Blocks(title="Atelier", analytics_enabled=False) as demo:
@@ -82,6 +89,7 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
             refresh = gr.Button("🔄", scale=0, min_width=48, elem_id="refresh_sd_model_checkpoint")
             model_status = gr.HTML("", elem_id="model_status")
             loading = gr.Timer(1.0, active=False)  # follows a model load until it is done
+        gr.HTML(lambda: _studio_notice(ctx), elem_id="studio_notice")  # evaluated at every page load
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img"):
                 txt2img = build_txt2img_tab(ctx, ui)
