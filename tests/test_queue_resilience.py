@@ -413,3 +413,21 @@ def test_a_disk_that_fills_while_a_job_runs(tmp_path: Path) -> None:
         if filler is not None:
             filler.unlink(missing_ok=True)
         subprocess.run(["umount", "-l", str(data)], check=False)
+
+
+def test_the_flag_overrides_the_setting_and_bad_values_are_refused(tmp_path: Path) -> None:
+    from modules.app_context import space_guard
+    from modules.flags import FlagError, parse_flags
+    from modules.paths import resolve_paths
+    from modules.settings import SettingsError, SettingsStore
+
+    paths = resolve_paths(tmp_path)
+    settings = SettingsStore(paths.settings_file)
+    assert space_guard(parse_flags([]), paths, settings).margin_mb() == 64  # the setting's default
+    settings.update({"min_free_space_mb": 500})
+    assert space_guard(parse_flags([]), paths, settings).margin_mb() == 500  # read at each check
+    assert space_guard(parse_flags(["--min-free-space-mb", "0"]), paths, settings).margin_mb() == 0
+    with pytest.raises(FlagError, match="--min-free-space-mb must be 0 or more"):
+        parse_flags(["--min-free-space-mb", "-1"])
+    with pytest.raises(SettingsError, match="min_free_space_mb"):
+        settings.update({"min_free_space_mb": -5})
