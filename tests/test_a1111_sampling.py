@@ -82,12 +82,23 @@ def kd() -> types.SimpleNamespace:
     return _load_k_diffusion()
 
 
-@pytest.fixture(scope="module")
-def active(tiny_checkpoints, model_cache_dir: Path) -> ActiveModel:
-    path = tiny_checkpoints["sd1"]["single"]
-    model = load_model(path, LoadOptions(cache_dir=model_cache_dir))
+EMBEDDED = Path(__file__).resolve().parents[1] / "models" / "Stable-diffusion" / "atelier-shapes-v1.safetensors"
+
+
+def _load(path: Path, cache_dir: Path) -> ActiveModel:
+    model = load_model(path, LoadOptions(cache_dir=cache_dir))
     model.pipeline.set_progress_bar_config(disable=True)
     return ActiveModel(info=CheckpointInfo(path, path.name, False), model=model, sha256="0" * 64, load_seconds=0)
+
+
+@pytest.fixture(scope="module")
+def active(tiny_checkpoints, model_cache_dir: Path) -> ActiveModel:
+    return _load(tiny_checkpoints["sd1"]["single"], model_cache_dir)
+
+
+def _latent_shape(active: ActiveModel) -> tuple[int, int, int]:
+    side = 64 // active.model.vae_scale_factor
+    return (active.model.latent_channels, side, side)
 
 
 class _CompVisUNet(torch.nn.Module):
@@ -140,10 +151,12 @@ def _reference(kd: types.SimpleNamespace, active: ActiveModel, sampler: str, sch
                embeds: tuple[torch.Tensor, torch.Tensor], seeds: list[int]) -> np.ndarray:
     pipe = active.model.pipeline
     model = _CompVisUNet(pipe.unet, dict(active.model.scheduler_config))
+    shape = _latent_shape(active)
     if sampler in OWN_SAMPLERS:
         with torch.no_grad():
-            return _decode(pipe, _own_reference(kd, model, sampler, schedule, embeds, seeds))
-    denoiser = kd.external.CompVisDenoiser(model, quantize=False)
+            return _decode(pipe, _own_reference(kd, model, sampler, schedule, embeds, seeds, shape))
+    v_prediction = active.model.prediction_type == "v_prediction"
+    denoiser = (kd.external.CompVisVDenoiser if v_prediction else kd.external.CompVisDenoiser)(model, quantize=False)
     cfg_denoiser = _cfg(denoiser, embeds)
 
     function, default, discard = K_SAMPLERS[sampler]
@@ -159,7 +172,6 @@ def _reference(kd: types.SimpleNamespace, active: ActiveModel, sampler: str, sch
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
 
-    shape = (4, 8, 8)
     noise = _GeneratorNoise(seeds, shape)
     x = noise.initial * sigmas[0]
     kwargs: dict[str, Any] = {"disable": True}
@@ -192,9 +204,10 @@ def _sigmas_for(kd: types.SimpleNamespace, denoiser: Any, schedule: str | None, 
 
 
 def _own_reference(kd: types.SimpleNamespace, model: _CompVisUNet, sampler: str, schedule: str,
-                   embeds: tuple[torch.Tensor, torch.Tensor], seeds: list[int]) -> torch.Tensor:
+                   embeds: tuple[torch.Tensor, torch.Tensor], seeds: list[int],
+                   shape: tuple[int, int, int]) -> torch.Tensor:
     """A1111's Restart and LCM (sigma space) and DDIM, PLMS, UniPC (timesteps), written out."""
-    noise = _GeneratorNoise(seeds, (4, 8, 8))
+    noise = _GeneratorNoise(seeds, shape)
     chosen = schedule.lower()
     if sampler == "Restart":
         denoiser = kd.external.CompVisDenoiser(model, quantize=False)
@@ -374,12 +387,37 @@ def _cases() -> list[tuple[str, str]]:
     return cases + [(sampler, "Automatic") for sampler in ("DDIM", "PLMS", "UniPC")]
 
 
-@pytest.mark.parametrize(("sampler", "schedule"), _cases())
-def test_a1111_sampler_matches_reference(kd, active, tmp_path, sampler: str, schedule: str) -> None:
-    batch = 2 if schedule == "Automatic" else 1  # a batch checks the per-image noise streams
+def _compare(kd: types.SimpleNamespace, active: ActiveModel, tmp_path: Path, sampler: str, schedule: str,
+             batch: int) -> None:
     seeds = [SEED + i for i in range(batch)]
     ours = _ours(active, tmp_path, sampler, schedule, batch)
     reference = _reference(kd, active, sampler, schedule, _embeddings(active, batch), seeds)
     difference = np.abs(ours - reference)
-    print(f"{sampler} / {schedule}: max {difference.max()}, mean {difference.mean():.4f}")
+    print(f"{active.model.family.id} {sampler} / {schedule}: max {difference.max()}, mean {difference.mean():.4f}")
     assert difference.max() <= 1, f"{sampler} / {schedule}: max {difference.max()}, mean {difference.mean():.3f}"
+
+
+@pytest.mark.parametrize(("sampler", "schedule"), _cases())
+def test_a1111_sampler_matches_reference(kd, active, tmp_path, sampler: str, schedule: str) -> None:
+    _compare(kd, active, tmp_path, sampler, schedule, batch=2 if schedule == "Automatic" else 1)
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "Heun", "DPM++ SDE", "DPM fast", "LMS"])
+def test_v_prediction_matches_reference(kd, tiny_checkpoints, model_cache_dir, tmp_path, sampler: str) -> None:
+    active_v = _load(tiny_checkpoints["sd2-768-v"]["single"], model_cache_dir)
+    assert active_v.model.prediction_type == "v_prediction"
+    _compare(kd, active_v, tmp_path, sampler, "Automatic", batch=1)
+
+
+@pytest.fixture(scope="module")
+def embedded(model_cache_dir: Path) -> ActiveModel:
+    if not EMBEDDED.is_file():
+        pytest.skip(f"the embedded default {EMBEDDED.name} is not present")
+    return _load(EMBEDDED, model_cache_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", [*K_SAMPLERS, *OWN_SAMPLERS])
+def test_embedded_default_matches_reference(kd, embedded, tmp_path, sampler: str) -> None:
+    """The trained embedded default: a real model's denoiser, where differences would show."""
+    _compare(kd, embedded, tmp_path, sampler, "Automatic", batch=2)

@@ -260,6 +260,14 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
                 return plan.alphas[int(matches[0])]
         return self.model_disc.alphas_cumprod[int(level)]
 
+    def _noise_alpha_at(self, level: torch.Tensor) -> torch.Tensor:
+        """``alpha_bar`` to noise clean latents to: UniPC's own continuous-time level for UniPC."""
+        plan = self._require_run().levels
+        if isinstance(plan, UniPCPlan):
+            continuous = level.reshape(1) / 1000.0 + 1.0 / plan.schedule.total
+            return plan.schedule.alpha(continuous)[0] ** 2
+        return self._alpha_at(level)
+
     def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor,
              generator: Any = None, return_dict: bool = True, **_: Any) -> SchedulerOutput | tuple[torch.Tensor]:
         """Answer the program's pending evaluation; return the latents of its next one (or its result)."""
@@ -296,7 +304,7 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
             return original_samples
         t = timesteps.reshape(-1)[0] if torch.is_tensor(timesteps) else torch.tensor(float(timesteps))
         if self.uses_timesteps:
-            alpha = self._alpha_at(t).to(original_samples.dtype)
+            alpha = self._noise_alpha_at(t).to(original_samples.dtype)
             return original_samples * alpha.sqrt() + noise * (1 - alpha).sqrt()
         sigma = self._sigma_of_t.get(float(t))
         if sigma is None:
