@@ -342,12 +342,6 @@ class _Echo(BaseModel):
     kind: str = "echo"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "JobQueue.cancel() answers True for a RUNNING job whose handler has already returned: _execute reads "
-    "cancel_event right after the handler and before _complete() sets the final state (the job describer "
-    "and the store write run in between), so a cancel landing there is acknowledged but the job ends "
-    "succeeded. Fix in modules/jobs/queue.py: decide the outcome under self._cond where _current is "
-    "cleared, and have cancel() return False for a RUNNING job that is no longer self._current"))
 def test_a_cancel_answered_true_always_ends_cancelled() -> None:
     """The window the stress test hits only by chance, held open: the describer (called between the
     handler's return and the final state) waits until a cancel has been answered."""

@@ -398,6 +398,8 @@ class JobQueue:
             if job is None or job.state.finished or (owner is not None and job.owner != owner):
                 return False
             if job.state is JobState.RUNNING:
+                if job is not self._current:  # its handler has returned: the outcome is decided
+                    return False
                 job.control.cancel_event.set()
                 return True
             self._waiting.remove(job)
@@ -521,6 +523,9 @@ class JobQueue:
         finally:
             job.control.listener = None
         with self._cond:
+            # decided under the lock cancel() takes: a cancel answered True always ends the job cancelled
+            if state is JobState.SUCCEEDED and job.control.cancel_event.is_set():
+                state, error = JobState.CANCELLED, "cancelled while running"
             job.result = result
             job.user_error = user_error
             self._current = None
