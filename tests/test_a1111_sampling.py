@@ -421,3 +421,58 @@ def embedded(model_cache_dir: Path) -> ActiveModel:
 def test_embedded_default_matches_reference(kd, embedded, tmp_path, sampler: str) -> None:
     """The trained embedded default: a real model's denoiser, where differences would show."""
     _compare(kd, embedded, tmp_path, sampler, "Automatic", batch=2)
+
+
+class _SmoothModel(torch.nn.Module):
+    """A stand-in epsilon model (smooth in x and t) for scheduler-level comparisons."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        n = int(config.get("num_train_timesteps", 1000))
+        betas = torch.linspace(config["beta_start"] ** 0.5, config["beta_end"] ** 0.5, n, dtype=torch.float64) ** 2
+        self.alphas_cumprod = torch.tensor(np.cumprod(1.0 - betas.numpy()), dtype=torch.float32)
+
+    def apply_model(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return 0.3 * torch.tanh(x) * (1 + t.float().reshape(-1, 1, 1, 1) / 1000)
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "Heun", "DPM++ SDE"])
+def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
+    """Driven the way diffusers' img2img pipelines drive it (slice at ``steps - int(steps * strength)``,
+    ``set_begin_index``, ``add_noise``), the scheduler runs A1111's ``sample_img2img``: ``t_enc + 1`` steps
+    from ``sigmas[steps - t_enc - 1]``, the noise being each image's first seed draw."""
+    from modules.generation.samplers import resolve_sampler
+
+    config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
+    steps, strength, seeds = 20, 0.6, [5, 6]
+    model = _SmoothModel(config)
+    init = torch.linspace(-1, 1, 2 * 4 * 8 * 8).reshape(2, 4, 8, 8)
+
+    scheduler = resolve_sampler(sampler).build(config, "epsilon", seeds=seeds)
+    scheduler.set_timesteps(steps)
+    t_start = steps - min(int(steps * strength), steps)
+    timesteps = scheduler.timesteps[t_start:]
+    scheduler.set_begin_index(t_start)
+    noise = _GeneratorNoise(seeds, (4, 8, 8))
+    x = scheduler.add_noise(init, noise.initial, timesteps[:1])
+    for t in timesteps:
+        eps = model.apply_model(scheduler.scale_model_input(x, t), t)
+        x = scheduler.step(eps, t, x).prev_sample
+        if scheduler.finished:
+            break
+
+    function, default, discard = K_SAMPLERS[sampler]
+    denoiser = kd.external.CompVisDenoiser(model, quantize=False)
+    sigmas = _sigmas_for(kd, denoiser, default, steps + (1 if discard else 0))
+    t_enc = int(min(strength, 0.999) * steps)
+    schedule = sigmas[steps - t_enc - 1:]
+    reference_noise = _GeneratorNoise(seeds, (4, 8, 8))
+    xi = init + reference_noise.initial * schedule[0]
+    kwargs: dict[str, Any] = {"sigmas": schedule, "disable": True}
+    if sampler in BROWNIAN:
+        kwargs["noise_sampler"] = kd.sampling.BrownianTreeNoiseSampler(xi, sigmas[sigmas > 0].min(), sigmas.max(),
+                                                                       seed=seeds)
+    elif "ancestral" in function:
+        kwargs["noise_sampler"] = reference_noise
+    reference = getattr(kd.sampling, function)(lambda v, s: denoiser(v, s, cond=None), xi, **kwargs)
+    assert torch.allclose(x, reference, atol=1e-4), float((x - reference).abs().max())

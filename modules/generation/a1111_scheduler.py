@@ -189,19 +189,26 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
             self.timesteps[begin + offset] = t
             self._sigma_of_t.setdefault(float(self.timesteps[begin + offset]), level)
 
-    def _start(self, begin: int) -> None:
+    def _start(self, begin: int, slot: int = 0) -> None:
         levels = self._levels_from(begin)
         first = self._first_level(levels)
-        self._run = _Run(program=None, pending=None, slot=begin, first_level=first, levels=levels)
+        self._run = _Run(program=None, pending=None, slot=slot, first_level=first, levels=levels)
         self._init_sigma = torch.tensor(1.0) if self.uses_timesteps else levels[0]
 
     def set_begin_index(self, begin_index: int = 0) -> None:
-        """Start at step ``begin_index`` (img2img): the program runs on the schedule from there."""
+        """Start partway (img2img at ``strength``): the program runs on the tail of the schedule.
+
+        diffusers' img2img pipelines pass ``steps - int(steps * strength)`` and iterate the timesteps
+        from that slot on. A1111 (``sample_img2img``) starts one level earlier, at
+        ``sigmas[steps - t_enc - 1]`` with ``t_enc = int(strength * steps)``, and runs ``t_enc + 1``
+        steps, so the program starts at step ``begin_index - 1``; its timesteps are written from slot
+        ``begin_index`` on (the padding leaves room for the extra step).
+        """
         if self._levels is None:
             raise RuntimeError("set_timesteps must be called before set_begin_index")
-        levels = self._levels_from(begin_index)
-        self._write_plan(begin_index, self._trace(levels))
-        self._start(begin_index)
+        step = max(int(begin_index) - 1, 0)
+        self._write_plan(begin_index, self._trace(self._levels_from(step)))
+        self._start(step, slot=begin_index)
 
     # --- the pipeline's calls ------------------------------------------------------------------------
 
