@@ -79,7 +79,8 @@ def generated(response: httpx.Response, size: tuple[int, int],
     image = png(body["images"][0])
     assert image.size == size
     text_size = first_pass or size
-    assert f"Size: {text_size[0]}x{text_size[1]}" in info["infotexts"][0] and image.info["parameters"] == info["infotexts"][0]
+    assert f"Size: {text_size[0]}x{text_size[1]}" in info["infotexts"][0]
+    assert image.info["parameters"] == info["infotexts"][0]
     return image, info
 
 
@@ -229,7 +230,8 @@ def _sd_api_txt2img(**options: Any) -> dict[str, Any]:
     """``StableDiffusionApi.txt2img``: every field filled with the client's defaults (defaultSampler 'Euler a')."""
     get = options.get
     return {
-        "enable_hr": get("enable_hr", False), "hr_scale": get("hr_scale", 2), "hr_upscaler": get("hr_upscaler", "Latent"),
+        "enable_hr": get("enable_hr", False), "hr_scale": get("hr_scale", 2),
+        "hr_upscaler": get("hr_upscaler", "Latent"),
         "hr_second_pass_steps": 0, "hr_resize_x": 0, "hr_resize_y": 0, "denoising_strength": 0.7,
         "firstphase_width": 0, "firstphase_height": 0, "prompt": get("prompt", ""), "styles": get("styles", []),
         "seed": get("seed", -1),
@@ -238,7 +240,8 @@ def _sd_api_txt2img(**options: Any) -> dict[str, Any]:
         "height": get("height", 512), "restore_faces": False, "tiling": False, "do_not_save_samples": False,
         "do_not_save_grid": False, "negative_prompt": "", "eta": 1.0, "s_churn": 0, "s_tmax": 0, "s_tmin": 0,
         "s_noise": 1, "override_settings": {}, "override_settings_restore_afterwards": True, "script_args": [],
-        "script_name": None, "send_images": True, "save_images": False, "alwayson_scripts": {"ControlNet": {"args": []}},
+        "script_name": None, "send_images": True, "save_images": False,
+        "alwayson_scripts": {"ControlNet": {"args": []}},
         "sampler_name": get("sampler_name", "Euler a"), "use_deprecated_controlnet": False,
     }
 

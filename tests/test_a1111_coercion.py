@@ -155,7 +155,8 @@ def test_an_invalid_value_refuses_the_whole_body_before_anything_is_applied() ->
 
 
 def test_the_loaded_checkpoint_posted_again_switches_nothing() -> None:
-    assert plan_options_change({"sd_model_checkpoint": _current()["sd_model_checkpoint"]}, _current()).checkpoint is None
+    loaded = {"sd_model_checkpoint": _current()["sd_model_checkpoint"]}
+    assert plan_options_change(loaded, _current()).checkpoint is None
 
 
 # --------------------------------------------------------------------------- fitting to the model
@@ -200,7 +201,8 @@ def test_fit_to_model_rounds_the_size_and_clamps_clip_skip() -> None:
     fitted, notes = fit_to_model(req, _Model())  # type: ignore[arg-type]
     assert (fitted.width, fitted.height, fitted.clip_skip) == (96, 64, 3)
     assert "generated at 96x64" in notes[0] and "3 layers" in notes[1] and "used 3" in notes[1]
-    same, none = fit_to_model(Txt2ImgRequest(width=64, height=64, clip_skip=2, fit_to_model=True), _Model())  # type: ignore[arg-type]
+    fine = Txt2ImgRequest(width=64, height=64, clip_skip=2, fit_to_model=True)
+    same, none = fit_to_model(fine, _Model())  # type: ignore[arg-type]
     assert none == [] and (same.width, same.clip_skip) == (64, 2)
 
 

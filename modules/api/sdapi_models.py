@@ -6,8 +6,8 @@ either (SillyTavern's ``url`` and ``auth``) are dropped as A1111's pydantic 1 mo
 secret sent in the body is never echoed. Input is coerced as pydantic 1 coerced it
 (:mod:`modules.api.pydantic1`), and the requests built here carry ``fit_to_model``: a size or clip
 skip the model cannot do exactly is fitted and reported, as A1111 answers them with an image.
-Defaults are A1111's *API* defaults (for
-img2img: ``inpainting_fill=0``, ``inpaint_full_res=True``, ``inpaint_full_res_padding=0``). Legacy spellings are honoured:
+Defaults are A1111's *API* defaults (for img2img: ``inpainting_fill=0``, ``inpaint_full_res=True``,
+``inpaint_full_res_padding=0``). Legacy spellings are honoured:
 ``sampler_index``, combined sampler names such as "DPM++ 2M Karras", ``scheduler: "automatic"``
 and an ``infotext`` string that fills every field the request did not set explicitly.
 """
