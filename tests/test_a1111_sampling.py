@@ -438,9 +438,10 @@ class _SmoothModel(torch.nn.Module):
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "Heun", "DPM++ SDE"])
 def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
-    """Driven the way diffusers' img2img pipelines drive it (slice at ``steps - int(steps * strength)``,
-    ``set_begin_index``, ``add_noise``), the scheduler runs A1111's ``sample_img2img``: ``t_enc + 1`` steps
-    from ``sigmas[steps - t_enc - 1]``, the noise being each image's first seed draw."""
+    """Driven the way diffusers' img2img pipelines drive it (slice at ``k = steps - int(steps * strength)``,
+    ``set_begin_index``, ``add_noise``), the scheduler runs the k-diffusion sampler on ``sigmas[k:]`` from
+    ``init + noise * sigmas[k]``, the noise being each image's first seed draw and the sampler's noise
+    continuing the stream (A1111's own img2img starts one level earlier: see ``set_begin_index``)."""
     from modules.generation.samplers import resolve_sampler
 
     config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
@@ -464,8 +465,7 @@ def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
     function, default, discard = K_SAMPLERS[sampler]
     denoiser = kd.external.CompVisDenoiser(model, quantize=False)
     sigmas = _sigmas_for(kd, denoiser, default, steps + (1 if discard else 0))
-    t_enc = int(min(strength, 0.999) * steps)
-    schedule = sigmas[steps - t_enc - 1:]
+    schedule = sigmas[t_start:]
     reference_noise = _GeneratorNoise(seeds, (4, 8, 8))
     xi = init + reference_noise.initial * schedule[0]
     kwargs: dict[str, Any] = {"sigmas": schedule, "disable": True}

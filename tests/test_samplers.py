@@ -164,13 +164,13 @@ def test_automatic_without_default_keeps_model_config() -> None:
     resolved = resolve_sampler("Euler a", "automatic")
     assert resolved.schedule_label == "Automatic"
     # a diffusers-only sampler keeps the model's own spacing
-    scheduler = resolve_sampler("UniPC").build(dict(SD15_CONFIG, timestep_spacing="trailing"), "epsilon")
+    scheduler = resolve_sampler("DEIS").build(dict(SD15_CONFIG, timestep_spacing="trailing"), "epsilon")
     assert scheduler.config.timestep_spacing == "trailing"
 
 
 def test_explicit_schedule_overrides_and_resets_other_flags() -> None:
     config = dict(SD15_CONFIG, use_karras_sigmas=True)
-    scheduler = resolve_sampler("UniPC", "Exponential").build(config, "epsilon")
+    scheduler = resolve_sampler("DEIS", "Exponential").build(config, "epsilon")
     assert scheduler.config.use_exponential_sigmas is True
     assert scheduler.config.use_karras_sigmas is False
     uniform = resolve_sampler("DEIS", "sgm_uniform").build(config, "epsilon")
@@ -209,7 +209,8 @@ def test_every_schedule_applies_to_a1111_samplers_and_flow_still_refuses() -> No
     assert resolve_sampler("DDIM", "Karras").schedule_label == "Karras"
     assert resolve_sampler("DPM fast", "Karras").schedule_label == "Automatic"  # picks its own levels
     # a diffusers-only sampler runs a schedule it cannot apply as the model's own, and says so
-    assert resolve_sampler("UniPC", "Align Your Steps").schedule_label == "Automatic"
+    assert resolve_sampler("DEIS", "Align Your Steps").schedule_label == "Automatic"
+    assert resolve_sampler("UniPC", "Align Your Steps").schedule_label == "Align Your Steps"
     with pytest.raises(UnsupportedScheduleError):
         resolve_sampler("DPM++ 2M", "karras").build(FLUX_CONFIG, "flow")
 
