@@ -604,7 +604,8 @@ class UniPCPlan:
 def unipc(x: torch.Tensor, plan: UniPCPlan, noise: NoiseSource) -> Program:
     """UniPC-bh1 multistep with lower-order warm-up and final steps, ending at the last time without a
     final denoise; the corrector's model call is reused as the next step's model output."""
-    ns, times = plan.schedule, plan.times
+    ns = VPSchedule(t_grid=plan.schedule.t_grid.to(x.device), log_alpha=plan.schedule.log_alpha.to(x.device))
+    times = plan.times.to(x.device)
     steps = len(times) - 1
     order = max(1, min(plan.order, steps))
     batch = x.shape[0]
