@@ -44,7 +44,7 @@ class _Run:
     pending: Eval | None
     slot: int
     first_level: torch.Tensor
-    levels: Any                      # sigmas (sigma space) or TimestepPlan
+    levels: Any                      # sigmas (sigma space), TimestepPlan or UniPCPlan
     finished: bool = False
     result: torch.Tensor | None = None
 
@@ -98,7 +98,7 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         """A1111's DDIM/PLMS times: ``range(0, 1000, 1000 // steps) + 1`` walked backwards
         (Automatic), or any other schedule's sigmas as fractional times."""
         if self.config.schedule == "automatic":
-            full = torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
+            full = torch.clip(torch.asarray(list(range(0, 1000, max(1000 // steps, 1)))) + 1, 0, 999)
             ac = self.model_disc.alphas_cumprod
             order = list(range(len(full) - 1, 0, -1))
             return TimestepPlan(
@@ -120,7 +120,7 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         schedule = VPSchedule.from_alphas_cumprod(self.model_disc.alphas_cumprod)
         last = 1.0 / schedule.total
         if self.config.schedule == "automatic":
-            count = len(range(0, 1000, 1000 // steps))
+            count = len(range(0, 1000, max(1000 // steps, 1)))
             return UniPCPlan(times=torch.linspace(1.0, last, count + 1), schedule=schedule)
         sigmas = self._sigmas(steps)
         times = (self.model_disc.sigma_to_t(sigmas[sigmas > 0]) + 1) / schedule.total
@@ -145,8 +145,8 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         return plan[begin:]
 
     def _first_level(self, levels: Any) -> torch.Tensor:
-        if isinstance(levels, TimestepPlan):
-            return levels.timesteps[0]
+        if isinstance(levels, TimestepPlan):  # A1111's DDIM/PLMS make no model call for a single step
+            return levels.timesteps[0] if len(levels.timesteps) else torch.tensor(0.0)
         if isinstance(levels, UniPCPlan):
             return levels.schedule.model_time(levels.times[:1])[0]
         return levels[0]
@@ -286,7 +286,11 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
                                  self._brownian_range(run) if self.spec.brownian else None)
             noise.bind(sample)
             run.program = self.spec.start(sample, run.levels, noise)
-            run.pending = next(run.program)
+            try:
+                run.pending = next(run.program)
+            except StopIteration as stop:  # nothing to evaluate: the program's result is its input
+                run.finished, run.result = True, stop.value
+                return SchedulerOutput(prev_sample=stop.value) if return_dict else (stop.value,)
         answer = self._answer(model_output.to(run.pending.x.dtype), run.pending)
         try:
             run.pending = run.program.send(answer)
