@@ -97,6 +97,14 @@ def test_request_warnings_name_what_was_not_applied() -> None:
     assert request_warnings(SdTxt2ImgPayload(restore_faces=False), settings) == []
 
 
+def test_sampler_parameters_away_from_a1111_defaults_are_named() -> None:
+    settings = Settings().model_dump()
+    defaults = SdTxt2ImgPayload(eta=1.0, s_churn=0, s_tmin=0, s_tmax=0, s_noise=1, s_min_uncond=0)
+    assert request_warnings(defaults, settings) == []  # stable-diffusion-api's defaults change nothing
+    (note,) = request_warnings(SdTxt2ImgPayload(eta=0.5, s_churn=2, s_noise=1), settings)
+    assert note.startswith("eta=0.5, s_churn=2: not applied")
+
+
 def test_unknown_style_names_are_passed_over_and_named(tmp_path: Path) -> None:
     from modules.api.sdapi_notes import known_styles
     from modules.generation.styles import StyleStore

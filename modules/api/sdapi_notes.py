@@ -9,7 +9,8 @@ added after them). What the model could not make exactly (a size, clip skip) is 
 (:mod:`modules.generation.fitting`). Style names the studio does not have are passed over, as A1111's
 ``apply_styles_to_prompt`` passes them over, and so are prompt tags of extra networks it cannot find
 (``<lora:missing:1>``, ``<hypernet:x:1>``: A1111 logs "Lora not found" / "Skipping unknown extra network"
-and generates without them); each is named too.
+and generates without them); each is named too, as are sampler parameters (``eta``, ``s_churn``, ...) set
+away from A1111's defaults, which the samplers here do not take.
 
 ``script_name`` is not judged here: a selectable script the studio lacks is refused (issue 24's rule).
 """
@@ -41,12 +42,30 @@ PROMPT_FIELDS = ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
 ALWAYSON_SCRIPTS = frozenset({"controlnet"})
 #: ``override_settings`` keys a request applies; other keys are global settings, not changed per request
 APPLIED_OVERRIDES = frozenset({"CLIP_stop_at_last_layers", "sd_model_checkpoint", "sd_vae"})
+#: A1111's sampler parameters and the values that change nothing there (A1111's defaults: ``eta_ancestral`` 1,
+#: ``s_churn`` 0, ``s_tmin`` 0, ``s_tmax`` 0 = infinity, ``s_noise`` 1, ``s_min_uncond`` 0)
+SAMPLER_PARAMETERS: dict[str, tuple[float, ...]] = {
+    "eta": (1.0,), "s_churn": (0.0,), "s_tmin": (0.0,), "s_tmax": (0.0, float("inf")), "s_noise": (1.0,),
+    "s_min_uncond": (0.0,)}
 
 
 def _overrides_not_applied(overrides: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
     """Override keys with an effect the request does not get (a value equal to the setting in force is a no-op)."""
     return [key for key, value in overrides.items()
             if key not in APPLIED_OVERRIDES and value is not None and settings.get(key, object()) != value]
+
+
+def _sampler_parameters_not_applied(payload: "_SdGenerationPayload") -> list[str]:
+    """``name=value`` of each sampler parameter set away from A1111's default that the typed request does not
+    carry (so the job cannot apply it)."""
+    from modules.generation.requests import GenerationRequest
+
+    out = []
+    for name, neutral in SAMPLER_PARAMETERS.items():
+        value = getattr(payload, name, None)
+        if value is not None and value not in neutral and name not in GenerationRequest.model_fields:
+            out.append(f"{name}={value:g}")
+    return out
 
 
 def request_warnings(payload: "_SdGenerationPayload", settings: Mapping[str, Any]) -> list[str]:
@@ -60,6 +79,10 @@ def request_warnings(payload: "_SdGenerationPayload", settings: Mapping[str, Any
         if str(name).strip().lower() not in ALWAYSON_SCRIPTS:
             warnings.append(f"alwayson_scripts: {name!r} is not installed here and was not run "
                             f"(available: {', '.join(sorted(ALWAYSON_SCRIPTS))})")
+    sampler_params = _sampler_parameters_not_applied(payload)
+    if sampler_params:
+        warnings.append(f"{', '.join(sampler_params)}: not applied; the samplers run with A1111's defaults "
+                        f"(eta 1, s_churn 0, s_tmin 0, s_tmax infinity, s_noise 1, s_min_uncond 0)")
     ignored = _overrides_not_applied(payload.override_settings or {}, settings)
     if ignored:
         warnings.append(f"override_settings: {', '.join(ignored)} not applied (a request can override "
