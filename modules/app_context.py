@@ -21,6 +21,7 @@ from modules.generation.styles import StyleError, StyleStore
 from modules.images.upscalers import UpscalerSet
 from modules.jobs.disk_space import SpaceGuard
 from modules.jobs.events import EventBus
+from modules.jobs.kinds import JobKindRegistry
 from modules.jobs.limits import QueueLimits
 from modules.jobs.queue import JobQueue
 from modules.jobs.store import JobStore, open_job_store
@@ -41,6 +42,7 @@ class AppContext:
     hashes: HashCache
     catalog: CheckpointCatalog
     models: ModelManager
+    kinds: JobKindRegistry
     queue: JobQueue
     store: JobStore
     events: EventBus
@@ -94,20 +96,9 @@ def open_styles(path: Path) -> StyleStore | None:
         return None
 
 
-def device_choice(flags: Flags) -> tuple[str, str]:
-    """(device, dtype) from the flags: CUDA with float16 when present, else CPU float32."""
-    if flags.use_cpu:
-        return "cpu", "float32"
-    import torch  # imported lazily: not on the startup path unless a model loads
-
-    if torch.cuda.is_available():
-        return "cuda", "float32" if flags.no_half else "float16"
-    return "cpu", "float32"
-
-
 def create_app_context(flags: Flags) -> AppContext:
     """Wire up a studio from its flags (no model is loaded here; no hashing, no network)."""
-    from modules.jobs.handlers import build_handlers, describe_result, request_types
+    from modules.job_kinds import builtin_kinds
     from modules.models.loader_options import load_options_for
 
     paths = resolve_paths(flags.data_dir, flags.ckpt_dir, flags.lora_dir)
@@ -115,22 +106,22 @@ def create_app_context(flags: Flags) -> AppContext:
     settings = SettingsStore(paths.settings_file)
     hashes = HashCache(paths.hash_cache_file)
     catalog = CheckpointCatalog(paths.ckpt_dirs, hashes)
-    holder: dict[str, AppContext] = {}
-    models = ModelManager(catalog, hashes, lambda: load_options_for(holder["ctx"]))
+    models = ModelManager(catalog, hashes, lambda: load_options_for(flags, settings, paths))
+    kinds = JobKindRegistry(builtin_kinds())
     store = open_job_store(paths.jobs_db)
     events = EventBus()
-    queue = JobQueue(build_handlers(lambda: holder["ctx"]), limits=queue_limits(flags), store=store, events=events,
-                     request_types=request_types(), describe=describe_result, keep_finished=64,
+    queue = JobQueue({}, limits=queue_limits(flags), store=store, events=events,
+                     request_types=kinds.request_types(), describe=kinds.describe, keep_finished=64,
                      space=space_guard(flags, paths, settings))
     interrogator = Interrogator([paths.data_dir / "models" / "classifier" / CLASSIFIER_NAME,
                                  paths.repo_root / "models" / "classifier" / CLASSIFIER_NAME])
     ctx = AppContext(flags=flags, paths=paths, settings=settings, hashes=hashes, catalog=catalog,
-                     models=models, queue=queue, store=store, events=events, interrogator=interrogator,
+                     models=models, kinds=kinds, queue=queue, store=store, events=events, interrogator=interrogator,
                      # CPU until UpscalerSet can pick its device lazily (no torch import at start-up)
                      upscalers=UpscalerSet(upscaler_dirs(paths), device="cpu"),
                      styles=open_styles(paths.data_dir / "styles.csv"),
                      addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle))
-    holder["ctx"] = ctx
+    queue.attach_handlers(kinds.handlers(ctx))  # the handlers need the context, which holds the queue
     queue.restore()
     queue.start()
     return ctx

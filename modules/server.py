@@ -141,8 +141,8 @@ def install_middleware(app: FastAPI, ctx: "AppContext", with_ui: bool) -> None:
 
 def load_model_at_start(ctx: "AppContext") -> None:
     """Queue the start-up model load (after the server is up: never on the startup path)."""
-    from modules.generation import service
     from modules.models.errors import ModelLoadError
+    from modules.models.load_job import switch_model
 
     if ctx.flags.skip_load_model_at_start:
         return
@@ -152,7 +152,7 @@ def load_model_at_start(ctx: "AppContext") -> None:
                     ", ".join(str(p) for p in ctx.paths.ckpt_dirs))
         return
     try:
-        service.submit_model_switch(ctx, str(info.path), owner="startup")
+        switch_model(ctx, str(info.path), owner="startup")
     except ModelLoadError as exc:
         log.error("%s", exc)
 

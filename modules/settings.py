@@ -48,6 +48,13 @@ class Settings(BaseModel):
                                    description="Refuse new jobs and hold waiting ones while less than this many MB "
                                                "are free where jobs write (0: off; --min-free-space-mb overrides)")
 
+    @property
+    def preview_every(self) -> int:
+        """Steps between two live previews (0: none while sampling)."""
+        if not self.live_previews_enable or self.show_progress_every_n_steps <= 0:
+            return 0
+        return self.show_progress_every_n_steps
+
 
 READ_ONLY = frozenset({"sd_checkpoint_hash"})
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from modules.app_context import create_app_context
 from modules.flags import parse_flags
-from modules.generation.requests import LoadModelRequest
+from modules.models.load_job import LoadModelRequest
 from modules.jobs.model import Job, JobState
 from webui.app import _model_status
 
@@ -30,7 +30,7 @@ def test_a_load_under_way_is_shown_and_polled() -> None:
 
 
 def test_a_failed_load_names_its_reason(tmp_path: Path) -> None:
-    from modules.generation.service import submit_model_switch
+    from modules.models.load_job import switch_model
 
     ckpt_dir = tmp_path / "models" / "Stable-diffusion"
     ckpt_dir.mkdir(parents=True)
@@ -39,7 +39,7 @@ def test_a_failed_load_names_its_reason(tmp_path: Path) -> None:
     try:
         text, busy = _model_status(ctx)
         assert not busy and "No model loaded yet" in text
-        job = submit_model_switch(ctx, str(ckpt_dir / "broken.safetensors"))
+        job = switch_model(ctx, str(ckpt_dir / "broken.safetensors"))
         assert job.done.wait(60) and job.state is JobState.FAILED
         text, busy = _model_status(ctx)
         assert not busy and 'data-kind="error"' in text and "No model loaded:" in text

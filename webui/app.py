@@ -117,13 +117,13 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
 def _wire_header(ctx: "AppContext", demo: gr.Blocks, checkpoint: Any, refresh: Any, model_status: Any,
                  loading: Any, models_picker: Any) -> None:
     def switch(title: str) -> str:
-        from modules.generation.service import submit_model_switch
+        from modules.models.load_job import switch_model
         from modules.jobs.model import JobState
 
         if not title or title == active_title(ctx):
             return _model_status(ctx)[0]
         try:
-            job = submit_model_switch(ctx, title, owner="webui")
+            job = switch_model(ctx, title, owner="webui")
         except Exception as exc:  # noqa: BLE001 - shown to the user
             raise error(exc) from None
         job.done.wait()

@@ -1,6 +1,6 @@
 """The img2img tab with its sub-tabs img2img / Inpaint (mask painted on a canvas or uploaded) /
 Outpaint; builds an :class:`Img2ImgRequest` and submits it through
-:func:`modules.generation.service.submit_img2img` (Gradio API name ``/img2img``)."""
+:func:`modules.jobs.submit.submit_job` (Gradio API name ``/img2img``)."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
         from modules.generation.img2img import encode_request_image, flatten
         from modules.generation.previews import preview_every
         from modules.generation.requests import Img2ImgRequest, Outpaint
-        from modules.generation.service import submit_img2img
+        from modules.jobs.submit import submit_job
         from webui.common import owner_of
         from webui.img2img_inputs import request_images
 
@@ -153,7 +153,7 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
             elif mode_v != "inpaint":
                 data = {k: v for k, v in data.items() if not k.startswith("inpaint") and k != "mask_blur"} | {
                     "mask": None}
-            return submit_img2img(ctx, Img2ImgRequest(**data), owner=owner_of(request), source="webui")
+            return submit_job(ctx, Img2ImgRequest(**data), owner=owner_of(request), source="webui")
 
         yield from run_job(ctx, submit, previews=preview_every(ctx.settings.current) > 0)
 

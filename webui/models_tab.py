@@ -148,11 +148,11 @@ def build_models_tab(ctx: "AppContext") -> ModelsTab:
             return "", status_html(str(exc), "error")
 
     def on_load(title: str) -> tuple[str, Any, Any]:
-        from modules.generation.service import submit_model_switch
+        from modules.models.load_job import switch_model
         from modules.jobs.model import JobState
 
         try:
-            job = submit_model_switch(ctx, title, owner="webui")
+            job = switch_model(ctx, title, owner="webui")
         except Exception as exc:  # noqa: BLE001 - shown to the user
             return status_html(readable(exc), "error"), gr.skip(), gr.skip()
         job.done.wait()

@@ -77,7 +77,7 @@ def build_settings_tab(ctx: "AppContext") -> SettingsTab:
     names = list(components)
 
     def on_apply(*values: Any) -> list[Any]:
-        from modules.generation.service import submit_model_switch
+        from modules.models.load_job import switch_model
         from modules.settings import SettingsError
 
         now = ctx.settings.as_dict()
@@ -89,7 +89,7 @@ def build_settings_tab(ctx: "AppContext") -> SettingsTab:
         note = ""
         if model:
             try:  # switch first: the load job itself records the setting once it succeeded
-                submit_model_switch(ctx, model, owner="webui")
+                switch_model(ctx, model, owner="webui")
                 note = f" Loading {model} in the background."
             except Exception as exc:  # noqa: BLE001 - an unknown checkpoint: say so, keep the rest
                 return [gr.skip() for _ in names] + [status_html(readable(exc), "error")]

@@ -1,5 +1,5 @@
 """The txt2img tab: prompts, sampling, size, batch, seed, hires fix and refiner; builds a
-:class:`Txt2ImgRequest`, submits it through :func:`modules.generation.service.submit_txt2img` and
+:class:`Txt2ImgRequest`, submits it through :func:`modules.jobs.submit.submit_job` and
 follows the job live (bar, ETA, previews, queue position).
 
 The Generate event is ``/run`` in the Gradio API; its first 11 inputs are prompt, negative prompt,
@@ -109,12 +109,12 @@ def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
     def run(request: gr.Request, *values: Any) -> Iterator[tuple[Any, ...]]:
         from modules.generation.previews import preview_every
         from modules.generation.requests import Txt2ImgRequest
-        from modules.generation.service import submit_txt2img
+        from modules.jobs.submit import submit_job
         from webui.common import owner_of
 
         def submit() -> Any:
             req = Txt2ImgRequest(**collect_sections(request_values(ordered.values(values)), TAB))
-            return submit_txt2img(ctx, req, owner=owner_of(request), source="webui")
+            return submit_job(ctx, req, owner=owner_of(request), source="webui")
 
         yield from run_job(ctx, submit, previews=preview_every(ctx.settings.current) > 0)
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
 from modules.api.errors import ApiError, error_responses
-from modules.api.jobs_models import (CancelResult, JobImage, JobList, JobResult, JobStatus, JobSubmission,
-                                     JobSubmitted, QueueStatus, timestamp)
+from modules.api.jobs_models import (CancelResult, JobImage, JobList, JobResult, JobStatus, JobSubmitted,
+                                     QueueStatus, timestamp)
 from modules.api.security import principal_of
 from modules.jobs.model import Job, JobState
 from modules.jobs.progress import Progress
@@ -87,29 +87,13 @@ def job_result(job: Job, with_images: bool) -> JobResult:
 
 
 def _submit(ctx: "AppContext", submission: Any, owner: str, key: str | None) -> tuple[Job, bool]:
+    """Check and queue a submission of any kind offered (the registry's precheck; 4xx when refused).
+    Jobs of kinds that keep their outputs save every image and resume after a restart."""
     from modules.api.sdapi import raise_for_submit_error
-    from modules.generation import service
-    from modules.generation.requests import LoadModelRequest
+    from modules.jobs.submit import submit
 
-    request = submission.request
     try:
-        replay = bool(key) and ctx.queue.find_idempotent(owner, key) is not None
-        if submission.kind in ("txt2img", "img2img"):
-            request = request.model_copy(update={"save_images": True})
-        if submission.kind == "txt2img" and not replay:
-            service.precheck(ctx, request)
-        elif submission.kind == "img2img" and not replay:
-            from modules.api.sdapi_img2img import precheck_img2img
-
-            if not request.init_images:
-                raise ApiError(400, "request.init_images: give at least one image (base64)", "InitImageNotFound")
-            precheck_img2img(ctx, request)
-        elif submission.kind == "load_model" and not replay:
-            request = LoadModelRequest(checkpoint=str(ctx.models.resolve(request.checkpoint).path))
-        generates = submission.kind != "load_model"  # generation jobs save every image and resume after a restart
-        return ctx.queue.submit_once(request, owner=owner, source="api", idempotency_key=key, keep_outputs=generates)
-    except ApiError:
-        raise
+        return submit(ctx, submission.request, owner=owner, source="api", idempotency_key=key, keep_outputs=True)
     except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
         raise_for_submit_error(exc)
         raise
@@ -133,11 +117,7 @@ def build_jobs_router(ctx: "AppContext") -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["Native job API"])
     visible_job = visible_job_dependency(ctx)
 
-    @router.post("/jobs", status_code=201, response_model=JobSubmitted,
-                 responses={200: {"model": JobSubmitted, "description": "replayed: the job of an earlier submit "
-                                  "with the same Idempotency-Key"},
-                            **error_responses(400, 404, 409, 413, 422, 429, 507)})
-    def submit_job(response: Response, submission: JobSubmission = Body(...),
+    def submit_job(response: Response, submission: Any = Body(...),
                    principal: str | None = Depends(principal_of),
                    idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200,
                                                         description="retry-safe submit: same key, same job")
@@ -148,6 +128,14 @@ def build_jobs_router(ctx: "AppContext") -> APIRouter:
             response.status_code = 200
         return JobSubmitted(id=job.id, kind=job.kind, state=job.state, position=ctx.queue.position(job.id),
                             replayed=not created)
+
+    # the body is one variant per kind the registry offers: a type made at run time, so it is given to
+    # FastAPI as the parameter's annotation object (a string annotation would be looked up in this module)
+    submit_job.__annotations__["submission"] = ctx.kinds.submission_model()
+    router.post("/jobs", status_code=201, response_model=JobSubmitted,
+                responses={200: {"model": JobSubmitted, "description": "replayed: the job of an earlier submit "
+                                 "with the same Idempotency-Key"},
+                           **error_responses(400, 404, 409, 413, 422, 429, 507)})(submit_job)
 
     @router.get("/jobs", response_model=JobList, responses=error_responses(422))
     def list_jobs(state: list[JobState] = Query(default_factory=list, description="repeat to allow several"),

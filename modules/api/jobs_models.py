@@ -1,4 +1,5 @@
-"""Request and response models of the native job API (``/api/v1``)."""
+"""Response models of the native job API (``/api/v1``); its request body is derived from the job-kind
+registry (:meth:`modules.jobs.kinds.JobKindRegistry.submission_model`)."""
 
 from __future__ import annotations
 
@@ -7,35 +8,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules.generation.requests import Img2ImgRequest, LoadModelRequest, Txt2ImgRequest
 from modules.jobs.model import JobState
-
-
-class Txt2ImgJob(BaseModel):
-    """Generate images from text. The images are always saved (results are read back from disk)."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["txt2img"]
-    request: Txt2ImgRequest = Field(default_factory=Txt2ImgRequest)
-
-
-class Img2ImgJob(BaseModel):
-    """Transform images (``init_images`` as base64); with ``mask`` inpaint. The images are always saved."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["img2img"]
-    request: Img2ImgRequest
-
-
-class LoadModelJob(BaseModel):
-    """Switch the loaded checkpoint (runs on the queue like every job that touches the device)."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["load_model"]
-    request: LoadModelRequest
-
-
-JobSubmission = Annotated[Union[Txt2ImgJob, Img2ImgJob, LoadModelJob], Field(discriminator="kind")]
 
 
 class JobSubmitted(BaseModel):

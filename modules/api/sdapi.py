@@ -115,14 +115,13 @@ def finished_result(job: Job) -> Any:
     return job.result
 
 
-def run_sdapi_job(ctx: "AppContext", req: Any, principal: str | None, *, precheck: bool = True) -> Job:
-    """Precheck, queue (owned by the caller, recorded) and wait for one generation job."""
-    from modules.generation import service
+def run_sdapi_job(ctx: "AppContext", req: Any, principal: str | None) -> Job:
+    """Check (the kind's precheck), queue (owned by the caller, recorded) and wait for one job; a refused
+    request is answered with its 4xx."""
+    from modules.jobs.submit import submit_job
 
     try:
-        if precheck:
-            service.precheck(ctx, req)
-        job = ctx.queue.submit(req, owner=sdapi_owner(principal), source="sdapi")
+        job = submit_job(ctx, req, owner=sdapi_owner(principal), source="sdapi")
     except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
         raise_for_submit_error(exc)
     ctx.queue.wait(job.id)

@@ -8,7 +8,7 @@ the mask are raw base64 or data URIs (decoded here first, so a bad image is a 40
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Body, Depends
 
@@ -20,20 +20,12 @@ if TYPE_CHECKING:
     from modules.app_context import AppContext
 
 
-def precheck_img2img(ctx: "AppContext", req: Any) -> None:
-    """What can be refused before queueing (the same checks as the UI's submit)."""
-    from modules.generation.service import precheck_img2img as precheck
-
-    precheck(ctx, req)
-
-
 def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
     @router.post("/img2img", response_model=TextToImageResponse,
-                 responses=error_responses(400, 404, 409, 413, 422, 429, 500))
+                 responses=error_responses(400, 404, 409, 413, 422, 429, 500, 507))
     def img2img(payload: SdImg2ImgPayload = Body(...),
                 principal: str | None = Depends(principal_of)) -> TextToImageResponse:
-        from modules.api.sdapi import (finished_result, first_error, processed_info, raise_for_submit_error,
-                                       run_sdapi_job)
+        from modules.api.sdapi import finished_result, first_error, processed_info, run_sdapi_job
         from modules.api.sdapi_notes import lenient_request
         from modules.images.codec import encode_png_base64
 
@@ -44,11 +36,7 @@ def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
         except ValueError as exc:
             raise ApiError(422, first_error(exc), "ValidationError") from None
         req, notes = lenient_request(ctx, payload, req)
-        try:
-            precheck_img2img(ctx, req)
-        except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
-            raise_for_submit_error(exc)
-        job = run_sdapi_job(ctx, req, principal, precheck=False)
+        job = run_sdapi_job(ctx, req, principal)
         result = finished_result(job)
         images = [encode_png_base64(img, text) for img, text in zip(result.images, result.infotexts)] \
             if payload.send_images else []

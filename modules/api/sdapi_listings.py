@@ -222,11 +222,11 @@ def _options_routes(router: APIRouter, ctx: "AppContext") -> None:
 
 def _switch_model(ctx: "AppContext", reference: str, principal: str | None) -> None:
     from modules.api.sdapi import sdapi_owner
-    from modules.generation import service
     from modules.models.errors import ModelLoadError
+    from modules.models.load_job import switch_model
 
     try:
-        job = service.submit_model_switch(ctx, reference, owner=sdapi_owner(principal))
+        job = switch_model(ctx, reference, owner=sdapi_owner(principal))
     except ModelLoadError as exc:
         raise ApiError(404, str(exc), "ModelNotFound") from None
     except QueueFullError as exc:

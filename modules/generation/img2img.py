@@ -128,7 +128,7 @@ def precheck_img2img(req: "Img2ImgRequest", model: "LoadedModel | None", styles:
     sampler, size (against ``model`` when one is loaded). Raises InvalidRequestError / SamplerError."""
     _check_seeds(req)
     if req.kind == "img2img" and not req.init_images:
-        raise InvalidRequestError("Init image not found: init_images is empty")
+        raise InvalidRequestError("img2img needs an init image: upload one first (Init image not found: init_images is empty)")
     images = [decode_request_image(data, f"init image {i + 1}") for i, data in enumerate(req.init_images)]
     if req.mask:
         decode_request_image(req.mask, "mask")
@@ -346,7 +346,7 @@ def run_img2img(req: "Img2ImgRequest", active: "ActiveModel", control: JobContro
     """img2img / inpaint / outpaint ``req`` on ``active`` (``upscalers`` is accepted for symmetry with txt2img)."""
     started = time.perf_counter()
     if not req.init_images:
-        raise InvalidRequestError("Init image not found: init_images is empty")
+        raise InvalidRequestError("img2img needs an init image: upload one first (Init image not found: init_images is empty)")
     req, notes = fit_to_model(req, active.model)
     images = [decode_request_image(data, f"init image {i + 1}") for i, data in enumerate(req.init_images)]
     mask = decode_request_image(req.mask, "mask") if req.mask else None

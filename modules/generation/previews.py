@@ -41,9 +41,7 @@ PREVIEW_SCALE: Final[int] = 8
 
 def preview_every(settings: "Settings") -> int:
     """Steps between two live previews (0: none while sampling), from the studio's settings."""
-    if not settings.live_previews_enable or settings.show_progress_every_n_steps <= 0:
-        return 0
-    return settings.show_progress_every_n_steps
+    return settings.preview_every
 
 
 def _family_id(family: Any) -> str:

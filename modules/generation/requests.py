@@ -185,14 +185,3 @@ class Img2ImgBatchRequest(Img2ImgRequest):
     input_dir: str = Field(..., min_length=1)
     output_dir: str | None = None
     mask_dir: str | None = None
-
-
-class LoadModelRequest(BaseModel):
-    """Switch the loaded checkpoint (runs on the queue like any job that touches the device)."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["load_model"] = "load_model"
-    checkpoint: str
-
-
-JobRequest = Txt2ImgRequest | Img2ImgRequest | Img2ImgBatchRequest | LoadModelRequest

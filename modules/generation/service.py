@@ -1,8 +1,7 @@
-"""Submitting generation jobs: the one entry point used by the UI, the APIs and scripts.
-
-``submit`` checks what can be checked before queueing (sampler, size against the loaded
-family, the checkpoint's existence) so a bad request is refused at once with a clear message
-instead of failing later in the queue.
+"""The prechecks of the generation job kinds: what can be refused before queueing (sampler, prompt syntax,
+add-ons, size against the loaded family, the checkpoint's existence), so a bad request is refused at once
+with a clear message instead of failing later in the queue. The UI, both APIs and the worker call the same
+check, through the job-kind registry (:mod:`modules.generation.job_kinds`, :mod:`modules.jobs.submit`).
 """
 
 from __future__ import annotations
@@ -10,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from modules.generation.fitting import fit_to_model
-from modules.generation.requests import Img2ImgRequest, LoadModelRequest, Txt2ImgRequest
+from modules.generation.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.generation.samplers import resolve_sampler
 from modules.generation.validation import InvalidRequestError, check_sampler_for_model, check_task, resolve_size
-from modules.jobs.queue import DiskFullError, Job
 from modules.models.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
+    from modules.models.loader import LoadedModel
 
 
 def network_kinds(ctx: "AppContext") -> frozenset[str]:
@@ -46,90 +45,38 @@ def check_addons(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest, networ
                          networks)
 
 
-def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
-    """Raise InvalidRequestError / SamplerError / ModelLoadError for a request that cannot run."""
-    resolved = resolve_sampler(req.sampler_name, req.scheduler)
-    check_addons(ctx, req, prepared_networks(ctx, req))
-    active = ctx.models.active
-    if req.checkpoint:
-        info = ctx.models.resolve(req.checkpoint)  # raises ModelLoadError naming the checkpoint
-        if active is None or active.info.path != info.path:
-            return  # the family is known only after the switch; the job validates then
-    if active is None:
-        return
-    check_task(active.model, "txt2img")
-    fitted, _ = fit_to_model(req, active.model)
-    resolve_size(fitted.width, fitted.height, active.model)
-    check_sampler_for_model(resolved, active.model)
-
-
-def _submit(ctx: "AppContext", request: Txt2ImgRequest | Img2ImgRequest | LoadModelRequest, owner: str | None,
-            source: str) -> Job:
-    """Queue ``request``. A disk too full to record it is refused with the queue's DiskFullError, whose
-    message (shown as is in the page, 507 in the APIs) names the folder and the space needed."""
-    from modules.jobs.disk_space import is_disk_full
-
-    try:
-        return ctx.queue.submit(request, owner=owner, source=source)
-    except DiskFullError:
-        raise
-    except Exception as exc:
-        if is_disk_full(exc):
-            raise ctx.queue.space.explain(exc) from None
-        raise
-
-
-def _queue(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest, owner: str | None, source: str) -> Job:
-    from modules.generation.previews import preview_every
-
-    job = _submit(ctx, req, owner, source)
-    job.control.preview_every = preview_every(ctx.settings.current)  # read by the sampler at each step
-    return job
-
-
-def submit_txt2img(ctx: "AppContext", req: Txt2ImgRequest, *, owner: str | None = None,
-                   source: str = "internal") -> Job:
-    precheck(ctx, req)
-    return _queue(ctx, req, owner, source)
-
-
-def precheck_img2img(ctx: "AppContext", req: Img2ImgRequest) -> None:
-    """What can be refused before queueing an img2img/inpaint job: sampler, prompt syntax, checkpoint,
-    unreadable or missing images, a sampler the loaded model cannot run."""
-    from modules.generation.img2img import decode_request_image
-    from modules.generation.kontext import check_kontext
-
-    resolved = resolve_sampler(req.sampler_name, req.scheduler)
-    check_addons(ctx, req, prepared_networks(ctx, req))
-    if req.flux_kontext:
-        check_kontext(req, None)
-    if not req.init_images:
-        raise InvalidRequestError("img2img needs an init image: upload one first")
-    for index, data in enumerate(req.init_images):
-        decode_request_image(data, f"init image {index + 1}")
-    if req.mask:
-        decode_request_image(req.mask, "mask")
+def _model_to_check(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest) -> "LoadedModel | None":
+    """The loaded model a request will run on, or None when it names another checkpoint (its family is known
+    only after the switch: the worker checks again then). An unknown checkpoint raises ModelLoadError."""
     active = ctx.models.active
     if req.checkpoint:
         info = ctx.models.resolve(req.checkpoint)
         if active is None or active.info.path != info.path:
-            return
-    if active is not None:
-        check_sampler_for_model(resolved, active.model)
-        if req.flux_kontext:
-            check_kontext(req, active.model)
+            return None
+    return active.model if active is not None else None
 
 
-def submit_img2img(ctx: "AppContext", req: Img2ImgRequest, *, owner: str | None = None,
-                   source: str = "internal") -> Job:
-    precheck_img2img(ctx, req)
-    return _queue(ctx, req, owner, source)
+def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
+    """Raise InvalidRequestError / SamplerError / ModelLoadError for a txt2img request that cannot run."""
+    resolved = resolve_sampler(req.sampler_name, req.scheduler)
+    check_addons(ctx, req, prepared_networks(ctx, req))
+    model = _model_to_check(ctx, req)
+    if model is None:
+        return
+    check_task(model, "txt2img")
+    fitted, _ = fit_to_model(req, model)
+    resolve_size(fitted.width, fitted.height, model)
+    check_sampler_for_model(resolved, model)
 
 
-def submit_model_switch(ctx: "AppContext", reference: str, *, owner: str | None = None) -> Job:
-    info = ctx.models.resolve(reference)
-    return _submit(ctx, LoadModelRequest(checkpoint=str(info.path)), owner, "internal")
+def precheck_img2img(ctx: "AppContext", req: Img2ImgRequest) -> None:
+    """What can be refused before queueing an img2img/inpaint job: add-ons, then the request against the
+    model it will run on (:func:`modules.generation.img2img.precheck_img2img`: images, seeds, prompt
+    syntax, sampler, size, Kontext)."""
+    from modules.generation.img2img import precheck_img2img as precheck_against_model
+
+    check_addons(ctx, req, prepared_networks(ctx, req))
+    precheck_against_model(req, _model_to_check(ctx, req), getattr(ctx, "styles", None), network_kinds(ctx))
 
 
-__all__ = ["precheck", "precheck_img2img", "submit_txt2img", "submit_img2img", "submit_model_switch",
-           "DiskFullError", "InvalidRequestError", "ModelLoadError"]
+__all__ = ["precheck", "precheck_img2img", "InvalidRequestError", "ModelLoadError"]

@@ -156,6 +156,14 @@ class JobQueue:
                                 stopping=self._stopping)
 
     # -- lifecycle -----------------------------------------------------------------------
+    def attach_handlers(self, handlers: Mapping[str, Handler]) -> None:
+        """Before :meth:`restore` and :meth:`start`: the handlers, when they can only be built once the
+        queue exists (the app context that they use holds the queue)."""
+        with self._cond:
+            if self._started:
+                raise RuntimeError("the job queue's handlers are attached before it starts")
+            self._handlers = dict(handlers)
+
     def restore(self) -> RestoreReport:
         """Before :meth:`start`: fail jobs a dead process left running, resume its queued ones."""
         if self._store is None:

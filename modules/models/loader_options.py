@@ -1,26 +1,28 @@
-"""Build the loader's options from the flags and settings of a running studio."""
+"""Build the loader's options from the flags, settings and paths of a running studio."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from modules.models.devices import device_choice
 from modules.models.loader import LoadOptions
 
 if TYPE_CHECKING:
-    from modules.app_context import AppContext
+    from modules.flags import Flags
+    from modules.paths import Paths
+    from modules.settings import SettingsStore
 
 
-def load_options_for(ctx: "AppContext") -> LoadOptions:
-    from modules.app_context import device_choice
-
-    device, dtype = device_choice(ctx.flags)
-    override = ctx.settings.current.sd_prediction_type
+def load_options_for(flags: "Flags", settings: "SettingsStore", paths: "Paths") -> LoadOptions:
+    """The options of the next load (the prediction-type setting is read at each load)."""
+    device, dtype = device_choice(flags)
+    override = settings.current.sd_prediction_type
     return LoadOptions(
         device=device,
         dtype=dtype,
-        allow_pickle=ctx.flags.allow_pickle,
+        allow_pickle=flags.allow_pickle,
         prediction_type=None if override == "auto" else override,
-        cache_dir=ctx.paths.cache_dir,
-        vae_dir=ctx.paths.vae_dir,
-        text_encoder_dir=ctx.paths.text_encoder_dir,
+        cache_dir=paths.cache_dir,
+        vae_dir=paths.vae_dir,
+        text_encoder_dir=paths.text_encoder_dir,
     )

@@ -16,10 +16,10 @@ pytestmark = pytest.mark.timeout(300)
 
 def _generated_png(studio: Any, prompt: str, seed: int) -> Path:
     from modules.generation.requests import Txt2ImgRequest
-    from modules.generation.service import submit_txt2img
+    from modules.jobs.submit import submit_job
 
-    job = submit_txt2img(studio.ctx, Txt2ImgRequest(prompt=prompt, negative_prompt="blurry", steps=3, width=64,
-                                                    height=64, seed=seed, cfg_scale=6.5))
+    job = submit_job(studio.ctx, Txt2ImgRequest(prompt=prompt, negative_prompt="blurry", steps=3, width=64,
+                                                height=64, seed=seed, cfg_scale=6.5))
     assert job.done.wait(120) and job.result is not None, job.error
     return Path(job.result.paths[0])
 

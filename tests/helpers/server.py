@@ -58,10 +58,10 @@ def running_server(argv: Sequence[str], *, with_ui: bool | None = None) -> Itera
 
 
 def load_and_wait(ctx: AppContext, reference: str, timeout: float = 120) -> None:
-    from modules.generation.service import submit_model_switch
+    from modules.models.load_job import switch_model
     from modules.jobs.queue import JobState
 
-    job = submit_model_switch(ctx, reference)
+    job = switch_model(ctx, reference)
     ctx.queue.wait(job.id, timeout)
     if job.state is not JobState.SUCCEEDED:
         raise RuntimeError(f"model load failed: {job.error}")

@@ -1,0 +1,108 @@
+"""The image-generation job kinds: txt2img, img2img (inpaint, outpaint, Kontext) and img2img over a folder.
+
+Each is declared once here (request, precheck, run, result description) and registered through
+:mod:`modules.job_kinds`. A run loads the requested model, then calls its runner with the studio's
+styles, the job's add-on hooks (LoRA, embeddings, VAE, ControlNet) inside its VAE scope, refiners (the
+model manager) and upscalers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Callable
+
+from modules.generation import service
+from modules.generation.requests import Img2ImgBatchRequest, Img2ImgRequest, Txt2ImgRequest
+from modules.generation.samplers import SamplerError
+from modules.generation.validation import InvalidRequestError
+from modules.images.upscalers import UpscalerError
+from modules.jobs.kinds import JobKind
+from modules.jobs.model import Job
+from modules.jobs.progress import JobControl
+from modules.models.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+
+#: what means "this request cannot run" for a generation job (shown to the user as is)
+GENERATION_ERRORS: tuple[type[Exception], ...] = (ModelLoadError, InvalidRequestError, SamplerError, UpscalerError)
+
+
+def output_options(ctx: "AppContext", job: Job, kind: str) -> Any:
+    from modules.generation.txt2img import OutputOptions
+
+    settings = ctx.settings.current
+    req = job.request
+    return OutputOptions(
+        # native-API jobs always save: nothing finished may be lost, results are re-read from disk
+        save=job.keep_outputs or (bool(getattr(req, "save_images", False)) and settings.samples_save),
+        outdir=ctx.paths.output_dir(kind),
+        write_infotext=settings.enable_pnginfo,
+        add_model_hash=settings.add_model_hash_to_info,
+        add_model_name=settings.add_model_name_to_info,
+        add_version=settings.add_version_to_infotext,
+    )
+
+
+def generate(ctx: "AppContext", job: Job, control: JobControl, runner: Callable[..., Any], outputs: str) -> Any:
+    """Load the requested model, then run ``runner`` with everything a generation job uses."""
+    req = job.request
+    settings = ctx.settings.current
+    control.progress.text = "loading model"
+    active = ctx.models.ensure_loaded(req.checkpoint or settings.sd_model_checkpoint or None)
+    hooks = ctx.addons.hooks_for(req, settings.sd_vae) if ctx.addons else ()
+    scope = ctx.addons.job_scope(active.model, req, settings.sd_vae) if ctx.addons else contextlib.nullcontext()
+    with scope:
+        return runner(req, active, control, output_options(ctx, job, outputs), styles=ctx.styles,
+                      hooks=hooks, refiners=ctx.models, upscalers=ctx.upscalers)
+
+
+def _txt2img(ctx: "AppContext", job: Job, control: JobControl) -> Any:
+    from modules.generation.txt2img import run_txt2img
+
+    return generate(ctx, job, control, run_txt2img, "txt2img")
+
+
+def _img2img(ctx: "AppContext", job: Job, control: JobControl) -> Any:
+    from modules.generation.img2img import run_img2img
+
+    return generate(ctx, job, control, run_img2img, "img2img")
+
+
+def _img2img_batch(ctx: "AppContext", job: Job, control: JobControl) -> Any:
+    from modules.generation.img2img_batch import run_img2img_batch
+
+    return generate(ctx, job, control, run_img2img_batch, "img2img")
+
+
+def describe_generation(result: Any) -> dict[str, Any] | None:
+    """What the job store keeps of a generation result: paths, seeds and infotexts; never pixels."""
+    if not (hasattr(result, "infotexts") and hasattr(result, "seeds")):
+        return None
+    paths = list(getattr(result, "paths", []))
+    images = [{"path": str(path) if path else None, "seed": seed, "subseed": subseed, "infotext": text}
+              for path, seed, subseed, text in zip(paths + [None] * len(result.seeds), result.seeds,
+                                                   result.subseeds, result.infotexts)]
+    return {"images": images, "width": result.width, "height": result.height,
+            "interrupted": bool(result.interrupted), "seconds": round(float(result.seconds), 3),
+            "sampler_name": result.sampler_name, "schedule_label": result.schedule_label,
+            "model_name": result.model_name, "model_hash": result.model_hash,
+            "job_timestamp": result.job_timestamp}
+
+
+TXT2IMG = JobKind(
+    name="txt2img", request=Txt2ImgRequest, run=_txt2img, precheck=service.precheck,
+    summary="Generate images from text. The images are always saved (results are read back from disk).",
+    describe=describe_generation, keeps_outputs=True, previews=True, user_errors=GENERATION_ERRORS)
+
+IMG2IMG = JobKind(
+    name="img2img", request=Img2ImgRequest, run=_img2img, precheck=service.precheck_img2img,
+    summary="Transform images (``init_images`` as base64); with ``mask`` inpaint. The images are always saved.",
+    describe=describe_generation, keeps_outputs=True, previews=True, user_errors=GENERATION_ERRORS)
+
+IMG2IMG_BATCH = JobKind(
+    name="img2img_batch", request=Img2ImgBatchRequest, run=_img2img_batch, api=False,
+    summary="img2img over every image of a folder.",
+    describe=describe_generation, previews=True, user_errors=GENERATION_ERRORS)
+
+KINDS = (TXT2IMG, IMG2IMG, IMG2IMG_BATCH)

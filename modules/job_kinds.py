@@ -1,0 +1,17 @@
+"""Every job kind the studio runs, gathered from the modules that declare them (one line per module).
+
+A kind is declared beside its logic (:class:`modules.jobs.kinds.JobKind`); this list is the only place
+that names the declaring modules, so :func:`modules.app_context.create_app_context` builds the
+registry from it and the queue, the native API and the UI derive everything else.
+"""
+
+from __future__ import annotations
+
+from modules.jobs.kinds import JobKind
+
+
+def builtin_kinds() -> list[JobKind]:
+    from modules.generation import job_kinds as generation
+    from modules.models import load_job
+
+    return [*generation.KINDS, *load_job.KINDS]
