@@ -6,17 +6,18 @@ options, plus one diffusers mapping per prediction family:
 * ``"diffusion"``: epsilon and v-prediction models (SD1.x, SD2.x, SDXL, ...);
 * ``"flow"``: flow-matching models (FLUX, SD3).
 
-Schedules (`SCHEDULES`) mirror A1111's ``modules/sd_schedulers.py`` list. A schedule is either a
-set of diffusers constructor keyword arguments, ``automatic`` (the sampler's A1111 default, or the
-model's own scheduler config when the sampler has none) or unsupported (no diffusers equivalent).
+Schedules (`SCHEDULES`) mirror A1111's ``modules/sd_schedulers.py`` list. ``automatic`` is the
+sampler's A1111 default, or the model's own levels when the sampler has none; each schedule also
+carries the diffusers constructor keyword arguments that approximate it (None: no equivalent).
 
-SD-style ("diffusion") samplers that A1111 has run through A1111's own arithmetic
-(:class:`~modules.generation.a1111_scheduler.A1111Scheduler`: k-diffusion's samplers, A1111's
-schedules, CompVis timesteps, each image's own seed stream for sampler noise), so an A1111 infotext
-gives A1111's picture. Every A1111 schedule applies to them. The diffusers mapping beside each is
-kept for zero-terminal-SNR models (which A1111's discretisation cannot represent), and is the only
-mapping of DEIS; a schedule such a diffusers scheduler cannot honour falls back to the
-model's own ("Automatic"), and the resolved sampler reports the schedule actually used.
+Every sampler A1111 has runs SD-style ("diffusion") models through A1111's own arithmetic
+(:class:`~modules.generation.a1111_scheduler.A1111Scheduler`: k-diffusion's samplers and A1111's
+Restart, LCM, DDIM, PLMS and UniPC; A1111's schedule functions; CompVis timesteps; each image's own
+seed stream for sampler noise), so an A1111 infotext gives A1111's picture, and every schedule
+applies to them. The diffusers mapping beside each is kept for zero-terminal-SNR models (which
+A1111's discretisation cannot represent) and is the only mapping of DEIS; a schedule a diffusers
+scheduler cannot honour runs as the model's own ("Automatic"), and the resolved sampler reports
+the schedule actually used (DPM fast and adaptive choose their own levels: "Automatic" too).
 
 Honest approximations of the diffusers schedules, since diffusers and k-diffusion differ:
 
