@@ -17,6 +17,7 @@ from webui.common import active_title, checkpoint_titles, error, status_html
 from webui.extras_tab import build_extras_tab
 from webui.history_tab import build_history_tab
 from webui.img2img_tab import build_img2img_tab
+from webui.look import ICON_ONLY_CLASS, icon
 from webui.models_tab import build_models_tab
 from webui.params import Fields, paste_updates
 from webui.settings_tab import build_settings_tab
@@ -86,7 +87,8 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
         with gr.Row(equal_height=True):
             checkpoint = gr.Dropdown(checkpoint_titles(ctx), value=active_title(ctx), label="Stable Diffusion checkpoint",
                                      elem_id="setting_sd_model_checkpoint", scale=4)
-            refresh = gr.Button("🔄", scale=0, min_width=48, elem_id="refresh_sd_model_checkpoint")
+            refresh = gr.Button("", icon=icon("refresh"), scale=0, min_width=48,
+                                elem_id="refresh_sd_model_checkpoint", elem_classes=[ICON_ONLY_CLASS])
             model_status = gr.HTML("", elem_id="model_status")
             loading = gr.Timer(1.0, active=False)  # follows a model load until it is done
         gr.HTML(lambda: _studio_notice(ctx), elem_id="studio_notice")  # evaluated at every page load
@@ -156,7 +158,7 @@ def _image_paste(ctx: "AppContext", fields: Fields, text: str) -> list[Any]:
 
 
 def _wire_send_to(ctx: "AppContext", tabs: Any, results: "Results", img2img: "Img2ImgTab", extras: Any) -> None:
-    """📐 / 🎨 / 🖼️ under a result gallery: the selected image (and its parameters) to another tab."""
+    """img2img / inpaint / extras under a result gallery: the selected image (and its parameters) to another tab."""
     fields = img2img.fields
 
     def to_img2img(gallery: Any, index: int, texts: list[str]) -> list[Any]:

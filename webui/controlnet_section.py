@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.common import readable, status_html
+from webui.look import ICON_ONLY_CLASS, icon
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -97,9 +98,11 @@ def _build_unit(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: "Fields",
     with gr.Row():
         module = add("module", ui.make(gr.Dropdown, tab, "Preprocessor", choices=modules, value="none",
                                        elem_id=f"{eid}_module", scale=3))
-        run_preview = gr.Button("💥 Preview", size="sm", scale=1, min_width=0, elem_id=f"{eid}_run_preview")
+        run_preview = gr.Button("Preview", icon=icon("eye"), size="sm", scale=1, min_width=0,
+                                elem_id=f"{eid}_run_preview")
         model = add("model", gr.Dropdown(models, value="None", label="Model", elem_id=f"{eid}_model", scale=3))
-        refresh = gr.Button("🔄", size="sm", scale=0, min_width=40, elem_id=f"{eid}_refresh_models")
+        refresh = gr.Button("", icon=icon("refresh"), size="sm", scale=0, min_width=40,
+                            elem_id=f"{eid}_refresh_models", elem_classes=[ICON_ONLY_CLASS])
     add("weight", ui.make(gr.Slider, tab, "Control Weight", minimum=0, maximum=2, value=1.0, step=0.05,
                           elem_id=f"{eid}_weight"))
     with gr.Row():
@@ -148,8 +151,8 @@ def _build_unit(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: "Fields",
 def models_hint(ctx: "AppContext", models: list[str]) -> str:
     if len(models) > 1:
         return ""
-    return status_html(f"No ControlNet model yet: put one in {ctx.paths.shown(ctx.paths.controlnet_dir)} and press 🔄. "
-                       "The preprocessors work without one (💥 Preview).")
+    return status_html(f"No ControlNet model yet: put one in {ctx.paths.shown(ctx.paths.controlnet_dir)} and press "
+                       "the refresh button beside the Model list. The preprocessors work without one (Preview).")
 
 
 def build_controlnet(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: "Fields") -> None:

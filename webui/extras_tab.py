@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.common import readable, status_html
+from webui.look import RESULT_CLASS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -111,7 +112,7 @@ def build_extras_tab(ctx: "AppContext", ui: "UiDefaults") -> ExtrasTab:
                     run = gr.Button("Upscale", variant="primary", elem_id="extras_generate")
                 with gr.Column():
                     result = gr.Image(label="Result", type="pil", interactive=False, elem_id="extras_result",
-                                      height=320, format="png")
+                                      height=320, format="png", elem_classes=[RESULT_CLASS])
                     info = gr.HTML("", elem_id="extras_info")
         with gr.Tab("PNG Info", id="pnginfo"):
             with gr.Row(equal_height=False):

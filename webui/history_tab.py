@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import gradio as gr
 
 from webui.common import readable, status_html
+from webui.look import RESULT_CLASS, icon
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -61,9 +62,9 @@ def build_history_tab(ctx: "AppContext") -> HistoryTab:
         date_from = gr.Textbox(label="From (YYYY-MM-DD)", elem_id="history_date_from", scale=1)
         date_to = gr.Textbox(label="To (YYYY-MM-DD)", elem_id="history_date_to", scale=1)
     with gr.Row():
-        search = gr.Button("🔍 Search", variant="primary", elem_id="history_search", size="md")
-        previous = gr.Button("◀ Previous page", elem_id="history_previous", size="md")
-        following = gr.Button("Next page ▶", elem_id="history_next", size="md")
+        search = gr.Button("Search", icon=icon("search"), variant="primary", elem_id="history_search", size="md")
+        previous = gr.Button("← Previous page", elem_id="history_previous", size="md")
+        following = gr.Button("Next page →", elem_id="history_next", size="md")
     status = gr.HTML("", elem_id="history_status")
     page, shown, selected = gr.State(0), gr.State([]), gr.State("")
     with gr.Row(equal_height=False):
@@ -73,14 +74,15 @@ def build_history_tab(ctx: "AppContext") -> HistoryTab:
                                  fit_columns=False)
         with gr.Column(scale=2):
             image = gr.Image(label="Full size", type="pil", interactive=False, format="png", elem_id="history_image",
-                             height=360, buttons=["download", "fullscreen"])
+                             height=360, buttons=["download", "fullscreen"], elem_classes=[RESULT_CLASS])
             where = gr.HTML("", elem_id="history_path")
             infotext = gr.Textbox(label="Generation parameters", lines=5, interactive=False,
                                   elem_id="history_infotext", buttons=["copy"])
             with gr.Row():
                 send_txt2img = gr.Button("Send to txt2img", size="sm", elem_id="history_send_to_txt2img")
                 send_img2img = gr.Button("Send to img2img", size="sm", elem_id="history_send_to_img2img")
-                delete = gr.Button("🗑️ Delete (to trash)", size="sm", variant="stop", elem_id="history_delete")
+                delete = gr.Button("Delete (to trash)", icon=icon("trash"), size="sm", variant="stop",
+                                   elem_id="history_delete")
 
     def run(query_v: str, model_v: str, kind_v: str, from_v: str, to_v: str, page_v: int) -> list[Any]:
         try:

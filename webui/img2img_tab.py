@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import gradio as gr
 
+from webui.look import icon
 from webui.params import (Fields, PromptRow, SeedRow, build_advanced, build_batch_and_cfg, build_prompt_row,
                           build_sampling, build_seed, build_size, request_values)
 from webui.results import Results, build_results, run_job
@@ -85,7 +86,8 @@ def _build_inputs(ui: "UiDefaults") -> tuple[Any, Any, Any, Any, Any, Any, dict[
 
 
 def _wire_interrogate(ctx: "AppContext", row: PromptRow, images: list[Any], caption: Any, tags: Any) -> None:
-    """🔎 / 🏷️: describe the image of the current mode with the interrogation classifier, into the prompt."""
+    """Interrogate (caption / tags): describe the image of the current mode with the interrogation
+    classifier, into the prompt."""
     from webui.common import readable, status_html
 
     def run(model: str, mode_v: str, image_v: Any, editor_v: Any, outpaint_v: Any) -> tuple[Any, str]:
@@ -114,8 +116,9 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
         with gr.Column(scale=1):
             mode, tabs, image, editor, mask_upload, outpaint_image, sides = _build_inputs(ui)
             with gr.Row():
-                interrogate = gr.Button("🔎 Interrogate (caption)", size="sm", elem_id="img2img_interrogate")
-                tags = gr.Button("🏷️ Interrogate (tags)", size="sm", elem_id="img2img_deepbooru")
+                interrogate = gr.Button("Interrogate (caption)", icon=icon("search"), size="sm",
+                                        elem_id="img2img_interrogate")
+                tags = gr.Button("Interrogate (tags)", icon=icon("tag"), size="sm", elem_id="img2img_deepbooru")
             fields.add("resize_mode", ui.make(gr.Radio, TAB, "Resize mode", choices=RESIZE_MODES, value="Just resize",
                                               type="index", elem_id="img2img_resize_mode"))
             with gr.Accordion("Inpaint options", open=False, elem_id="img2img_inpaint_options"):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import gradio as gr
 
 from webui.common import active_title, checkpoint_titles, readable, status_html
+from webui.look import icon
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -69,7 +70,7 @@ def rows(ctx: "AppContext", families: FamilyCache) -> list[list[Any]]:
     out = []
     for info in ctx.catalog.list():
         sha = ctx.catalog.sha256(info)
-        loaded = "✅" if active is not None and active.info.path == info.path else ""
+        loaded = "✓" if active is not None and active.info.path == info.path else ""
         try:
             size = _human(_size(info.path))
         except OSError:
@@ -121,9 +122,10 @@ def build_models_tab(ctx: "AppContext") -> ModelsTab:
     with gr.Row():
         picker = gr.Dropdown(checkpoint_titles(ctx), value=active_title(ctx), label="Checkpoint",
                              elem_id="models_checkpoint", scale=4)
-        refresh = gr.Button("🔄 Refresh", size="sm", scale=0, min_width=100, elem_id="models_refresh")
+        refresh = gr.Button("Refresh", icon=icon("refresh"), size="sm", scale=0, min_width=100,
+                            elem_id="models_refresh")
     with gr.Row():
-        inspect = gr.Button("🔍 Inspect", elem_id="models_inspect", size="md")
+        inspect = gr.Button("Inspect", icon=icon("search"), elem_id="models_inspect", size="md")
         load = gr.Button("Load", variant="primary", elem_id="models_load", size="md")
         hash_button = gr.Button("# Hash", elem_id="models_hash", size="md")
     status = gr.HTML("", elem_id="models_status")
@@ -134,7 +136,7 @@ def build_models_tab(ctx: "AppContext") -> ModelsTab:
     def find(title: str) -> "CheckpointInfo":
         info = ctx.catalog.find(title or "")
         if info is None:
-            raise LookupError(f"checkpoint {title!r} not found: press 🔄 Refresh")
+            raise LookupError(f"checkpoint {title!r} not found: press Refresh")
         return info
 
     def on_refresh() -> tuple[Any, Any]:

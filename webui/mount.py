@@ -51,6 +51,7 @@ def mount_ui(app: "FastAPI", ctx: "AppContext") -> tuple["FastAPI", ASGIApp]:
     import gradio as gr
 
     from webui.app import build_ui
+    from webui.look import HEAD_HTML, STYLE_CSS
 
     prepare_gradio_cache(ctx)
     blocks = build_ui(ctx)
@@ -58,7 +59,8 @@ def mount_ui(app: "FastAPI", ctx: "AppContext") -> tuple["FastAPI", ASGIApp]:
     # uploads over the body limit get Gradio's own readable "file too large" message in the page
     upload_limit = max(1, ctx.flags.max_body_mb * 1024 * 1024 - 64 * 1024)
     app = gr.mount_gradio_app(app, blocks, path="", auth=auth, show_error=True, max_file_size=upload_limit,
-                              footer_links=["api"] if ctx.flags.api_enabled else [])
+                              footer_links=["api"] if ctx.flags.api_enabled else [],
+                              css_paths=[STYLE_CSS], head_paths=[HEAD_HTML])
     # What Blocks.launch() sets: from now on Gradio accepts input files from its upload cache only.
     blocks.has_launched = True
     guarded = InputFileGuard(_ui_mount(app), ctx.paths.gradio_cache_dir, max_bytes=ctx.flags.max_body_mb * 1024 * 1024)

@@ -15,6 +15,7 @@ import gradio as gr
 
 from modules.generation.requests import DEFAULT_SAMPLER
 from webui.common import sampler_names, schedule_labels
+from webui.look import ICON_ONLY_CLASS, icon
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -85,30 +86,33 @@ def build_prompt_row(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: Fiel
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             prompt = fields.add("prompt", ui.make(
-                gr.Textbox, tab, "Prompt", value="", lines=4, max_lines=12, elem_id=f"{tab}_prompt",
-                placeholder="Prompt (paste a whole infotext and press ↙️ to fill every field)"))
+                gr.Textbox, tab, "Prompt", value="", lines=5, max_lines=12, elem_id=f"{tab}_prompt",
+                placeholder="Prompt (paste a whole infotext and press Paste to fill every field)"))
             negative = fields.add("negative_prompt", ui.make(
                 gr.Textbox, tab, "Negative prompt", value="", lines=3, max_lines=8, elem_id=f"{tab}_neg_prompt"))
+            # under the prompts, not across the page: a full-width row here opened a band above the parameters
+            note = gr.HTML("", elem_id=f"{tab}_paste_note")
         with gr.Column(scale=1, min_width=240):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate", size="lg")
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", size="sm", variant="stop", min_width=0)
                 skip = gr.Button("Skip", elem_id=f"{tab}_skip", size="sm", min_width=0)
             with gr.Row():
-                paste = gr.Button("↙️ Paste", elem_id=f"{tab}_paste", size="sm", min_width=0)
-                load_png = gr.UploadButton("📂 PNG", elem_id=f"{tab}_load_png", size="sm", min_width=0,
-                                           file_types=["image"], file_count="single", type="filepath")
-                clear = gr.Button("🗑️ Clear", elem_id=f"{tab}_clear_prompt", size="sm", min_width=0)
+                paste = gr.Button("Paste", icon=icon("paste"), elem_id=f"{tab}_paste", size="sm", min_width=0)
+                load_png = gr.UploadButton("PNG", icon=icon("folder"), elem_id=f"{tab}_load_png", size="sm",
+                                           min_width=0, file_types=["image"], file_count="single", type="filepath")
+                clear = gr.Button("Clear", icon=icon("trash"), elem_id=f"{tab}_clear_prompt", size="sm", min_width=0)
             styles = fields.add("styles", gr.Dropdown(
                 style_names, value=[], multiselect=True, label="Styles", elem_id=f"{tab}_styles",
                 interactive=ctx.styles is not None,
                 info=None if ctx.styles is not None else "styles.csv is unreadable: see the log"))
             with gr.Row():
-                apply_styles = gr.Button("🖌️ Apply style", elem_id=f"{tab}_style_apply", size="sm", min_width=0)
-                save_style = gr.Button("💾 Save style", elem_id=f"{tab}_style_create", size="sm", min_width=0)
-            style_name = gr.Textbox(show_label=False, placeholder="style name (💾 saves the prompts under it)",
+                apply_styles = gr.Button("Apply style", icon=icon("brush"), elem_id=f"{tab}_style_apply", size="sm",
+                                         min_width=0)
+                save_style = gr.Button("Save style", icon=icon("save"), elem_id=f"{tab}_style_create", size="sm",
+                                       min_width=0)
+            style_name = gr.Textbox(show_label=False, placeholder="style name (for Save style)",
                                     elem_id=f"{tab}_style_name", container=False, max_lines=1)
-    note = gr.HTML("", elem_id=f"{tab}_paste_note")
     return PromptRow(prompt, negative, generate, interrupt, skip, paste, clear, load_png, styles, apply_styles,
                      style_name, save_style, note)
 
@@ -152,8 +156,10 @@ def build_seed(ui: "UiDefaults", tab: str, fields: Fields) -> SeedRow:
     with gr.Row():
         seed = fields.add("seed", ui.make(gr.Number, tab, "Seed", value=-1, precision=0, elem_id=f"{tab}_seed",
                                           scale=4, info="-1: random"))
-        random = gr.Button("🎲", elem_id=f"{tab}_random_seed", size="sm", min_width=40, scale=0)
-        reuse = gr.Button("♻️", elem_id=f"{tab}_reuse_seed", size="sm", min_width=40, scale=0)
+        random = gr.Button("", icon=icon("dice"), elem_id=f"{tab}_random_seed", size="sm", min_width=40, scale=0,
+                           elem_classes=[ICON_ONLY_CLASS])
+        reuse = gr.Button("", icon=icon("reuse"), elem_id=f"{tab}_reuse_seed", size="sm", min_width=40, scale=0,
+                          elem_classes=[ICON_ONLY_CLASS])
     random.click(lambda: -1, outputs=[seed], queue=False, show_progress="hidden", api_visibility="private")
     return SeedRow(seed, random, reuse)
 

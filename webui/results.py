@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import gradio as gr
 
 from webui.common import error, owner_of, readable
+from webui.look import RESULT_CLASS, icon
 from webui.progress import bar_html, final_status, results_gallery, watch
 
 if TYPE_CHECKING:
@@ -38,11 +39,15 @@ class Results:
 def build_results(tab: str) -> Results:
     status = gr.HTML("", elem_id=f"{tab}_status")
     gallery = gr.Gallery(label="Output", columns=2, height=420, elem_id=f"{tab}_gallery", format="png",
-                         object_fit="contain", interactive=False, buttons=["download", "fullscreen"])
+                         object_fit="contain", interactive=False, buttons=["download", "fullscreen"],
+                         elem_classes=[RESULT_CLASS])
     with gr.Row():
-        send_img2img = gr.Button("📐 img2img", size="sm", elem_id=f"{tab}_send_to_img2img", min_width=0)
-        send_inpaint = gr.Button("🎨 inpaint", size="sm", elem_id=f"{tab}_send_to_inpaint", min_width=0)
-        send_extras = gr.Button("🖼️ extras", size="sm", elem_id=f"{tab}_send_to_extras", min_width=0)
+        send_img2img = gr.Button("img2img", icon=icon("image"), size="sm", elem_id=f"{tab}_send_to_img2img",
+                                 min_width=0)
+        send_inpaint = gr.Button("inpaint", icon=icon("pencil"), size="sm", elem_id=f"{tab}_send_to_inpaint",
+                                 min_width=0)
+        send_extras = gr.Button("extras", icon=icon("upscale"), size="sm", elem_id=f"{tab}_send_to_extras",
+                                min_width=0)
     infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{tab}_infotext",
                           buttons=["copy"])
     texts, seeds, selected, job_id = gr.State([]), gr.State([]), gr.State(0), gr.State("")

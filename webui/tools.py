@@ -1,4 +1,4 @@
-"""The tool buttons of a generation tab: ↙️ read parameters, 🗑️ clear, 📂 PNG, styles, ♻️ reuse seed,
+"""The tool buttons of a generation tab: Paste (read parameters), Clear, PNG, styles, reuse seed,
 Interrupt and Skip. Shared by txt2img and img2img."""
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def wire_tools(ctx: "AppContext", row: PromptRow, seed: SeedRow, fields: Fields,
     def paste(prompt: str) -> list[Any]:
         if not looks_like_infotext(prompt):
             return [gr.skip() for _ in fields.names] + [status_html(
-                "↙️ reads generation parameters: paste an infotext (with its 'Steps: ...' line) into the prompt "
-                "box first, or use 📂 PNG", "warn")]
+                "Paste reads generation parameters: paste an infotext (with its 'Steps: ...' line) into the prompt "
+                "box first, or use PNG", "warn")]
         updates, note = paste_updates(fields, prompt)
         return updates + [status_html(note, "ok")]
 

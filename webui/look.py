@@ -1,0 +1,28 @@
+"""The studio's look where Gradio's defaults fall short: button icons as SVG files, and the page's
+CSS and head script (``style.css``, ``head.html``), which :mod:`webui.mount` hands to Gradio.
+
+Why SVG icons: emoji on buttons (🔄, 📂, ♻️...) render as empty boxes in a browser without an emoji font
+(Debian's Chromium with its default fonts, many Linux desktops). An SVG file needs no font.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ICONS_DIR = HERE / "icons"
+STYLE_CSS = HERE / "style.css"
+HEAD_HTML = HERE / "head.html"
+
+#: the class of the views that show a result image whole (style.css, head.html)
+RESULT_CLASS = "atelier-result"
+#: the class of a button that shows only its icon (its tooltip comes from head.html)
+ICON_ONLY_CLASS = "atelier-icon-only"
+
+
+def icon(name: str) -> str:
+    """The path of ``webui/icons/<name>.svg`` for a button's ``icon=`` (Gradio copies it to its cache)."""
+    path = ICONS_DIR / f"{name}.svg"
+    if not path.is_file():
+        raise FileNotFoundError(f"no icon {name!r} in {ICONS_DIR}")
+    return str(path)
