@@ -123,12 +123,15 @@ def test_open_webui(studio: RunningServer) -> None:
         assert ok(http.get("/sdapi/v1/options")).json()["sd_model_checkpoint"].startswith(DEFAULT.stem)
 
         # image_generations, size "100x60" (any WxH is accepted there) with AUTOMATIC1111_PARAMS merged in
+        params = {"cfg_scale": "7.0", "sampler_name": "Euler a",
+                  "override_settings": {"sd_vae": "vae-ft-mse-840000-ema-pruned.safetensors"}}  # not installed
         data = {"prompt": "a red circle", "batch_size": 1, "width": 100, "height": 60, "steps": STEPS,
-                "negative_prompt": "blurry", **{"cfg_scale": "7.0", "sampler_name": "Euler a"}}
+                "negative_prompt": "blurry", **params}
         r = ok(http.post("/sdapi/v1/txt2img", json=data))
         _, info = generated(r, (96, 64))
         assert (info["width"], info["height"]) == (96, 64) and info["cfg_scale"] == 7.0
-        assert any("100x60" in w and "generated at 96x64" in w for w in info["warnings"]), info["warnings"]
+        vae_note, size_note = info["warnings"]
+        assert "vae-ft-mse" in vae_note and "100x60" in size_note and "generated at 96x64" in size_note
 
 
 def test_open_webui_model_switch_never_half_applies(studio: RunningServer) -> None:

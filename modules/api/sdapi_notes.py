@@ -9,7 +9,8 @@ added after them). What the model could not make exactly (a size, clip skip) is 
 (:mod:`modules.generation.fitting`). Style names the studio does not have are passed over, as A1111's
 ``apply_styles_to_prompt`` passes them over, and so are prompt tags of extra networks it cannot find
 (``<lora:missing:1>``, ``<hypernet:x:1>``: A1111 logs "Lora not found" / "Skipping unknown extra network"
-and generates without them); each is named too, as are sampler parameters (``eta``, ``s_churn``, ...) set
+and generates without them), and an ``override_settings.sd_vae`` it cannot find (A1111: "Couldn't find VAE
+named ...; using None instead"); each is named too, as are sampler parameters (``eta``, ``s_churn``, ...) set
 away from A1111's defaults, which the samplers here do not take.
 
 ``script_name`` is not judged here: a selectable script the studio lacks is refused (issue 24's rule).
@@ -103,13 +104,14 @@ def known_styles(names: list[str], store: "StyleStore | None") -> tuple[list[str
 
 
 def lenient_request(ctx: "AppContext", payload: "_SdGenerationPayload", req: R) -> tuple[R, list[str]]:
-    """``req`` with what A1111 passes over left out (unknown styles and networks), and every warning known before
+    """``req`` without what A1111 passes over (unknown styles, networks, VAE), and every warning known before
     the job runs (:func:`request_warnings` and the styles passed over), for the answer's ``info``."""
     kept, style_notes = known_styles(list(req.styles), ctx.styles)
     if style_notes:
         req = req.model_copy(update={"styles": kept})
     req, network_notes = known_networks(ctx, req)
-    return req, [*request_warnings(payload, ctx.settings.as_dict()), *style_notes, *network_notes]
+    req, vae_notes = known_vae(ctx, req)
+    return req, [*request_warnings(payload, ctx.settings.as_dict()), *style_notes, *network_notes, *vae_notes]
 
 
 def _pass_over_networks(text: str, kinds: frozenset[str], lora_found: Callable[[str], bool],
@@ -148,3 +150,21 @@ def known_networks(ctx: "AppContext", req: R) -> tuple[R, list[str]]:
     if not missing:
         return req, []
     return req.model_copy(update=changes), [f"extra networks not found here and not applied: {', '.join(missing)}"]
+
+
+def known_vae(ctx: "AppContext", req: R) -> tuple[R, list[str]]:
+    """``req`` with a requested VAE that is not here replaced by the checkpoint's own ("None"), as A1111 does,
+    and a warning naming it."""
+    from pathlib import Path
+
+    from modules.generation.vae_select import VaeSelectError, resolve_vae
+
+    choice = req.sd_vae
+    if choice is None or choice.strip() in ("", "Automatic", "None"):
+        return req, []
+    try:
+        resolve_vae(choice, Path(req.checkpoint or "."), ctx.paths.vae_dir)
+    except VaeSelectError:
+        note = f"sd_vae: {choice!r} not found in {ctx.paths.vae_dir.name}; the checkpoint's own VAE was used"
+        return req.model_copy(update={"sd_vae": "None"}), [note]
+    return req, []
