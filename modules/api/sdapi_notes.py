@@ -105,7 +105,7 @@ def known_styles(names: list[str], store: "StyleStore | None") -> tuple[list[str
 
 def lenient_request(ctx: "AppContext", payload: "_SdGenerationPayload", req: R) -> tuple[R, list[str]]:
     """``req`` without what A1111 passes over (unknown styles, networks, VAE), and every warning known before
-    the job runs (:func:`request_warnings` and the styles passed over), for the answer's ``info``."""
+    the job runs (:func:`request_warnings`, then what was passed over), for the answer's ``info``."""
     kept, style_notes = known_styles(list(req.styles), ctx.styles)
     if style_notes:
         req = req.model_copy(update={"styles": kept})
