@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from modules.api.interrogate import CLASSIFIER_NAME, Interrogator
+from modules.understanding.interrogate import CLASSIFIER_NAME, Interrogator
 from modules.flags import Flags
 from modules.generation.job_addons import JobAddons
 from modules.generation.styles import StyleError, StyleStore

@@ -11,7 +11,11 @@ from modules.jobs.kinds import JobKind
 
 
 def builtin_kinds() -> list[JobKind]:
+    from modules.generation import controlnet_detect_job
     from modules.generation import job_kinds as generation
+    from modules.images import extras_job
     from modules.models import load_job
+    from modules.understanding import interrogate_job
 
-    return [*generation.KINDS, *load_job.KINDS]
+    return [*generation.KINDS, *load_job.KINDS, *extras_job.KINDS, *interrogate_job.KINDS,
+            *controlnet_detect_job.KINDS]

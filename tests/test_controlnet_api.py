@@ -25,13 +25,24 @@ def _ctx(tmp_path: Path) -> SimpleNamespace:
 
 
 @pytest.fixture
-def client(tmp_path) -> TestClient:
-    ctx = _ctx(tmp_path)
+def client(tmp_path):
+    """The routes over a real studio context (detection runs on its job queue); only the data dir's
+    ControlNet folder is searched (not the repository's shipped one)."""
+    from dataclasses import replace
+
+    from modules.app_context import create_app_context
+    from modules.flags import parse_flags
+
+    ctx = create_app_context(parse_flags(["--data-dir", str(tmp_path / "data"), "--skip-load-model-at-start"]))
+    ctx.paths = replace(ctx.paths, repo_root=tmp_path / "repo")
     (ctx.paths.controlnet_dir / "control_canny.safetensors").write_bytes(b"\0" * 16)
     app = FastAPI()
     install_error_handlers(app)
-    app.include_router(build_controlnet_router(ctx))  # type: ignore[arg-type]
-    return TestClient(app)
+    app.include_router(build_controlnet_router(ctx, annotators=ctx.addons.annotators))
+    try:
+        yield TestClient(app)
+    finally:
+        ctx.close()
 
 
 def _picture() -> str:

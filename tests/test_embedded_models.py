@@ -192,7 +192,7 @@ def test_studio_controlnet_unit_with_the_shipped_canny_model_moves_the_shape(tmp
 
 
 def test_interrogate_describes_a_render_with_the_shipped_classifier(tmp_path: Path) -> None:
-    from modules.api.interrogate import Interrogator, InterrogatorMissing
+    from modules.understanding.interrogate import Interrogator, InterrogatorMissing
     from modules.world.spec import Scene, Shape
 
     _require(CLASSIFIER)

@@ -11,12 +11,13 @@ without an image uses the init image, as the extension does.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import gradio as gr
 
-from webui.common import readable, status_html
+from webui.common import owner_of, status_html
 from webui.look import ICON_ONLY_CLASS, icon
+from webui.progress import run_and_follow
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -131,18 +132,22 @@ def _build_unit(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: "Fields",
 
     refresh.click(refresh_models, outputs=[model, hint], queue=False, api_visibility="private")
 
-    def preview(picture: Any, name: str, resolution: float, a: float, b: float) -> tuple[Any, str]:
-        from modules.generation.controlnet import detect_maps
+    def preview(picture: Any, name: str, resolution: float, a: float, b: float,
+                request: gr.Request) -> Iterator[tuple[Any, str]]:
+        """Queue a ``controlnet_detect`` job (annotators run on the device) and show its map."""
+        from modules.generation.controlnet_detect_job import DetectMapsRequest
+        from modules.images.codec import encode_png_base64
 
         if picture is None:
-            return gr.skip(), status_html("Upload a control image first.", "warn")
-        try:
-            annotators = ctx.addons.annotators if ctx.addons is not None else None
-            shown = detect_maps([picture], name or "none", processor_res=int(resolution), threshold_a=float(a),
-                                threshold_b=float(b), annotators=annotators)[0]
-        except Exception as exc:  # noqa: BLE001 - an unknown module or a missing annotator: say which
-            return gr.skip(), status_html(readable(exc), "error")
-        return shown, ""
+            yield gr.skip(), status_html("Upload a control image first.", "warn")
+            return
+        job_request = DetectMapsRequest(images=[encode_png_base64(picture, None)], module=name or "none",
+                                        processor_res=int(resolution), threshold_a=float(a), threshold_b=float(b))
+        for job, status in run_and_follow(ctx, job_request, owner_of(request)):
+            if job is None or status:
+                yield gr.skip(), status
+            elif job.result.images:
+                yield job.result.images[0], ""
 
     run_preview.click(preview, inputs=[image, module, res, th_a, th_b], outputs=[detected, note],
                       api_visibility="private", concurrency_limit=1)

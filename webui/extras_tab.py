@@ -1,21 +1,20 @@
-"""The Extras tab: Upscale (A1111's single-image extras with the upscalers of
-:mod:`modules.images.upscalers`) and PNG Info (every infotext key of an image, with "send to" buttons
+"""The Extras tab: Upscale (A1111's single-image extras, an ``extras`` job on the queue:
+:mod:`modules.images.extras_job`) and PNG Info (every infotext key of an image, with "send to" buttons
 wired in :mod:`webui.app`)."""
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import gradio as gr
 
-from webui.common import readable, status_html
+from webui.common import owner_of, readable, status_html
 from webui.look import RESULT_CLASS
+from webui.progress import run_and_follow
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from modules.app_context import AppContext
     from webui.ui_config import UiDefaults
 
@@ -30,29 +29,6 @@ class ExtrasTab:
     png_text: Any
     send_txt2img: Any
     send_img2img: Any
-
-
-def save_extras_image(ctx: "AppContext", image: "Image.Image", source_info: str, post_info: str) -> str:
-    """Save to ``outputs/extras-images/NNNNN.png`` (A1111 layout), keeping the source's infotext."""
-    from PIL import PngImagePlugin
-
-    from modules.images.saving import get_next_sequence_number
-
-    folder = ctx.paths.output_dir("extras")
-    folder.mkdir(parents=True, exist_ok=True)
-    meta = PngImagePlugin.PngInfo()
-    for key, value in (("parameters", source_info), ("postprocessing", post_info)):
-        if value:
-            meta.add_text(key, value)
-    for _ in range(100):  # another writer may take a number between the scan and the open
-        path = folder / f"{get_next_sequence_number(folder):05}.png"
-        try:
-            with open(path, "xb") as handle:
-                image.save(handle, format="PNG", pnginfo=meta)
-            return str(path)
-        except FileExistsError:
-            continue
-    raise OSError(f"no free file name in {folder}")
 
 
 def infotext_items(text: str) -> list[tuple[str, str]]:
@@ -128,22 +104,30 @@ def build_extras_tab(ctx: "AppContext", ui: "UiDefaults") -> ExtrasTab:
                         send_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img")
 
     def upscale(source: Any, mode: int, by: float, w: float, h: float, crop_v: bool, first: str, second: str,
-                second_vis: float) -> tuple[Any, str]:
-        from modules.images.codec import read_infotext
-        from modules.images.upscale import UpscaleError, UpscaleParams, infotext_of, postprocess_upscale
+                second_vis: float, request: gr.Request) -> Iterator[tuple[Any, str]]:
+        """Queue an ``extras`` job (upscalers run on the device) and follow it; the result is saved."""
+        from modules.images.codec import encode_png_base64, read_infotext
+        from modules.images.extras_job import ExtrasRequest
 
         if source is None:
-            return gr.skip(), status_html("Upload an image first.", "warn")
-        params = UpscaleParams(resize_mode=int(mode or 0), upscaling_resize=float(by), upscaling_resize_w=int(w or 0),
-                               upscaling_resize_h=int(h or 0), upscaling_crop=bool(crop_v), upscaler_1=first or "None",
-                               upscaler_2=second or "None", extras_upscaler_2_visibility=float(second_vis or 0))
-        try:
-            out, post = postprocess_upscale(source, params, ctx.upscalers)
-            text = infotext_of(post)
-            saved = save_extras_image(ctx, out, read_infotext(source) or "", text)
-        except (UpscaleError, OSError) as exc:
-            return gr.skip(), status_html(readable(exc), "error")
-        return out, status_html(f"{out.width}x{out.height} · {text or 'unchanged'} · saved to {ctx.paths.shown(saved)}", "ok")
+            yield gr.skip(), status_html("Upload an image first.", "warn")
+            return
+        job_request = ExtrasRequest(
+            images=[encode_png_base64(source, read_infotext(source))], names=["the image"], save_images=True,
+            resize_mode=int(mode or 0), upscaling_resize=float(by), upscaling_resize_w=int(w or 0),
+            upscaling_resize_h=int(h or 0), upscaling_crop=bool(crop_v), upscaler_1=first or "None",
+            upscaler_2=second or "None", extras_upscaler_2_visibility=float(second_vis or 0))
+        for job, status in run_and_follow(ctx, job_request, owner_of(request)):
+            if job is None or status:
+                yield gr.skip(), status
+                continue
+            result = job.result
+            if not result.images:
+                yield gr.skip(), status_html("Stopped before the image was upscaled.", "warn")
+                return
+            out, saved = result.images[0], result.paths[0]
+            where = f" · saved to {ctx.paths.shown(saved)}" if saved else ""
+            yield out, status_html(f"{out.width}x{out.height} · {result.infotext or 'unchanged'}{where}", "ok")
 
     run.click(upscale, inputs=[image, resize_mode, scale, width, height, crop, upscaler_1, upscaler_2, visibility],
               outputs=[result, info], api_name="extras", concurrency_limit=2)

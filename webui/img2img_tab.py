@@ -5,6 +5,7 @@ Outpaint; builds an :class:`Img2ImgRequest` and submits it through
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Iterator
 
 import gradio as gr
@@ -88,22 +89,30 @@ def _build_inputs(ui: "UiDefaults") -> tuple[Any, Any, Any, Any, Any, Any, dict[
 def _wire_interrogate(ctx: "AppContext", row: PromptRow, images: list[Any], caption: Any, tags: Any) -> None:
     """Interrogate (caption / tags): describe the image of the current mode with the interrogation
     classifier, into the prompt."""
-    from webui.common import readable, status_html
+    from webui.common import owner_of, status_html
 
-    def run(model: str, mode_v: str, image_v: Any, editor_v: Any, outpaint_v: Any) -> tuple[Any, str]:
+    def run(model: str, mode_v: str, image_v: Any, editor_v: Any, outpaint_v: Any,
+            request: gr.Request) -> Iterator[tuple[Any, str]]:
+        """Queue an ``interrogate`` job (the classifier runs on the device); its caption becomes the prompt."""
+        from modules.images.codec import encode_png_base64
+        from modules.understanding.interrogate_job import InterrogateRequest
         from webui.img2img_inputs import editor_parts
+        from webui.progress import run_and_follow
 
         picture = {"inpaint": editor_parts(editor_v)[0], "outpaint": outpaint_v}.get(mode_v, image_v)
         if picture is None:
-            return gr.skip(), status_html(f"Upload an image into the {mode_v} tab first.", "warn")
-        try:
-            text = ctx.interrogator.interrogate(picture, model)
-        except Exception as exc:  # noqa: BLE001 - no classifier installed, a broken one: say so
-            return gr.skip(), status_html(readable(exc), "error")
-        return text, status_html(f"Interrogated ({model}): the prompt is the description.", "ok")
+            yield gr.skip(), status_html(f"Upload an image into the {mode_v} tab first.", "warn")
+            return
+        job_request = InterrogateRequest(image=encode_png_base64(picture, None), model=model)
+        for job, status in run_and_follow(ctx, job_request, owner_of(request)):
+            if job is None or status:
+                yield gr.skip(), status
+            else:
+                yield job.result.caption, status_html(f"Interrogated ({model}): the prompt is the description.",
+                                                      "ok")
 
     for button, model in ((caption, "clip"), (tags, "deepdanbooru")):
-        button.click(lambda *v, m=model: run(m, *v), inputs=images, outputs=[row.prompt, row.note],
+        button.click(partial(run, model), inputs=images, outputs=[row.prompt, row.note],
                      api_visibility="private", concurrency_limit=1)
 
 

@@ -115,3 +115,22 @@ def wait_started(job: "Job", timeout: float = 5.0) -> None:
 def results_gallery(result: Any) -> list[tuple[Any, str]]:
     """Gallery items of a result: (image, "seed N")."""
     return [(image, f"seed {seed}") for image, seed in zip(result.images, result.seeds)]
+
+
+def run_and_follow(ctx: "AppContext", request: Any, owner: str) -> Iterator[tuple["Job | None", str]]:
+    """Submit ``request`` (any job kind) and follow it: yields (None, status) while it waits or runs, then
+    (the finished job, its status line); a refused request yields (None, the reason) and ends."""
+    from modules.jobs.submit import submit_job
+    from webui.common import readable
+
+    try:
+        job = submit_job(ctx, request, owner=owner, source="webui")
+    except Exception as exc:  # noqa: BLE001 - refused (bad input, queue or disk full): said in the page
+        yield None, bar_html("failed", 1.0, f"Not started: {readable(exc)}")
+        return
+    for tick in watch(ctx, job, previews=False):
+        yield None, tick.status
+    if job.error and job.result is None:
+        yield job, bar_html("failed", 1.0, f"Failed: {job.error}")
+    else:
+        yield job, ""

@@ -18,9 +18,10 @@ from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from modules.api.errors import ApiError, error_responses
+from modules.api.security import principal_of
 from modules.generation.controlnet_models import ControlNetLibrary, controlnet_dirs
 from modules.generation.controlnet_preprocess import (LABELS, PREPROCESSORS, AnnotatorCache, available_modules,
-                                                      find_preprocessor, module_detail)
+                                                      module_detail)
 from modules.generation.validation import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -102,22 +103,28 @@ def build_controlnet_router(ctx: "AppContext", dependencies: Sequence[Any] = (),
                                                  for label, name in zip(shown, usable)},
                                   unavailable=unavailable)
 
-    @router.post("/detect", response_model=DetectResponse, responses=error_responses(422))
-    def detect(body: DetectRequest = Body(...)) -> DetectResponse:
-        from modules.generation.controlnet import detect_maps  # torch: imported on first use, not at start-up
-        from modules.generation.img2img import decode_request_image, encode_request_image
+    @router.post("/detect", response_model=DetectResponse, responses=error_responses(422, 429, 507))
+    def detect(body: DetectRequest = Body(...), principal: str | None = Depends(principal_of)) -> DetectResponse:
+        from modules.api.sdapi import finished_result, raise_for_submit_error, sdapi_owner
+        from modules.generation.controlnet_detect_job import DetectMapsRequest
+        from modules.generation.img2img import encode_request_image
+        from modules.jobs.submit import submit_job
 
         sources = body.controlnet_input_images or body.controlnet_images
         if not sources:
             raise ApiError(422, "send the images to detect in controlnet_input_images", "InvalidRequest")
-        try:
-            module = find_preprocessor(body.controlnet_module).name
-            images = [decode_request_image(data, f"controlnet image {i}") for i, data in enumerate(sources)]
-            maps = detect_maps(images, module, processor_res=body.controlnet_processor_res,
-                               threshold_a=body.controlnet_threshold_a, threshold_b=body.controlnet_threshold_b,
-                               annotators=cache)
+        request = DetectMapsRequest(images=sources, module=body.controlnet_module,
+                                    processor_res=body.controlnet_processor_res,
+                                    threshold_a=body.controlnet_threshold_a, threshold_b=body.controlnet_threshold_b)
+        try:  # a detection is device work: a job on the queue, like generation
+            job = submit_job(ctx, request, owner=sdapi_owner(principal), source="controlnet")
         except InvalidRequestError as exc:
             raise ApiError(422, str(exc), "InvalidRequest") from None
+        except Exception as exc:  # noqa: BLE001 - queue full, disk full: mapped to 4xx/507 or re-raised
+            raise_for_submit_error(exc)
+            raise
+        ctx.queue.wait(job.id)
+        maps = finished_result(job).images
         return DetectResponse(images=[encode_request_image(m) for m in maps], info="Success")
 
     return router

@@ -95,7 +95,7 @@ def _submit(ctx: "AppContext", submission: Any, owner: str, key: str | None) -> 
     try:
         return submit(ctx, submission.request, owner=owner, source="api", idempotency_key=key, keep_outputs=True)
     except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
-        raise_for_submit_error(exc)
+        raise_for_submit_error(exc, ctx.kinds.of(submission.request).user_errors)
         raise
 
 

@@ -4,9 +4,9 @@ registry (:meth:`modules.jobs.kinds.JobKindRegistry.submission_model`)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from modules.jobs.model import JobState
 

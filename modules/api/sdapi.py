@@ -37,15 +37,25 @@ def sdapi_owner(principal: str | None) -> str:
     return principal or ANONYMOUS
 
 
-def raise_for_submit_error(exc: Exception) -> None:
-    """Map a refused submit to its HTTP answer (re-raise what is not a known refusal)."""
+def raise_for_submit_error(exc: Exception, user_errors: tuple[type[Exception], ...] = ()) -> None:
+    """Map a refused submit to its HTTP answer: the known refusals to their status, any other of the job
+    kind's ``user_errors`` to 400; re-raise the rest."""
     from modules.generation.samplers import SamplerError
     from modules.generation.validation import InvalidRequestError
+    from modules.images.upscale import UpscaleError, UpscaleTooLarge
     from modules.images.upscalers import UpscalerError
     from modules.models.errors import ModelLoadError
+    from modules.understanding.interrogate import InterrogatorMissing, UnknownInterrogateModel
+    from modules.understanding.interrogate_job import InterrogateImageError
 
     if isinstance(exc, SamplerError):
         raise ApiError(400, str(exc), "SamplerNotFound") from None
+    if isinstance(exc, UpscaleTooLarge):
+        raise ApiError(413, str(exc), "LimitExceeded") from None
+    if isinstance(exc, (InterrogatorMissing, UnknownInterrogateModel)):
+        raise ApiError(404, str(exc), "ModelNotFound") from None
+    if isinstance(exc, (UpscaleError, InterrogateImageError)):
+        raise ApiError(400, str(exc), "InvalidRequest") from None
     if isinstance(exc, (InvalidRequestError, UpscalerError)):
         raise ApiError(400, str(exc), "InvalidRequest") from None
     if isinstance(exc, ModelLoadError):
@@ -58,6 +68,8 @@ def raise_for_submit_error(exc: Exception) -> None:
         raise ApiError(413, str(exc), "LimitExceeded") from None
     if isinstance(exc, IdempotencyConflictError):
         raise ApiError(409, str(exc), "IdempotencyConflict") from None
+    if user_errors and isinstance(exc, user_errors):
+        raise ApiError(400, str(exc), "InvalidRequest") from None
     raise exc
 
 
@@ -123,7 +135,7 @@ def run_sdapi_job(ctx: "AppContext", req: Any, principal: str | None) -> Job:
     try:
         job = submit_job(ctx, req, owner=sdapi_owner(principal), source="sdapi")
     except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
-        raise_for_submit_error(exc)
+        raise_for_submit_error(exc, ctx.kinds.of(req).user_errors)
     ctx.queue.wait(job.id)
     return job
 

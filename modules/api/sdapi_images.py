@@ -1,8 +1,8 @@
 """``/sdapi/v1`` image routes: png-info, interrogate, extra-single-image, extra-batch-images.
 
-Input images are raw base64 or ``data:image/...;base64,`` URIs, decoded with size limits.
-Extras use the weight-free upscalers of :mod:`modules.images.upscale` and run in the request
-thread (no device needed); interrogate uses the world classifier (see :mod:`modules.api.interrogate`).
+Input images are raw base64 or ``data:image/...;base64,`` URIs, decoded with size limits (a bad one is a
+400 naming it). Extras (:mod:`modules.images.extras_job`) and interrogate
+(:mod:`modules.understanding.interrogate_job`) are job kinds: the routes queue them and wait, as txt2img does.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from PIL import Image
 
 from modules.api.errors import ApiError, error_responses
@@ -18,11 +18,11 @@ from modules.api.sdapi_listing_models import (ExtrasBase, ExtrasBatchImagesPaylo
                                               ExtrasSingleImagePayload, ExtrasSingleImageResponse,
                                               InterrogatePayload, InterrogateResponse)
 from modules.api.sdapi_models import PngInfoPayload, PngInfoResponse
+from modules.api.security import principal_of
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
-    from modules.images.upscale import UpscaleParams
-    from modules.images.upscalers import UpscalerSet
+    from modules.images.extras_job import ExtrasResult
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 64 * 1024 * 1024
@@ -37,49 +37,29 @@ def decode_image(data: str, what: str = "image") -> Image.Image:
         raise ApiError(400, f"{what}: {exc}", "InvalidImage") from None
 
 
-def _upscale_params(payload: ExtrasBase) -> "UpscaleParams":
-    from modules.images.upscale import UpscaleParams
+def _extras(ctx: "AppContext", payload: ExtrasBase, images: list[str], names: list[str],
+            principal: str | None) -> "ExtrasResult":
+    """Run the upscale as an ``extras`` job (the device's queue) and wait for it."""
+    from modules.api.sdapi import finished_result, run_sdapi_job
+    from modules.images.extras_job import ExtrasRequest
 
     if payload.gfpgan_visibility > 0 or payload.codeformer_visibility > 0:
         raise ApiError(400, "face restoration (GFPGAN/CodeFormer) is not available on this server: "
                             "set gfpgan_visibility and codeformer_visibility to 0", "NotAvailable")
-    return UpscaleParams(resize_mode=payload.resize_mode, upscaling_resize=payload.upscaling_resize,
-                         upscaling_resize_w=payload.upscaling_resize_w, upscaling_resize_h=payload.upscaling_resize_h,
-                         upscaling_crop=payload.upscaling_crop, upscaler_1=payload.upscaler_1 or "None",
-                         upscaler_2=payload.upscaler_2 or "None",
-                         extras_upscaler_2_visibility=payload.extras_upscaler_2_visibility)
+    request = ExtrasRequest(images=images, names=names, resize_mode=payload.resize_mode,
+                            upscaling_resize=payload.upscaling_resize, upscaling_resize_w=payload.upscaling_resize_w,
+                            upscaling_resize_h=payload.upscaling_resize_h, upscaling_crop=payload.upscaling_crop,
+                            upscaler_1=payload.upscaler_1 or "None", upscaler_2=payload.upscaler_2 or "None",
+                            extras_upscaler_2_visibility=payload.extras_upscaler_2_visibility)
+    return finished_result(run_sdapi_job(ctx, request, principal))
 
 
-def _png_base64(image: Image.Image, texts: dict[str, str]) -> str:
-    """Raw base64 PNG carrying ``texts`` as text chunks."""
-    import base64
-    import io
+def _encoded(result: "ExtrasResult") -> list[str]:
+    """Raw base64 PNGs; A1111 keeps each image's ``parameters`` and adds a ``postprocessing`` text."""
+    from modules.images.codec import encode_png_base64_with_texts
 
-    from PIL import PngImagePlugin
-
-    meta = PngImagePlugin.PngInfo()
-    for key, value in texts.items():
-        meta.add_text(key, value)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=meta)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _run_extras(image: Image.Image, params: "UpscaleParams", upscalers: "UpscalerSet") -> tuple[str, str]:
-    """(raw base64 PNG, postprocessing infotext) of one image; A1111 keeps the image's
-    ``parameters`` and adds a ``postprocessing`` text."""
-    from modules.images.codec import read_infotext
-    from modules.images.upscale import UpscaleError, UpscaleTooLarge, infotext_of, postprocess_upscale
-
-    try:
-        result, info = postprocess_upscale(image, params, upscalers)
-    except UpscaleTooLarge as exc:
-        raise ApiError(413, str(exc), "LimitExceeded") from None
-    except UpscaleError as exc:
-        raise ApiError(400, str(exc), "InvalidRequest") from None
-    text = infotext_of(info)
-    texts = {"parameters": read_infotext(image) or "", "postprocessing": text}
-    return _png_base64(result, {k: v for k, v in texts.items() if v}), text
+    return [encode_png_base64_with_texts(image, {"parameters": source, "postprocessing": result.infotext})
+            for image, source in zip(result.images, result.source_infotexts)]
 
 
 def _html(text: str) -> str:
@@ -87,8 +67,6 @@ def _html(text: str) -> str:
 
 
 def add_image_routes(router: APIRouter, ctx: "AppContext") -> None:
-    from modules.api.interrogate import InterrogatorMissing, UnknownInterrogateModel
-
     @router.post("/png-info", response_model=PngInfoResponse, responses=error_responses(400, 413, 422))
     def png_info(payload: PngInfoPayload) -> PngInfoResponse:
         from modules.images.infotext import parse_infotext
@@ -100,26 +78,30 @@ def add_image_routes(router: APIRouter, ctx: "AppContext") -> None:
         return PngInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
 
     @router.post("/interrogate", response_model=InterrogateResponse, responses=error_responses(400, 404, 413, 422))
-    def interrogate(payload: InterrogatePayload) -> InterrogateResponse:
-        image = decode_image(payload.image)
-        try:
-            return InterrogateResponse(caption=ctx.interrogator.interrogate(image, payload.model))
-        except (InterrogatorMissing, UnknownInterrogateModel) as exc:
-            raise ApiError(404, str(exc), "ModelNotFound") from None
+    def interrogate(payload: InterrogatePayload, principal: str | None = Depends(principal_of)) -> InterrogateResponse:
+        from modules.api.sdapi import finished_result, run_sdapi_job
+        from modules.understanding.interrogate_job import InterrogateRequest
+
+        decode_image(payload.image)  # a bad image is a 400 naming it, before anything is queued
+        job = run_sdapi_job(ctx, InterrogateRequest(image=payload.image, model=payload.model or "clip"), principal)
+        return InterrogateResponse(caption=finished_result(job).caption)
 
     @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse,
-                 responses=error_responses(400, 413, 422))
-    def extra_single_image(payload: ExtrasSingleImagePayload) -> ExtrasSingleImageResponse:
-        params = _upscale_params(payload)
-        encoded, text = _run_extras(decode_image(payload.image), params, ctx.upscalers)
-        return ExtrasSingleImageResponse(image=encoded if payload.show_extras_results else None, html_info=_html(text))
+                 responses=error_responses(400, 413, 422, 429, 507))
+    def extra_single_image(payload: ExtrasSingleImagePayload,
+                           principal: str | None = Depends(principal_of)) -> ExtrasSingleImageResponse:
+        decode_image(payload.image)
+        result = _extras(ctx, payload, [payload.image], ["image"], principal)
+        return ExtrasSingleImageResponse(image=_encoded(result)[0] if payload.show_extras_results else None,
+                                         html_info=_html(result.infotext))
 
     @router.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse,
-                 responses=error_responses(400, 413, 422))
-    def extra_batch_images(payload: ExtrasBatchImagesPayload) -> ExtrasBatchImagesResponse:
-        params = _upscale_params(payload)
-        images, text = [], ""
+                 responses=error_responses(400, 413, 422, 429, 507))
+    def extra_batch_images(payload: ExtrasBatchImagesPayload,
+                           principal: str | None = Depends(principal_of)) -> ExtrasBatchImagesResponse:
         for index, item in enumerate(payload.imageList):
-            encoded, text = _run_extras(decode_image(item.data, f"imageList[{index}]"), params, ctx.upscalers)
-            images.append(encoded)
-        return ExtrasBatchImagesResponse(images=images if payload.show_extras_results else [], html_info=_html(text))
+            decode_image(item.data, f"imageList[{index}]")
+        names = [f"imageList[{index}]" for index in range(len(payload.imageList))]
+        result = _extras(ctx, payload, [item.data for item in payload.imageList], names, principal)
+        return ExtrasBatchImagesResponse(images=_encoded(result) if payload.show_extras_results else [],
+                                         html_info=_html(result.infotext))

@@ -94,6 +94,18 @@ def encode_png_bytes(image: Image.Image, infotext: str | None) -> bytes:
     return buffer.getvalue()
 
 
+def encode_png_base64_with_texts(image: Image.Image, texts: dict[str, str]) -> str:
+    """Raw base64 of the PNG with each non-empty ``texts`` item as a text chunk (e.g. ``parameters`` and
+    Extras' ``postprocessing``)."""
+    meta = PngImagePlugin.PngInfo()
+    for key, value in texts.items():
+        if value:
+            meta.add_text(key, value)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=meta)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def encode_png_base64(image: Image.Image, infotext: str | None) -> str:
     """Raw base64 (no ``data:`` prefix) of the PNG, as the A1111 API returns images."""
     return base64.b64encode(encode_png_bytes(image, infotext)).decode("ascii")

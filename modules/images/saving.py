@@ -124,3 +124,26 @@ def save_generated_image(
         reservation.unlink(missing_ok=True)
         raise
     return final
+
+
+def save_numbered_png(image: Image.Image, *, folder: Path, texts: dict[str, str]) -> Path:
+    """Save ``image`` as ``folder/NNNNN.png`` (A1111's Extras layout) with ``texts`` as PNG text chunks;
+    atomic and safe under concurrent calls, like :func:`save_generated_image`."""
+    from PIL import PngImagePlugin
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = PngImagePlugin.PngInfo()
+    for key, value in texts.items():
+        if value:
+            meta.add_text(key, value)
+    number, reservation, fd = _reserve(folder)
+    final = folder / f"{number:05}.png"
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, format="PNG", pnginfo=meta)
+        os.replace(reservation, final)
+    except BaseException:
+        reservation.unlink(missing_ok=True)
+        raise
+    return final

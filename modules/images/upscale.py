@@ -124,6 +124,27 @@ def check_params(params: UpscaleParams, upscalers: "UpscalerSet | None" = None) 
         raise UpscaleError("extras_upscaler_2_visibility must be between 0 and 1")
 
 
+def planned_size(width: int, height: int, params: UpscaleParams,
+                 upscalers: "UpscalerSet | None" = None) -> tuple[int, int]:
+    """The size ``postprocess_upscale`` makes of a ``width`` x ``height`` image, checked against the limits
+    without upscaling anything (UpscaleError / UpscaleTooLarge), so a request can be refused before it runs."""
+    check_params(params, upscalers)
+    if _resolve(params.upscaler_1, upscalers) is None:
+        return width, height
+    if params.resize_mode == 1:
+        scale = max(params.upscaling_resize_w / width, params.upscaling_resize_h / height)
+    else:
+        scale = params.upscaling_resize
+    dest_w, dest_h = int((width * scale) // 8 * 8), int((height * scale) // 8 * 8)
+    if dest_w < 1 or dest_h < 1:
+        raise UpscaleError(f"scaling {width}x{height} by {scale:g} gives an empty image")
+    if dest_w * dest_h > MAX_OUTPUT_PIXELS:
+        raise UpscaleTooLarge(f"the result would be {dest_w}x{dest_h}, over the {MAX_OUTPUT_PIXELS}-pixel limit")
+    if params.resize_mode == 1 and params.upscaling_crop:
+        return params.upscaling_resize_w, params.upscaling_resize_h
+    return dest_w, dest_h
+
+
 def postprocess_upscale(image: Image.Image, params: UpscaleParams,
                         upscalers: "UpscalerSet | None" = None) -> tuple[Image.Image, dict[str, str]]:
     """Upscale ``image`` as A1111's Extras tab does; returns (image, postprocessing info)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterable, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterable, Iterator, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -71,6 +71,38 @@ class JobKind:
         return self.precheck(ctx, request) or request
 
 
+def _handler(kind: JobKind, ctx: "AppContext") -> Handler:
+    def handle(job: Job, control: JobControl) -> Any:
+        try:
+            if kind.precheck is not None and job.request is not None:
+                kind.precheck(ctx, job.request)
+            return kind.run(ctx, job, control)
+        except kind.user_errors as exc:
+            raise JobFailure(str(exc)) from None
+
+    return handle
+
+
+class _Dispatch(Mapping[str, Handler]):
+    """The handlers of a registry's kinds, by name, for one app context."""
+
+    def __init__(self, registry: "JobKindRegistry", ctx: "AppContext") -> None:
+        self._registry = registry
+        self._ctx = ctx
+
+    def __getitem__(self, name: str) -> Handler:
+        try:
+            return _handler(self._registry.get(name), self._ctx)
+        except UnknownJobKind:
+            raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry.names())
+
+    def __len__(self) -> int:
+        return len(self._registry.names())
+
+
 class JobKindRegistry:
     """The kinds a studio runs, by name (the order of registration is kept)."""
 
@@ -96,7 +128,7 @@ class JobKindRegistry:
     def of(self, request: BaseModel) -> JobKind:
         return self.get(str(getattr(request, "kind", "")))
 
-    def __iter__(self):  # noqa: ANN204 - an iterator of JobKind
+    def __iter__(self) -> Iterator[JobKind]:
         return iter(self._kinds.values())
 
     def names(self) -> list[str]:
@@ -105,21 +137,10 @@ class JobKindRegistry:
     def request_types(self) -> dict[str, type[BaseModel]]:
         return {name: kind.request for name, kind in self._kinds.items()}
 
-    def handlers(self, ctx: "AppContext") -> dict[str, Handler]:
-        """The queue's dispatch: each kind's precheck (again, against the model loaded by then) and run."""
-
-        def handler_for(kind: JobKind) -> Handler:
-            def handle(job: Job, control: JobControl) -> Any:
-                try:
-                    if kind.precheck is not None and job.request is not None:
-                        kind.precheck(ctx, job.request)
-                    return kind.run(ctx, job, control)
-                except kind.user_errors as exc:
-                    raise JobFailure(str(exc)) from None
-
-            return handle
-
-        return {name: handler_for(kind) for name, kind in self._kinds.items()}
+    def handlers(self, ctx: "AppContext") -> Mapping[str, Handler]:
+        """The queue's dispatch, read live (a kind registered later, by an extension, is dispatched too):
+        each kind's precheck (again, against the model loaded by then), then its run."""
+        return _Dispatch(self, ctx)
 
     def describe(self, name: str, result: Any) -> dict[str, Any] | None:
         kind = self._kinds.get(name)

@@ -107,7 +107,7 @@ class JobQueue:
                  store: JobStore | None = None, events: EventBus | None = None,
                  request_types: Mapping[str, type[BaseModel]] | None = None,
                  describe: Describer | None = None, space: SpaceGuard | None = None) -> None:
-        self._handlers = dict(handlers)
+        self._handlers: Mapping[str, Handler] = dict(handlers)
         limits = limits or QueueLimits()
         self._limits = replace(limits, max_waiting=max_waiting) if max_waiting is not None else limits
         self._keep_finished = keep_finished
@@ -162,7 +162,7 @@ class JobQueue:
         with self._cond:
             if self._started:
                 raise RuntimeError("the job queue's handlers are attached before it starts")
-            self._handlers = dict(handlers)
+            self._handlers = handlers  # kept as given: a live mapping dispatches kinds registered later
 
     def restore(self) -> RestoreReport:
         """Before :meth:`start`: fail jobs a dead process left running, resume its queued ones."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -79,6 +79,12 @@ class Interrogator:
                 return folder
         return None
 
+    def missing(self) -> NoReturn:
+        """Raise InterrogatorMissing saying where the classifier was looked for."""
+        where = ", ".join(str(f) for f in self._folders)
+        raise InterrogatorMissing(f"Model not found: the interrogation classifier {CLASSIFIER_NAME} is not "
+                                  f"installed (looked in {where})")
+
     def interrogate(self, image: "Image.Image", model: str = "clip") -> str:
         name = (model or "clip").strip().lower()
         if name not in CAPTION_MODELS + TAG_MODELS:
@@ -92,9 +98,7 @@ class Interrogator:
 
         folder = self.find()
         if folder is None:
-            where = ", ".join(str(f) for f in self._folders)
-            raise InterrogatorMissing(f"Model not found: the interrogation classifier {CLASSIFIER_NAME} is not "
-                                      f"installed (looked in {where})")
+            self.missing()
         with self._lock:
             if self._loaded is None or self._loaded[0] != folder:
                 self._loaded = self._load(folder)

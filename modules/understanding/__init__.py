@@ -1,0 +1,1 @@
+"""Image understanding: describing, classifying and (later) asking about images."""

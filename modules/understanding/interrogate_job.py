@@ -1,0 +1,86 @@
+"""The ``interrogate`` job kind: describe an image (a caption, or tags) with the interrogation classifier.
+
+The classifier is a model and runs on the device, so interrogation is a queued job like generation:
+``/sdapi/v1/interrogate``, the img2img tab's Interrogate buttons and the native job API submit an
+:class:`InterrogateRequest` and wait on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modules.images.codec import ImageDecodeError, decode_image_base64
+from modules.jobs.kinds import JobKind
+from modules.jobs.model import Job
+from modules.jobs.progress import JobControl
+from modules.understanding.interrogate import (CAPTION_MODELS, TAG_MODELS, InterrogatorMissing,
+                                               UnknownInterrogateModel)
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from modules.app_context import AppContext
+
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+
+
+class InterrogateImageError(ValueError):
+    """The image of the request cannot be decoded."""
+
+
+class InterrogateRequest(BaseModel):
+    """Describe one image; ``model`` as A1111 names it ("clip" for a caption, "deepdanbooru" for tags)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["interrogate"] = "interrogate"
+    image: str = Field(..., min_length=1, description="base64 image (or data URI)")
+    model: str = Field("clip", description=f"one of {', '.join(CAPTION_MODELS + TAG_MODELS)}")
+
+
+@dataclass(frozen=True)
+class InterrogateResult:
+    caption: str
+    model: str
+
+
+def _decode(request: InterrogateRequest) -> "Image.Image":
+    try:
+        return decode_image_base64(request.image, max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS)
+    except ImageDecodeError as exc:
+        raise InterrogateImageError(f"image: {exc}") from None
+
+
+def _precheck(ctx: "AppContext", request: InterrogateRequest) -> None:
+    name = (request.model or "clip").strip().lower()
+    if name not in CAPTION_MODELS + TAG_MODELS:
+        raise UnknownInterrogateModel(f"Model not found: {request.model!r}; this server interrogates with "
+                                      f"{', '.join(CAPTION_MODELS + TAG_MODELS)}")
+    if ctx.interrogator.find() is None:
+        ctx.interrogator.missing()
+    _decode(request)
+
+
+def _run(ctx: "AppContext", job: Job, control: JobControl) -> InterrogateResult:
+    request: InterrogateRequest = job.request
+    control.begin(1, 1, text="interrogating")
+    caption = ctx.interrogator.interrogate(_decode(request), request.model)
+    control.step(1)
+    return InterrogateResult(caption=caption, model=request.model)
+
+
+def _describe(result: Any) -> dict[str, Any] | None:
+    if not isinstance(result, InterrogateResult):
+        return None
+    return {"caption": result.caption, "model": result.model}
+
+
+INTERROGATE = JobKind(
+    name="interrogate", request=InterrogateRequest, run=_run, precheck=_precheck, describe=_describe,
+    summary="Describe an image with the interrogation classifier: a caption (model clip) or tags (deepdanbooru).",
+    user_errors=(InterrogatorMissing, UnknownInterrogateModel, InterrogateImageError))
+
+KINDS = (INTERROGATE,)
