@@ -207,3 +207,15 @@ def test_api_jobs_get_live_previews(server: RunningServer) -> None:
         job = server.ctx.queue.get(made.json()["id"])
         assert job is not None and job.control.preview_every == 1
         server.ctx.queue.wait(job.id, 60)
+
+
+@pytest.mark.slow
+def test_a_script_the_studio_lacks_is_refused_not_ignored(server: RunningServer) -> None:
+    """Issue 24.6: an X/Y/Z request must not come back as one plain image as if the grid had been made."""
+    with server.client() as http:
+        xyz = http.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64, "height": 64,
+                                                  "script_name": "X/Y/Z plot", "script_args": [1, "1,2"]})
+        assert xyz.status_code == 422 and "'X/Y/Z plot' is not available" in xyz.json()["detail"]
+        plain = http.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64, "height": 64,
+                                                    "script_name": "", "script_args": []})
+        assert plain.status_code == 200, plain.text
