@@ -105,7 +105,7 @@ def build_controlnet_router(ctx: "AppContext", dependencies: Sequence[Any] = (),
 
     @router.post("/detect", response_model=DetectResponse, responses=error_responses(422, 429, 507))
     def detect(body: DetectRequest = Body(...), principal: str | None = Depends(principal_of)) -> DetectResponse:
-        from modules.api.sdapi import finished_result, raise_for_submit_error, sdapi_owner
+        from modules.api.sdapi_common import finished_result, raise_for_submit_error, sdapi_owner
         from modules.generation.controlnet_detect_job import DetectMapsRequest
         from modules.generation.img2img import encode_request_image
         from modules.jobs.submit import submit_job

@@ -15,81 +15,27 @@ With credentials configured each caller sees and controls only its own jobs; wit
 
 from __future__ import annotations
 
-import base64
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
 from modules.api.errors import ApiError, error_responses
-from modules.api.jobs_models import (CancelResult, JobImage, JobList, JobResult, JobStatus, JobSubmitted,
-                                     QueueStatus, timestamp)
+from modules.api.jobs_models import CancelResult, JobList, JobResult, JobStatus, JobSubmitted, QueueStatus
+from modules.api.jobs_views import api_owner, job_result, job_status, visible_job_dependency
 from modules.api.security import principal_of
 from modules.jobs.model import Job, JobState
-from modules.jobs.progress import Progress
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
 
-ANONYMOUS = "api-anonymous"
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"description": "PNG image", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}}
-
-
-def api_owner(principal: str | None) -> str:
-    return principal or ANONYMOUS
-
-
-def job_status(ctx: "AppContext", job: Job) -> JobStatus:
-    live = not job.state.finished
-    snap = job.control.snapshot() if job.state is JobState.RUNNING else Progress()
-    progress = 1.0 if job.state is JobState.SUCCEEDED else (snap.fraction if job.state is JobState.RUNNING else 0.0)
-    return JobStatus(
-        id=job.id, kind=job.kind, state=job.state, owner=job.owner, source=job.source,
-        position=ctx.queue.position(job.id) if live else None, progress=round(progress, 4),
-        step=snap.step, steps=snap.total_steps, batch=snap.job_no, batches=snap.job_count if snap.total_steps else 0,
-        eta_seconds=snap.eta_seconds() if job.state is JobState.RUNNING else None, text=snap.text or None,
-        preview_id=job.control.progress.preview_id, error=job.error, created=timestamp(job.created_at),
-        started=timestamp(job.started_at), finished=timestamp(job.finished_at))
-
-
-def _image_entry(job: Job, index: int, entry: dict[str, Any], with_images: bool) -> JobImage:
-    from modules.images.codec import encode_png_base64
-
-    path = entry.get("path")
-    image, missing = None, False
-    if with_images:
-        if path and Path(path).is_file():
-            try:
-                image = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-            except OSError:
-                image = None
-        if image is None:
-            pixels = getattr(job.result, "images", None) or []
-            if index < len(pixels):
-                image = encode_png_base64(pixels[index], entry.get("infotext") or None)
-        missing = image is None
-    elif path:
-        missing = not Path(path).is_file()
-    return JobImage(index=index, image=image, infotext=entry.get("infotext") or "", path=path,
-                    seed=entry.get("seed"), subseed=entry.get("subseed"), missing=missing)
-
-
-def job_result(job: Job, with_images: bool) -> JobResult:
-    if not job.state.finished:
-        raise ApiError(409, f"job {job.id} is {job.state.value}; its result is not ready yet", "NotReady")
-    if job.state is JobState.FAILED:
-        raise ApiError(409, f"job {job.id} failed: {job.error}", "JobFailed")
-    meta = dict(job.result_meta or {})
-    entries = meta.pop("images", [])
-    images = [_image_entry(job, i, e, with_images) for i, e in enumerate(entries)]
-    return JobResult(id=job.id, kind=job.kind, state=job.state, images=images, info=meta, error=job.error)
 
 
 def _submit(ctx: "AppContext", submission: Any, owner: str, key: str | None) -> tuple[Job, bool]:
     """Check and queue a submission of any kind offered (the registry's precheck; 4xx when refused).
     Jobs of kinds that keep their outputs save every image and resume after a restart."""
-    from modules.api.sdapi import raise_for_submit_error
+    from modules.api.sdapi_common import raise_for_submit_error
     from modules.jobs.submit import submit
 
     try:
@@ -97,18 +43,6 @@ def _submit(ctx: "AppContext", submission: Any, owner: str, key: str | None) -> 
     except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
         raise_for_submit_error(exc, ctx.kinds.of(submission.request).user_errors)
         raise
-
-
-def visible_job_dependency(ctx: "AppContext") -> Callable[..., Job]:
-    """A dependency resolving ``{job_id}`` to a job the caller may see (else 404)."""
-
-    def visible_job(job_id: str, principal: str | None = Depends(principal_of)) -> Job:
-        job = ctx.queue.lookup(job_id)
-        if job is None or (ctx.flags.api_auth_enabled and job.owner != principal):
-            raise ApiError(404, f"no job with id {job_id!r}", "JobNotFound")
-        return job
-
-    return visible_job
 
 
 def build_jobs_router(ctx: "AppContext") -> APIRouter:

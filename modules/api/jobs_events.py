@@ -49,7 +49,7 @@ def _sse(event: JobEvent) -> ServerSentEvent:
 
 
 def add_event_routes(router: APIRouter, ctx: "AppContext", visible_job: Callable[..., Job]) -> None:
-    from modules.api.jobs_api import job_status
+    from modules.api.jobs_views import job_status
 
     def stopping() -> bool:
         return ctx.queue.stopping

@@ -40,7 +40,7 @@ def decode_image(data: str, what: str = "image") -> Image.Image:
 def _extras(ctx: "AppContext", payload: ExtrasBase, images: list[str], names: list[str],
             principal: str | None) -> "ExtrasResult":
     """Run the upscale as an ``extras`` job (the device's queue) and wait for it."""
-    from modules.api.sdapi import finished_result, run_sdapi_job
+    from modules.api.sdapi_common import finished_result, run_sdapi_job
     from modules.images.extras_job import ExtrasRequest
 
     if payload.gfpgan_visibility > 0 or payload.codeformer_visibility > 0:
@@ -79,7 +79,7 @@ def add_image_routes(router: APIRouter, ctx: "AppContext") -> None:
 
     @router.post("/interrogate", response_model=InterrogateResponse, responses=error_responses(400, 404, 413, 422))
     def interrogate(payload: InterrogatePayload, principal: str | None = Depends(principal_of)) -> InterrogateResponse:
-        from modules.api.sdapi import finished_result, run_sdapi_job
+        from modules.api.sdapi_common import finished_result, run_sdapi_job
         from modules.understanding.interrogate_job import InterrogateRequest
 
         decode_image(payload.image)  # a bad image is a 400 naming it, before anything is queued

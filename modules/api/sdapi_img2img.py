@@ -25,7 +25,7 @@ def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
                  responses=error_responses(400, 404, 409, 413, 422, 429, 500, 507))
     def img2img(payload: SdImg2ImgPayload = Body(...),
                 principal: str | None = Depends(principal_of)) -> TextToImageResponse:
-        from modules.api.sdapi import finished_result, first_error, processed_info, run_sdapi_job
+        from modules.api.sdapi_common import finished_result, first_error, processed_info, run_sdapi_job
         from modules.api.sdapi_notes import lenient_request
         from modules.images.codec import encode_png_base64
 

@@ -221,7 +221,7 @@ def _options_routes(router: APIRouter, ctx: "AppContext") -> None:
 
 
 def _switch_model(ctx: "AppContext", reference: str, principal: str | None) -> None:
-    from modules.api.sdapi import sdapi_owner
+    from modules.api.sdapi_common import sdapi_owner
     from modules.models.errors import ModelLoadError
     from modules.models.load_job import switch_model
 
