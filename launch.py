@@ -19,6 +19,7 @@ import time
 from types import FrameType
 
 from modules.flags import FlagError, parse_flags
+from modules.lazy_imports import install_import_hook
 
 log = logging.getLogger("atelier")
 
@@ -58,6 +59,7 @@ def main(argv: list[str]) -> int:
     if flags.is_public and flags.insecure:
         logging.warning("--insecure: the studio is reachable from the network WITHOUT a password")
     install_stop_handlers()
+    install_import_hook()  # before any thread: no request thread sees a half-imported torch/diffusers
     from modules.remote import Tunnel, close_all, start_remote_access
 
     url = f"http://{'127.0.0.1' if not flags.listen else '0.0.0.0'}:{flags.effective_port}"
