@@ -76,7 +76,8 @@ def test_every_sd_sampler_builds_and_sets_timesteps(name: str, prediction_type: 
     assert scheduler.config.beta_schedule == "scaled_linear"
     assert scheduler.config.beta_start == pytest.approx(0.00085)
     scheduler.set_timesteps(20)
-    assert len(scheduler.timesteps) >= 20
+    # one timestep per model call; A1111's DDIM makes steps - 1 calls (it stops at t = 1)
+    assert len(scheduler.timesteps) >= (19 if name == "DDIM" else 20)
     assert float(scheduler.timesteps[0]) > float(scheduler.timesteps[-1])
 
 

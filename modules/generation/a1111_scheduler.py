@@ -12,11 +12,12 @@ which is the same affine combination, so only float rounding differs.
 Noise continues each image's own seed stream (A1111's CPU RNG) and Brownian trees are seeded per
 image, so neither depends on the ``generator`` the pipeline passes.
 
-Evaluation counts vary (Heun-type steps, restarts, DPM adaptive), so ``timesteps`` ends in padding
-slots and :attr:`finished` tells the caller when the program is done (the runner then stops the
-pipeline's loop; any further ``step`` returns the result unchanged). DPM adaptive learns its levels as
-it goes: each next timestep is written into ``timesteps`` just before the pipeline reads it. img2img
-pipelines call ``set_begin_index`` with a step index: the program restarts on the schedule's tail.
+Evaluation counts vary (Heun-type steps, restarts): ``timesteps`` has one slot per model call.
+DPM adaptive learns its levels as it goes: each next timestep is written into ``timesteps`` just
+before the pipeline reads it, its slots are a generous bound, and :attr:`finished` tells the caller
+when the program is done (the runner then stops the pipeline's loop; any further ``step`` returns the
+result unchanged). img2img pipelines call ``set_begin_index`` with a step index: the program restarts
+on the schedule's tail, which never needs more calls than the slots left.
 """
 
 from __future__ import annotations
@@ -176,7 +177,9 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         if not self.uses_timesteps:
             self.sigmas = self._levels
         evaluated = self._trace(self._levels)
-        slots = max(len(evaluated), ADAPTIVE_MAX_CALLS if self.spec.adaptive else 0) + steps
+        # one slot per model call (what ControlNet's step clock and the pipelines' progress count);
+        # DPM adaptive gets room for as many calls as it may make
+        slots = max(len(evaluated), ADAPTIVE_MAX_CALLS if self.spec.adaptive else 0)
         self.timesteps = torch.zeros(slots, dtype=torch.float32)
         self._write_plan(0, evaluated)
         self._start(0)
@@ -312,7 +315,10 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         """Noise clean latents to the level of ``timesteps`` (img2img start, inpaint blending)."""
         if self.finished:
             return original_samples
-        t = timesteps.reshape(-1)[0] if torch.is_tensor(timesteps) else torch.tensor(float(timesteps))
+        if torch.is_tensor(timesteps):  # an img2img tail with no model call leaves no timestep to read
+            t = timesteps.reshape(-1)[0] if timesteps.numel() else self._current_level()
+        else:
+            t = torch.tensor(float(timesteps))
         if self.uses_timesteps:
             alpha = self._noise_alpha_at(t).to(original_samples.dtype)
             return original_samples * alpha.sqrt() + noise * (1 - alpha).sqrt()
