@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import torch
 
     from modules.models.detect import Detection
-    from modules.models.loader import LoadedModel, LoadOptions
+    from modules.models.types import LoadedModel, LoadOptions
 
 #: The vendored T5 tokenizer, shared by every FLUX.1 family.
 T5_TOKENIZER_DIR = REPO_ROOT / "configs" / "families" / "flux-dev" / "tokenizer_2"
@@ -47,7 +47,7 @@ def flux_dtype(value: Any, device: str) -> "torch.dtype":
     """The compute dtype: float16 becomes bfloat16 on GPUs that have it (FLUX overflows in fp16)."""
     import torch
 
-    from modules.models.loader import torch_dtype
+    from modules.models.types import torch_dtype
 
     dtype = torch_dtype(value)
     if dtype == torch.float16 and str(device).startswith("cuda") and torch.cuda.is_bf16_supported():
@@ -159,7 +159,7 @@ def build_from_folder(folder: Path, family: ModelFamily, options: "LoadOptions")
 
 def load_flux(path: Path, detection: "Detection", options: "LoadOptions") -> "LoadedModel":
     """Load a detected FLUX.1 dev/schnell checkpoint (single file or diffusers folder)."""
-    from modules.models.loader import LoadedModel
+    from modules.models.types import LoadedModel
 
     path = Path(path)
     family = detection.family

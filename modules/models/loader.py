@@ -10,10 +10,9 @@ network: every ``from_pretrained`` call is local (``local_files_only=True``). FL
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from modules.lazy_imports import DIFFUSERS_IMPORT_LOCK
 from modules.models.arch.overlay import ComponentConfigs, ConfigError, build_component_configs
@@ -23,60 +22,24 @@ from modules.models.errors import ModelLoadError
 from modules.models.families import FAMILIES, ModelFamily
 from modules.models.pipeline_build import assemble_pipeline, build_scheduler, task_for
 from modules.models.prediction import ZERO_TERMINAL_SNR, probe_v_prediction
+from modules.models.types import DTYPES, LoadedModel, LoadOptions, torch_dtype
+
+__all__ = ["DTYPES", "LoadOptions", "LoadedModel", "load_model", "torch_dtype"]
 
 if TYPE_CHECKING:
-    import torch
     from diffusers import DiffusionPipeline
 
-DTYPES = ("float32", "float16", "bfloat16")
+
+def _flux_loader() -> Callable[[Path, Detection, LoadOptions], LoadedModel]:
+    from modules.models.flux_loader import load_flux  # FLUX's own components: imported when one loads
+
+    return load_flux
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to load: target device/dtype, pickle opt-in, SD 2.x prediction override, tokenizer cache,
-    and an optional external VAE file replacing the checkpoint's own (A1111 ``models/VAE``)."""
-
-    device: str = "cpu"
-    dtype: str = "float32"
-    allow_pickle: bool = False
-    prediction_type: str | None = None
-    cache_dir: Path = Path("cache")
-    vae: Path | None = None
-    vae_dir: Path | None = None            # where FLUX's separate VAE file is looked up (models/VAE)
-    text_encoder_dir: Path | None = None   # where FLUX's CLIP-L and T5 files are looked up (models/text_encoder)
-
-
-@dataclass
-class LoadedModel:
-    """A loaded model and the facts the generation code needs.
-
-    ``pipeline`` is the family's pipeline for ``task``: txt2img normally, inpaint for inpainting
-    models (9-channel UNet), img2img for the SDXL refiner (it has no txt2img pipeline).
-    """
-
-    path: Path
-    name: str
-    family: ModelFamily
-    variant: Mapping[str, object]
-    pipeline: "DiffusionPipeline"
-    prediction_type: str
-    scheduler_config: dict
-    native_size: tuple[int, int]
-    latent_channels: int
-    vae_scale_factor: int
-    task: str = "txt2img"
-    configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-
-def torch_dtype(value: "str | torch.dtype") -> "torch.dtype":
-    """``"float16"`` etc. -> torch dtype (torch dtypes pass through)."""
-    import torch
-
-    if isinstance(value, torch.dtype):
-        return value
-    if value not in DTYPES:
-        raise ValueError(f"unknown dtype '{value}' (use one of {', '.join(DTYPES)})")
-    return getattr(torch, value)
+#: architectures with a loader of their own (by the family registry's ``architecture``); the rest are
+#: the UNet families loaded here
+_ARCHITECTURE_LOADERS: Mapping[str, Callable[[], Callable[[Path, Detection, LoadOptions], LoadedModel]]] = (
+    MappingProxyType({"flux": _flux_loader}))
 
 
 def load_model(path: Path, options: LoadOptions) -> LoadedModel:
@@ -90,10 +53,8 @@ def load_model(path: Path, options: LoadOptions) -> LoadedModel:
 
 def _load_model(path: Path, options: LoadOptions) -> LoadedModel:
     detection = detect_checkpoint(path, allow_pickle=options.allow_pickle, prediction_type=options.prediction_type)
-    if detection.family.architecture == "flux":
-        from modules.models.flux_loader import load_flux
-
-        return load_flux(path, detection, options)
+    if detection.family.architecture in _ARCHITECTURE_LOADERS:
+        return _ARCHITECTURE_LOADERS[detection.family.architecture]()(path, detection, options)
     if path.is_dir():
         return _load_folder(path, detection, options)
     return _load_single_file(path, detection, options)
