@@ -58,6 +58,11 @@ class Paths:
         return self.data_dir / "jobs.sqlite3"
 
     @property
+    def controlnet_search_dirs(self) -> list[Path]:
+        """Where ControlNet models are looked up: ``models/ControlNet`` of the data dir, then the shipped one."""
+        return list(dict.fromkeys([self.controlnet_dir, self.repo_root / "models" / "ControlNet"]))
+
+    @property
     def gradio_cache_dir(self) -> Path:
         """Gradio's upload and output cache: inside the data dir, never the host-wide ``/tmp/gradio``."""
         return self.cache_dir / "gradio"

@@ -41,9 +41,8 @@ class ControlNetInputError(ValueError):
 def model_titles(ctx: "AppContext") -> list[str]:
     """"None" and the ControlNet models of ``models/ControlNet`` (data dir, then the shipped folder)."""
     from modules.generation.controlnet_models import ControlNetLibrary, controlnet_dirs
-    from modules.generation.job_addons import controlnet_search_dirs
 
-    dirs = controlnet_search_dirs(ctx.paths)
+    dirs = ctx.paths.controlnet_search_dirs
     try:
         return ["None", *ControlNetLibrary(controlnet_dirs(dirs[0], dirs[1:])).titles()]
     except OSError:

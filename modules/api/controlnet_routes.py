@@ -72,9 +72,7 @@ def annotator_dir_for(ctx: "AppContext") -> Path:
 
 def controlnet_library_for(ctx: "AppContext") -> ControlNetLibrary:
     """``models/ControlNet`` of the data dir plus the repository's shipped folder."""
-    from modules.generation.job_addons import controlnet_search_dirs
-
-    dirs = controlnet_search_dirs(ctx.paths)
+    dirs = ctx.paths.controlnet_search_dirs
     return ControlNetLibrary(controlnet_dirs(dirs[0], dirs[1:]))
 
 

@@ -22,7 +22,6 @@ from modules.generation.controlnet import controlnet_hook
 from modules.generation.controlnet_models import ControlNetCache
 from modules.generation.controlnet_preprocess import AnnotatorCache
 from modules.generation.embeddings import EmbeddingCache, embeddings_hook
-from modules.generation.job_addons import controlnet_search_dirs
 from modules.generation.lora import LoraCache, lora_hook
 from modules.generation.vae_select import VaeCache, vae_hook
 
@@ -61,7 +60,7 @@ def addon_hooks(paths: "Paths", hashes: "HashCache | None", caches: AddonCaches,
         vae_hook(sd_vae, paths.vae_dir, hashes, caches.vae, allow_pickle=allow_pickle),
     ]
     if any(unit.is_active for unit in units):
-        hooks.append(controlnet_hook(units, controlnet_search_dirs(paths),
+        hooks.append(controlnet_hook(units, paths.controlnet_search_dirs,
                                      annotators=caches.annotators_for(paths), models=caches.controlnets,
                                      allow_pickle=allow_pickle))
     return hooks
@@ -88,7 +87,7 @@ def check_request_addons(paths: "Paths", caches: AddonCaches, req: object, sd_va
     units = [u for u in getattr(req, "controlnet_units", ()) if u.is_active]
     if not units:
         return
-    dirs = controlnet_search_dirs(paths)
+    dirs = paths.controlnet_search_dirs
     library = ControlNetLibrary(controlnet_dirs(dirs[0], dirs[1:]))
     annotators = caches.annotators_for(paths)
     for index, unit in enumerate(units):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
@@ -20,11 +19,6 @@ if TYPE_CHECKING:
     from modules.generation.extensions_point import SamplingHook
     from modules.models.hashing import HashCache
     from modules.paths import Paths
-
-
-def controlnet_search_dirs(paths: "Paths") -> list[Path]:
-    """Where ControlNet models are looked up: ``models/ControlNet`` of the data dir, then the shipped one."""
-    return list(dict.fromkeys([paths.controlnet_dir, paths.repo_root / "models" / "ControlNet"]))
 
 
 class JobAddons:
