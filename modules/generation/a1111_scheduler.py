@@ -78,6 +78,8 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         self._run: _Run | None = None
         self._init_sigma = torch.tensor(1.0)
         self._sigma_of_t: dict[float, torch.Tensor] = {}
+        #: Whether ``set_begin_index`` receives a model-call index (SDXL ``denoising_start``) rather than a step.
+        self.begin_counts_calls = False
 
     # --- plan ------------------------------------------------------------------------------------
 
@@ -209,8 +211,27 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         """
         if self._levels is None:
             raise RuntimeError("set_timesteps must be called before set_begin_index")
-        self._write_plan(begin_index, self._trace(self._levels_from(begin_index)))
-        self._start(begin_index, slot=begin_index)
+        step = self._step_from_call(begin_index) if self.begin_counts_calls else begin_index
+        step = max(0, min(int(step), self._step_count() - 1))
+        self._write_plan(begin_index, self._trace(self._levels_from(step)))
+        self._start(step, slot=begin_index)
+
+    def _step_count(self) -> int:
+        plan = self._levels
+        if isinstance(plan, TimestepPlan):
+            return max(len(plan.timesteps), 1)
+        if isinstance(plan, UniPCPlan):
+            return max(len(plan.times) - 1, 1)
+        return max(len(plan) - 1, 1)
+
+    def _step_from_call(self, call: int) -> int:
+        """The first step whose model calls all come at or after call ``call`` (SDXL's ``denoising_start``
+        counts calls, not steps): the step from which the remaining calls suffice."""
+        total = len(self._trace(self._levels))
+        for step in range(self._step_count()):
+            if total - len(self._trace(self._levels_from(step))) >= call:
+                return step
+        return self._step_count() - 1
 
     # --- the pipeline's calls ------------------------------------------------------------------------
 

@@ -104,6 +104,8 @@ def run_pass(spec: Pass, req: "GenerationRequest", *, hooks: Sequence[SamplingHo
     Hook infotext entries are merged into ``infotext``. Honours interrupt/skip between steps.
     """
     set_scheduler(spec.pipe, spec.model, spec.sampler, spec.seeds)
+    if "denoising_start" in spec.kwargs and hasattr(spec.pipe.scheduler, "begin_counts_calls"):
+        spec.pipe.scheduler.begin_counts_calls = True  # SDXL's refiner start is a model-call index
     call = ARCHITECTURE_CALLS[spec.model.family.architecture]
     ctx = SamplingContext(pipe=spec.pipe, model=spec.model, req=req, task=spec.task, prompts=list(spec.prompts),
                           negatives=list(spec.negatives), seeds=list(spec.seeds), batch_index=spec.batch_index,
