@@ -17,11 +17,10 @@ every route without per-route code:
   process-wide re-entrant lock: while one thread executes heavy modules, another thread's first import of a
   heavy module waits before executing anything. The loader is a subclass of the original one (same methods,
   ``isinstance`` checks still hold), not a wrapper around it.
-* While a heavy module executes, a module-level ``__getattr__`` (PEP 562) stands in its namespace: another
-  thread that reaches the half-initialised module without importing it (``sys.modules.get("torch").cuda``)
-  and asks for a name not yet defined waits until the module has finished, then gets the name. The importing
-  thread itself sees the ordinary partial-module behaviour (an ``AttributeError``), as circular imports
-  expect. The stand-in is removed when the module has executed (a ``__getattr__`` the module defines wins).
+* Code that looks a heavy module up without importing it (the memory figures must not import torch just to
+  answer) calls :func:`loaded_module`, never ``sys.modules`` directly: it returns the module once it has
+  finished executing (waiting while another thread executes it) and None when it was never imported. The
+  finder records which heavy modules are executing, and by which thread; no library module is touched.
 
 Why it cannot deadlock: CPython takes a module's own lock *before* a finder or loader is asked, so a thread
 may hold the lock of the module it is about to execute while it waits for :data:`IMPORT_LOCK`. If the lock's
@@ -56,7 +55,7 @@ import threading
 import time
 from contextlib import contextmanager
 from types import ModuleType, TracebackType
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +94,9 @@ class ImportLock:
     """A re-entrant lock that knows its owner and never waits on a thread that waits on the waiter.
 
     ``with IMPORT_LOCK:`` takes it (or goes ahead without it when its holder is blocked on this thread, see
-    the module docstring); the same thread may take it again. Besides the lock it keeps, per thread, whether
-    the thread is executing a heavy module (for the partial-module stand-in) and which thread it waits for
-    (so that chains through this lock's waits are seen as well as chains through CPython's module locks).
+    the module docstring); the same thread may take it again. Besides the lock it keeps which heavy modules
+    are executing and by which thread (for :func:`loaded_module`), and which thread each waiting thread waits
+    for (so that chains through this lock's waits are seen as well as chains through CPython's module locks).
     """
 
     def __init__(self) -> None:
@@ -106,6 +105,7 @@ class ImportLock:
         self._count = 0
         self._local = threading.local()
         self._waits_for: dict[int, int] = {}  # thread id -> the thread it polls for (one entry per waiting thread)
+        self._executing: dict[str, tuple[threading.Event, int]] = {}  # heavy module -> (done, executing thread)
 
     @property
     def owner(self) -> int | None:
@@ -153,22 +153,43 @@ class ImportLock:
 
     @contextmanager
     def executing(self, module: ModuleType | None) -> Iterator[None]:
-        """Run a heavy module's creation or execution under the lock; while it executes, other threads that
-        ask the half-initialised ``module`` for a missing name wait for it to finish (see :func:`_stand_in`)."""
+        """Run a heavy module's creation or execution under the lock, recorded as executing (by this thread)
+        until it has finished, for :func:`loaded_module`."""
         with self:
             self._local.depth = self.depth() + 1
-            done = threading.Event()
-            stand_in = None
-            if module is not None and "__getattr__" not in module.__dict__:
-                stand_in = _stand_in(module, done, threading.get_ident(), self)
-                module.__dict__["__getattr__"] = stand_in
+            name = module.__name__ if module is not None else None
+            done = self.mark_executing(name) if name is not None else threading.Event()
             try:
                 yield
             finally:
-                if stand_in is not None and module is not None and module.__dict__.get("__getattr__") is stand_in:
-                    del module.__dict__["__getattr__"]
+                if name is not None and self._executing.get(name, (None,))[0] is done:
+                    del self._executing[name]
                 done.set()
                 self._local.depth -= 1
+
+    def mark_executing(self, name: str) -> threading.Event:
+        """Record that this thread is bringing module ``name`` into being (from its creation on, before CPython
+        puts it in ``sys.modules``); its event is set when the module has executed."""
+        entry = self._executing.get(name)
+        if entry is not None and entry[1] == threading.get_ident():
+            return entry[0]
+        done = threading.Event()
+        self._executing[name] = (done, threading.get_ident())
+        return done
+
+    def forget(self, name: str, done: threading.Event) -> None:
+        """A module whose creation failed is not executing any more."""
+        if self._executing.get(name, (None,))[0] is done:
+            del self._executing[name]
+        done.set()
+
+    def finished(self, name: str) -> bool:
+        """Whether module ``name`` is not executing in another thread (waiting while it is; False when that
+        wait would deadlock or lasted too long)."""
+        entry = self._executing.get(name)
+        if entry is None or entry[1] == threading.get_ident():
+            return True
+        return self.wait_for(entry[0], entry[1])
 
     def depth(self) -> int:
         """How many heavy modules this thread is executing (nested), 0 outside any."""
@@ -214,27 +235,6 @@ class ImportLock:
                 if owner is not None:
                     todo.append(owner)
         return False
-
-
-def _stand_in(module: ModuleType, done: threading.Event, executor: int, lock: ImportLock) -> Callable[[str], Any]:
-    """A PEP 562 ``__getattr__`` for ``module`` while it executes (reached only for names not yet defined)."""
-    name = module.__name__
-
-    def __getattr__(attribute: str) -> Any:
-        dunder = attribute.startswith("__") and attribute.endswith("__")
-        # The importing thread (or one executing heavy modules on its behalf) gets the partial module, as in
-        # any circular import; so do probes of dunder names (introspection must not wait).
-        if not dunder and lock.depth() == 0 and lock.wait_for(done, executor):
-            namespace = module.__dict__
-            if attribute in namespace:
-                return namespace[attribute]
-            own = namespace.get("__getattr__")
-            if own is not None and own is not __getattr__:
-                return own(attribute)
-            raise AttributeError(f"module {name!r} has no attribute {attribute!r}")
-        raise AttributeError(f"partially initialized module {name!r} has no attribute {attribute!r}")
-
-    return __getattr__
 
 
 #: The one process-wide import lock (see the module docstring).
@@ -287,8 +287,13 @@ class SerialisingFinder(importlib.abc.MetaPathFinder):
 
 def _serialising_subclass(cls: type, lock: ImportLock) -> type:
     def create_module(self: Any, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        with lock.executing(None):  # an extension module runs its init here
-            return cls.create_module(self, spec)
+        done = lock.mark_executing(spec.name)  # loaded_module() waits from here until exec_module has run
+        try:
+            with lock.executing(None):  # an extension module runs its init here
+                return cls.create_module(self, spec)
+        except BaseException:
+            lock.forget(spec.name, done)
+            raise
 
     def exec_module(self: Any, module: ModuleType) -> None:
         with lock.executing(module):
@@ -323,3 +328,13 @@ def diffusers_attr(name: str) -> Any:
         return resolved
     with IMPORT_LOCK:
         return getattr(importlib.import_module("diffusers"), name)
+
+
+def loaded_module(name: str) -> ModuleType | None:
+    """The heavy module ``name`` if it has been imported, once it has finished executing (waiting while
+    another thread executes it); None when it was never imported. Never imports anything: for code that must
+    not pay an import (or wake CUDA) just to answer, e.g. the memory figures."""
+    module = sys.modules.get(name)
+    if module is None:
+        return None
+    return module if IMPORT_LOCK.finished(name) else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from modules.api.sdapi_listing_models import (EmbeddingItem, EmbeddingsResponse,
 from modules.api.sdapi_models import NULL_RESPONSE, SamplerItem, SchedulerItem, SdModelItem
 from modules.api.security import principal_of
 from modules.jobs.model import DiskFullError, JobState, QueueFullError
+from modules.lazy_imports import loaded_module
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -72,7 +72,7 @@ def _memory() -> dict[str, Any]:
     rss = process.memory_info().rss
     total = psutil.virtual_memory().total
     ram = {"free": total - rss, "used": rss, "total": total}
-    torch = sys.modules.get("torch")  # never import torch (or wake CUDA) just to answer this
+    torch = loaded_module("torch")  # never import torch (or wake CUDA) just to answer this
     if torch is None or not torch.cuda.is_available():
         return {"ram": ram, "cuda": {"error": "unavailable"}}
     try:
