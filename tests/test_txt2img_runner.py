@@ -105,3 +105,29 @@ def test_refusals_are_clear(active, tmp_path, kw: dict, fragment: str) -> None:
         return
     with pytest.raises(InvalidRequestError, match=fragment):
         _run(active, tmp_path, **kw)
+
+
+def test_one_batch_runs_alone_without_owning_the_progress(active, tmp_path) -> None:
+    """Issue 24.4: a caller (an X/Y/Z grid, say) plans once and runs one batch; the batch runner does not call
+    ``control.begin`` (the caller owns the job's progress) and gives the image the whole job gives."""
+    from modules.generation.txt2img import new_result, plan_txt2img, run_txt2img_batch
+
+    req = Txt2ImgRequest(prompt="a red circle", steps=3, width=64, height=64, seed=11, sampler_name="Euler a",
+                         n_iter=3)
+    whole = run_txt2img(req, active, JobControl(), OutputOptions(save=False, outdir=tmp_path))
+
+    class Watched(JobControl):
+        begins: list[tuple[int, int]] = []
+
+        def begin(self, job_count: int, total_steps: int, text: str = "") -> None:
+            self.begins.append((job_count, total_steps))
+            super().begin(job_count, total_steps, text)
+
+    control = Watched()
+    control.begin(10, 99, text="my grid")  # the caller's own progress: 10 cells
+    plan = plan_txt2img(req, active)
+    result = new_result(plan)
+    assert run_txt2img_batch(plan, 2, control, result, OutputOptions(save=False, outdir=tmp_path), job_no=7)
+    assert control.begins == [(10, 99)] and control.progress.job_no == 7
+    assert result.seeds == [whole.seeds[2]]
+    assert result.images[0].tobytes() == whole.images[2].tobytes()

@@ -13,6 +13,7 @@ pass when hires fix is on, as A1111's default). Extension hooks
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
@@ -29,37 +30,53 @@ from modules.generation.refiner import RefinerSource, load_refiner, refiner_info
 from modules.generation.results import GenerationResult, OutputOptions, generation_params, record_image
 from modules.generation.samplers import resolve_sampler
 from modules.generation.sampling import BatchProgress, Pass, run_pass, switch_steps
-from modules.generation.seeds import make_initial_noise, plan_seeds
+from modules.generation.seeds import SeedPlan, make_initial_noise, plan_seeds
 from modules.generation.validation import check_sampler_for_model, check_task, resolve_size
 from modules.images.upscalers import UpscalerSet
 from modules.jobs.progress import JobControl
 
 if TYPE_CHECKING:
     from modules.generation.prompts import PreparedPrompts
-    from modules.generation.requests import GenerationRequest, Txt2ImgRequest
+    from modules.generation.samplers import ResolvedSampler
+    from modules.generation.requests import Txt2ImgRequest
     from modules.generation.styles import StyleStore
     from modules.models.loader import LoadedModel
     from modules.models.manager import ActiveModel
 
-__all__ = ["GenerationResult", "OutputOptions", "generation_params", "prepare_prompts", "run_txt2img"]
+__all__ = ["GenerationResult", "OutputOptions", "Txt2ImgPlan", "generation_params", "new_result", "plan_txt2img",
+           "run_txt2img", "run_txt2img_batch"]
 
 
-def prepare_prompts(req: "GenerationRequest", styles: "StyleStore | None",
-                    handled_kinds: Sequence[str] = ()) -> tuple[str, str, str, str]:
-    """(infotext prompt, infotext negative, prompt to encode, negative to encode); see :mod:`prompts`."""
-    p = prepare_prompt_pair(req.prompt, req.negative_prompt, req.styles, styles, req.steps, handled_kinds)
-    return p.prompt, p.negative, p.encode_prompt, p.encode_negative
+@dataclass
+class Txt2ImgPlan:
+    """Everything a txt2img job decides once (validated against the model; the refiner loaded): what each
+    batch needs, so a caller (the job's runner, an X/Y/Z grid) can run one batch at a time."""
+
+    req: "Txt2ImgRequest"
+    active: "ActiveModel"
+    texts: "PreparedPrompts"
+    hr_texts: "PreparedPrompts"
+    width: int
+    height: int
+    sampler: "ResolvedSampler"
+    schedule_label: str
+    hires: HiresPlan | None
+    refiner: "ActiveModel | None"
+    extra: dict[str, Any]
+    seed_plan: SeedPlan
+    resize_from: tuple[int, int] | None
+    total_steps: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size_text(self) -> str:
+        return f"{self.width}x{self.height}" + (f" -> {self.hires.width}x{self.hires.height}" if self.hires else "")
 
 
-def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobControl, output: OutputOptions,
-                styles: "StyleStore | None" = None, *, hooks: Sequence[SamplingHook] = (),
-                refiners: RefinerSource | None = None, upscalers: UpscalerSet | None = None) -> GenerationResult:
-    """Generate ``req.n_iter`` batches of ``req.batch_size`` images on ``active``.
-
-    ``hooks`` join every pipeline call; ``refiners`` loads ``req.refiner_checkpoint`` (the ModelManager);
-    ``upscalers`` offers the hires upscalers (default: latent modes, Lanczos, Nearest).
-    """
-    started = time.perf_counter()
+def plan_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", styles: "StyleStore | None" = None, *,
+                 hooks: Sequence[SamplingHook] = (), refiners: RefinerSource | None = None,
+                 upscalers: UpscalerSet | None = None) -> Txt2ImgPlan:
+    """Validate ``req`` against the loaded model and decide sizes, sampler, hires plan, refiner and seeds."""
     kinds = handled_network_kinds(hooks)
     texts = prepare_prompt_pair(req.prompt, req.negative_prompt, req.styles, styles, req.steps, kinds)
     model = active.model
@@ -68,93 +85,133 @@ def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobContro
     width, height = resolve_size(req.width, req.height, model)
     sampler = resolve_sampler(req.sampler_name, req.scheduler)
     check_sampler_for_model(sampler, model)
-    schedule_label = sampler.schedule_label_for(model.prediction_type)
-    upscalers = upscalers or UpscalerSet()
-    plan: HiresPlan | None = None
+    hires: HiresPlan | None = None
     hr_texts = texts
     if req.enable_hr:
         hr_texts = prepare_prompt_pair(req.hr_prompt or req.prompt, req.hr_negative_prompt or req.negative_prompt,
                                        req.styles, styles, req.hr_second_pass_steps or req.steps, kinds)
-        plan = plan_hires(req, model, width, height, sampler, upscalers, prompt=texts.prompt,
-                          negative=texts.negative, hr_prompt=hr_texts.prompt, hr_negative=hr_texts.negative)
+        hires = plan_hires(req, model, width, height, sampler, upscalers or UpscalerSet(), prompt=texts.prompt,
+                           negative=texts.negative, hr_prompt=hr_texts.prompt, hr_negative=hr_texts.negative)
     refiner = load_refiner(req, model, refiners)
-    extra: dict[str, Any] = dict(plan.params) if plan else {}
+    extra: dict[str, Any] = dict(hires.params) if hires else {}
     if refiner is not None:
         extra.update(refiner_infotext(refiner, req.refiner_switch_at))
-
-    seed_plan = plan_seeds(req.seed, req.subseed, req.subseed_strength, req.batch_size, req.n_iter)
-    call = ARCHITECTURE_CALLS[model.family.architecture]
     resize_from = ((req.seed_resize_from_w, req.seed_resize_from_h)
                    if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None)
-    result = GenerationResult(seed_plan=seed_plan, width=width, height=height, sampler_name=sampler.sampler_name,
-                              schedule_label=schedule_label, model_name=active.info.name_for_extra,
-                              model_hash=active.shorthash, job_timestamp=time.strftime("%Y%m%d%H%M%S"),
-                              denoising_strength=req.denoising_strength if plan else None,
-                              clip_skip=req.clip_skip, warnings=notes)
-    total_steps = req.steps + (plan.executed_steps if plan else 0)
-    size_text = f"{width}x{height}" + (f" -> {plan.width}x{plan.height}" if plan else "")
-    control.begin(req.n_iter, total_steps, text=f"txt2img {size_text}")
-    latent_shape = (model.latent_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
-    pipe = model.pipeline
-    device = getattr(pipe, "device", torch.device("cpu"))
+    return Txt2ImgPlan(req=req, active=active, texts=texts, hr_texts=hr_texts, width=width, height=height,
+                       sampler=sampler, schedule_label=sampler.schedule_label_for(model.prediction_type),
+                       hires=hires, refiner=refiner, extra=extra,
+                       seed_plan=plan_seeds(req.seed, req.subseed, req.subseed_strength, req.batch_size, req.n_iter),
+                       resize_from=resize_from, total_steps=req.steps + (hires.executed_steps if hires else 0),
+                       notes=list(notes))
 
-    for batch_no in range(req.n_iter):
-        if control.should_stop:
-            result.interrupted = True
+
+def new_result(plan: Txt2ImgPlan) -> GenerationResult:
+    """An empty result for ``plan``'s images (batches append to it)."""
+    req, active = plan.req, plan.active
+    return GenerationResult(seed_plan=plan.seed_plan, width=plan.width, height=plan.height,
+                            sampler_name=plan.sampler.sampler_name, schedule_label=plan.schedule_label,
+                            model_name=active.info.name_for_extra, model_hash=active.shorthash,
+                            job_timestamp=time.strftime("%Y%m%d%H%M%S"),
+                            denoising_strength=req.denoising_strength if plan.hires else None,
+                            clip_skip=req.clip_skip, warnings=list(plan.notes))
+
+
+def run_txt2img(req: "Txt2ImgRequest", active: "ActiveModel", control: JobControl, output: OutputOptions,
+                styles: "StyleStore | None" = None, *, hooks: Sequence[SamplingHook] = (),
+                refiners: RefinerSource | None = None, upscalers: UpscalerSet | None = None) -> GenerationResult:
+    """Generate ``req.n_iter`` batches of ``req.batch_size`` images on ``active``: the job's runner, which owns
+    its progress (``control.begin``) and runs :func:`run_txt2img_batch` for each batch.
+
+    ``hooks`` join every pipeline call; ``refiners`` loads ``req.refiner_checkpoint`` (the ModelManager);
+    ``upscalers`` offers the hires upscalers (default: latent modes, Lanczos, Nearest).
+    """
+    started = time.perf_counter()
+    upscalers = upscalers or UpscalerSet()
+    plan = plan_txt2img(req, active, styles, hooks=hooks, refiners=refiners, upscalers=upscalers)
+    result = new_result(plan)
+    control.begin(plan.req.n_iter, plan.total_steps, text=f"txt2img {plan.size_text}")
+    for batch_no in range(plan.req.n_iter):
+        if not run_txt2img_batch(plan, batch_no, control, result, output, hooks=hooks, upscalers=upscalers):
             break
-        control.begin_batch(batch_no)
-        seeds, subseeds = seed_plan.batch(batch_no, req.batch_size)
-        noise = make_initial_noise(latent_shape, seeds, subseeds, req.subseed_strength, resize_from,
-                                   latent_factor=model.vae_scale_factor)
-        latents = call.prepare_latents(model, noise).to(device=device, dtype=getattr(pipe, "dtype", torch.float32))
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        progress = BatchProgress(control, total_steps)
-        infotext: dict[str, Any] = dict(extra)
-        prompts = [texts.encode_prompt] * req.batch_size
-        negatives = [texts.encode_negative] * req.batch_size
-
-        switch_now = refiner is not None and plan is None
-        kwargs: dict[str, Any] = {"height": height, "width": width, "latents": latents, "generator": generators,
-                                  "output_type": "latent" if (plan and plan.is_latent) or switch_now else "pil"}
-        if model.task == "inpaint":  # an inpainting checkpoint: all masked, grey conditioning, pure noise start
-            kwargs.update(blank_inpaint_conditioning(pipe, width, height, req.batch_size), strength=1.0,
-                          image=Image.new("RGB", (width, height), (127, 127, 127)))
-        if switch_now:
-            kwargs["denoising_end"] = req.refiner_switch_at
-        first = run_pass(Pass(task="txt2img", model=model, pipe=pipe, sampler=sampler, prompts=prompts,
-                              negatives=negatives, seeds=seeds, batch_index=batch_no, steps=req.steps,
-                              expected_steps=switch_steps(req.steps, 0.0, req.refiner_switch_at) if switch_now
-                              else req.steps, kwargs=kwargs, extra_networks=texts.networks),
-                         req, hooks=hooks, progress=progress, infotext=infotext)
-        if kwargs["output_type"] == "latent":
-            first = unpack_output_latents(model, first, width, height)
-
-        images: list["Image.Image"]
-        if progress.stopped:
-            images = decode_latents(derived_pipeline(model, "img2img"), first) if torch.is_tensor(first) else first
-        elif plan is not None:
-            images = _second_pass(req, plan, model, first, upscalers, refiner, hr_texts, seeds, batch_no,
-                                  generators, hooks, progress, infotext)
-        elif refiner is not None:
-            spec = refiner_pass(refiner, sampler, first, steps=req.steps, boundary=req.refiner_switch_at,
-                                prompts=prompts, negatives=negatives, seeds=seeds, batch_index=batch_no,
-                                generators=generators)
-            images = run_pass(spec, req, hooks=hooks, progress=progress, infotext=infotext)
-        else:
-            images = first
-        if control.should_stop:
-            result.interrupted = True
-        for index, image in enumerate(images):
-            params = generation_params(req, seed=seeds[index], subseed=subseeds[index], width=width, height=height,
-                                       sampler_name=sampler.sampler_name, schedule_label=schedule_label,
-                                       active=active, output=output, extra=infotext)
-            record_image(result, image, seed=seeds[index], subseed=subseeds[index], prompt=texts.prompt,
-                         negative=texts.negative, params=params, output=output)
-        if result.interrupted:
-            break
-    control.step(total_steps)
+    control.step(plan.total_steps)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def run_txt2img_batch(plan: Txt2ImgPlan, batch_no: int, control: JobControl, result: GenerationResult,
+                      output: OutputOptions, *, hooks: Sequence[SamplingHook] = (),
+                      upscalers: UpscalerSet | None = None, job_no: int | None = None) -> bool:
+    """Run batch ``batch_no`` of ``plan`` and record its images in ``result``; False when the job was stopped
+    (``result.interrupted`` is set). The caller owns the job's progress: it has called ``control.begin`` with
+    room for this batch, whose steps are reported as batch ``job_no`` (default ``batch_no``)."""
+    req = plan.req
+    if control.should_stop:
+        result.interrupted = True
+        return False
+    control.begin_batch(batch_no if job_no is None else job_no)
+    seeds, subseeds = plan.seed_plan.batch(batch_no, req.batch_size)
+    images, infotext = _sample_batch(plan, batch_no, seeds, control, hooks, upscalers or UpscalerSet())
+    if control.should_stop:
+        result.interrupted = True
+    for index, image in enumerate(images):
+        params = generation_params(req, seed=seeds[index], subseed=subseeds[index], width=plan.width,
+                                   height=plan.height, sampler_name=plan.sampler.sampler_name,
+                                   schedule_label=plan.schedule_label, active=plan.active, output=output,
+                                   extra=infotext)
+        record_image(result, image, seed=seeds[index], subseed=subseeds[index], prompt=plan.texts.prompt,
+                     negative=plan.texts.negative, params=params, output=output)
+    return not result.interrupted
+
+
+def _sample_batch(plan: Txt2ImgPlan, batch_no: int, seeds: list[int], control: JobControl,
+                  hooks: Sequence[SamplingHook], upscalers: UpscalerSet) -> tuple[list["Image.Image"], dict[str, Any]]:
+    """The passes of one batch: first pass, then hires fix and/or the refiner; (images, infotext params)."""
+    req, model = plan.req, plan.active.model
+    width, height, sampler, refiner = plan.width, plan.height, plan.sampler, plan.refiner
+    call = ARCHITECTURE_CALLS[model.family.architecture]
+    pipe = model.pipeline
+    device = getattr(pipe, "device", torch.device("cpu"))
+    latent_shape = (model.latent_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
+    subseeds = plan.seed_plan.batch(batch_no, req.batch_size)[1]
+    noise = make_initial_noise(latent_shape, seeds, subseeds, req.subseed_strength, plan.resize_from,
+                               latent_factor=model.vae_scale_factor)
+    latents = call.prepare_latents(model, noise).to(device=device, dtype=getattr(pipe, "dtype", torch.float32))
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    progress = BatchProgress(control, plan.total_steps)
+    infotext: dict[str, Any] = dict(plan.extra)
+    prompts = [plan.texts.encode_prompt] * req.batch_size
+    negatives = [plan.texts.encode_negative] * req.batch_size
+
+    switch_now = refiner is not None and plan.hires is None
+    kwargs: dict[str, Any] = {"height": height, "width": width, "latents": latents, "generator": generators,
+                              "output_type": "latent" if (plan.hires and plan.hires.is_latent) or switch_now
+                              else "pil"}
+    if model.task == "inpaint":  # an inpainting checkpoint: all masked, grey conditioning, pure noise start
+        kwargs.update(blank_inpaint_conditioning(pipe, width, height, req.batch_size), strength=1.0,
+                      image=Image.new("RGB", (width, height), (127, 127, 127)))
+    if switch_now:
+        kwargs["denoising_end"] = req.refiner_switch_at
+    first = run_pass(Pass(task="txt2img", model=model, pipe=pipe, sampler=sampler, prompts=prompts,
+                          negatives=negatives, seeds=seeds, batch_index=batch_no, steps=req.steps,
+                          expected_steps=switch_steps(req.steps, 0.0, req.refiner_switch_at) if switch_now
+                          else req.steps, kwargs=kwargs, extra_networks=plan.texts.networks),
+                     req, hooks=hooks, progress=progress, infotext=infotext)
+    if kwargs["output_type"] == "latent":
+        first = unpack_output_latents(model, first, width, height)
+    if progress.stopped:
+        images = decode_latents(derived_pipeline(model, "img2img"), first) if torch.is_tensor(first) else first
+    elif plan.hires is not None:
+        images = _second_pass(req, plan.hires, model, first, upscalers, refiner, plan.hr_texts, seeds, batch_no,
+                              generators, hooks, progress, infotext)
+    elif refiner is not None:
+        spec = refiner_pass(refiner, sampler, first, steps=req.steps, boundary=req.refiner_switch_at,
+                            prompts=prompts, negatives=negatives, seeds=seeds, batch_index=batch_no,
+                            generators=generators)
+        images = run_pass(spec, req, hooks=hooks, progress=progress, infotext=infotext)
+    else:
+        images = first
+    return images, infotext
 
 
 def _second_pass(req: "Txt2ImgRequest", plan: HiresPlan, model: "LoadedModel", first: Any,
