@@ -94,8 +94,9 @@ def flatten(image: Image.Image, background: tuple[int, int, int] = (255, 255, 25
 
 
 @dataclass
-class Img2ImgJob:
-    """What is decided once per job."""
+class Img2ImgPlan:
+    """What an img2img job decides once (validated against the model; the refiner loaded), so a caller can
+    run its batches (:func:`run_batches`) while owning the job's progress itself."""
 
     req: "Img2ImgRequest"
     active: "ActiveModel"
@@ -147,9 +148,9 @@ def precheck_img2img(req: "Img2ImgRequest", model: "LoadedModel | None", styles:
             size_for_image(fitted.width, fitted.height, images[0].size, model)
 
 
-def setup_job(req: "Img2ImgRequest", active: "ActiveModel", styles: "StyleStore | None",
+def plan_img2img(req: "Img2ImgRequest", active: "ActiveModel", styles: "StyleStore | None",
               hooks: Sequence[SamplingHook], refiners: RefinerSource | None, output: OutputOptions,
-              size_source: tuple[int, int], has_mask: bool) -> Img2ImgJob:
+              size_source: tuple[int, int], has_mask: bool) -> Img2ImgPlan:
     """Everything decided once per job (validated against the model; loads the refiner if asked)."""
     model = active.model
     _check_seeds(req)
@@ -171,7 +172,7 @@ def setup_job(req: "Img2ImgRequest", active: "ActiveModel", styles: "StyleStore 
     if refiner is not None:
         extra.update(refiner_infotext(refiner, req.refiner_switch_at))
     seed_plan = plan_seeds(req.seed, req.subseed, req.subseed_strength, req.batch_size, req.n_iter)
-    return Img2ImgJob(req=req, active=active, texts=texts, sampler=sampler,
+    return Img2ImgPlan(req=req, active=active, texts=texts, sampler=sampler,
                       schedule_label=sampler.schedule_label_for(model.prediction_type), width=width, height=height,
                       inpaint=inpaint, executed=executed, refiner=refiner, seed_plan=seed_plan, output=output,
                       hooks=hooks, total_steps=max(executed, 1), extra=extra)
@@ -201,7 +202,7 @@ def _latent_mask(mask: Image.Image, shape: tuple[int, int], round_mask: bool) ->
     return torch.from_numpy(small)[None, None]
 
 
-def _init_latents(job: Img2ImgJob, prepared: list[PreparedInit], pipe: Any) -> torch.Tensor:
+def _init_latents(job: Img2ImgPlan, prepared: list[PreparedInit], pipe: Any) -> torch.Tensor:
     """Normalised latents of each prepared init image at the processing size."""
     factor = job.active.model.vae_scale_factor
     size = (job.height // factor, job.width // factor)
@@ -214,7 +215,7 @@ def _init_latents(job: Img2ImgJob, prepared: list[PreparedInit], pipe: Any) -> t
     return torch.cat(latents)
 
 
-def _masked_content(job: Img2ImgJob, latents: torch.Tensor, prepared: list[PreparedInit],
+def _masked_content(job: Img2ImgPlan, latents: torch.Tensor, prepared: list[PreparedInit],
                     seeds: list[int]) -> torch.Tensor:
     """"latent noise" / "latent nothing": replace the masked latents (A1111, with the seeds' noise)."""
     fill = job.req.inpainting_fill
@@ -230,7 +231,7 @@ def _masked_content(job: Img2ImgJob, latents: torch.Tensor, prepared: list[Prepa
     return out
 
 
-def _inpaint_kwargs(job: Img2ImgJob, pipe: Any, prepared: list[PreparedInit], latents: torch.Tensor) -> dict[str, Any]:
+def _inpaint_kwargs(job: Img2ImgPlan, pipe: Any, prepared: list[PreparedInit], latents: torch.Tensor) -> dict[str, Any]:
     """mask_image and masked_image_latents for the inpaint pipeline (9-channel: the masked init image)."""
     masks = [p.latent_mask if p.latent_mask is not None else Image.new("L", (job.width, job.height), 255)
              for p in prepared]
@@ -251,7 +252,7 @@ def _inpaint_kwargs(job: Img2ImgJob, pipe: Any, prepared: list[PreparedInit], la
 SavePath = Callable[[int], "Path | None"]
 
 
-def run_batches(job: Img2ImgJob, images: list[Image.Image], mask: Image.Image | None, protect: Image.Image | None,
+def run_batches(job: Img2ImgPlan, images: list[Image.Image], mask: Image.Image | None, protect: Image.Image | None,
                 control: JobControl, result: GenerationResult, *, job_offset: int = 0,
                 save_path: SavePath | None = None) -> None:
     """All ``n_iter`` batches of one set of init images; appends to ``result``."""
@@ -301,7 +302,7 @@ def run_batches(job: Img2ImgJob, images: list[Image.Image], mask: Image.Image | 
             break
 
 
-def _sample(job: Img2ImgJob, pipe: Any, prepared: list[PreparedInit], latents: torch.Tensor, seeds: list[int],
+def _sample(job: Img2ImgPlan, pipe: Any, prepared: list[PreparedInit], latents: torch.Tensor, seeds: list[int],
             batch_no: int, progress: BatchProgress, infotext: dict[str, Any]) -> list[Image.Image]:
     """The img2img / inpaint pass (and the refiner after it) for one batch."""
     req, model = job.req, job.active.model
@@ -332,7 +333,7 @@ def _sample(job: Img2ImgJob, pipe: Any, prepared: list[PreparedInit], latents: t
     return run_pass(refine, req, hooks=job.hooks, progress=progress, infotext=infotext)
 
 
-def new_result(job: Img2ImgJob) -> GenerationResult:
+def new_result(job: Img2ImgPlan) -> GenerationResult:
     return GenerationResult(seed_plan=job.seed_plan, width=job.width, height=job.height,
                             sampler_name=job.sampler.sampler_name, schedule_label=job.schedule_label,
                             model_name=job.active.info.name_for_extra, model_hash=job.active.shorthash,
@@ -359,7 +360,7 @@ def run_img2img(req: "Img2ImgRequest", active: "ActiveModel", control: JobContro
         edited.warnings[:0] = notes
         return edited
     images, mask, protect = load_inputs(req, images, mask, active.model.family.size_multiple)
-    job = setup_job(req, active, styles, hooks, refiners, output, images[0].size, mask is not None)
+    job = plan_img2img(req, active, styles, hooks, refiners, output, images[0].size, mask is not None)
     result = new_result(job)
     result.clip_skip, result.warnings[:0] = req.clip_skip, notes
     kind = "inpaint" if mask is not None else "img2img"

@@ -17,7 +17,7 @@ from PIL import Image
 
 from modules.generation.extensions_point import SamplingHook
 from modules.generation.fitting import fit_to_model
-from modules.generation.img2img import decode_request_image, load_inputs, new_result, run_batches, setup_job
+from modules.generation.img2img import decode_request_image, load_inputs, new_result, run_batches, plan_img2img
 from modules.generation.refiner import RefinerSource
 from modules.generation.results import GenerationResult, OutputOptions
 from modules.generation.validation import InvalidRequestError
@@ -56,7 +56,7 @@ def run_img2img_batch(req: "Img2ImgBatchRequest", active: "ActiveModel", control
     out_dir = Path(req.output_dir) if req.output_dir else None
     first = _open(files[0])
     req, notes = fit_to_model(req, active.model)
-    job = setup_job(req, active, styles, hooks, refiners, output, first.size,
+    job = plan_img2img(req, active, styles, hooks, refiners, output, first.size,
                     common_mask is not None or mask_dir is not None)
     result = new_result(job)
     result.clip_skip, result.warnings[:0] = req.clip_skip, notes
