@@ -63,3 +63,32 @@ def test_every_pair_runs_on_the_embedded_default(model_cache_dir: Path, tmp_path
     if not EMBEDDED.is_file():
         pytest.skip(f"the embedded default {EMBEDDED.name} is not present")
     _run_matrix(_active(EMBEDDED, model_cache_dir), tmp_path)
+
+
+@pytest.mark.parametrize("counts_calls", [False, True])
+def test_every_sampler_finishes_from_any_start(counts_calls: bool) -> None:
+    """Driven like img2img (begin at a step) or SDXL's refiner (begin at a model call), every A1111
+    sampler's remaining calls fit the timesteps the pipeline iterates, and it finishes."""
+    import torch
+
+    config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
+    unfinished = []
+    for sampler in [s["name"] for s in list_samplers()]:
+        for steps in (2, 5, 12):
+            for begin in range(steps):
+                scheduler = resolve_sampler(sampler).build(config, "epsilon", seeds=[1])
+                if not hasattr(scheduler, "begin_counts_calls"):
+                    continue  # a diffusers scheduler (DEIS)
+                scheduler.begin_counts_calls = counts_calls
+                scheduler.set_timesteps(steps)
+                start = min(begin * 2, len(scheduler.timesteps) - 1) if counts_calls else begin
+                timesteps = scheduler.timesteps[start:]
+                scheduler.set_begin_index(start)
+                x = scheduler.add_noise(torch.zeros(1, 4, 4, 4), torch.ones(1, 4, 4, 4), timesteps[:1])
+                for t in timesteps:
+                    x = scheduler.step(0.1 * scheduler.scale_model_input(x, t), t, x).prev_sample
+                    if scheduler.finished:
+                        break
+                if len(timesteps) and not scheduler.finished or not torch.isfinite(x).all():
+                    unfinished.append((sampler, steps, start))
+    assert not unfinished, unfinished[:10]

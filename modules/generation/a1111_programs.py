@@ -710,11 +710,21 @@ class ProgramSpec:
     plan: PlanKind = "sigmas"
 
 
+def _unchanged(x: torch.Tensor) -> Program:
+    """A program with nothing left to run (an img2img tail past the last level)."""
+    yield from ()
+    return x
+
+
 def _fast(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource) -> Program:
+    if len(sigmas) < 2 or sigmas[0] == 0:
+        return _unchanged(x)
     return dpm_fast(x, sigmas[-2].item(), sigmas[0].item(), len(sigmas) - 1, noise)
 
 
 def _adaptive(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource) -> Program:
+    if len(sigmas) < 2 or sigmas[0] == 0:
+        return _unchanged(x)
     return dpm_adaptive(x, sigmas[-2].item(), sigmas[0].item(), noise)
 
 

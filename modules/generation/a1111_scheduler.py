@@ -212,7 +212,7 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         if self._levels is None:
             raise RuntimeError("set_timesteps must be called before set_begin_index")
         step = self._step_from_call(begin_index) if self.begin_counts_calls else begin_index
-        step = max(0, min(int(step), self._step_count() - 1))
+        step = max(0, min(int(step), self._step_count()))  # past the last step: nothing left to run
         self._write_plan(begin_index, self._trace(self._levels_from(step)))
         self._start(step, slot=begin_index)
 
@@ -231,7 +231,7 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         for step in range(self._step_count()):
             if total - len(self._trace(self._levels_from(step))) >= call:
                 return step
-        return self._step_count() - 1
+        return self._step_count()
 
     # --- the pipeline's calls ------------------------------------------------------------------------
 
