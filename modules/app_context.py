@@ -28,6 +28,7 @@ from modules.jobs.store import JobStore, open_job_store
 from modules.models.catalog import CheckpointCatalog
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
+from modules.models.slots import MB, ModelSlots
 from modules.paths import Paths, resolve_paths
 from modules.settings import SettingsStore
 
@@ -106,12 +107,15 @@ def create_app_context(flags: Flags) -> AppContext:
     settings = SettingsStore(paths.settings_file)
     hashes = HashCache(paths.hash_cache_file)
     catalog = CheckpointCatalog(paths.ckpt_dirs, hashes)
-    models = ModelManager(catalog, hashes, lambda: load_options_for(flags, settings, paths))
+    # one memory budget for every loaded model, whichever lane loads it (--model-memory-mb, else the device's)
+    slots = ModelSlots(flags.model_memory_mb * MB if flags.model_memory_mb else None)
+    models = ModelManager(catalog, hashes, lambda: load_options_for(flags, settings, paths), slots=slots)
     kinds = JobKindRegistry(builtin_kinds())
     store = open_job_store(paths.jobs_db)
     events = EventBus()
     queue = JobQueue({}, limits=queue_limits(flags), store=store, events=events,
                      request_types=kinds.request_types(), describe=kinds.describe, keep_finished=64,
+                     lanes=kinds.lane_of,
                      space=space_guard(flags, paths, settings))
     interrogator = Interrogator([paths.data_dir / "models" / "classifier" / CLASSIFIER_NAME,
                                  paths.repo_root / "models" / "classifier" / CLASSIFIER_NAME])

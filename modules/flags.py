@@ -48,6 +48,7 @@ class Flags:
     max_images: int = 64
     max_body_mb: int = 64
     min_free_space_mb: int | None = None  # None: the min_free_space_mb setting decides
+    model_memory_mb: int | None = None  # None: most of the device's memory (modules.models.slots)
 
     @property
     def host(self) -> str:
@@ -147,6 +148,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-free-space-mb", type=int, default=None, metavar="MB",
                    help="refuse new jobs (HTTP 507) and hold waiting ones while less than this is free where jobs "
                         "write; 0 turns the check off (default: the min_free_space_mb setting, 64)")
+    p.add_argument("--model-memory-mb", type=int, default=None, metavar="MB",
+                   help="memory all loaded models together may take (checkpoint, refiner, ControlNets, ...); the "
+                        "least recently used is unloaded to stay under it (default: 85%% of the GPU's, 60%% of RAM)")
     return p
 
 
@@ -264,6 +268,7 @@ def parse_flags(argv: Sequence[str]) -> Flags:
         max_pixels=_positive("--max-pixels", ns.max_pixels), max_images=_positive("--max-images", ns.max_images),
         max_body_mb=_positive("--max-body-mb", ns.max_body_mb),
         min_free_space_mb=_not_negative("--min-free-space-mb", ns.min_free_space_mb),
+        model_memory_mb=_positive("--model-memory-mb", ns.model_memory_mb) if ns.model_memory_mb is not None else None,
     )
     _check_exposure(flags)
     return flags

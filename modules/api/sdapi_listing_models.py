@@ -77,6 +77,8 @@ class ScriptsList(BaseModel):
 class MemoryResponse(BaseModel):
     ram: dict[str, Any] = Field(..., description="free, used, total (bytes)")
     cuda: dict[str, Any] = Field(..., description="system/active/allocated/reserved/inactive/events, or an error")
+    models: dict[str, Any] | None = Field(None, description="Atelier: the loaded model slots (name, bytes, last_used; "
+                                          "least recently used first), the bytes they use and their budget")
 
 
 class ExtrasBase(Pydantic1Payload):

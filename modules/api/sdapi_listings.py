@@ -172,7 +172,7 @@ def add_listing_routes(router: APIRouter, ctx: "AppContext") -> None:
 
     @router.get("/memory", response_model=MemoryResponse)
     def memory() -> dict[str, Any]:
-        return _memory()
+        return {**_memory(), "models": ctx.models.slots.report().as_dict()}
 
     for name in ("refresh-checkpoints", "refresh-vae", "refresh-loras", "refresh-embeddings"):
         router.add_api_route(f"/{name}", _refresh(ctx, name), methods=["POST"], response_model=None,

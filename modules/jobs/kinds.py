@@ -5,8 +5,8 @@ function the worker runs, its precheck (what can be refused before queueing; the
 the worker all call the same one), how its result is described for the job store, whether the
 native API keeps its outputs, and what becomes of it after a crash. From the registry come:
 
-* the queue's dispatch (:meth:`JobKindRegistry.handlers`) and the request types it reads back from
-  the job store (:meth:`JobKindRegistry.request_types`);
+* the queue's dispatch (:meth:`JobKindRegistry.handlers`), the request types it reads back from
+  the job store (:meth:`JobKindRegistry.request_types`) and each kind's lane (:meth:`JobKindRegistry.lane_of`);
 * the native job API's request union and its OpenAPI document (:meth:`JobKindRegistry.submission_model`);
 * the one submit path of the UI, the APIs and scripts (:func:`modules.jobs.submit.submit`).
 
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterable, Iterator, 
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from modules.jobs.lanes import DEVICE_LANE, LaneSpec
 from modules.jobs.model import Handler, Job, JobFailure
 from modules.jobs.progress import JobControl
 
@@ -50,6 +51,9 @@ class JobKind:
     even when not submitted with ``keeps_outputs``; a job *running* at a crash is always failed with the
     reason, since its partial work is gone. ``previews``: the job shows live previews (the
     ``show_progress_every_n_steps`` setting applies). ``api``: offered by ``POST /api/v1/jobs``.
+    ``lane``: the queue lane whose worker runs it (``"device"``; a training kind runs in ``"training"``,
+    beside generation). ``yields_to``: lanes this kind pauses for: while one of them has work, its running
+    job is asked to pause at its next step (its run calls ``control.pause_point()``; :mod:`modules.jobs.lanes`).
     """
 
     name: str
@@ -63,6 +67,8 @@ class JobKind:
     previews: bool = False
     api: bool = True
     user_errors: tuple[type[Exception], ...] = ()
+    lane: str = DEVICE_LANE
+    yields_to: tuple[str, ...] = ()
 
     def checked(self, ctx: "AppContext", request: BaseModel) -> BaseModel:
         """``request`` after this kind's precheck (which raises for a request that cannot run)."""
@@ -133,6 +139,12 @@ class JobKindRegistry:
 
     def names(self) -> list[str]:
         return list(self._kinds)
+
+    def lane_of(self, name: str) -> LaneSpec:
+        """The queue's lane policy, read live: a kind's lane and the lanes it yields to (the device lane for
+        a name no module declared)."""
+        kind = self._kinds.get(name)
+        return LaneSpec(kind.lane, kind.yields_to) if kind is not None else LaneSpec()
 
     def request_types(self) -> dict[str, type[BaseModel]]:
         return {name: kind.request for name, kind in self._kinds.items()}

@@ -87,6 +87,7 @@ class Job:
     keep_outputs: bool = False
     resumable: bool = False
     last_event_at: float = 0.0
+    lane: str = "device"        # the queue lane it runs in (its kind's; modules.jobs.lanes)
 
     @property
     def progress(self) -> Progress:

@@ -1,7 +1,8 @@
 """Per-job progress and control, handed to a job handler by the queue.
 
 A handler reports steps through :class:`JobControl` and polls it to learn whether the user
-cancelled, interrupted or skipped. Nothing here is global: every job has its own control.
+cancelled, interrupted or skipped, and (for a kind that yields to another lane,
+:mod:`modules.jobs.lanes`) whether to pause. Nothing here is global: every job has its own control.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ class JobControl:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     interrupt_event: threading.Event = field(default_factory=threading.Event)
     skip_event: threading.Event = field(default_factory=threading.Event)
+    #: set by the queue while a lane this job yields to has work: pause at the next step (:meth:`pause_point`)
+    pause_event: threading.Event = field(default_factory=threading.Event)
+    pause_reason: str = ""
+    #: True while the handler waits in :meth:`pause_point`
+    paused: bool = False
+    _pause_cond: threading.Condition = field(default_factory=threading.Condition)
     _preview_source: Callable[[], Any] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: called (outside the lock) after every progress change; the queue turns it into events
@@ -132,6 +139,47 @@ class JobControl:
         finally:
             with self._lock:
                 self._preview_busy = False
+
+    # -- yielding to another lane ------------------------------------------------------------
+    def request_pause(self, reason: str = "") -> None:
+        """The queue asks the job to pause at its next step (another lane needs the device)."""
+        with self._pause_cond:
+            self.pause_reason = reason
+            self.pause_event.set()
+
+    def release_pause(self) -> None:
+        """The queue lets a paused job go on."""
+        with self._pause_cond:
+            if not self.pause_event.is_set():
+                return
+            self.pause_event.clear()
+            self.pause_reason = ""
+            self._pause_cond.notify_all()
+
+    @property
+    def should_pause(self) -> bool:
+        return self.pause_event.is_set()
+
+    def pause_point(self, poll: float = 0.05) -> bool:
+        """Called by a yielding handler between steps: while a pause is asked, wait until it is released or
+        the job is stopped (cancel, interrupt, shutdown); returns whether it paused. The progress text says
+        why it waits, so a client sees a paused job, not a stuck one."""
+        if not self.pause_event.is_set() or self.should_stop:
+            return False
+        with self._lock:
+            text, self.progress.text = self.progress.text, f"paused: {self.pause_reason or 'another lane has work'}"
+        self.paused = True
+        self._changed()
+        try:
+            with self._pause_cond:
+                while self.pause_event.is_set() and not self.should_stop:
+                    self._pause_cond.wait(poll)  # polled too: stop signals are plain events
+        finally:
+            self.paused = False
+            with self._lock:
+                self.progress.text = text
+            self._changed()
+        return True
 
     @property
     def should_stop(self) -> bool:

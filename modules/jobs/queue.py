@@ -1,10 +1,13 @@
 """The job queue: the only way to the device.
 
 The UI, the A1111 API and the native API all submit typed requests here. One worker thread
-per device runs the handler registered for each job's kind. Waiting jobs are served
-round-robin across owners (:mod:`modules.jobs.fairness`); every job has its own id, progress,
-cancel and result, so one client can never stop another's job by accident (``interrupt()``
-stops only the running job, as A1111's button does, and can be limited to the caller's own).
+per lane (:mod:`modules.jobs.lanes`: ``device`` for generation and every device job, ``training``
+beside it, ...) runs the handler registered for each job's kind. Waiting jobs are served
+round-robin across owners within their lane (:mod:`modules.jobs.fairness`); every job has its own
+id, progress, cancel and result, so one client can never stop another's job by accident
+(``interrupt()`` stops only the job running in the device lane, as A1111's button does, or the job
+named, and can be limited to the caller's own). A kind that yields to another lane is asked to pause
+while that lane has work.
 
 With a :class:`~modules.jobs.store.JobStore` every job is recorded in SQLite as it is
 submitted, started and finished; :meth:`JobQueue.restore` resumes the queued jobs of a previous
@@ -37,7 +40,7 @@ from pydantic import BaseModel
 
 from modules.jobs.disk_space import SpaceGuard, is_disk_full
 from modules.jobs.events import EventBus
-from modules.jobs.fairness import RoundRobin
+from modules.jobs.lanes import DEVICE_LANE, Lane, LanePolicy, Lanes, single_lane
 from modules.jobs.limits import QueueLimits
 from modules.jobs.model import (CRASH_REASON, REQUEUED_NOTE, SHUTDOWN_REASON, STOPPED_BEFORE_START, Describer,
                                 DiskFullError, Handler, IdempotencyConflictError, Job, JobFailure, JobState,
@@ -78,6 +81,7 @@ class WorkerStatus:
     paused: str | None = None   # why waiting jobs are held back (a full disk), if they are
     unrecorded: int = 0         # job updates not yet written to the job store (retried)
     stopping: bool = False      # the server is shutting down
+    lanes: tuple[str, ...] = ()  # the lanes whose worker is running
 
     def describe(self) -> str | None:
         """One line for people, or None when all is well."""
@@ -100,13 +104,14 @@ def _reason(exc: BaseException) -> str:
 
 
 class JobQueue:
-    """Round-robin across owners, a single worker thread (one per device)."""
+    """Round-robin across owners, one worker thread per lane (``lanes``: a kind's lane; default all in one)."""
 
     def __init__(self, handlers: Mapping[str, Handler], *, max_waiting: int | None = None,
                  keep_finished: int = 500, name: str = "device-0", limits: QueueLimits | None = None,
                  store: JobStore | None = None, events: EventBus | None = None,
                  request_types: Mapping[str, type[BaseModel]] | None = None,
-                 describe: Describer | None = None, space: SpaceGuard | None = None) -> None:
+                 describe: Describer | None = None, space: SpaceGuard | None = None,
+                 lanes: LanePolicy | None = None) -> None:
         self._handlers: Mapping[str, Handler] = dict(handlers)
         limits = limits or QueueLimits()
         self._limits = replace(limits, max_waiting=max_waiting) if max_waiting is not None else limits
@@ -122,19 +127,14 @@ class JobQueue:
         self._describe = describe
         self._cond = threading.Condition()
         self._submit_lock = threading.Lock()
-        self._waiting = RoundRobin()
+        self._lanes = Lanes()
+        self._lane_of: LanePolicy = lanes or single_lane
         self._jobs: dict[str, Job] = {}
         self._idempotent: dict[tuple[str, str], str] = {}
         self._finished_order: list[str] = []
-        self._current: Job | None = None
         self._seq = itertools.count((store.max_seq() if store else 0) + 1)
-        self._worker: threading.Thread | None = None
         self._started = False
         self._stopping = False
-        self._worker_error: str | None = None
-        self._restarts = 0
-        self._crashes_in_a_row = 0
-        self._paused: str | None = None
 
     @property
     def limits(self) -> QueueLimits:
@@ -149,20 +149,31 @@ class JobQueue:
         return self._space
 
     def worker_status(self) -> WorkerStatus:
+        """All lanes together: alive while every started lane's worker runs; the error of a stopped lane first."""
         with self._cond:
-            worker = self._worker
-            return WorkerStatus(alive=worker is not None and worker.is_alive(), error=self._worker_error,
-                                restarts=self._restarts, paused=self._paused, unrecorded=self._recorder.pending,
-                                stopping=self._stopping)
+            lanes = [lane for lane in self._lanes if lane.worker is not None] or [self._lanes.device]
+            errors = [_lane_note(lane, lane.error) for lane in sorted(lanes, key=lambda l: l.alive) if lane.error]
+            paused = next((_lane_note(lane, lane.paused) for lane in lanes if lane.paused), None)
+            return WorkerStatus(alive=all(lane.alive for lane in lanes), error=errors[0] if errors else None,
+                                restarts=sum(lane.restarts for lane in lanes), paused=paused,
+                                unrecorded=self._recorder.pending, stopping=self._stopping,
+                                lanes=tuple(lane.name for lane in lanes if lane.alive))
 
     # -- lifecycle -----------------------------------------------------------------------
-    def attach_handlers(self, handlers: Mapping[str, Handler]) -> None:
-        """Before :meth:`restore` and :meth:`start`: the handlers, when they can only be built once the
-        queue exists (the app context that they use holds the queue)."""
+    def attach_handlers(self, handlers: Mapping[str, Handler], lanes: LanePolicy | None = None) -> None:
+        """Before :meth:`restore` and :meth:`start`: the handlers (and the lane policy), when they can only
+        be built once the queue exists (the app context that they use holds the queue)."""
         with self._cond:
             if self._started:
                 raise RuntimeError("the job queue's handlers are attached before it starts")
             self._handlers = handlers  # kept as given: a live mapping dispatches kinds registered later
+            if lanes is not None:
+                self._lane_of = lanes
+
+    def _lane_for(self, job: Job) -> Lane:
+        """The lane ``job`` runs in (its kind's), recorded on the job. Under the lock."""
+        job.lane = self._lane_of(job.kind).lane or DEVICE_LANE
+        return self._lanes.get(job.lane)
 
     def restore(self) -> RestoreReport:
         """Before :meth:`start`: fail jobs a dead process left running, resume its queued ones."""
@@ -189,7 +200,7 @@ class JobQueue:
             job = self._from_stored(row, request)
             with self._cond:
                 self._register(job)
-                self._waiting.push(job)
+                self._lane_for(job).waiting.push(job)
             resumed += 1
         try:
             self._store.prune(keep=10_000)
@@ -204,33 +215,40 @@ class JobQueue:
     def start(self) -> None:
         with self._cond:
             self._started = True
-            self._start_worker_locked()
+            for lane in self._lanes:
+                self._start_worker_locked(lane)
 
-    def _start_worker_locked(self) -> None:
-        if self._stopping or (self._worker is not None and self._worker.is_alive()):
+    def _start_worker_locked(self, lane: Lane) -> None:
+        if not self._started or self._stopping or lane.alive:
             return
-        self._worker = threading.Thread(target=self._supervise, name=f"atelier-{self._name}", daemon=True)
-        self._worker.start()
+        name = f"atelier-{self._name}" if lane.name == DEVICE_LANE else f"atelier-{self._name}-{lane.name}"
+        lane.worker = threading.Thread(target=self._supervise, args=(lane,), name=name, daemon=True)
+        lane.worker.start()
 
     def _ensure_worker(self) -> None:
-        """The liveness check (on every submit): a worker thread that ended is started again, and why is logged."""
+        """The liveness check (on every submit): a lane worker that ended is started again, and why is logged."""
         with self._cond:
-            worker = self._worker
-            if not self._started or self._stopping or worker is None or worker.is_alive():
+            if not self._started or self._stopping:
                 return
-            log.error("the job worker %s had stopped (%s); starting it again", self._name,
-                      self._worker_error or "no reason recorded")
-            self._restarts += 1
-            self._crashes_in_a_row = 0
-            self._start_worker_locked()
+            for lane in self._lanes:
+                if lane.worker is None or lane.alive:
+                    continue
+                log.error("the job worker %s had stopped (%s); starting it again", self._worker_name(lane),
+                          lane.error or "no reason recorded")
+                lane.restarts += 1
+                lane.crashes_in_a_row = 0
+                self._start_worker_locked(lane)
+
+    def _worker_name(self, lane: Lane) -> str:
+        return self._name if lane.name == DEVICE_LANE else f"{self._name} ({lane.name} lane)"
 
     def begin_shutdown(self) -> None:
         """Stop taking jobs and interrupt the running one at its next step; returns at once (safe to
         call from a signal handler: the server calls it the moment a stop is requested)."""
         with self._cond:
             self._stopping = True
-            if self._current is not None:
-                self._current.control.interrupt_event.set()
+            for job in self._lanes.running():
+                job.control.interrupt_event.set()
             self._cond.notify_all()
 
     def shutdown(self, timeout: float | None = 5.0) -> None:
@@ -238,12 +256,16 @@ class JobQueue:
         (queued again when resumable), waiting jobs stay queued for the next start (or are cancelled
         when they cannot resume) and everyone waiting on a job is released."""
         self.begin_shutdown()
-        worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for lane in self._lanes:  # the lanes stop together: each was interrupted above
+            worker = lane.worker
+            if worker is None or worker is threading.current_thread():
+                continue
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if worker.is_alive():
                 log.warning("the running job did not stop within %s s; recording it as interrupted", timeout)
-                job = self.current()
+                with self._cond:
+                    job = lane.current
                 if job is not None:
                     error = f"{SHUTDOWN_REASON}; {REQUEUED_NOTE}" if job.resumable else SHUTDOWN_REASON
                     self._complete(job, JobState.FAILED, error=error, requeue=job.resumable)
@@ -254,8 +276,9 @@ class JobQueue:
         """At shutdown: nobody waits forever on a job that will not run in this process."""
         with self._cond:
             waiting = []
-            while (job := self._waiting.pop()) is not None:
-                waiting.append(job)
+            for lane in self._lanes:
+                while (job := lane.waiting.pop()) is not None:
+                    waiting.append(job)
         for job in waiting:
             if job.resumable:  # stays queued in the store: the next start runs it
                 self._complete(job, JobState.FAILED, error=f"{STOPPED_BEFORE_START}; {REQUEUED_NOTE}",
@@ -295,7 +318,7 @@ class JobQueue:
                             "this Idempotency-Key was already used for a different request; use a new key")
                     return earlier, False
             with self._cond:
-                self._limits.check_room(len(self._waiting), self._waiting.count(owner), owner)
+                self._limits.check_room(self._lanes.waiting(), self._lanes.waiting(owner), owner)
                 seq = next(self._seq)
             self._space.check()
             job = Job(id=uuid.uuid4().hex, kind=kind, request=request, owner=owner, source=source, seq=seq,
@@ -305,8 +328,11 @@ class JobQueue:
                 self._insert(job, request_json)
             with self._cond:
                 self._register(job)
-                self._waiting.push(job)
-                position = self._waiting.position(job.id)
+                lane = self._lane_for(job)
+                lane.waiting.push(job)
+                position = lane.waiting.position(job.id)
+                self._start_worker_locked(lane)  # a lane's first job starts its worker
+                self._lanes.update_yields(self._lane_of)
                 self._cond.notify_all()
                 stopping = self._stopping
         self._publish("queued", job, kind=kind, state=job.state.value, position=position)
@@ -375,20 +401,26 @@ class JobQueue:
         with self._cond:
             return sorted(self._jobs.values(), key=lambda j: j.seq)
 
-    def current(self) -> Job | None:
+    def current(self, lane: str = DEVICE_LANE) -> Job | None:
+        """The job running in ``lane`` (the device lane: what A1111's progress shows)."""
         with self._cond:
-            return self._current
+            return self._lanes.get(lane).current
+
+    def running(self) -> list[Job]:
+        """The jobs running now, one per busy lane (the device lane's first)."""
+        with self._cond:
+            return self._lanes.running()
 
     def waiting_count(self, owner: str | None = None) -> int:
+        """Jobs waiting in all lanes (``owner``'s only, when given)."""
         with self._cond:
-            return len(self._waiting) if owner is None else self._waiting.count(owner)
+            return self._lanes.waiting(owner)
 
     def position(self, job_id: str) -> int | None:
-        """0 for the running job, 1.. for waiting jobs (round-robin order), None when finished or unknown."""
+        """0 for a running job, 1.. for waiting jobs (round-robin order within its lane), None when finished
+        or unknown."""
         with self._cond:
-            if self._current is not None and self._current.id == job_id:
-                return 0
-            return self._waiting.position(job_id)
+            return self._lanes.position(job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         job = self.get(job_id)
@@ -405,107 +437,114 @@ class JobQueue:
             job = self._jobs.get(job_id)
             if job is None or job.state.finished or (owner is not None and job.owner != owner):
                 return False
+            lane = self._lanes.get(job.lane)
             if job.state is JobState.RUNNING:
-                if job is not self._current:  # its handler has returned: the outcome is decided
+                if job is not lane.current:  # its handler has returned: the outcome is decided
                     return False
                 job.control.cancel_event.set()
                 return True
-            self._waiting.remove(job)
+            lane.waiting.remove(job)
+            self._lanes.update_yields(self._lane_of)
         self._complete(job, JobState.CANCELLED, error="cancelled before it started")
         return True
 
-    def interrupt(self, *, owner: str | None = None) -> Job | None:
-        """Stop the running job (it keeps what it made so far, as in A1111); with ``owner``,
-        only when that owner's job is the one running."""
+    def interrupt(self, *, owner: str | None = None, job_id: str | None = None) -> Job | None:
+        """Stop the job running in the device lane (it keeps what it made so far, as in A1111), or the
+        running job ``job_id`` in whichever lane; with ``owner``, only when it is that owner's job."""
         with self._cond:
-            job = self._current
-            if job is not None and (owner is None or job.owner == owner):
+            job = self._target(owner, job_id)
+            if job is not None:
                 job.control.interrupt_event.set()
-                return job
-            return None
+            return job
 
-    def skip(self, *, owner: str | None = None) -> Job | None:
-        """Skip the current batch of the running job and go on with the next one."""
+    def skip(self, *, owner: str | None = None, job_id: str | None = None) -> Job | None:
+        """Skip the current batch of the device lane's running job (or of ``job_id``) and go on with the next."""
         with self._cond:
-            job = self._current
-            if job is not None and (owner is None or job.owner == owner):
+            job = self._target(owner, job_id)
+            if job is not None:
                 job.control.skip_event.set()
-                return job
-            return None
+            return job
+
+    def _target(self, owner: str | None, job_id: str | None) -> Job | None:
+        """What interrupt and skip address. Under the lock."""
+        job = self._lanes.device.current if job_id is None else self._lanes.running_job(job_id)
+        return job if job is not None and (owner is None or job.owner == owner) else None
 
     # -- worker --------------------------------------------------------------------------
-    def _supervise(self) -> None:
-        """The worker thread: runs the loop; an exception that escapes it is logged, the job it hit is
+    def _supervise(self, lane: Lane) -> None:
+        """A lane's worker thread: runs the loop; an exception that escapes it is logged, the job it hit is
         failed (its waiter released) and the loop restarted, until it crashes too often in a row."""
+        name = self._worker_name(lane)
         while True:
             try:
-                self._loop()
+                self._loop(lane)
                 self._release_waiting()  # stopping: release the waiters of jobs that will not run here
                 return
             except BaseException as exc:  # noqa: BLE001 - the supervisor's whole job: nothing ends the worker unseen
                 reason = _reason(exc)
-                self._abandon_current(f"the job worker crashed: {reason}")
+                self._abandon_current(lane, f"the job worker crashed: {reason}")
                 with self._cond:
-                    self._worker_error = f"crashed: {reason}"
-                    self._crashes_in_a_row += 1
-                    crashes = self._crashes_in_a_row
+                    lane.error = f"crashed: {reason}"
+                    lane.crashes_in_a_row += 1
+                    crashes = lane.crashes_in_a_row
                     if self._stopping:
                         return
                     if crashes >= MAX_CRASHES_IN_A_ROW:
-                        self._worker_error = f"stopped after {crashes} crashes in a row, the last: {reason}"
+                        lane.error = f"stopped after {crashes} crashes in a row, the last: {reason}"
                         log.critical("the job worker %s crashed %d times in a row (%s); it stays stopped until "
-                                     "the next submit", self._name, crashes, reason, exc_info=exc)
+                                     "the next submit", name, crashes, reason, exc_info=exc)
                         return
-                    self._restarts += 1
-                    log.error("the job worker %s crashed (%s); restarting it", self._name, reason, exc_info=exc)
+                    lane.restarts += 1
+                    log.error("the job worker %s crashed (%s); restarting it", name, reason, exc_info=exc)
                     self._cond.wait(CRASH_BACKOFF_SECONDS[min(crashes, len(CRASH_BACKOFF_SECONDS)) - 1])
 
-    def _loop(self) -> None:
+    def _loop(self, lane: Lane) -> None:
         while not self._stopping:
             if self._recorder.pending:
                 self._recorder.flush()
-            job = self._take_job()
+            job = self._take_job(lane)
             if job is not None:
-                self._run_job(job)
+                self._run_job(job, lane)
                 with self._cond:
-                    self._crashes_in_a_row = 0
+                    lane.crashes_in_a_row = 0
 
-    def _take_job(self) -> Job | None:
-        """The next job to run, marked running; None when there is none yet (or the disk is too full)."""
+    def _take_job(self, lane: Lane) -> Job | None:
+        """The lane's next job, marked running; None when there is none yet (or the disk is too full)."""
         with self._cond:
-            if not self._waiting and not self._stopping:
+            if not lane.waiting and not self._stopping:
                 self._cond.wait(RECHECK_SECONDS if self._recorder.pending else None)
-            if self._stopping or not self._waiting:
+            if self._stopping or not lane.waiting:
                 return None
         shortage = self._space.shortfall()  # outside the lock: it measures the disk
         with self._cond:
             if shortage is not None:
-                if self._paused != str(shortage):
+                if lane.paused != str(shortage):
                     log.warning("jobs are held back: %s", shortage)
-                self._paused = str(shortage)
+                lane.paused = str(shortage)
                 if not self._stopping:
                     self._cond.wait(RECHECK_SECONDS)
                 return None
-            if self._paused is not None:
+            if lane.paused is not None:
                 log.info("free space is back; jobs run again")
-                self._paused = None
+                lane.paused = None
             if self._stopping:
                 return None
-            job = self._waiting.pop()
+            job = lane.waiting.pop()
             if job is None:
                 return None
             job.state = JobState.RUNNING
             job.started_at = time.time()
-            self._current = job
+            lane.current = job
+            self._lanes.update_yields(self._lane_of)
             return job
 
-    def _run_job(self, job: Job) -> None:
+    def _run_job(self, job: Job, lane: Lane) -> None:
         started_at = job.started_at or time.time()
         self._recorder.write("start", job.id, lambda store: store.mark_started(job.id, started_at))
         self._publish("started", job, kind=job.kind, state=job.state.value)
-        self._execute(job)
+        self._execute(job, lane)
 
-    def _execute(self, job: Job) -> None:
+    def _execute(self, job: Job, lane: Lane) -> None:
         handler = self._handlers[job.kind]
         state, error, result, user_error, requeue = JobState.SUCCEEDED, None, None, False, False
         job.control.listener = lambda: self._progress_event(job)
@@ -536,13 +575,16 @@ class JobQueue:
                 state, error = JobState.CANCELLED, "cancelled while running"
             job.result = result
             job.user_error = user_error
-            self._current = None
+            lane.current = None
+            job.control.release_pause()
+            self._lanes.update_yields(self._lane_of)
         self._complete(job, state, error=error, requeue=requeue)
 
-    def _abandon_current(self, error: str) -> None:
+    def _abandon_current(self, lane: Lane, error: str) -> None:
         """After a worker crash: the job it was running fails with ``error`` (its waiter is released)."""
         with self._cond:
-            job, self._current = self._current, None
+            job, lane.current = lane.current, None
+            self._lanes.update_yields(self._lane_of)
         if job is not None and not job.done.is_set():
             self._complete(job, JobState.FAILED, error=error)
 
@@ -619,6 +661,11 @@ class JobQueue:
         if row.state.finished:
             job.done.set()
         return job
+
+
+def _lane_note(lane: Lane, text: str) -> str:
+    """A lane's error or pause for the status line (the device lane's as it always read)."""
+    return text if lane.name == DEVICE_LANE else f"{lane.name} lane: {text}"
 
 
 def _dump(request: BaseModel) -> str | None:

@@ -1,8 +1,12 @@
-"""Holds the loaded checkpoint and switches it safely.
+"""Holds the loaded checkpoint (and the SDXL refiner) in named model slots and switches them safely.
 
-Loads are called from the queue's worker thread only (the queue is the only way to the
-device); readers on other threads see a consistent ``current`` snapshot. A failed load
-raises :class:`ModelLoadError` and leaves the previous model loaded.
+The models live in :class:`~modules.models.slots.ModelSlots` (slots ``checkpoint`` and ``refiner``; other
+modules put ControlNets, classifiers, ... beside them), so every loaded model counts against one memory
+budget and the least recently used is evicted when a load would exceed it. Loads come from the queue's
+lane workers (the queue is the only way to the device); they are serialised here, so two lanes never
+load at once and the budget holds. Readers on other threads see a consistent snapshot. A failed load
+raises :class:`ModelLoadError` and leaves the previous model loaded. A checkpoint evicted for room is
+loaded again by the next job that needs it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from typing import TYPE_CHECKING, Callable
 from modules.models.catalog import CheckpointCatalog, CheckpointInfo
 from modules.models.errors import ModelLoadError
 from modules.models.hashing import HashCache
+from modules.models.slots import ModelSlots
 
 if TYPE_CHECKING:
     from modules.models.loader import LoadedModel, LoadOptions
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_SLOT = "checkpoint"
+REFINER_SLOT = "refiner"
 
 
 @dataclass(frozen=True)
@@ -41,18 +49,18 @@ class ActiveModel:
 
 class ModelManager:
     def __init__(self, catalog: CheckpointCatalog, hashes: HashCache,
-                 options: Callable[[], "LoadOptions"]) -> None:
+                 options: Callable[[], "LoadOptions"], slots: ModelSlots | None = None) -> None:
         self._catalog = catalog
         self._hashes = hashes
         self._options = options
-        self._lock = threading.Lock()
-        self._active: ActiveModel | None = None
-        self._refiner: ActiveModel | None = None  # a second model kept alongside (SDXL refiner)
+        self.slots = slots if slots is not None else ModelSlots()
+        self._load_lock = threading.RLock()  # one load at a time, whichever lane asks
+        self._last: CheckpointInfo | None = None  # the checkpoint last loaded (reloaded after an eviction)
 
     @property
     def active(self) -> ActiveModel | None:
-        with self._lock:
-            return self._active
+        """The loaded checkpoint (None when none is, or it was evicted); reading it is not a use."""
+        return self.slots.peek(CHECKPOINT_SLOT)
 
     def resolve(self, reference: str) -> CheckpointInfo:
         info = self._catalog.find(reference)
@@ -67,19 +75,23 @@ class ModelManager:
 
     def ensure_loaded(self, reference: str | None) -> ActiveModel:
         """Return the active model, loading ``reference`` first if it names another one."""
-        active = self.active
-        if reference is None:
-            if active is None:
-                raise ModelLoadError("(none)", "no checkpoint is loaded; put one in models/Stable-diffusion and select it")
-            return active
-        info = self.resolve(reference)
-        if active is not None and active.info.path == info.path:
-            return active
-        return self.load(info)
+        with self._load_lock:
+            active = self.slots.slot(CHECKPOINT_SLOT)
+            if reference is None:
+                if active is not None:
+                    return active
+                if self._last is None:
+                    raise ModelLoadError("(none)", "no checkpoint is loaded; put one in models/Stable-diffusion and select it")
+                return self.load(self._last)  # evicted for room: load it again
+            info = self.resolve(reference)
+            if active is not None and active.info.path == info.path:
+                return active
+            return self.load(info)
 
-    def _load_detached(self, info: CheckpointInfo) -> ActiveModel:
+    def _load_detached(self, info: CheckpointInfo, slot: str) -> ActiveModel:
         from modules.models.loader import load_model  # heavy imports only when a model loads
 
+        self.slots.make_room(slot, _file_bytes(info))
         started = time.perf_counter()
         model = load_model(info.path, self._options())  # raises ModelLoadError; previous stays
         model.pipeline.set_progress_bar_config(disable=True)  # progress goes to the job, not stderr
@@ -89,33 +101,30 @@ class ModelManager:
     def ensure_refiner(self, reference: str) -> ActiveModel:
         """A second checkpoint kept loaded alongside the active one (the SDXL refiner); one at a time."""
         info = self.resolve(reference)
-        with self._lock:
-            current, active = self._refiner, self._active
-        for loaded in (current, active):
-            if loaded is not None and loaded.info.path == info.path:
-                return loaded
-        with self._lock:
-            self._refiner = None
-        gc.collect()
-        refiner = self._load_detached(info)
-        with self._lock:
-            self._refiner = refiner
+        with self._load_lock:
+            for name in (REFINER_SLOT, CHECKPOINT_SLOT):
+                loaded = self.slots.slot(name)
+                if loaded is not None and loaded.info.path == info.path:
+                    return loaded
+            self.slots.evict(REFINER_SLOT)
+            refiner = self._load_detached(info, REFINER_SLOT)
+            self.slots.put(REFINER_SLOT, refiner)
         log.info("Loaded refiner %s (%s) in %.1f s", info.name, refiner.model.family.label, refiner.load_seconds)
         return refiner
 
     def load(self, info: CheckpointInfo) -> ActiveModel:
-        active = self._load_detached(info)
-        with self._lock:
-            previous, self._active = self._active, active
-        del previous
-        gc.collect()
+        with self._load_lock:
+            active = self._load_detached(info, CHECKPOINT_SLOT)
+            self.slots.put(CHECKPOINT_SLOT, active)  # the previous checkpoint is let go (and collected) here
+            self._last = info
         log.info("Loaded %s (%s) in %.1f s", info.name, active.model.family.label, active.load_seconds)
         return active
 
     def unload(self) -> None:
-        with self._lock:
-            self._active = None
-            self._refiner = None
+        with self._load_lock:
+            self.slots.evict(CHECKPOINT_SLOT)
+            self.slots.evict(REFINER_SLOT)
+            self._last = None
         gc.collect()
 
     def default_checkpoint(self, preferred: str | Path | None) -> CheckpointInfo | None:
@@ -131,3 +140,13 @@ class ModelManager:
                 return found
         items = self._catalog.list()
         return items[0] if items else None
+
+
+def _file_bytes(info: CheckpointInfo) -> int:
+    """What a checkpoint will roughly take once loaded: its weight files' size (made room for before loading)."""
+    try:
+        if not info.is_folder:
+            return info.path.stat().st_size
+        return sum(p.stat().st_size for p in info.path.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
+    except OSError:
+        return 0
