@@ -56,7 +56,7 @@ K_SAMPLERS: dict[str, tuple[str, str | None, bool]] = {
 }
 BROWNIAN = {"DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE"}
 #: A1111's own samplers (not in k-diffusion): their arithmetic is written out below
-OWN_SAMPLERS = ["Restart", "LCM", "DDIM", "PLMS", "UniPC"]
+OWN_SAMPLERS = ["Restart", "LCM", "DDIM", "DDIM CFG++", "PLMS", "UniPC"]
 SCHEDULES = ["Automatic", "Karras", "Uniform", "Exponential"]
 
 
@@ -223,6 +223,8 @@ def _own_reference(kd: types.SimpleNamespace, model: _CompVisUNet, sampler: str,
                 x = x + sigmas[i + 1] * noise()
         return x
     assert chosen == "automatic", "A1111 runs its timestep samplers on their own timesteps"
+    if sampler == "DDIM CFG++":
+        return _ddim_cfgpp_reference(model, embeds, noise.initial)
     eps = _cfg(lambda x, t, cond: model.apply_model(x, t, cond), embeds)
     if sampler == "UniPC":
         return _unipc_reference(model, eps, noise.initial)
@@ -341,6 +343,29 @@ def _ddim_plms_reference(model: _CompVisUNet, eps: Any, x: torch.Tensor, plms: b
     return x
 
 
+def _ddim_cfgpp_reference(model: _CompVisUNet, embeds: tuple[torch.Tensor, torch.Tensor],
+                          x: torch.Tensor) -> torch.Tensor:
+    """A1111's DDIM CFG++: CFG scale / 12.5 for the clean estimate, the unconditional noise for the
+    direction back to x_t (eta 0)."""
+    cond, uncond = embeds
+    timesteps = _a1111_timesteps()
+    ac = model.alphas_cumprod
+    alphas = ac[timesteps]
+    alphas_prev = ac[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
+    root = torch.sqrt(1 - alphas)
+    s_x = x.new_ones((x.shape[0], 1, 1, 1))
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(timesteps) - 1):
+        index = len(timesteps) - 1 - i
+        t = timesteps[index].item() * s_in
+        e_cond, e_uncond = model.apply_model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, uncond])).chunk(2)
+        e_t = e_uncond + (e_cond - e_uncond) * (1.0 * (CFG * (1 / 12.5)))
+        a_t, a_prev = alphas[index].item() * s_x, alphas_prev[index].item() * s_x
+        pred_x0 = (x - root[index].item() * s_x * e_t) / a_t.sqrt()
+        x = a_prev.sqrt() * pred_x0 + (1.0 - a_prev).sqrt() * e_uncond
+    return x
+
+
 def _unipc_reference(model: _CompVisUNet, eps: Any, x: torch.Tensor) -> torch.Tensor:
     """A1111's UniPC (bh1, order 3, lower order final, x0 prediction, time-uniform from t=1 to 1/N),
     its update arithmetic taken from diffusers' UniPCMultistepScheduler on A1111's noise levels and
@@ -384,7 +409,7 @@ def _ours(active: ActiveModel, tmp_path: Path, sampler: str, schedule: str, batc
 
 def _cases() -> list[tuple[str, str]]:
     cases = [(sampler, schedule) for sampler in [*K_SAMPLERS, "Restart", "LCM"] for schedule in SCHEDULES]
-    return cases + [(sampler, "Automatic") for sampler in ("DDIM", "PLMS", "UniPC")]
+    return cases + [(sampler, "Automatic") for sampler in ("DDIM", "DDIM CFG++", "PLMS", "UniPC")]
 
 
 def _compare(kd: types.SimpleNamespace, active: ActiveModel, tmp_path: Path, sampler: str, schedule: str,

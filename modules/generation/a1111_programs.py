@@ -8,7 +8,7 @@ pipeline's own loop (:mod:`modules.generation.a1111_scheduler`), while its arith
 that of the sampling functions A1111 runs, so the same seed gives A1111's picture.
 
 Sigma-space programs follow k-diffusion 0.1.1 (Karras et al. 2022; DPM-Solver; DPM-Solver++) and
-A1111's own Restart and LCM samplers; timestep programs follow A1111's DDIM and PLMS and the UniPC
+A1111's own Restart and LCM samplers; timestep programs follow A1111's DDIM, DDIM CFG++ and PLMS and the UniPC
 (Zhao et al. 2023, bh1 variant, order 3) A1111 runs.
 """
 
@@ -517,6 +517,28 @@ def ddim(x: torch.Tensor, plan: TimestepPlan, noise: NoiseSource, eta: float = 0
     return x
 
 
+#: DDIM CFG++ maps the CFG scale [0, 12.5] onto CFG++'s guidance [0, 1].
+CFGPP_SCALE_DIVISOR: Final[float] = 12.5
+
+
+def ddim_cfgpp(x: torch.Tensor, plan: TimestepPlan, noise: NoiseSource, eta: float = 0.0) -> Program:
+    """DDIM with CFG++ (Chung et al. 2024): the answer is ``(guided epsilon, unconditional epsilon)``; the
+    clean estimate uses the guided one (CFG scale / 12.5), the direction back to x_t the unconditional."""
+    s_in = x.new_ones([x.shape[0], 1, 1, 1])
+    sqrt_one_minus = torch.sqrt(1 - plan.alphas)
+    sigmas = (eta * ((1 - plan.alphas_prev) / (1 - plan.alphas.double())
+                     * (1 - plan.alphas.double() / plan.alphas_prev))).sqrt()
+    for i in range(len(plan.timesteps)):
+        e_t, e_uncond = yield Eval(x, plan.timesteps[i])
+        a_t = plan.alphas[i].item() * s_in
+        a_prev = plan.alphas_prev[i].item() * s_in
+        sigma_t = sigmas[i].item() * s_in
+        pred_x0 = (x - sqrt_one_minus[i].item() * s_in * e_t) / a_t.sqrt()
+        dir_xt = (1.0 - a_prev - sigma_t ** 2).sqrt() * e_uncond
+        x = a_prev.sqrt() * pred_x0 + dir_xt + sigma_t * noise.randn_like(x)
+    return x
+
+
 def plms(x: torch.Tensor, plan: TimestepPlan, noise: NoiseSource) -> Program:
     s_in = x.new_ones([x.shape[0], 1, 1, 1])
     sqrt_one_minus = torch.sqrt(1 - plan.alphas)
@@ -686,7 +708,7 @@ def unipc(x: torch.Tensor, plan: UniPCPlan, noise: NoiseSource) -> Program:
 
 # --- the table the scheduler reads -----------------------------------------------------------------
 
-Denoiser = Literal["compvis", "lcm", "timestep"]
+Denoiser = Literal["compvis", "lcm", "timestep", "timestep_cfgpp"]
 PlanKind = Literal["sigmas", "ddpm", "unipc"]
 
 
@@ -746,6 +768,7 @@ PROGRAMS: Final[Mapping[str, ProgramSpec]] = {
     "restart": ProgramSpec(restart),
     "lcm": ProgramSpec(lcm, denoiser="lcm"),
     "ddim": ProgramSpec(ddim, space="timestep", denoiser="timestep", plan="ddpm"),
+    "ddim_cfgpp": ProgramSpec(ddim_cfgpp, space="timestep", denoiser="timestep_cfgpp", plan="ddpm"),
     "plms": ProgramSpec(plms, space="timestep", denoiser="timestep", plan="ddpm"),
     "unipc": ProgramSpec(unipc, space="timestep", denoiser="timestep", plan="unipc"),
 }

@@ -30,7 +30,16 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 from modules.generation.a1111_noise import SamplerNoise, ZeroNoise
-from modules.generation.a1111_programs import PROGRAMS, Eval, Program, ProgramSpec, TimestepPlan, UniPCPlan, VPSchedule
+from modules.generation.a1111_programs import (
+    CFGPP_SCALE_DIVISOR,
+    PROGRAMS,
+    Eval,
+    Program,
+    ProgramSpec,
+    TimestepPlan,
+    UniPCPlan,
+    VPSchedule,
+)
 from modules.generation.a1111_schedules import Discretisation, LCMDiscretisation, ldm_alphas_cumprod, schedule_sigmas
 
 #: Attempts (3 model calls each) DPM adaptive may make before its result is taken as it stands.
@@ -80,6 +89,7 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         self._sigma_of_t: dict[float, torch.Tensor] = {}
         #: Whether ``set_begin_index`` receives a model-call index (SDXL ``denoising_start``) rather than a step.
         self.begin_counts_calls = False
+        self._raw_output: torch.Tensor | None = None
 
     # --- plan ------------------------------------------------------------------------------------
 
@@ -163,7 +173,8 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
             request = next(program)
             while True:
                 evaluated.append(request.level)
-                request = program.send(torch.zeros_like(request.x))
+                zero = torch.zeros_like(request.x)
+                request = program.send((zero, zero) if self.wants_uncond else zero)
         except StopIteration:
             return evaluated
 
@@ -260,15 +271,24 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         sigma = self._current_level()
         return sample * (1 / (sigma ** 2 + 1) ** 0.5)
 
-    def _answer(self, model_output: torch.Tensor, request: Eval) -> torch.Tensor:
-        """The model output as the program needs it: denoised latents, or epsilon for timestep samplers."""
+    def _answer(self, model_output: torch.Tensor, request: Eval) -> Any:
+        """The model output as the program needs it: denoised latents, or epsilon for timestep samplers
+        (DDIM CFG++: the CFG++-guided and the unconditional epsilon)."""
         x, level = request.x, request.level
         v_prediction = self.config.prediction_type == "v_prediction"
         if self.uses_timesteps:
-            if not v_prediction:
-                return model_output
-            alpha = self._alpha_at(level)
-            return alpha.sqrt() * model_output + (1 - alpha).sqrt() * x
+            def epsilon(output: torch.Tensor) -> torch.Tensor:
+                if not v_prediction:
+                    return output
+                alpha = self._alpha_at(level)
+                return alpha.sqrt() * output + (1 - alpha).sqrt() * x
+
+            if self.spec.denoiser != "timestep_cfgpp":
+                return epsilon(model_output)
+            uncond = self._take_uncond(model_output)
+            # the pipeline guided with its CFG scale g: output = u + g (c - u); CFG++ wants u + g/12.5 (c - u)
+            guided = uncond + (model_output - uncond) / CFGPP_SCALE_DIVISOR
+            return epsilon(guided), epsilon(uncond)
         sigma = level
         if v_prediction and self.spec.denoiser != "lcm":
             c_skip = 1 / (sigma ** 2 + 1)
@@ -281,6 +301,21 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
             c_out = scaled / (scaled ** 2 + 0.5 ** 2) ** 0.5
             return c_out * denoised + c_skip * x
         return denoised
+
+    @property
+    def wants_uncond(self) -> bool:
+        """Whether the runner should hand over the unconditional model output (DDIM CFG++)."""
+        return self.spec.denoiser == "timestep_cfgpp"
+
+    def receive_model_output(self, output: torch.Tensor) -> None:
+        """The UNet's raw output batch of one call (``[uncond, cond]`` when CFG is on)."""
+        self._raw_output = output
+
+    def _take_uncond(self, guided: torch.Tensor) -> torch.Tensor:
+        raw, self._raw_output = self._raw_output, None
+        if raw is None or raw.shape[0] != 2 * guided.shape[0]:
+            return guided  # no CFG batch (CFG scale <= 1): the output is the unconditional prediction
+        return raw[: guided.shape[0]].to(guided.dtype)
 
     def _alpha_at(self, level: torch.Tensor) -> torch.Tensor:
         plan = self._require_run().levels

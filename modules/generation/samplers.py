@@ -12,7 +12,7 @@ carries the diffusers constructor keyword arguments that approximate it (None: n
 
 Every sampler A1111 has runs SD-style ("diffusion") models through A1111's own arithmetic
 (:class:`~modules.generation.a1111_scheduler.A1111Scheduler`: k-diffusion's samplers and A1111's
-Restart, LCM, DDIM, PLMS and UniPC; A1111's schedule functions; CompVis timesteps; each image's own
+Restart, LCM, DDIM, DDIM CFG++, PLMS and UniPC; A1111's schedule functions; CompVis timesteps; each image's own
 seed stream for sampler noise), so an A1111 infotext gives A1111's picture, and every schedule
 applies to them. The diffusers mapping beside each is kept for zero-terminal-SNR models (which
 A1111's discretisation cannot represent) and is the only mapping of DEIS; a schedule a diffusers
@@ -24,8 +24,7 @@ Honest approximations of the diffusers schedules, since diffusers and k-diffusio
 * ``uniform`` and ``normal`` both map to ``timestep_spacing="linspace"``;
   ``sgm_uniform`` and ``simple`` to ``timestep_spacing="trailing"``;
   ``ddim`` to ``timestep_spacing="leading", steps_offset=1``.
-* UniPC's diffusers mapping (zero-terminal-SNR models only) is diffusers' UniPC (bh1, order 3);
-  ``DDIM CFG++`` is not offered.
+* UniPC's diffusers mapping (zero-terminal-SNR models only) is diffusers' UniPC (bh1, order 3).
 """
 
 from __future__ import annotations
@@ -300,6 +299,7 @@ SAMPLERS: Final[tuple[SamplerSpec, ...]] = (
     SamplerSpec("Restart", ("restart",), _opts(scheduler="karras", second_order=True), diffusion=None,
                 a1111="restart"),
     SamplerSpec("DDIM", ("ddim",), _opts(), diffusion=SchedulerMapping("DDIMScheduler"), a1111="ddim"),
+    SamplerSpec("DDIM CFG++", ("ddim_cfgpp",), _opts(), diffusion=None, a1111="ddim_cfgpp"),
     SamplerSpec(
         "PLMS", ("plms",), _opts(), diffusion=SchedulerMapping("PNDMScheduler", _kw(skip_prk_steps=True)),
         a1111="plms",

@@ -97,6 +97,19 @@ def set_scheduler(pipe: Any, model: "LoadedModel", sampler: "ResolvedSampler", s
     pipe.scheduler = scheduler
 
 
+def _hand_over_uncond(pipe: Any, stack: contextlib.ExitStack) -> None:
+    """DDIM CFG++ needs the unconditional prediction that the pipeline's CFG combines away: a UNet
+    forward hook (removed with the pass) hands each raw output batch to the scheduler."""
+    scheduler = pipe.scheduler
+    if not getattr(scheduler, "wants_uncond", False):
+        return
+
+    def keep(module: Any, args: Any, output: Any) -> None:
+        scheduler.receive_model_output(output[0] if isinstance(output, tuple) else output.sample)
+
+    stack.callback(pipe.unet.register_forward_hook(keep).remove)
+
+
 def run_pass(spec: Pass, req: "GenerationRequest", *, hooks: Sequence[SamplingHook], progress: BatchProgress,
              infotext: dict[str, Any]) -> Any:
     """Run one pipeline call; returns the pipeline output's ``images`` (PIL list or latents).
@@ -116,6 +129,7 @@ def run_pass(spec: Pass, req: "GenerationRequest", *, hooks: Sequence[SamplingHo
     with contextlib.ExitStack() as stack:
         for hook in hooks:
             stack.enter_context(hook(ctx))
+        _hand_over_uncond(ctx.pipe, stack)
         cond = call.conditioning(spec.model, ctx.pipe, req, ctx.prompts, ctx.negatives, max(spec.expected_steps, 1))
 
         preview_size = (spec.kwargs["width"], spec.kwargs["height"]) \
