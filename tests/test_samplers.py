@@ -8,12 +8,10 @@ import numpy as np
 import torch
 import pytest
 from diffusers import (
-    DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     FlowMatchHeunDiscreteScheduler,
-    PNDMScheduler,
 )
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 
