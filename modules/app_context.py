@@ -118,13 +118,13 @@ def create_app_context(flags: Flags) -> AppContext:
                      lanes=kinds.lane_of,
                      space=space_guard(flags, paths, settings))
     interrogator = Interrogator([paths.data_dir / "models" / "classifier" / CLASSIFIER_NAME,
-                                 paths.repo_root / "models" / "classifier" / CLASSIFIER_NAME])
+                                 paths.repo_root / "models" / "classifier" / CLASSIFIER_NAME], slots=slots)
     ctx = AppContext(flags=flags, paths=paths, settings=settings, hashes=hashes, catalog=catalog,
                      models=models, kinds=kinds, queue=queue, store=store, events=events, interrogator=interrogator,
                      # CPU until UpscalerSet can pick its device lazily (no torch import at start-up)
                      upscalers=UpscalerSet(upscaler_dirs(paths), device="cpu"),
                      styles=open_styles(paths.data_dir / "styles.csv"),
-                     addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle))
+                     addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle, slots=slots))
     queue.attach_handlers(kinds.handlers(ctx))  # the handlers need the context, which holds the queue
     queue.restore()
     queue.start()

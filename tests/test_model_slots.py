@@ -274,3 +274,49 @@ def test_the_memory_route_shows_the_loaded_slots_and_the_budget(manager: FakeMod
     assert body["models"]["budget"] == 4000 and body["models"]["used"] == 3000
     assert [(s["name"], s["bytes"]) for s in body["models"]["slots"]] == [(CHECKPOINT_SLOT, 2000),
                                                                           ("controlnet:canny", 1000)]
+
+
+# -- ControlNets and the classifier on slots ------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_CONTROLNET = REPO / "models" / "ControlNet"
+SHIPPED_CLASSIFIER = REPO / "models" / "classifier" / "atelier-shapes-vit"
+
+
+def test_controlnets_are_held_in_slots_and_count_against_the_budget() -> None:
+    import json
+
+    from modules.generation.controlnet_models import ControlNetCache, ControlNetLibrary
+
+    if not (SHIPPED_CONTROLNET / "atelier-shapes-canny-v1.safetensors").is_file():
+        pytest.skip("the shipped canny ControlNet is not in models/ControlNet")
+    entry = ControlNetLibrary((SHIPPED_CONTROLNET,)).find("atelier-shapes-canny-v1")
+    unet_config = json.loads((SHIPPED_CONTROLNET / "atelier-shapes-canny-v1.json").read_text())  # same widths
+    slots = ModelSlots(budget=10**9)
+    cache = ControlNetCache(slots=slots)
+    model = cache.get(entry, unet_config, "SD 1.x", dtype=torch.float32, device="cpu")
+    [name] = slots.names()
+    assert name.startswith("controlnet:atelier-shapes-canny-v1#")
+    assert slots.report().used == measure_bytes(model) > 0
+    assert cache.get(entry, unet_config, "SD 1.x", dtype=torch.float32, device="cpu") is model  # kept
+    slots.put("checkpoint", blob(4))
+    slots.evict(name)  # evicted for room: the next use loads it again, into its slot
+    again = cache.get(entry, unet_config, "SD 1.x", dtype=torch.float32, device="cpu")
+    assert again is not model and name in slots
+
+
+def test_the_interrogation_classifier_is_held_in_its_slot() -> None:
+    from PIL import Image
+
+    from modules.understanding.interrogate import CLASSIFIER_SLOT, Interrogator
+
+    if not (SHIPPED_CLASSIFIER / "config.json").is_file():
+        pytest.skip("the shipped classifier is not in models/classifier")
+    slots = ModelSlots(budget=10**9)
+    interrogator = Interrogator([SHIPPED_CLASSIFIER], slots=slots)
+    picture = Image.new("RGB", (64, 64), "blue")
+    first = interrogator.predict(picture)
+    assert slots.names() == [CLASSIFIER_SLOT] and slots.report().used > 0
+    held = slots.peek(CLASSIFIER_SLOT)
+    assert interrogator.predict(picture) == first and slots.peek(CLASSIFIER_SLOT) is held  # loaded once
+    slots.evict(CLASSIFIER_SLOT)
+    assert interrogator.predict(picture) == first and slots.peek(CLASSIFIER_SLOT) is not held

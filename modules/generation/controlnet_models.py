@@ -18,6 +18,7 @@ ControlNet on SDXL is refused with a message naming both families.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -31,6 +32,8 @@ from modules.generation.validation import InvalidRequestError
 
 if TYPE_CHECKING:
     import torch
+
+    from modules.models.slots import ModelSlots
 
 CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 _TITLE = re.compile(r"^(.*?)\s*\[[0-9a-fA-F]{8,10}\]$")
@@ -253,11 +256,17 @@ def load_controlnet(entry: ControlNetEntry, unet_config: Mapping[str, Any], mode
 
 
 class ControlNetCache:
-    """Loaded ControlNets keyed by file, target UNet config, dtype and device; LRU (caller-owned)."""
+    """Loaded ControlNets keyed by file, target UNet config, dtype and device; LRU (caller-owned).
 
-    def __init__(self, max_entries: int = 4) -> None:
+    With ``slots`` (the studio's :class:`~modules.models.slots.ModelSlots`) each ControlNet is held in a slot
+    named ``controlnet:<name>#<key hash>``, so it counts against the one model-memory budget and may be
+    evicted for room (it is loaded again when next used); this cache then keeps only the slot names.
+    """
+
+    def __init__(self, max_entries: int = 4, slots: "ModelSlots | None" = None) -> None:
         self.max_entries = max(1, max_entries)
         self._entries: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._slots = slots
         self._lock = threading.Lock()
 
     def get(self, entry: ControlNetEntry, unet_config: Mapping[str, Any], model_label: str, *,
@@ -265,6 +274,9 @@ class ControlNetCache:
         weights = entry.weights_file()
         config = json.dumps(dict(unet_config), sort_keys=True, default=str)
         key = (*FileCache.key(weights), config, str(dtype), str(device))
+        if self._slots is not None:
+            return self._get_in_slot(key, entry, unet_config, model_label, dtype=dtype, device=device,
+                                     allow_pickle=allow_pickle)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -274,6 +286,23 @@ class ControlNetCache:
             self._entries[key] = model
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+        return model
+
+    def _get_in_slot(self, key: tuple[Any, ...], entry: ControlNetEntry, unet_config: Mapping[str, Any],
+                     model_label: str, *, dtype: "torch.dtype", device: "torch.device | str",
+                     allow_pickle: bool) -> Any:
+        assert self._slots is not None
+        name = f"controlnet:{entry.name}#{hashlib.sha1(repr(key).encode()).hexdigest()[:8]}"
+        model = self._slots.slot(name)
+        if model is None:
+            model = load_controlnet(entry, unet_config, model_label, dtype=dtype, device=device,
+                                    allow_pickle=allow_pickle)
+            self._slots.put(name, model)
+        with self._lock:
+            self._entries[key] = name
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._slots.evict(self._entries.popitem(last=False)[1])
         return model
 
 

@@ -18,16 +18,19 @@ if TYPE_CHECKING:
     from modules.generation.controlnet_preprocess import AnnotatorCache
     from modules.generation.extensions_point import SamplingHook
     from modules.models.hashing import HashCache
+    from modules.models.slots import ModelSlots
     from modules.paths import Paths
 
 
 class JobAddons:
     """Long-lived add-on caches and the per-job hooks built from them."""
 
-    def __init__(self, paths: "Paths", hashes: "HashCache | None", *, allow_pickle: bool = False) -> None:
+    def __init__(self, paths: "Paths", hashes: "HashCache | None", *, allow_pickle: bool = False,
+                 slots: "ModelSlots | None" = None) -> None:
         self.paths = paths
         self.hashes = hashes
         self.allow_pickle = allow_pickle
+        self.slots = slots  # the model-memory budget ControlNets count against (ModelManager.slots)
         self._caches: "AddonCaches | None" = None
         self._annotators: "AnnotatorCache | None" = None
         self._lock = threading.Lock()
@@ -48,8 +51,9 @@ class JobAddons:
         with self._lock:
             if self._caches is None:
                 from modules.generation.addons import AddonCaches
+                from modules.generation.controlnet_models import ControlNetCache
 
-                self._caches = AddonCaches(annotators=annotators)
+                self._caches = AddonCaches(annotators=annotators, controlnets=ControlNetCache(slots=self.slots))
             return self._caches
 
     @staticmethod

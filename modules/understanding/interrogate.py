@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 if TYPE_CHECKING:
     from PIL import Image
 
+    from modules.models.slots import ModelSlots
+
 CLASSIFIER_NAME = "atelier-shapes-vit"
+#: the model slot the loaded classifier is held in (when the interrogator is given the studio's slots)
+CLASSIFIER_SLOT = "classifier"
 CAPTION_MODELS = ("clip", CLASSIFIER_NAME)   # "clip" is what A1111 clients send by default
 TAG_MODELS = ("deepdanbooru",)
 
@@ -62,11 +66,16 @@ def tags_from_labels(labels: dict[str, str]) -> str:
 
 
 class Interrogator:
-    """Finds, loads (once) and runs the classifier; thread-safe."""
+    """Finds, loads (once) and runs the classifier; thread-safe.
 
-    def __init__(self, folders: Sequence[Path]) -> None:
+    With ``slots`` (the studio's :class:`~modules.models.slots.ModelSlots`) the loaded classifier is held in
+    the ``classifier`` slot, so it counts against the one model-memory budget (and is loaded again if it
+    was evicted for room)."""
+
+    def __init__(self, folders: Sequence[Path], slots: "ModelSlots | None" = None) -> None:
         self._folders = tuple(Path(f) for f in folders)
         self._lock = threading.Lock()
+        self._slots = slots
         self._loaded: tuple[Path, Any, Any, dict[str, list[str]]] | None = None
 
     @property
@@ -100,9 +109,14 @@ class Interrogator:
         if folder is None:
             self.missing()
         with self._lock:
-            if self._loaded is None or self._loaded[0] != folder:
-                self._loaded = self._load(folder)
-            _, model, processor, groups = self._loaded
+            loaded = self._slots.slot(CLASSIFIER_SLOT) if self._slots is not None else self._loaded
+            if loaded is None or loaded[0] != folder:
+                loaded = self._load(folder)
+                if self._slots is not None:
+                    self._slots.put(CLASSIFIER_SLOT, loaded)
+                else:
+                    self._loaded = loaded
+            _, model, processor, groups = loaded
             pixels = processor(images=[image.convert("RGB")], return_tensors="pt").pixel_values
             with torch.no_grad():
                 logits = model(pixel_values=pixels).logits[0]
