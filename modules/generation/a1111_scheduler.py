@@ -214,6 +214,9 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start at step ``begin_index`` (img2img at ``strength``): the program runs on the schedule's tail.
 
+        With :attr:`begin_counts_calls` (SDXL's ``denoising_start``, which counts model calls) the
+        program starts at the first step whose calls all come at or after that call.
+
         diffusers' img2img pipelines pass ``steps - int(steps * strength)`` and iterate the timesteps
         from that slot on, so the program starts at that step's sigma. (A1111's ``sample_img2img``
         starts one level earlier and runs ``int(strength * steps) + 1`` steps; following it here is a
@@ -253,7 +256,7 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
 
     @property
     def finished(self) -> bool:
-        """Whether the program has returned its result (later timesteps are padding)."""
+        """Whether the program has returned its result (any timesteps left are not needed)."""
         return self._run is not None and self._run.finished
 
     def _current_level(self) -> torch.Tensor:
