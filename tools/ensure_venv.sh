@@ -23,3 +23,9 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   "$venv/bin/python" -m pip install --disable-pip-version-check --no-cache-dir -q -r "$req"
   echo "$want" > "$stamp"
 fi
+# The A1111 sampling tests compare against k-diffusion's own samplers. Its package pulls in training extras
+# (clean-fid, wandb, ...) that the reference does not need: it is installed without its dependencies, and
+# the tests load only k_diffusion/sampling.py and external.py (which need torch, scipy, torchsde, torchdiffeq, tqdm).
+if [ "$(basename "$req")" = requirements-test.txt ] && ! "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("k_diffusion") is None or u.find_spec("torchdiffeq") is None)'; then
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-cache-dir -q --no-deps k-diffusion==0.1.1.post1 torchdiffeq==0.2.5
+fi
