@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,7 @@ import pytest
 from PIL import Image
 
 from modules.api.sdapi_options import IGNORED_HEADER
-from tests.fixtures.tiny_models import build_tiny_checkpoint
-from tests.helpers.server import RunningServer, load_and_wait, running_server
+from tests.helpers.server import RunningServer
 
 pytestmark = pytest.mark.slow
 
@@ -85,19 +83,12 @@ def generated(response: httpx.Response, size: tuple[int, int],
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+def studio(studio_factory) -> RunningServer:
     if not DEFAULT.is_file():
         pytest.skip("the shipped default model is missing")
-    root = tmp_path_factory.mktemp("clients")
-    ckpt_dir = root / "Stable-diffusion"
-    ckpt_dir.mkdir()
-    shutil.copy(DEFAULT, ckpt_dir / DEFAULT.name)
-    build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=3)
     users = ",".join(f"{u}:{p}" for u, p in USERS.items())
-    with running_server(["--nowebui", "--data-dir", str(root / "data"), "--ckpt-dir", str(ckpt_dir),
-                         "--skip-load-model-at-start", "--api-auth", users]) as srv:
-        load_and_wait(srv.ctx, str(ckpt_dir / DEFAULT.name))
-        yield srv
+    return studio_factory(["--nowebui", "--api-auth", users], models=(DEFAULT, "sd1"), name="clients",
+                          own_ckpt_dir=True)
 
 
 def _switch_like_open_webui(http: httpx.Client, model: str) -> None:

@@ -10,28 +10,19 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.fixtures.tiny_models import build_tiny_checkpoint
 from tests.fixtures.tiny_networks import controlnet_ldm_state, kohya_lora_state, tiny_controlnet, write_safetensors
-from tests.helpers.server import load_and_wait, running_server
 
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("addons")
-    ckpt_dir = root / "Stable-diffusion"
-    ckpt_dir.mkdir()
-    tiny = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=3)
-    data = root / "data"
-    with running_server(["--nowebui", "--data-dir", str(data), "--ckpt-dir", str(ckpt_dir),
-                         "--skip-load-model-at-start"]) as srv:
-        load_and_wait(srv.ctx, str(tiny))
-        pipe = srv.ctx.models.active.model.pipeline
-        write_safetensors(srv.ctx.paths.lora_dir / "detail.safetensors", kohya_lora_state(pipe))
-        write_safetensors(srv.ctx.paths.controlnet_dir / "tiny-canny.safetensors",
-                          controlnet_ldm_state(tiny_controlnet(pipe.unet)))
-        yield srv
+def server(studio_factory):
+    srv = studio_factory(["--nowebui"], name="addons", own_ckpt_dir=True)
+    pipe = srv.ctx.models.active.model.pipeline
+    write_safetensors(srv.ctx.paths.lora_dir / "detail.safetensors", kohya_lora_state(pipe))
+    write_safetensors(srv.ctx.paths.controlnet_dir / "tiny-canny.safetensors",
+                      controlnet_ldm_state(tiny_controlnet(pipe.unet)))
+    return srv
 
 
 def _edges_b64() -> str:

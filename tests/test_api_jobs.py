@@ -15,8 +15,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.fixtures.tiny_models import build_tiny_checkpoint
-from tests.helpers.server import load_and_wait, running_server
 
 SIZE = 64
 KEY_A, KEY_B = "key-alice-0001", "key-bob-00002"
@@ -24,16 +22,9 @@ LONG = {"prompt": "a long job", "width": SIZE, "height": SIZE, "steps": 150, "n_
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("jobs-api")
-    ckpt_dir = root / "Stable-diffusion"
-    ckpt_dir.mkdir()
-    tiny = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=4)
-    with running_server(["--nowebui", "--data-dir", str(root / "data"), "--ckpt-dir", str(ckpt_dir),
-                         "--skip-load-model-at-start", "--api-key", KEY_A, "--api-key", KEY_B,
-                         "--max-queue-per-user", "3", "--max-pixels", str(512 * 512), "--max-images", "40"]) as srv:
-        load_and_wait(srv.ctx, str(tiny))
-        yield srv
+def server(studio_factory):
+    return studio_factory(["--nowebui", "--api-key", KEY_A, "--api-key", KEY_B, "--max-queue-per-user", "3",
+                           "--max-pixels", str(512 * 512), "--max-images", "40"], name="jobs-api", own_ckpt_dir=True)
 
 
 @pytest.fixture()

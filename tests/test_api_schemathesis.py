@@ -11,8 +11,6 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from tests.fixtures.tiny_models import build_tiny_checkpoint
-from tests.helpers.server import load_and_wait, running_server
 
 KEY = "schemathesis-key-1"
 EXAMPLES = 10
@@ -21,17 +19,10 @@ CHECKS = [schemathesis.checks.not_a_server_error, status_code_conformance, conte
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("schemathesis")
-    ckpt_dir = root / "Stable-diffusion"
-    ckpt_dir.mkdir()
-    tiny = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=6)
-    argv = ["--nowebui", "--data-dir", str(root / "data"), "--ckpt-dir", str(ckpt_dir), "--skip-load-model-at-start",
-            "--api-key", KEY, "--max-pixels", str(64 * 64), "--max-images", "1", "--max-queue", "3",
+def live_server(studio_factory):
+    argv = ["--nowebui", "--api-key", KEY, "--max-pixels", str(64 * 64), "--max-images", "1", "--max-queue", "3",
             "--max-queue-per-user", "2"]
-    with running_server(argv) as srv:
-        load_and_wait(srv.ctx, str(tiny))
-        yield srv
+    return studio_factory(argv, name="schemathesis", own_ckpt_dir=True)
 
 
 def _run_operation(operation, mode) -> None:

@@ -7,36 +7,21 @@ import base64
 import io
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import webuiapi
 from PIL import Image
 
-from tests.fixtures.tiny_models import build_tiny_checkpoint
-from tests.helpers.server import load_and_wait, running_server
 
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sdapi-models")
-    ckpt_dir = root / "Stable-diffusion"
-    ckpt_dir.mkdir()
-    build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=1)
-    build_tiny_checkpoint("sd1", ckpt_dir / "sub", fmt="diffusers", seed=2)
-    return ckpt_dir
-
-
-@pytest.fixture(scope="module")
-def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    data = tmp_path_factory.mktemp("sdapi-data")
-    with running_server(["--nowebui", "--data-dir", str(data), "--ckpt-dir", str(models_dir),
-                         "--skip-load-model-at-start"]) as srv:
-        single = next(i for i in srv.ctx.catalog.list() if not i.is_folder and i.path.parent == models_dir)
-        load_and_wait(srv.ctx, str(single.path))
-        yield srv
+def server(studio_factory, tiny_model):
+    """The tiny single file (loaded) and a diffusers folder of other weights in ``sub/``."""
+    folder = tiny_model("sd1", fmt="diffusers", seed=2)
+    return studio_factory(["--nowebui"], name="sdapi", own_ckpt_dir=True,
+                          prepare=lambda data, ckpt_dir: shutil.copytree(folder, ckpt_dir / "sub" / folder.name))
 
 
 @pytest.fixture()

@@ -15,7 +15,6 @@ from starlette.routing import Mount
 from modules.app_context import create_app_context
 from modules.flags import parse_flags
 from modules.server import create_http_app
-from tests.helpers.server import running_server
 
 KEY = "security-key-123"
 BASIC = "Basic " + base64.b64encode(b"ann:s3cret").decode()
@@ -129,24 +128,23 @@ def test_cors_is_off_by_default_and_on_when_asked(tmp_path: Path) -> None:
             ctx.close()
 
 
-def test_body_size_limit(tmp_path: Path) -> None:
-    with running_server(["--nowebui", "--data-dir", str(tmp_path), "--skip-load-model-at-start",
-                         "--max-body-mb", "1"]) as srv:
-        with srv.client() as http:
-            big = b'{"image": "' + b"A" * (1024 * 1024 + 10) + b'"}'
-            r = http.post("/sdapi/v1/png-info", content=big, headers={"content-type": "application/json"})
-            assert r.status_code == 413 and "--max-body-mb" in r.json()["detail"]
+def test_body_size_limit(studio_factory) -> None:
+    srv = studio_factory(["--nowebui", "--max-body-mb", "1"], models=(), name="body-limit")
+    with srv.client() as http:
+        big = b'{"image": "' + b"A" * (1024 * 1024 + 10) + b'"}'
+        r = http.post("/sdapi/v1/png-info", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "--max-body-mb" in r.json()["detail"]
 
-            def chunks():
-                yield b'{"image": "'
-                for _ in range(20):
-                    yield b"A" * 100_000
-                yield b'"}'
+        def chunks():
+            yield b'{"image": "'
+            for _ in range(20):
+                yield b"A" * 100_000
+            yield b'"}'
 
-            r = http.post("/sdapi/v1/png-info", content=chunks(), headers={"content-type": "application/json"})
-            assert r.status_code == 413 and "1 MiB" in r.json()["detail"]
-            small = http.post("/sdapi/v1/png-info", json={"image": "AAAA"})
-            assert small.status_code == 400  # under the limit: read and refused as an image, not as a size
+        r = http.post("/sdapi/v1/png-info", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "1 MiB" in r.json()["detail"]
+        small = http.post("/sdapi/v1/png-info", json={"image": "AAAA"})
+        assert small.status_code == 400  # under the limit: read and refused as an image, not as a size
 
 
 def test_api_keys_flag_validation() -> None:

@@ -14,19 +14,11 @@ import pytest
 import webuiapi
 from PIL import Image, PngImagePlugin
 
-from tests.fixtures.tiny_models import build_tiny_checkpoint
-from tests.helpers.server import load_and_wait, running_server
 
 SIZE = 64
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("surface")
-    ckpt_dir = root / "Stable-diffusion"
-    ckpt_dir.mkdir()
-    tiny = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=3)
-    data = root / "data"
+def _surface_files(data: Path, ckpt_dir: Path) -> None:
     lora_dir = data / "models" / "Lora"
     lora_dir.mkdir(parents=True)
     (lora_dir / "tiny_style.safetensors").write_bytes(_safetensors_with_metadata({"ss_output_name": "tiny_style"}))
@@ -34,10 +26,12 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     (data / "models" / "VAE" / "tiny-vae.safetensors").write_bytes(_safetensors_with_metadata({}))
     (data / "styles.csv").write_text("name,prompt,negative_prompt\nflat,\"{prompt}, flat colours\",blurry\n",
                                      encoding="utf-8")
-    with running_server(["--nowebui", "--data-dir", str(data), "--ckpt-dir", str(ckpt_dir),
-                         "--skip-load-model-at-start", "--api-key", "surface-test-key"]) as srv:
-        load_and_wait(srv.ctx, str(tiny))
-        yield srv
+
+
+@pytest.fixture(scope="module")
+def server(studio_factory):
+    return studio_factory(["--nowebui", "--api-key", "surface-test-key"], name="surface", own_ckpt_dir=True,
+                          prepare=_surface_files)
 
 
 @pytest.fixture()

@@ -7,6 +7,7 @@ and it opens cleanly."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -20,7 +21,6 @@ import httpx
 import pytest
 
 from modules.jobs.model import SHUTDOWN_REASON, STOPPED_BEFORE_START
-from tests.fixtures.tiny_models import build_tiny_checkpoint
 from tests.helpers.server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,8 +93,8 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_checkpoint("sd1", tmp_path_factory.mktemp("ckpt"), fmt="single", seed=5)
+def ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
+    return Path(shutil.copy(tiny_model("sd1"), tmp_path_factory.mktemp("ckpt")))
 
 
 @pytest.mark.slow

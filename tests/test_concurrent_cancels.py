@@ -34,8 +34,6 @@ from modules.api.security import key_principal
 from modules.jobs.events import JobEvent
 from modules.jobs.model import JobState
 from modules.jobs.queue import JobQueue
-from tests.fixtures.tiny_models import build_tiny_checkpoint
-from tests.helpers.server import load_and_wait, running_server
 
 SEED = 33
 CLIENTS = 8
@@ -197,16 +195,9 @@ def _overlaps(stops: list[Stop], started: float | None, finished: float | None) 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("cancels")
-    ckpt_dir = root / "Stable-diffusion"
-    ckpt_dir.mkdir()
-    tiny = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single", seed=4)
+def server(studio_factory):
     keys = [arg for key in KEYS for arg in ("--api-key", key)]
-    with running_server(["--api", "--data-dir", str(root / "data"), "--ckpt-dir", str(ckpt_dir),
-                         "--skip-load-model-at-start", *keys], with_ui=False) as srv:
-        load_and_wait(srv.ctx, str(tiny))
-        yield srv
+    return studio_factory(["--api", *keys], with_ui=False, name="cancels", own_ckpt_dir=True)
 
 
 @pytest.mark.slow

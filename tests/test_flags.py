@@ -60,6 +60,7 @@ def test_insecure_opt_out_allows_public_listen() -> None:
     assert parse_flags(["--listen", "--insecure"]).host == "0.0.0.0"
 
 
+@pytest.mark.slow
 def test_launch_prints_one_line_for_bad_flag() -> None:
     proc = subprocess.run([sys.executable, "launch.py", "--lowvram", "--medvram"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)

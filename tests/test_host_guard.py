@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -24,7 +23,7 @@ from modules.api.host_guard import HostGuardMiddleware, host_allowed, host_of, n
 from modules.app_context import create_app_context
 from modules.flags import FlagError, parse_flags
 from modules.server import create_http_app
-from tests.helpers.server import RunningServer, running_server
+from tests.helpers.server import RunningServer
 
 FOREIGN = "attacker.example"
 
@@ -193,10 +192,8 @@ def test_every_route_refuses_a_foreign_host_in_process(studio) -> None:
 # -- real servers ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    data = tmp_path_factory.mktemp("host-guard-server")
-    with running_server(["--api", "--data-dir", str(data), "--skip-load-model-at-start"]) as srv:
-        yield srv
+def server(studio_factory) -> RunningServer:
+    return studio_factory(["--api"], models=(), name="host-guard-server")
 
 
 def _live_requests(srv: RunningServer) -> list[tuple[str, str]]:
@@ -270,18 +267,18 @@ def test_text_plain_bodies_are_not_taken_as_json(server: RunningServer) -> None:
 
 
 @pytest.mark.slow
-def test_allowed_hosts_flag_on_a_real_server(tmp_path: Path) -> None:
-    with running_server(["--api", "--data-dir", str(tmp_path), "--skip-load-model-at-start",
-                         "--allowed-hosts", "studio.lan"]) as srv, srv.client() as http:
+def test_allowed_hosts_flag_on_a_real_server(studio_factory) -> None:
+    srv = studio_factory(["--api", "--allowed-hosts", "studio.lan"], models=(), name="allowed-hosts")
+    with srv.client() as http:
         assert http.get("/sdapi/v1/options", headers={"Host": f"studio.lan:{srv.port}"}).status_code == 200
         assert http.get("/config", headers={"Host": "STUDIO.lan."}).status_code == 200
         assert _refused(http.get("/config", headers={"Host": f"www.studio.lan:{srv.port}"}), "www.studio.lan")
 
 
 @pytest.mark.slow
-def test_with_logins_everywhere_the_check_is_off_and_auth_applies(tmp_path: Path) -> None:
-    with running_server(["--api", "--data-dir", str(tmp_path), "--skip-load-model-at-start",
-                         "--api-auth", "u:p", "--gradio-auth", "u:p"]) as srv, srv.client() as http:
+def test_with_logins_everywhere_the_check_is_off_and_auth_applies(studio_factory) -> None:
+    srv = studio_factory(["--api", "--api-auth", "u:p", "--gradio-auth", "u:p"], models=(), name="logins")
+    with srv.client() as http:
         foreign = {"Host": f"{FOREIGN}:{srv.port}"}
         assert http.get("/sdapi/v1/options", headers=foreign).status_code == 401
         assert http.get("/sdapi/v1/options", headers=foreign, auth=("u", "p")).status_code == 200

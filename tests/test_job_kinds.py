@@ -9,13 +9,13 @@ import io
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel, ConfigDict
 
 from modules.jobs.kinds import JobKind, JobKindRegistry, UnknownJobKind
-from tests.helpers.server import RunningServer, running_server
+from tests.helpers.server import RunningServer
 
 
 class EchoRequest(BaseModel):
@@ -74,15 +74,8 @@ def _png(size: tuple[int, int] = (32, 24), colour: str = "red") -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    from tests.fixtures.tiny_models import build_tiny_checkpoint
-    from tests.helpers.server import load_and_wait
-
-    root = tmp_path_factory.mktemp("kinds")
-    ckpt = build_tiny_checkpoint("sd1", root / "models" / "Stable-diffusion", fmt="single")
-    with running_server(["--api", "--data-dir", str(root), "--skip-load-model-at-start"], with_ui=False) as srv:
-        load_and_wait(srv.ctx, str(ckpt))
-        yield srv
+def server(studio_factory) -> RunningServer:
+    return studio_factory(["--api"], with_ui=False, name="kinds")
 
 
 @pytest.mark.slow

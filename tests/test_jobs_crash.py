@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.tiny_models import build_tiny_checkpoint
 from tests.helpers.server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,11 +67,12 @@ def _wait_state(http: httpx.Client, job_id: str, states: set[str], timeout: floa
     raise AssertionError(f"job {job_id} never reached {states}: {status}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_queued_jobs_survive_kill_9(tmp_path: Path) -> None:
+def test_queued_jobs_survive_kill_9(tmp_path: Path, tiny_model) -> None:
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    build_tiny_checkpoint("sd1", ckpt, fmt="single", seed=5)
+    shutil.copy(tiny_model("sd1"), ckpt)
     data, log, port = tmp_path / "data", tmp_path / "server.log", free_port()
     proc = _start(data, ckpt, port, log)
     try:

@@ -471,13 +471,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_the_studio_starts_on_a_damaged_job_file(tmp_path: Path) -> None:
-    from tests.fixtures.tiny_models import build_tiny_checkpoint
+def test_the_studio_starts_on_a_damaged_job_file(tmp_path: Path, tiny_model) -> None:
     from tests.helpers.server import free_port
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    build_tiny_checkpoint("sd1", ckpt, fmt="single", seed=5)
+    shutil.copy(tiny_model("sd1"), ckpt)
     data, log, port = tmp_path / "data", tmp_path / "server.log", free_port()
     images: dict[str, bytes] = {}
     proc = _start(data, ckpt, port, log)

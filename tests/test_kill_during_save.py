@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +39,6 @@ from PIL import Image
 from modules.gallery.history import IMAGE_SUFFIXES, HistoryIndex
 from modules.images.saving import get_next_sequence_number
 from modules.jobs.model import CRASH_REASON
-from tests.fixtures.tiny_models import build_tiny_checkpoint
 from tests.helpers.server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,10 +147,10 @@ def _wait_saving(outputs: Path, before: int, timeout: float = 120) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_kill_9_while_saving_loses_and_breaks_nothing(tmp_path: Path) -> None:
+def test_kill_9_while_saving_loses_and_breaks_nothing(tmp_path: Path, tiny_model) -> None:
     rng = random.Random(33)
     (tmp_path / "ckpt").mkdir()
-    ckpt = build_tiny_checkpoint("sd1", tmp_path / "ckpt", fmt="single", seed=5)
+    ckpt = Path(shutil.copy(tiny_model("sd1"), tmp_path / "ckpt"))
     data, log = tmp_path / "data", tmp_path / "server.log"
     outputs = data / "outputs"
     submitted: dict[str, int] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -358,13 +359,12 @@ def _wait_state(http: httpx.Client, job_id: str, states: set[str], timeout: floa
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_disk_that_fills_while_a_job_runs(tmp_path: Path) -> None:
-    from tests.fixtures.tiny_models import build_tiny_checkpoint
+def test_a_disk_that_fills_while_a_job_runs(tmp_path: Path, tiny_model) -> None:
     from tests.helpers.server import load_and_wait, running_server
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    tiny = build_tiny_checkpoint("sd1", ckpt, fmt="single", seed=5)
+    tiny = shutil.copy(tiny_model("sd1"), ckpt)
     data = tmp_path / "data"
     _mount_tmpfs(data, 24)
     filler: Path | None = None

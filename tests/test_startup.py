@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers.server import free_port
+
+pytestmark = pytest.mark.slow  # each test starts a Python subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 

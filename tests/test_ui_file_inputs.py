@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from tests.helpers.server import RunningServer, running_server
+from tests.helpers.server import RunningServer
 
 pytestmark = pytest.mark.slow
 
@@ -119,14 +119,14 @@ def _pointed_files(text: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Path]]:
-    root = tmp_path_factory.mktemp("file-inputs")
-    data = root / "data"
-    stale = data / "cache" / "gradio" / "old-run"
-    stale.mkdir(parents=True)
-    (stale / "left-over.txt").write_text("from an earlier run")
-    with running_server(["--data-dir", str(data), "--skip-load-model-at-start", "--api"]) as server:
-        yield server, root
+def studio(studio_factory) -> tuple[RunningServer, Path]:
+    def leave_stale_cache(data: Path, ckpt_dir: Path) -> None:
+        stale = data / "cache" / "gradio" / "old-run"
+        stale.mkdir(parents=True)
+        (stale / "left-over.txt").write_text("from an earlier run")
+
+    server = studio_factory(["--api"], models=(), name="file-inputs", prepare=leave_stale_cache)
+    return server, server.root
 
 
 def test_gradio_cache_is_in_the_data_dir_and_emptied_at_start(studio: tuple[RunningServer, Path]) -> None:

@@ -52,6 +52,7 @@ def test_offline_flag_skips_tunnels_without_trying() -> None:
                      f"http://127.0.0.1:7860" for flag in ("--share", "--ngrok")]
 
 
+@pytest.mark.slow
 def test_launch_with_share_offline_keeps_serving_locally(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",

@@ -13,21 +13,13 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image, ImageChops
 
-from tests.fixtures.tiny_models import build_tiny_checkpoint
-from tests.helpers.server import load_and_wait, running_server
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("ui-tabs")
-    ckpt_dir = root / "models" / "Stable-diffusion"
-    ckpt_dir.mkdir(parents=True)
-    ckpt = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single")
-    with running_server(["--data-dir", str(root), "--skip-load-model-at-start"], with_ui=True) as srv:
-        load_and_wait(srv.ctx, str(ckpt))
-        yield srv
+def studio(studio_factory):
+    return studio_factory([], with_ui=True, name="ui-tabs")
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,10 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from tests.fixtures.tiny_models import build_tiny_checkpoint
-from tests.helpers.server import load_and_wait, running_server
-
 
 @pytest.fixture(scope="module")
-def ui_server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("ui")
-    ckpt_dir = root / "models" / "Stable-diffusion"
-    ckpt_dir.mkdir(parents=True)
-    ckpt = build_tiny_checkpoint("sd1", ckpt_dir, fmt="single")
-    with running_server(["--data-dir", str(root), "--skip-load-model-at-start"], with_ui=True) as srv:
-        load_and_wait(srv.ctx, str(ckpt))
-        yield srv
+def ui_server(studio_factory):
+    return studio_factory([], with_ui=True, name="ui")
 
 
 def test_page_serves(ui_server) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 
-from tests.helpers.server import running_server
 
-
-def test_oversized_uploads_are_refused_readably(tmp_path) -> None:
-    with running_server(["--data-dir", str(tmp_path), "--skip-load-model-at-start", "--max-body-mb", "1"],
-                        with_ui=True) as srv, srv.client() as http:
+def test_oversized_uploads_are_refused_readably(studio_factory) -> None:
+    srv = studio_factory(["--max-body-mb", "1"], with_ui=True, models=(), name="uploads")
+    with srv.client() as http:
         small = http.post("/gradio_api/upload", files={"files": ("ok.png", os.urandom(1000), "image/png")})
         assert small.status_code == 200
         near = http.post("/gradio_api/upload",

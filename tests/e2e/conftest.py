@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.helpers.server import RunningServer, load_and_wait, running_server
+from tests.helpers.server import RunningServer, StudioFactory
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
@@ -50,25 +50,13 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         context.close()
 
 
-def studio_checkpoint(ckpt_dir: Path) -> Path:
-    """The embedded default model when it has been trained, else a tiny random-weight SD 1.x model."""
-    if EMBEDDED.is_file():
-        return EMBEDDED
-    from tests.fixtures.tiny_models import build_tiny_checkpoint
-
-    return build_tiny_checkpoint("sd1", ckpt_dir, fmt="single")
-
-
 @pytest.fixture(scope="session")
-def studio(tmp_path_factory: pytest.TempPathFactory, browser_context: Any) -> Iterator[RunningServer]:
-    """A real studio (UI + API) on a free port with the default model loaded."""
-    root = tmp_path_factory.mktemp("e2e-studio")
-    ckpt_dir = root / "models" / "Stable-diffusion"
-    ckpt_dir.mkdir(parents=True)
-    ckpt = studio_checkpoint(ckpt_dir)
-    with running_server(["--data-dir", str(root), "--skip-load-model-at-start", "--api"], with_ui=True) as srv:
-        load_and_wait(srv.ctx, str(ckpt))
-        yield srv
+def studio(session_studio_factory: StudioFactory, browser_context: Any) -> RunningServer:
+    """A real studio (UI + API) on a free port with the default model loaded: the embedded default model
+    (where it ships, listed from the shipped folder) when it has been trained, else a tiny random-weight SD 1.x."""
+    if EMBEDDED.is_file():
+        return session_studio_factory(["--api"], with_ui=True, models=(), load=EMBEDDED, name="e2e-studio")
+    return session_studio_factory(["--api"], with_ui=True, name="e2e-studio")
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import httpx
 import uvicorn
@@ -28,6 +30,8 @@ class RunningServer:
     ctx: AppContext
     port: int
     base_url: str
+    root: Path | None = None  # set by StudioFactory: the folder holding data/ (and Stable-diffusion/)
+    checkpoints: list[Path] = field(default_factory=list)  # StudioFactory: the models placed in the ckpt dir
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=120, **kwargs)
@@ -65,3 +69,56 @@ def load_and_wait(ctx: AppContext, reference: str, timeout: float = 120) -> None
     ctx.queue.wait(job.id, timeout)
     if job.state is not JobState.SUCCEEDED:
         raise RuntimeError(f"model load failed: {job.error}")
+
+
+Prepare = Callable[[Path, Path], None]
+
+
+class StudioFactory:
+    """Start studios on tiny models (the ``studio_factory`` fixture in tests/conftest.py).
+
+    ``factory(argv, with_ui=..., models=("sd1",), load=True)`` makes ``<root>/data`` (``--data-dir``), puts each
+    model in the checkpoint folder (``"sd1"`` and the other family keys: a tiny random-weight checkpoint built once
+    per session; a ``Path``: that file or folder, copied), calls ``prepare(data_dir, ckpt_dir)`` to add files before
+    the start, starts the server with ``--skip-load-model-at-start`` and loads the first model (``load=False``: none;
+    a path: that one). The checkpoint folder is ``<data>/models/Stable-diffusion``, or ``<root>/Stable-diffusion``
+    passed as ``--ckpt-dir`` with ``own_ckpt_dir=True``. Every server started stays up until :meth:`close`.
+    """
+
+    def __init__(self, mktemp: Callable[[str], Path], tiny: Callable[..., Path]) -> None:
+        self._mktemp = mktemp
+        self._tiny = tiny
+        self._stack = ExitStack()
+
+    def __call__(self, argv: Sequence[str] = ("--nowebui",), *, with_ui: bool | None = None,
+                 models: Sequence[str | Path] = ("sd1",), load: bool | str | Path = True, name: str = "studio",
+                 own_ckpt_dir: bool = False, prepare: Prepare | None = None) -> RunningServer:
+        root = self._mktemp(name)
+        data = root / "data"
+        ckpt_dir = root / "Stable-diffusion" if own_ckpt_dir else data / "models" / "Stable-diffusion"
+        ckpt_dir.mkdir(parents=True)
+        placed = [self._place(model, ckpt_dir) for model in models]
+        if prepare is not None:
+            prepare(data, ckpt_dir)
+        flags = [*argv, "--data-dir", str(data), "--skip-load-model-at-start"]
+        if own_ckpt_dir:
+            flags += ["--ckpt-dir", str(ckpt_dir)]
+        srv = self._stack.enter_context(running_server(flags, with_ui=with_ui))
+        srv.root, srv.checkpoints = root, placed
+        if load is True and placed:
+            load_and_wait(srv.ctx, str(placed[0]))
+        elif load not in (True, False):
+            load_and_wait(srv.ctx, str(load))
+        return srv
+
+    def _place(self, model: str | Path, ckpt_dir: Path) -> Path:
+        src = self._tiny(model) if isinstance(model, str) else Path(model)
+        dest = ckpt_dir / src.name
+        if src.is_dir():
+            shutil.copytree(src, dest)
+        else:
+            shutil.copyfile(src, dest)
+        return dest
+
+    def close(self) -> None:
+        self._stack.close()
