@@ -40,17 +40,27 @@ def decode_image(data: str, what: str = "image") -> Image.Image:
 def _extras(ctx: "AppContext", payload: ExtrasBase, images: list[str], names: list[str],
             principal: str | None) -> "ExtrasResult":
     """Run the upscale as an ``extras`` job (the device's queue) and wait for it."""
-    from modules.api.sdapi_common import finished_result, run_sdapi_job
+    from pydantic import ValidationError
+
+    from modules.api.sdapi_common import finished_result, first_error, run_sdapi_job
     from modules.images.extras_job import ExtrasRequest
 
     if payload.gfpgan_visibility > 0 or payload.codeformer_visibility > 0:
         raise ApiError(400, "face restoration (GFPGAN/CodeFormer) is not available on this server: "
                             "set gfpgan_visibility and codeformer_visibility to 0", "NotAvailable")
-    request = ExtrasRequest(images=images, names=names, resize_mode=payload.resize_mode,
-                            upscaling_resize=payload.upscaling_resize, upscaling_resize_w=payload.upscaling_resize_w,
-                            upscaling_resize_h=payload.upscaling_resize_h, upscaling_crop=payload.upscaling_crop,
-                            upscaler_1=payload.upscaler_1 or "None", upscaler_2=payload.upscaler_2 or "None",
-                            extras_upscaler_2_visibility=payload.extras_upscaler_2_visibility)
+    from modules.images.extras_job import ExtrasResult
+
+    if not images:  # A1111 answers an empty batch with no images
+        return ExtrasResult(images=[], infotext="", source_infotexts=[])
+    try:
+        request = ExtrasRequest(images=images, names=names, resize_mode=payload.resize_mode,
+                                upscaling_resize=payload.upscaling_resize,
+                                upscaling_resize_w=payload.upscaling_resize_w,
+                                upscaling_resize_h=payload.upscaling_resize_h, upscaling_crop=payload.upscaling_crop,
+                                upscaler_1=payload.upscaler_1 or "None", upscaler_2=payload.upscaler_2 or "None",
+                                extras_upscaler_2_visibility=payload.extras_upscaler_2_visibility)
+    except ValidationError as exc:
+        raise ApiError(422, first_error(exc), "ValidationError") from None
     return finished_result(run_sdapi_job(ctx, request, principal))
 
 
