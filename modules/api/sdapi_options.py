@@ -83,4 +83,5 @@ def ignored_header(change: OptionsChange, limit: int = 2000) -> dict[str, str]:
     if not change.ignored:
         return {}
     text = ", ".join(_header_safe(key) for key in change.ignored)
-    return {IGNORED_HEADER: text if len(text) <= limit else text[:limit - 3] + "..."}
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    return {IGNORED_HEADER: text.strip() or "?"}  # HTTP forbids a value that starts or ends with white space
