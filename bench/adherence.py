@@ -26,7 +26,7 @@ from modules.embedded.card import update_scores
 from modules.embedded.classifier import WorldClassifier
 from modules.embedded.export import load_controlnet
 from modules.embedded.pipeline import generate, with_controlnet
-from modules.generation.samplers import resolve_sampler
+from modules.generation.sampling.samplers import resolve_sampler
 from modules.embedded.train_classifier import per_head_accuracy
 from modules.world.captions import parse_prompt_to_labels
 from modules.world.render import render_scene

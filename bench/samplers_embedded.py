@@ -19,7 +19,7 @@ from bench.report import machine_line, write_section
 from modules.embedded.classifier import WorldClassifier
 from modules.embedded.pipeline import generate
 from modules.generation.requests import DEFAULT_SAMPLER
-from modules.generation.samplers import resolve_sampler
+from modules.generation.sampling.samplers import resolve_sampler
 from modules.models.loader import LoadOptions, load_model
 from modules.world.captions import parse_prompt_to_labels
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from modules.understanding.interrogate import CLASSIFIER_NAME, Interrogator
 from modules.flags import Flags
-from modules.generation.job_addons import JobAddons
-from modules.generation.styles import StyleError, StyleStore
+from modules.generation.addons.registry import JobAddons
+from modules.generation.prompts.styles import StyleError, StyleStore
 from modules.images.upscalers import UpscalerSet
 from modules.jobs.disk_space import SpaceGuard
 from modules.jobs.events import EventBus

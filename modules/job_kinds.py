@@ -11,7 +11,7 @@ from modules.jobs.kinds import JobKind
 
 
 def builtin_kinds() -> list[JobKind]:
-    from modules.generation import controlnet_detect_job
+    from modules.generation.controlnet import detect_job as controlnet_detect_job
     from modules.generation import job_kinds as generation
     from modules.images import extras_job
     from modules.models import load_job

@@ -107,7 +107,7 @@ def test_sampler_parameters_away_from_a1111_defaults_are_named() -> None:
 
 def test_unknown_style_names_are_passed_over_and_named(tmp_path: Path) -> None:
     from modules.api.sdapi_notes import known_styles
-    from modules.generation.styles import StyleStore
+    from modules.generation.prompts.styles import StyleStore
 
     (tmp_path / "styles.csv").write_text("name,prompt,negative_prompt\nflat,{prompt} flat,\n", encoding="utf-8")
     store = StyleStore([tmp_path / "styles.csv"])
@@ -224,7 +224,7 @@ def test_a_strict_request_is_refused_naming_the_limit() -> None:
 def test_clip_skip_depth_of_a_real_sd1_encoder_config() -> None:
     import json
 
-    from modules.generation.conditioning import clip_skip_depth
+    from modules.generation.prompts.conditioning import clip_skip_depth
 
     config = json.loads((Path(__file__).resolve().parents[1] / "configs" / "families" / "sdxl" / "text_encoder" /
                          "config.json").read_text())

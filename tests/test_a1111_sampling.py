@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from modules.generation.requests import Txt2ImgRequest
-from modules.generation.txt2img import OutputOptions, run_txt2img
+from modules.generation.runners.txt2img import OutputOptions, run_txt2img
 from modules.jobs.progress import JobControl
 from modules.models.catalog import CheckpointInfo
 from modules.models.loader import LoadOptions, load_model
@@ -391,7 +391,7 @@ def _unipc_reference(model: _CompVisUNet, eps: Any, x: torch.Tensor) -> torch.Te
 
 
 def _embeddings(active: ActiveModel, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from modules.generation.conditioning import ScheduledConditioning
+    from modules.generation.prompts.conditioning import ScheduledConditioning
 
     model = active.model
     sched = ScheduledConditioning.build(model.pipeline, model.family.id, [PROMPT] * batch, [NEGATIVE] * batch,
@@ -467,7 +467,7 @@ def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
     ``set_begin_index``, ``add_noise``), the scheduler runs the k-diffusion sampler on ``sigmas[k:]`` from
     ``init + noise * sigmas[k]``, the noise being each image's first seed draw and the sampler's noise
     continuing the stream (A1111's own img2img starts one level earlier: see ``set_begin_index``)."""
-    from modules.generation.samplers import resolve_sampler
+    from modules.generation.sampling.samplers import resolve_sampler
 
     config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
     steps, strength, seeds = 20, 0.6, [5, 6]

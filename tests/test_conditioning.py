@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
 
-from modules.generation.conditioning import (
+from modules.generation.prompts.conditioning import (
     CHUNK_TOKENS,
     ChunkTokenizer,
     ConditioningError,

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from modules.generation.controlnet import ControlNetHook, as_tensor, controlnet_hook, prepare_unit, target_size
-from modules.generation.controlnet_inject import ActiveControl, ControlInjector, injected, soft_scales
-from modules.generation.controlnet_preprocess import resize_to_target
-from modules.generation.controlnet_models import ControlNetCache, ControlNetError, ControlNetLibrary, load_controlnet
-from modules.generation.controlnet_units import parse_unit
-from modules.generation.extensions_point import SamplingContext
-from modules.generation.img2img import encode_request_image
+from modules.generation.controlnet.hook import ControlNetHook, as_tensor, controlnet_hook, prepare_unit, target_size
+from modules.generation.controlnet.inject import ActiveControl, ControlInjector, injected, soft_scales
+from modules.generation.controlnet.preprocess import resize_to_target
+from modules.generation.controlnet.models import ControlNetCache, ControlNetError, ControlNetLibrary, load_controlnet
+from modules.generation.controlnet.units import parse_unit
+from modules.generation.addons.hooks import SamplingContext
+from modules.generation.runners.img2img import encode_request_image
 from tests.fixtures.tiny_models import build_tiny_components, tiny_pipeline
 from tests.fixtures.tiny_networks import controlnet_ldm_state, tiny_controlnet, write_safetensors
 
@@ -190,7 +190,7 @@ def test_img2img_latents_and_nine_channel_inpainting(model_cache_dir, sd1, net) 
 
 def test_through_the_txt2img_runner_with_hires(tiny_checkpoints, model_cache_dir, cn_dir, tmp_path) -> None:
     from modules.generation.requests import Txt2ImgRequest
-    from modules.generation.txt2img import OutputOptions, run_txt2img
+    from modules.generation.runners.txt2img import OutputOptions, run_txt2img
     from modules.jobs.progress import JobControl
     from modules.models.catalog import CheckpointInfo
     from modules.models.loader import LoadOptions, load_model
@@ -221,9 +221,9 @@ def test_through_the_txt2img_runner_with_hires(tiny_checkpoints, model_cache_dir
 
 
 def test_through_the_img2img_runner_inpainting_with_the_init_image(tiny_checkpoints, model_cache_dir, tmp_path) -> None:
-    from modules.generation.img2img import run_img2img
+    from modules.generation.runners.img2img import run_img2img
     from modules.generation.requests import Img2ImgRequest
-    from modules.generation.txt2img import OutputOptions
+    from modules.generation.runners.txt2img import OutputOptions
     from modules.jobs.progress import JobControl
     from modules.models.catalog import CheckpointInfo
     from modules.models.loader import LoadOptions, load_model

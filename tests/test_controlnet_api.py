@@ -15,7 +15,7 @@ from PIL import Image
 
 from modules.api.controlnet_routes import build_controlnet_router
 from modules.api.errors import install_error_handlers
-from modules.generation.img2img import encode_request_image
+from modules.generation.runners.img2img import encode_request_image
 
 
 def _ctx(tmp_path: Path) -> SimpleNamespace:
@@ -99,10 +99,10 @@ def test_dependencies_guard_every_route(tmp_path) -> None:
 
 
 def test_addon_hooks_for_a_job(tmp_path) -> None:
-    from modules.generation.addons import AddonCaches, addon_hooks
-    from modules.generation.controlnet import ControlNetHook
-    from modules.generation.controlnet_units import parse_unit
-    from modules.generation.extensions_point import handled_network_kinds
+    from modules.generation.addons.caches import AddonCaches, addon_hooks
+    from modules.generation.controlnet.hook import ControlNetHook
+    from modules.generation.controlnet.units import parse_unit
+    from modules.generation.addons.hooks import handled_network_kinds
     from modules.paths import resolve_paths
 
     paths = resolve_paths(tmp_path)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from modules.generation.controlnet_preprocess import (PREPROCESSORS, AnnotatorCache, PreprocessorError,
+from modules.generation.controlnet.preprocess import (PREPROCESSORS, AnnotatorCache, PreprocessorError,
                                                       available_modules, find_preprocessor, module_detail,
                                                       pixel_perfect_resolution, resize_to_target, resize_with_pad,
                                                       run_preprocessor)

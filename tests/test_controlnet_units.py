@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modules.generation.controlnet_units import ControlNetUnit, parse_unit, unit_infotext, units_from_alwayson
+from modules.generation.controlnet.units import ControlNetUnit, parse_unit, unit_infotext, units_from_alwayson
 from modules.generation.validation import InvalidRequestError
 from modules.images.infotext import build_infotext, parse_infotext
 

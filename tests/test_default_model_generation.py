@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modules.generation.img2img import encode_request_image, run_img2img
-from modules.generation.lora import LoraCache, lora_hook
+from modules.generation.runners.img2img import encode_request_image, run_img2img
+from modules.generation.addons.lora import LoraCache, lora_hook
 from modules.generation.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.generation.results import OutputOptions
-from modules.generation.txt2img import run_txt2img
+from modules.generation.runners.txt2img import run_txt2img
 from modules.jobs.progress import JobControl
 from modules.models.hashing import HashCache
 from tests.fixtures.tiny_networks import kohya_lora_state, write_safetensors

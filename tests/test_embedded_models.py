@@ -116,7 +116,7 @@ def _judged(loaded, prompt: str) -> list[dict[str, str]]:
     """The shipped classifier's reading of `prompt` drawn with DPM++ 2M, 20 steps, CFG 7, seeds 0-3."""
     from modules.embedded.classifier import WorldClassifier
     from modules.embedded.pipeline import generate
-    from modules.generation.samplers import resolve_sampler
+    from modules.generation.sampling.samplers import resolve_sampler
 
     pipe = loaded.pipeline
     pipe.scheduler = resolve_sampler("DPM++ 2M").build(loaded.scheduler_config, loaded.prediction_type)
@@ -150,7 +150,7 @@ def test_canny_map_at_the_top_left_moves_the_shape_there(loaded) -> None:
     from modules.embedded.classifier import WorldClassifier
     from modules.embedded.export import load_controlnet
     from modules.embedded.pipeline import generate, with_controlnet
-    from modules.generation.samplers import resolve_sampler
+    from modules.generation.sampling.samplers import resolve_sampler
     from modules.world.spec import Scene, Shape
 
     _require(CONTROLNET)
@@ -167,12 +167,12 @@ def test_studio_controlnet_unit_with_the_shipped_canny_model_moves_the_shape(tmp
     """The same check through the studio's own path: a txt2img request with an sd-webui-controlnet unit
     (module "canny" run by the studio's preprocessor on a plain render, model found by name)."""
     from modules.embedded.classifier import WorldClassifier
-    from modules.generation.controlnet import controlnet_hook
-    from modules.generation.controlnet_units import parse_unit
-    from modules.generation.img2img import encode_request_image
+    from modules.generation.controlnet.hook import controlnet_hook
+    from modules.generation.controlnet.units import parse_unit
+    from modules.generation.runners.img2img import encode_request_image
     from modules.generation.requests import Txt2ImgRequest
     from modules.generation.results import OutputOptions
-    from modules.generation.txt2img import run_txt2img
+    from modules.generation.runners.txt2img import run_txt2img
     from modules.jobs.progress import JobControl
     from modules.world.spec import Scene, Shape
     from tests.test_img2img import load_active

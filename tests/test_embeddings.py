@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules.generation.conditioning import PromptEncoder
-from modules.generation.embeddings import (EmbeddingCache, EmbeddingError, EmbeddingLibrary, apply_embeddings,
+from modules.generation.prompts.conditioning import PromptEncoder
+from modules.generation.addons.embeddings import (EmbeddingCache, EmbeddingError, EmbeddingLibrary, apply_embeddings,
                                            embeddings_hook, read_embedding, replace_names)
-from modules.generation.extensions_point import SamplingContext
+from modules.generation.addons.hooks import SamplingContext
 from modules.models.hashing import HashCache
 from tests.fixtures.tiny_models import build_tiny_components, tiny_pipeline
 from tests.fixtures.tiny_networks import a1111_embedding_pt, embedding_safetensors, write_safetensors
@@ -118,7 +118,7 @@ def test_library_and_hook(sd1, tmp_path) -> None:
 
 def test_through_the_txt2img_runner(tiny_checkpoints, model_cache_dir, tmp_path) -> None:
     from modules.generation.requests import Txt2ImgRequest
-    from modules.generation.txt2img import OutputOptions, run_txt2img
+    from modules.generation.runners.txt2img import OutputOptions, run_txt2img
     from modules.jobs.progress import JobControl
     from modules.models.catalog import CheckpointInfo
     from modules.models.loader import LoadOptions, load_model

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modules.generation.img2img import encode_request_image, run_img2img
+from modules.generation.runners.img2img import encode_request_image, run_img2img
 from modules.generation.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.generation.results import OutputOptions
-from modules.generation.txt2img import run_txt2img
+from modules.generation.runners.txt2img import run_txt2img
 from modules.generation.validation import InvalidRequestError
 from modules.jobs.progress import JobControl
 from tests.fixtures.flux_models import build_tiny_flux

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from modules.generation.hires import target_size
+from modules.generation.runners.hires import target_size
 from modules.generation.requests import Txt2ImgRequest
 from modules.generation.results import OutputOptions
-from modules.generation.txt2img import run_txt2img
+from modules.generation.runners.txt2img import run_txt2img
 from modules.generation.validation import InvalidRequestError
 from modules.images.upscalers import LATENT_MODES, UpscalerError, UpscalerSet, interpolate_latents
 from modules.jobs.progress import JobControl

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modules.generation.extensions_point import SamplingContext
-from modules.generation.img2img import encode_request_image, precheck_img2img, run_img2img
-from modules.generation.img2img_batch import run_img2img_batch
-from modules.generation.latent_codec import decode_latents, derived_pipeline, encode_images
+from modules.generation.addons.hooks import SamplingContext
+from modules.generation.runners.img2img import encode_request_image, precheck_img2img, run_img2img
+from modules.generation.runners.img2img_batch import run_img2img_batch
+from modules.generation.sampling.latent_codec import decode_latents, derived_pipeline, encode_images
 from modules.generation.requests import Img2ImgBatchRequest, Img2ImgRequest
 from modules.generation.results import OutputOptions
 from modules.generation.validation import InvalidRequestError

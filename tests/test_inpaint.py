@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modules.generation.img2img import encode_request_image, run_img2img
-from modules.generation.inpaint import (apply_overlay, binary_mask, crop_region, expand_crop_region, make_overlay,
+from modules.generation.runners.img2img import encode_request_image, run_img2img
+from modules.generation.runners.inpaint import (apply_overlay, binary_mask, crop_region, expand_crop_region, make_overlay,
                                         outpaint_canvas, prepare_mask)
 from modules.generation.requests import Img2ImgRequest, Outpaint
 from modules.generation.results import OutputOptions
@@ -149,7 +149,7 @@ def test_inpainting_checkpoint_uses_its_nine_channels(sd1_inpaint, tmp_path) -> 
 
 def test_txt2img_and_hires_on_an_inpainting_checkpoint(sd1_inpaint, tmp_path) -> None:
     from modules.generation.requests import Txt2ImgRequest
-    from modules.generation.txt2img import run_txt2img
+    from modules.generation.runners.txt2img import run_txt2img
 
     req = Txt2ImgRequest(prompt="a cat", negative_prompt="lowres", steps=2, seed=1, width=64, height=64,
                          enable_hr=True, hr_scale=1.5)

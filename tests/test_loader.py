@@ -162,7 +162,7 @@ def _sd1_with_markers(tmp_path: Path, markers: tuple[str, ...]) -> Path:
 
 
 def test_zero_terminal_snr_checkpoint_samples_from_pure_noise(tmp_path: Path, model_cache_dir: Path) -> None:
-    from modules.generation.samplers import SamplerNotSupportedError, resolve_sampler
+    from modules.generation.sampling.samplers import SamplerNotSupportedError, resolve_sampler
 
     model = load_model(_sd1_with_markers(tmp_path, ("v_pred", "ztsnr")), LoadOptions(cache_dir=model_cache_dir))
     assert model.prediction_type == "v_prediction" and model.variant["zero_terminal_snr"]

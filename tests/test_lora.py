@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from modules.generation.extensions_point import SamplingContext
-from modules.generation.lora import LoraCache, LoraLibrary, LoraUse, apply_loras, lora_hook, read_lora_file
-from modules.generation.lora_convert import LoraError, ModuleIndex, parse_lora
-from modules.generation.prompt_parser import extract_extra_networks
+from modules.generation.addons.hooks import SamplingContext
+from modules.generation.addons.lora import LoraCache, LoraLibrary, LoraUse, apply_loras, lora_hook, read_lora_file
+from modules.generation.addons.lora_convert import LoraError, ModuleIndex, parse_lora
+from modules.generation.prompts.parser import extract_extra_networks
 from modules.models.hashing import HashCache
 from tests.fixtures.tiny_models import build_tiny_components, tiny_pipeline
 from tests.fixtures.tiny_networks import kohya_lora_state, peft_lora_state, write_safetensors
@@ -196,7 +196,7 @@ def test_hook_applies_tags_and_writes_hashes(sd1, tmp_path) -> None:
 
 def test_through_the_txt2img_runner(tiny_checkpoints, model_cache_dir, tmp_path) -> None:
     from modules.generation.requests import Txt2ImgRequest
-    from modules.generation.txt2img import OutputOptions, run_txt2img
+    from modules.generation.runners.txt2img import OutputOptions, run_txt2img
     from modules.jobs.progress import JobControl
     from modules.models.catalog import CheckpointInfo
     from modules.models.loader import LoadOptions, load_model
@@ -224,7 +224,7 @@ def test_through_the_txt2img_runner(tiny_checkpoints, model_cache_dir, tmp_path)
 def test_conv_updates_match_running_the_lora_branch() -> None:
     from torch.nn import functional as F
 
-    from modules.generation.lora_convert import LoraModule
+    from modules.generation.addons.lora_convert import LoraModule
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, 4, 6, 6, generator=gen)

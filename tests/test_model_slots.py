@@ -285,7 +285,7 @@ SHIPPED_CLASSIFIER = REPO / "models" / "classifier" / "atelier-shapes-vit"
 def test_controlnets_are_held_in_slots_and_count_against_the_budget() -> None:
     import json
 
-    from modules.generation.controlnet_models import ControlNetCache, ControlNetLibrary
+    from modules.generation.controlnet.models import ControlNetCache, ControlNetLibrary
 
     if not (SHIPPED_CONTROLNET / "atelier-shapes-canny-v1.safetensors").is_file():
         pytest.skip("the shipped canny ControlNet is not in models/ControlNet")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modules.generation.prompt_parser import (
+from modules.generation.prompts.parser import (
     ExtraNetworkCall,
     PromptSyntaxError,
     extract_extra_networks,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from modules.generation.img2img import encode_request_image, run_img2img
-from modules.generation.refiner import schedule_boundary
+from modules.generation.runners.img2img import encode_request_image, run_img2img
+from modules.generation.runners.refiner import schedule_boundary
 from modules.generation.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.generation.results import OutputOptions
-from modules.generation.txt2img import run_txt2img
+from modules.generation.runners.txt2img import run_txt2img
 from modules.generation.validation import InvalidRequestError
 from modules.jobs.progress import JobControl
 from modules.models.catalog import CheckpointCatalog

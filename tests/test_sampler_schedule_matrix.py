@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from modules.generation.requests import Txt2ImgRequest
-from modules.generation.samplers import list_samplers, list_schedules, resolve_sampler
-from modules.generation.txt2img import OutputOptions, run_txt2img
+from modules.generation.sampling.samplers import list_samplers, list_schedules, resolve_sampler
+from modules.generation.runners.txt2img import OutputOptions, run_txt2img
 from modules.jobs.progress import JobControl
 from modules.models.catalog import CheckpointInfo
 from modules.models.loader import LoadOptions, load_model

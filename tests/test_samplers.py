@@ -15,9 +15,9 @@ from diffusers import (
 )
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 
-from modules.generation.a1111_scheduler import A1111Scheduler
+from modules.generation.sampling.a1111_scheduler import A1111Scheduler
 
-from modules.generation.samplers import (
+from modules.generation.sampling.samplers import (
     SamplerNotSupportedError,
     UnknownSamplerError,
     UnknownScheduleError,

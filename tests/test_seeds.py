@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from modules.generation.seeds import (
+from modules.generation.sampling.seeds import (
     SEED_RANGE,
     SeedError,
     SeedPlan,

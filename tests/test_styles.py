@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modules.generation.styles import (
+from modules.generation.prompts.styles import (
     PromptStyle,
     StyleError,
     StyleStore,

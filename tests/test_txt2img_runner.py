@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from modules.generation.requests import Txt2ImgRequest
-from modules.generation.txt2img import OutputOptions, run_txt2img
+from modules.generation.runners.txt2img import OutputOptions, run_txt2img
 from modules.generation.validation import InvalidRequestError
 from modules.jobs.progress import JobControl
 from modules.models.catalog import CheckpointInfo
@@ -110,7 +110,7 @@ def test_refusals_are_clear(active, tmp_path, kw: dict, fragment: str) -> None:
 def test_one_batch_runs_alone_without_owning_the_progress(active, tmp_path) -> None:
     """Issue 24.4: a caller (an X/Y/Z grid, say) plans once and runs one batch; the batch runner does not call
     ``control.begin`` (the caller owns the job's progress) and gives the image the whole job gives."""
-    from modules.generation.txt2img import new_result, plan_txt2img, run_txt2img_batch
+    from modules.generation.runners.txt2img import new_result, plan_txt2img, run_txt2img_batch
 
     req = Txt2ImgRequest(prompt="a red circle", steps=3, width=64, height=64, seed=11, sampler_name="Euler a",
                          n_iter=3)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules.generation.extensions_point import SamplingContext
-from modules.generation.vae_select import (VaeCache, VaeSelectError, resolve_vae, selected_vae, vae_hook,
+from modules.generation.addons.hooks import SamplingContext
+from modules.generation.addons.vae_select import (VaeCache, VaeSelectError, resolve_vae, selected_vae, vae_hook,
                                            vae_infotext)
 from modules.models.hashing import HashCache
 from tests.fixtures.tiny_models import build_tiny_components, tiny_configs
@@ -122,7 +122,7 @@ def test_hook_swaps_per_call_and_writes_infotext(own_and_other, tmp_path) -> Non
 
 def test_through_the_txt2img_runner(tiny_checkpoints, model_cache_dir, own_and_other, tmp_path) -> None:
     from modules.generation.requests import Txt2ImgRequest
-    from modules.generation.txt2img import OutputOptions, run_txt2img
+    from modules.generation.runners.txt2img import OutputOptions, run_txt2img
     from modules.jobs.progress import JobControl
     from modules.models.catalog import CheckpointInfo
     from modules.models.loader import LoadOptions, load_model

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from modules.generation.controlnet_units import ControlNetUnit
+from modules.generation.controlnet.units import ControlNetUnit
 from webui.controlnet_section import ControlNetInputError, collect_units, threshold_updates
 
 

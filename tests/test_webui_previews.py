@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules.generation.previews import (FLUX_BIAS, FLUX_COEFFS, SD_COEFFS, SDXL_COEFFS, latents_to_preview,
+from modules.generation.sampling.previews import (FLUX_BIAS, FLUX_COEFFS, SD_COEFFS, SDXL_COEFFS, latents_to_preview,
                                          preview_every, unpack)
 from modules.settings import Settings
 
@@ -54,7 +54,7 @@ def test_cadence_follows_the_settings() -> None:
 
 
 def test_sampler_attaches_a_preview_every_n_steps() -> None:
-    from modules.generation.sampling import BatchProgress
+    from modules.generation.sampling.passes import BatchProgress
     from modules.jobs.progress import JobControl
 
     control = JobControl()

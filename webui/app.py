@@ -3,7 +3,7 @@ inpaint/outpaint, Extras with PNG Info, History, Models, Settings), and the "sen
 between them.
 
 The UI is thin: it builds typed requests, submits them to the job queue through
-``modules.generation.service`` and renders what comes back. Per-field defaults come from
+``modules.generation.prechecks`` and renders what comes back. Per-field defaults come from
 ``<data dir>/ui-config.json`` (A1111's file and key format), read once here.
 """
 

@@ -45,13 +45,13 @@ def status_html(text: str, kind: str = "info") -> str:
 
 
 def sampler_names() -> list[str]:
-    from modules.generation.samplers import list_samplers
+    from modules.generation.sampling.samplers import list_samplers
 
     return [s["name"] for s in list_samplers(None)]
 
 
 def schedule_labels() -> list[str]:
-    from modules.generation.samplers import list_schedules
+    from modules.generation.sampling.samplers import list_schedules
 
     return [s["label"] for s in list_schedules()]
 

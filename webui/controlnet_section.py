@@ -4,7 +4,7 @@ range, control mode and resize mode.
 
 The widgets are registered in the tab's :class:`~webui.params.Fields` as ``cn<N>_<field>``;
 :func:`collect_units` folds them into the request's ``controlnet_units`` (sd-webui-controlnet unit
-fields, validated by :class:`modules.generation.controlnet_units.ControlNetUnit`). In img2img a unit
+fields, validated by :class:`modules.generation.controlnet.units.ControlNetUnit`). In img2img a unit
 without an image uses the init image, as the extension does.
 """
 
@@ -40,7 +40,7 @@ class ControlNetInputError(ValueError):
 
 def model_titles(ctx: "AppContext") -> list[str]:
     """"None" and the ControlNet models of ``models/ControlNet`` (data dir, then the shipped folder)."""
-    from modules.generation.controlnet_models import ControlNetLibrary, controlnet_dirs
+    from modules.generation.controlnet.models import ControlNetLibrary, controlnet_dirs
 
     dirs = ctx.paths.controlnet_search_dirs
     try:
@@ -51,14 +51,14 @@ def model_titles(ctx: "AppContext") -> list[str]:
 
 def module_names(ctx: "AppContext") -> list[str]:
     """The preprocessors usable now (weight-free ones always; annotator ones when their files exist)."""
-    from modules.generation.controlnet_preprocess import available_modules
+    from modules.generation.controlnet.preprocess import available_modules
 
     return available_modules(ctx.addons.annotators if ctx.addons is not None else None)[0]
 
 
 def threshold_updates(module: str) -> tuple[Any, Any, Any]:
     """(processor resolution, threshold A, threshold B) sliders for ``module``: its labels, ranges and defaults."""
-    from modules.generation.controlnet_preprocess import PreprocessorError, find_preprocessor
+    from modules.generation.controlnet.preprocess import PreprocessorError, find_preprocessor
 
     try:
         pre = find_preprocessor(module)
@@ -134,7 +134,7 @@ def _build_unit(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: "Fields",
     def preview(picture: Any, name: str, resolution: float, a: float, b: float,
                 request: gr.Request) -> Iterator[tuple[Any, str]]:
         """Queue a ``controlnet_detect`` job (annotators run on the device) and show its map."""
-        from modules.generation.controlnet_detect_job import DetectMapsRequest
+        from modules.generation.controlnet.detect_job import DetectMapsRequest
         from modules.images.codec import encode_png_base64
 
         if picture is None:
@@ -171,7 +171,7 @@ def build_controlnet(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: "Fie
 
 def collect_units(values: dict[str, Any], tab: str) -> dict[str, Any]:
     """Request kwargs with the ``cn<N>_*`` widgets folded into ``controlnet_units`` (enabled units only)."""
-    from modules.generation.img2img import encode_request_image
+    from modules.generation.runners.img2img import encode_request_image
 
     out = {k: v for k, v in values.items() if not _WIDGET.match(k)}
     units: list[dict[str, Any]] = []

@@ -147,8 +147,8 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
     def run(request: gr.Request, mode_v: str, image_v: Any, editor_v: Any, mask_v: Any, outpaint_v: Any,
             left: float, right: float, up: float, down: float, outpaint_fill: int,
             *values: Any) -> Iterator[tuple[Any, ...]]:
-        from modules.generation.img2img import encode_request_image, flatten
-        from modules.generation.previews import preview_every
+        from modules.generation.runners.img2img import encode_request_image, flatten
+        from modules.generation.sampling.previews import preview_every
         from modules.generation.requests import Img2ImgRequest, Outpaint
         from modules.jobs.submit import submit_job
         from webui.common import owner_of

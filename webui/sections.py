@@ -32,7 +32,7 @@ class Section:
 
 
 #: built in this order, under the tab's own fields
-SECTIONS: tuple[Section, ...] = (Section("modules.generation.controlnet", build_controlnet, collect_units),)
+SECTIONS: tuple[Section, ...] = (Section("modules.generation.controlnet.hook", build_controlnet, collect_units),)
 
 
 def available(module: str) -> bool:

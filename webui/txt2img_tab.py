@@ -107,7 +107,7 @@ def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
     ordered = Fields({name: fields.components[name] for name in first + [n for n in fields.names if n not in first]})
 
     def run(request: gr.Request, *values: Any) -> Iterator[tuple[Any, ...]]:
-        from modules.generation.previews import preview_every
+        from modules.generation.sampling.previews import preview_every
         from modules.generation.requests import Txt2ImgRequest
         from modules.jobs.submit import submit_job
         from webui.common import owner_of

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modules.api.errors import ApiError, error_responses
 from modules.api.security import principal_of
-from modules.generation.controlnet_models import ControlNetLibrary, controlnet_dirs
-from modules.generation.controlnet_preprocess import (LABELS, PREPROCESSORS, AnnotatorCache, available_modules,
+from modules.generation.controlnet.models import ControlNetLibrary, controlnet_dirs
+from modules.generation.controlnet.preprocess import (LABELS, PREPROCESSORS, AnnotatorCache, available_modules,
                                                       module_detail)
 from modules.generation.validation import InvalidRequestError
 
@@ -104,8 +104,8 @@ def build_controlnet_router(ctx: "AppContext", dependencies: Sequence[Any] = (),
     @router.post("/detect", response_model=DetectResponse, responses=error_responses(422, 429, 507))
     def detect(body: DetectRequest = Body(...), principal: str | None = Depends(principal_of)) -> DetectResponse:
         from modules.api.sdapi_common import finished_result, raise_for_submit_error, sdapi_owner
-        from modules.generation.controlnet_detect_job import DetectMapsRequest
-        from modules.generation.img2img import encode_request_image
+        from modules.generation.controlnet.detect_job import DetectMapsRequest
+        from modules.generation.runners.img2img import encode_request_image
         from modules.jobs.submit import submit_job
 
         sources = body.controlnet_input_images or body.controlnet_images

@@ -18,7 +18,7 @@ from modules.version import VERSION
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
-    from modules.generation.txt2img import GenerationResult
+    from modules.generation.runners.txt2img import GenerationResult
 
 ANONYMOUS = "sdapi-anonymous"
 
@@ -30,7 +30,7 @@ def sdapi_owner(principal: str | None) -> str:
 def raise_for_submit_error(exc: Exception, user_errors: tuple[type[Exception], ...] = ()) -> None:
     """Map a refused submit to its HTTP answer: the known refusals to their status, any other of the job
     kind's ``user_errors`` to 400; re-raise the rest."""
-    from modules.generation.samplers import SamplerError
+    from modules.generation.sampling.samplers import SamplerError
     from modules.generation.validation import InvalidRequestError
     from modules.images.upscale import UpscaleError, UpscaleTooLarge
     from modules.images.upscalers import UpscalerError

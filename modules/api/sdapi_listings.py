@@ -92,7 +92,7 @@ def _memory() -> dict[str, Any]:
 
 
 def add_listing_routes(router: APIRouter, ctx: "AppContext") -> None:
-    from modules.generation.samplers import list_samplers, list_schedules
+    from modules.generation.sampling.samplers import list_samplers, list_schedules
     from modules.images.upscale import list_upscalers
 
     @router.get("/samplers", response_model=list[SamplerItem])
@@ -142,7 +142,7 @@ def add_listing_routes(router: APIRouter, ctx: "AppContext") -> None:
 
     @router.get("/prompt-styles", response_model=list[PromptStyleItem], responses=error_responses(500))
     def prompt_styles() -> list[dict[str, str]]:
-        from modules.generation.styles import StyleError, StyleStore
+        from modules.generation.prompts.styles import StyleError, StyleStore
 
         try:
             store = ctx.styles if ctx.styles is not None else StyleStore([ctx.paths.data_dir / "styles.csv"])

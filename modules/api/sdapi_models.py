@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modules.api.pydantic1 import Pydantic1Payload
-from modules.generation.controlnet_units import units_from_alwayson
+from modules.generation.controlnet.units import units_from_alwayson
 from modules.generation.requests import Txt2ImgRequest
 from modules.images.infotext import infotext_to_request_fields, parse_infotext
 

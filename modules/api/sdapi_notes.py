@@ -22,13 +22,13 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
-from modules.generation.prompt_parser import LORA_KINDS
+from modules.generation.prompts.parser import LORA_KINDS
 
 if TYPE_CHECKING:
     from modules.api.sdapi_models import _SdGenerationPayload
     from modules.app_context import AppContext
     from modules.generation.requests import GenerationRequest
-    from modules.generation.styles import StyleStore
+    from modules.generation.prompts.styles import StyleStore
 
 R = TypeVar("R", bound="GenerationRequest")
 
@@ -131,8 +131,8 @@ def _pass_over_networks(text: str, kinds: frozenset[str], lora_found: Callable[[
 
 def known_networks(ctx: "AppContext", req: R) -> tuple[R, list[str]]:
     """``req`` with the prompt tags of networks that are not here taken out, and a warning naming them."""
-    from modules.generation.lora import LoraError, LoraLibrary
-    from modules.generation.service import network_kinds
+    from modules.generation.addons.lora import LoraError, LoraLibrary
+    from modules.generation.prechecks import network_kinds
 
     kinds = frozenset(k.lower() for k in network_kinds(ctx))
     library = LoraLibrary((ctx.paths.lora_dir,))
@@ -157,7 +157,7 @@ def known_vae(ctx: "AppContext", req: R) -> tuple[R, list[str]]:
     and a warning naming it."""
     from pathlib import Path
 
-    from modules.generation.vae_select import VaeSelectError, resolve_vae
+    from modules.generation.addons.vae_select import VaeSelectError, resolve_vae
 
     choice = req.sd_vae
     if choice is None or choice.strip() in ("", "Automatic", "None"):

@@ -63,7 +63,7 @@ def _fit_size(req: R, family: "ModelFamily", notes: list[str]) -> dict[str, int]
 
 
 def _fit_clip_skip(req: R, model: "LoadedModel", notes: list[str]) -> dict[str, int]:
-    from modules.generation.conditioning import clip_skip_depth  # imports torch: only once a model is loaded
+    from modules.generation.prompts.conditioning import clip_skip_depth  # imports torch: only once a model is loaded
 
     depth = clip_skip_depth(model.pipeline, model.family.id)
     if depth is None or req.clip_skip <= depth:

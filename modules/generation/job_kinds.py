@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, Callable
 
-from modules.generation import service
+from modules.generation import prechecks
 from modules.generation.requests import Img2ImgBatchRequest, Img2ImgRequest, Txt2ImgRequest
-from modules.generation.samplers import SamplerError
+from modules.generation.sampling.samplers import SamplerError
 from modules.generation.validation import InvalidRequestError
 from modules.images.upscalers import UpscalerError
 from modules.jobs.kinds import JobKind
@@ -29,7 +29,7 @@ GENERATION_ERRORS: tuple[type[Exception], ...] = (ModelLoadError, InvalidRequest
 
 
 def output_options(ctx: "AppContext", job: Job, kind: str) -> Any:
-    from modules.generation.txt2img import OutputOptions
+    from modules.generation.runners.txt2img import OutputOptions
 
     settings = ctx.settings.current
     req = job.request
@@ -58,19 +58,19 @@ def generate(ctx: "AppContext", job: Job, control: JobControl, runner: Callable[
 
 
 def _txt2img(ctx: "AppContext", job: Job, control: JobControl) -> Any:
-    from modules.generation.txt2img import run_txt2img
+    from modules.generation.runners.txt2img import run_txt2img
 
     return generate(ctx, job, control, run_txt2img, "txt2img")
 
 
 def _img2img(ctx: "AppContext", job: Job, control: JobControl) -> Any:
-    from modules.generation.img2img import run_img2img
+    from modules.generation.runners.img2img import run_img2img
 
     return generate(ctx, job, control, run_img2img, "img2img")
 
 
 def _img2img_batch(ctx: "AppContext", job: Job, control: JobControl) -> Any:
-    from modules.generation.img2img_batch import run_img2img_batch
+    from modules.generation.runners.img2img_batch import run_img2img_batch
 
     return generate(ctx, job, control, run_img2img_batch, "img2img")
 
@@ -91,12 +91,12 @@ def describe_generation(result: Any) -> dict[str, Any] | None:
 
 
 TXT2IMG = JobKind(
-    name="txt2img", request=Txt2ImgRequest, run=_txt2img, precheck=service.precheck,
+    name="txt2img", request=Txt2ImgRequest, run=_txt2img, precheck=prechecks.precheck,
     summary="Generate images from text. The images are always saved (results are read back from disk).",
     describe=describe_generation, keeps_outputs=True, previews=True, user_errors=GENERATION_ERRORS)
 
 IMG2IMG = JobKind(
-    name="img2img", request=Img2ImgRequest, run=_img2img, precheck=service.precheck_img2img,
+    name="img2img", request=Img2ImgRequest, run=_img2img, precheck=prechecks.precheck_img2img,
     summary="Transform images (``init_images`` as base64); with ``mask`` inpaint. The images are always saved.",
     describe=describe_generation, keeps_outputs=True, previews=True, user_errors=GENERATION_ERRORS)
 

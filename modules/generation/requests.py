@@ -9,7 +9,7 @@ payload is a rename-free copy. Where A1111's UI and API defaults differ, these m
 **UI** defaults (``inpainting_fill=1`` "original", ``inpaint_full_res=False`` "Whole picture",
 ``inpaint_full_res_padding=32``, hires ``denoising_strength=0.7``); the A1111 API layer fills in
 the API defaults itself. Images travel as base64 PNG strings so a request stays JSON-serialisable
-for the persistent queue (:func:`modules.generation.img2img.decode_request_image` decodes them).
+for the persistent queue (:func:`modules.generation.runners.img2img.decode_request_image` decodes them).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from modules.generation.controlnet_units import ControlNetUnit
+from modules.generation.controlnet.units import ControlNetUnit
 
 
 # A1111's UI default (its first listed sampler). On the embedded model, 16 seeds side by side, it draws shape and

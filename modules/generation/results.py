@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from modules.generation.seeds import SeedPlan
+from modules.generation.sampling.seeds import SeedPlan
 from modules.images.infotext import build_infotext
 from modules.images.saving import save_generated_image
 from modules.version import VERSION

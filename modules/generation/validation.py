@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modules.generation.samplers import SamplerNotSupportedError, default_sampler_name
+from modules.generation.sampling.samplers import SamplerNotSupportedError, default_sampler_name
 
 if TYPE_CHECKING:
-    from modules.generation.samplers import ResolvedSampler
+    from modules.generation.sampling.samplers import ResolvedSampler
     from modules.models.loader import LoadedModel
 
 

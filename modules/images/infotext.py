@@ -24,8 +24,8 @@ from typing import Any, Callable, Final, Mapping
 
 from packaging import version
 
-from modules.generation.prompt_parser import RE_ATTENTION
-from modules.generation.samplers import SamplerError, find_schedule, resolve_sampler
+from modules.generation.prompts.parser import RE_ATTENTION
+from modules.generation.sampling.samplers import SamplerError, find_schedule, resolve_sampler
 
 #: A1111's fixed key order (the dict literal in ``create_infotext``).
 KNOWN_KEY_ORDER: Final[tuple[str, ...]] = (

@@ -1,0 +1,2 @@
+"""Prompts: A1111's prompt syntax (weights, editing, alternation, BREAK), styles, and the text
+conditioning of each model family."""
