@@ -10,6 +10,7 @@ resolved sampler reports it used. The tiny SD 1.x model keeps this fast; the emb
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -32,16 +33,16 @@ def _active(path: Path, cache_dir: Path) -> ActiveModel:
     return ActiveModel(info=CheckpointInfo(path, path.name, False), model=model, sha256="0" * 64, load_seconds=0)
 
 
-def _run_matrix(active: ActiveModel, tmp_path: Path) -> None:
+def _run_matrix(active: ActiveModel, tmp_path: Path, *, twice: Callable[[str, str], bool] = lambda *_: True) -> None:
+    """Run every pair; the pairs ``twice`` selects run a second time and must give the same pixels."""
     failures: list[str] = []
     for sampler, schedule in PAIRS:
         req = Txt2ImgRequest(prompt="a red circle", steps=2, width=64, height=64, seed=7, sampler_name=sampler,
                              scheduler=schedule)
         runs = [run_txt2img(req, active, JobControl(), OutputOptions(save=False, outdir=tmp_path))
-                for _ in range(2)]
-        first, second = (np.asarray(r.images[0]) for r in runs)
+                for _ in range(2 if twice(sampler, schedule) else 1)]
         label = resolve_sampler(sampler, schedule).schedule_label_for(active.model.prediction_type)
-        if not np.array_equal(first, second):
+        if len(runs) == 2 and not np.array_equal(np.asarray(runs[0].images[0]), np.asarray(runs[1].images[0])):
             failures.append(f"{sampler} / {schedule}: not deterministic")
         if f"Schedule type: {label}" not in runs[0].infotexts[0]:
             failures.append(f"{sampler} / {schedule}: infotext lacks 'Schedule type: {label}'")
@@ -62,7 +63,10 @@ def test_every_pair_runs_on_tiny_sd1(tiny_checkpoints, model_cache_dir: Path, tm
 def test_every_pair_runs_on_the_embedded_default(model_cache_dir: Path, tmp_path: Path) -> None:
     if not EMBEDDED.is_file():
         pytest.skip(f"the embedded default {EMBEDDED.name} is not present")
-    _run_matrix(_active(EMBEDDED, model_cache_dir), tmp_path)
+    # every pair runs; determinism (a property of the sampler code, checked for every pair on tiny SD 1.x)
+    # is checked again here for each sampler on its own schedule and for every schedule with Euler a
+    _run_matrix(_active(EMBEDDED, model_cache_dir), tmp_path,
+                twice=lambda sampler, schedule: schedule == "Automatic" or sampler == "Euler a")
 
 
 @pytest.mark.parametrize("counts_calls", [False, True])
