@@ -6,12 +6,10 @@ and it opens cleanly."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,9 +19,9 @@ import httpx
 import pytest
 
 from modules.jobs.model import SHUTDOWN_REASON, STOPPED_BEFORE_START
+from tests.helpers.processes import start_launch, wait_up
 from tests.helpers.server import free_port
 
-REPO = Path(__file__).resolve().parent.parent
 PROMPT = {"prompt": "a shape", "width": 64, "height": 64}
 LONG = {**PROMPT, "steps": 150, "n_iter": 40, "seed": 7}
 PROMPT_EXIT_SECONDS = 8.0
@@ -31,24 +29,12 @@ PROMPT_EXIT_SECONDS = 8.0
 
 def _start(data: Path, ckpt: Path, port: int, log: Path) -> subprocess.Popen:
     """``launch.py --nowebui`` with the tiny checkpoint ``ckpt`` loaded at start (quick on 2 CPUs)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "launch.py", "--nowebui", "--data-dir", str(data), "--ckpt-dir",
-                                 str(ckpt.parent), "--ckpt", str(ckpt), "--port", str(port),
-                                 "--min-free-space-mb", "1"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return start_launch(["--nowebui", "--data-dir", str(data), "--ckpt-dir", str(ckpt.parent), "--ckpt",
+                         str(ckpt), "--port", str(port), "--min-free-space-mb", "1"], log)
 
 
 def _wait_up(http: httpx.Client, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
-        try:
-            if http.get("/internal/ping").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}")
+    wait_up(http, proc, log, timeout, poll=0.2)
 
 
 def _wait_for(check, what: str, timeout: float = 120) -> Any:

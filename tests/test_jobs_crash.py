@@ -5,11 +5,9 @@ every image finished before the crash is still there and served."""
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,31 +15,18 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.processes import start_launch, wait_up
 from tests.helpers.server import free_port
 
-REPO = Path(__file__).resolve().parent.parent
 SIZE = 64
 
 
 def _start(data: Path, ckpt: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # tiny model: 1 thread is fastest
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "launch.py", "--nowebui", "--data-dir", str(data), "--ckpt-dir",
-                                 str(ckpt), "--port", str(port)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
+    return start_launch(["--nowebui", "--data-dir", str(data), "--ckpt-dir", str(ckpt), "--port", str(port)], log)
 
 
 def _wait_up(http: httpx.Client, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
-        try:
-            if http.get("/internal/ping").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}")
+    wait_up(http, proc, log, timeout, poll=0.2)
 
 
 def _submit(http: httpx.Client, **request: Any) -> str:

@@ -20,12 +20,11 @@ import signal
 import sqlite3
 import struct
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import httpx
 import pytest
@@ -34,6 +33,7 @@ from modules.jobs.model import JobState
 from modules.jobs.store import (JobStore, JobStoreError, JobStoreFullError, JobStoreWriteError, NewJob,
                                 open_job_store)
 from modules.jobs.store_repair import RepairReport, calls_for_repair, readable_rows, rebuild_header
+from tests.helpers.processes import start_launch, wait_up
 
 PAGE = 4096
 COLUMNS = ("id", "seq", "kind", "owner", "state", "request_json", "result_json", "error", "created_at")
@@ -420,28 +420,14 @@ def test_the_repair_notice_says_what_was_kept_and_lost(tmp_path: Path) -> None:
 
 
 # -- a real server ----------------------------------------------------------------------------------
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _start(data: Path, ckpt: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "launch.py", "--nowebui", "--data-dir", str(data), "--ckpt-dir",
-                                 str(ckpt), "--port", str(port)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
+    return start_launch(["--nowebui", "--data-dir", str(data), "--ckpt-dir", str(ckpt), "--port", str(port)], log)
 
 
 def _wait_up(http: httpx.Client, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
-        try:
-            if http.get("/internal/ping").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}")
+    wait_up(http, proc, log, timeout, poll=0.2)
 
 
 def _run_job(http: httpx.Client, seed: int) -> str:

@@ -22,12 +22,10 @@ then, so the test also plants such a half-written reservation itself.
 from __future__ import annotations
 
 import base64
-import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -39,9 +37,9 @@ from PIL import Image
 from modules.gallery.history import IMAGE_SUFFIXES, HistoryIndex
 from modules.images.saving import get_next_sequence_number
 from modules.jobs.model import CRASH_REASON
+from tests.helpers.processes import start_launch, wait_up
 from tests.helpers.server import free_port
 
-REPO = Path(__file__).resolve().parent.parent
 SIZE = 64
 ROUNDS = 3                  # killed rounds; a fourth, clean start drains the queue
 MAX_JOBS_PER_ROUND = 40
@@ -51,24 +49,12 @@ HALF_WRITTEN = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00@"
 
 def _start(data: Path, ckpt: Path, port: int, log: Path) -> subprocess.Popen:
     """The server on the tiny checkpoint (``--ckpt``: loaded at start instead of the embedded default)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # tiny model: 1 thread is fastest
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "launch.py", "--nowebui", "--data-dir", str(data),
-                                 "--ckpt-dir", str(ckpt.parent), "--ckpt", str(ckpt), "--port", str(port)],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return start_launch(["--nowebui", "--data-dir", str(data), "--ckpt-dir", str(ckpt.parent), "--ckpt",
+                         str(ckpt), "--port", str(port)], log)
 
 
 def _wait_up(http: httpx.Client, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
-        try:
-            if http.get("/internal/ping").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}")
+    wait_up(http, proc, log, timeout, poll=0.1)
 
 
 def _kill(proc: subprocess.Popen) -> None:
