@@ -24,17 +24,14 @@ if TYPE_CHECKING:
     from modules.app_context import AppContext
     from modules.images.extras_job import ExtrasResult
 
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-MAX_PIXELS = 64 * 1024 * 1024
-
 
 def decode_image(data: str, what: str = "image") -> Image.Image:
-    from modules.images.codec import ImageDecodeError, decode_image_base64
+    from modules.images.codec import ImageDecodeError, decode_request_image
 
     try:
-        return decode_image_base64(data, max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS)
+        return decode_request_image(data, what)
     except ImageDecodeError as exc:
-        raise ApiError(400, f"{what}: {exc}", "InvalidImage") from None
+        raise ApiError(400, str(exc), "InvalidImage") from None
 
 
 def _extras(ctx: "AppContext", payload: ExtrasBase, images: list[str], names: list[str],

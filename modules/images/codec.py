@@ -173,3 +173,16 @@ def decode_image_base64(data: str, *, max_bytes: int, max_pixels: int) -> Image.
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"Image data is corrupt or truncated: {exc}") from None
     return image
+
+
+#: the limits an image sent in a request is decoded within (the A1111 routes' and the job kinds')
+REQUEST_IMAGE_MAX_BYTES: Final[int] = 50 * 1024 * 1024
+REQUEST_IMAGE_MAX_PIXELS: Final[int] = 64 * 1024 * 1024
+
+
+def decode_request_image(data: str, what: str = "image") -> Image.Image:
+    """A request's base64 image (or data URI) within the request limits; ImageDecodeError naming ``what``."""
+    try:
+        return decode_image_base64(data, max_bytes=REQUEST_IMAGE_MAX_BYTES, max_pixels=REQUEST_IMAGE_MAX_PIXELS)
+    except ImageDecodeError as exc:
+        raise ImageDecodeError(f"{what}: {exc}") from None

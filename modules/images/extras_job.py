@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules.images.codec import ImageDecodeError, decode_image_base64, read_infotext
+from modules.images.codec import ImageDecodeError, decode_request_image, read_infotext
 from modules.images.saving import save_numbered_png
 from modules.images.upscale import (UpscaleError, UpscaleParams, infotext_of, planned_size,
                                     postprocess_upscale)
@@ -27,10 +27,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from modules.app_context import AppContext
-
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024
-
 
 class ExtrasImageError(UpscaleError):
     """An image of the request cannot be decoded (the message names which)."""
@@ -77,9 +73,9 @@ class ExtrasResult:
 
 def decode(request: ExtrasRequest, index: int) -> "Image.Image":
     try:
-        return decode_image_base64(request.images[index], max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS)
+        return decode_request_image(request.images[index], request.name_of(index))
     except ImageDecodeError as exc:
-        raise ExtrasImageError(f"{request.name_of(index)}: {exc}") from None
+        raise ExtrasImageError(str(exc)) from None
 
 
 def _precheck(ctx: "AppContext", request: ExtrasRequest) -> None:

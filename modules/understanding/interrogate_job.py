@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules.images.codec import ImageDecodeError, decode_image_base64
+from modules.images.codec import ImageDecodeError, decode_request_image
 from modules.jobs.kinds import JobKind
 from modules.jobs.model import Job
 from modules.jobs.progress import JobControl
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from modules.app_context import AppContext
-
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024
-
 
 class InterrogateImageError(ValueError):
     """The image of the request cannot be decoded."""
@@ -49,9 +45,9 @@ class InterrogateResult:
 
 def _decode(request: InterrogateRequest) -> "Image.Image":
     try:
-        return decode_image_base64(request.image, max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS)
+        return decode_request_image(request.image, "image")
     except ImageDecodeError as exc:
-        raise InterrogateImageError(f"image: {exc}") from None
+        raise InterrogateImageError(str(exc)) from None
 
 
 def _precheck(ctx: "AppContext", request: InterrogateRequest) -> None:

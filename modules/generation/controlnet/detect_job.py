@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modules.generation.controlnet.preprocess import PreprocessorError, find_preprocessor
 from modules.generation.validation import InvalidRequestError
-from modules.images.codec import ImageDecodeError, decode_image_base64
+from modules.images.codec import ImageDecodeError, decode_request_image
 from modules.jobs.kinds import JobKind
 from modules.jobs.model import Job
 from modules.jobs.progress import JobControl
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from modules.app_context import AppContext
 
 MAX_DETECT_IMAGES = 16
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 
 
 class DetectMapsRequest(BaseModel):
@@ -52,9 +50,9 @@ def _decoded(request: DetectMapsRequest) -> list["Image.Image"]:
     images = []
     for index, data in enumerate(request.images):
         try:
-            images.append(decode_image_base64(data, max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS))
+            images.append(decode_request_image(data, f"controlnet image {index}"))
         except ImageDecodeError as exc:
-            raise InvalidRequestError(f"controlnet image {index}: {exc}") from None
+            raise InvalidRequestError(str(exc)) from None
     return images
 
 
