@@ -5,8 +5,7 @@ Outpaint; builds an :class:`Img2ImgRequest` and submits it through
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import gradio as gr
 
@@ -111,8 +110,16 @@ def _wire_interrogate(ctx: "AppContext", row: PromptRow, images: list[Any], capt
                 yield job.result.caption, status_html(f"Interrogated ({model}): the prompt is the description.",
                                                       "ok")
 
+    def with_model(model: str) -> Callable[..., Iterator[tuple[Any, str]]]:
+        # a plain function (not functools.partial), so Gradio sees the gr.Request parameter and fills it
+        def event(mode_v: str, image_v: Any, editor_v: Any, outpaint_v: Any,
+                  request: gr.Request) -> Iterator[tuple[Any, str]]:
+            yield from run(model, mode_v, image_v, editor_v, outpaint_v, request)
+
+        return event
+
     for button, model in ((caption, "clip"), (tags, "deepdanbooru")):
-        button.click(partial(run, model), inputs=images, outputs=[row.prompt, row.note],
+        button.click(with_model(model), inputs=images, outputs=[row.prompt, row.note],
                      api_visibility="private", concurrency_limit=1)
 
 
