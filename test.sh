@@ -20,7 +20,9 @@ if [ -z "${ATELIER_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 set +e
-.venv/bin/python -m pytest "$@"
+# two worker processes (the machines here have two cores); each test file runs whole on one worker, so its
+# module-scoped studio is never shared. ATELIER_TEST_WORKERS=0 runs everything in this process.
+.venv/bin/python -m pytest -n "${ATELIER_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 set -e
 # pytest exits 5 when it collected no tests: that is a failure for us too

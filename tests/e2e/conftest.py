@@ -50,13 +50,15 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         context.close()
 
 
-@pytest.fixture(scope="session")
-def studio(session_studio_factory: StudioFactory, browser_context: Any) -> RunningServer:
+@pytest.fixture(scope="module")
+def studio(studio_factory: StudioFactory, browser_context: Any) -> RunningServer:
     """A real studio (UI + API) on a free port with the default model loaded: the embedded default model
-    (where it ships, listed from the shipped folder) when it has been trained, else a tiny random-weight SD 1.x."""
+    (where it ships, listed from the shipped folder) when it has been trained, else a tiny random-weight SD 1.x.
+    One per test module: Gradio reads its cache folder from the environment, so a studio must not outlive
+    the next one built in the same process (with pytest-xdist a worker runs other modules in between)."""
     if EMBEDDED.is_file():
-        return session_studio_factory(["--api"], with_ui=True, models=(), load=EMBEDDED, name="e2e-studio")
-    return session_studio_factory(["--api"], with_ui=True, name="e2e-studio")
+        return studio_factory(["--api"], with_ui=True, models=(), load=EMBEDDED, name="e2e-studio")
+    return studio_factory(["--api"], with_ui=True, name="e2e-studio")
 
 
 @pytest.fixture
