@@ -212,3 +212,17 @@ def test_a_script_the_studio_lacks_is_refused_not_ignored(server: RunningServer)
         plain = http.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64, "height": 64,
                                                     "script_name": "", "script_args": []})
         assert plain.status_code == 200, plain.text
+
+
+@pytest.mark.slow
+def test_a_bad_image_is_a_400_naming_it(server: RunningServer) -> None:
+    """The kinds' prechecks decode the images once before queueing (the routes do not decode them again)."""
+    cases = (("/sdapi/v1/interrogate", {"image": ""}), ("/sdapi/v1/interrogate", {"image": "!!"}),
+             ("/sdapi/v1/extra-single-image", {"image": "!!"}),
+             ("/sdapi/v1/extra-batch-images", {"imageList": [{"data": "!!", "name": "a"}]}))
+    with server.client() as http:
+        for path, body in cases:
+            answer = http.post(path, json=body)
+            assert answer.status_code == 400 and answer.json()["error"] == "InvalidImage", (path, answer.text)
+        batch = http.post("/sdapi/v1/extra-batch-images", json={"imageList": [{"data": "!!", "name": "a"}]})
+        assert "imageList[0]" in batch.json()["detail"]

@@ -32,6 +32,7 @@ def raise_for_submit_error(exc: Exception, user_errors: tuple[type[Exception], .
     kind's ``user_errors`` to 400; re-raise the rest."""
     from modules.generation.sampling.samplers import SamplerError
     from modules.generation.validation import InvalidRequestError
+    from modules.images.extras_job import ExtrasImageError
     from modules.images.upscale import UpscaleError, UpscaleTooLarge
     from modules.images.upscalers import UpscalerError
     from modules.models.errors import ModelLoadError
@@ -40,11 +41,13 @@ def raise_for_submit_error(exc: Exception, user_errors: tuple[type[Exception], .
 
     if isinstance(exc, SamplerError):
         raise ApiError(400, str(exc), "SamplerNotFound") from None
+    if isinstance(exc, (ExtrasImageError, InterrogateImageError)):
+        raise ApiError(400, str(exc), "InvalidImage") from None
     if isinstance(exc, UpscaleTooLarge):
         raise ApiError(413, str(exc), "LimitExceeded") from None
     if isinstance(exc, (InterrogatorMissing, UnknownInterrogateModel)):
         raise ApiError(404, str(exc), "ModelNotFound") from None
-    if isinstance(exc, (UpscaleError, InterrogateImageError)):
+    if isinstance(exc, UpscaleError):
         raise ApiError(400, str(exc), "InvalidRequest") from None
     if isinstance(exc, (InvalidRequestError, UpscalerError)):
         raise ApiError(400, str(exc), "InvalidRequest") from None

@@ -89,7 +89,6 @@ def add_image_routes(router: APIRouter, ctx: "AppContext") -> None:
         from modules.api.sdapi_common import finished_result, run_sdapi_job
         from modules.understanding.interrogate_job import InterrogateRequest
 
-        decode_image(payload.image)  # a bad image is a 400 naming it, before anything is queued
         job = run_sdapi_job(ctx, InterrogateRequest(image=payload.image, model=payload.model or "clip"), principal)
         return InterrogateResponse(caption=finished_result(job).caption)
 
@@ -97,7 +96,6 @@ def add_image_routes(router: APIRouter, ctx: "AppContext") -> None:
                  responses=error_responses(400, 413, 422, 429, 507))
     def extra_single_image(payload: ExtrasSingleImagePayload,
                            principal: str | None = Depends(principal_of)) -> ExtrasSingleImageResponse:
-        decode_image(payload.image)
         result = _extras(ctx, payload, [payload.image], ["image"], principal)
         return ExtrasSingleImageResponse(image=_encoded(result)[0] if payload.show_extras_results else None,
                                          html_info=_html(result.infotext))
@@ -106,8 +104,6 @@ def add_image_routes(router: APIRouter, ctx: "AppContext") -> None:
                  responses=error_responses(400, 413, 422, 429, 507))
     def extra_batch_images(payload: ExtrasBatchImagesPayload,
                            principal: str | None = Depends(principal_of)) -> ExtrasBatchImagesResponse:
-        for index, item in enumerate(payload.imageList):
-            decode_image(item.data, f"imageList[{index}]")
         names = [f"imageList[{index}]" for index in range(len(payload.imageList))]
         result = _extras(ctx, payload, [item.data for item in payload.imageList], names, principal)
         return ExtrasBatchImagesResponse(images=_encoded(result) if payload.show_extras_results else [],

@@ -33,7 +33,7 @@ class InterrogateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["interrogate"] = "interrogate"
-    image: str = Field(..., min_length=1, description="base64 image (or data URI)")
+    image: str = Field(..., description="base64 image (or data URI)")
     model: str = Field("clip", description=f"one of {', '.join(CAPTION_MODELS + TAG_MODELS)}")
 
 
@@ -51,13 +51,13 @@ def _decode(request: InterrogateRequest) -> "Image.Image":
 
 
 def _precheck(ctx: "AppContext", request: InterrogateRequest) -> None:
+    _decode(request)  # a bad image is named first, as A1111 decodes before it interrogates
     name = (request.model or "clip").strip().lower()
     if name not in CAPTION_MODELS + TAG_MODELS:
         raise UnknownInterrogateModel(f"Model not found: {request.model!r}; this server interrogates with "
                                       f"{', '.join(CAPTION_MODELS + TAG_MODELS)}")
     if ctx.interrogator.find() is None:
         ctx.interrogator.missing()
-    _decode(request)
 
 
 def _run(ctx: "AppContext", job: Job, control: JobControl) -> InterrogateResult:
