@@ -30,6 +30,7 @@ from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.slots import MB, ModelSlots
 from modules.paths import Paths, resolve_paths
+from modules.scripts.host import ScriptHost
 from modules.settings import SettingsStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class AppContext:
     upscalers: UpscalerSet = field(default_factory=UpscalerSet)
     addons: JobAddons | None = None  # LoRA/embeddings/VAE/ControlNet caches and each job's hooks
     styles: StyleStore | None = None
+    scripts: ScriptHost | None = None  # scripts, extensions and their callbacks (modules/scripts)
     started_at: float = field(default_factory=time.time)
 
     def close(self) -> None:
@@ -124,7 +126,11 @@ def create_app_context(flags: Flags) -> AppContext:
                      # CPU until UpscalerSet can pick its device lazily (no torch import at start-up)
                      upscalers=UpscalerSet(upscaler_dirs(paths), device="cpu"),
                      styles=open_styles(paths.data_dir / "styles.csv"),
-                     addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle, slots=slots))
+                     addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle, slots=slots),
+                     scripts=ScriptHost(paths.repo_root, paths.data_dir, enable=flags.enable_extensions,
+                                        add_kind=kinds.register, user_code=not flags.disable_extensions))
+    models.loaded_listeners.append(ctx.scripts.model_loaded)
+    ctx.scripts.start()  # the built-in scripts and the approved extensions; no unapproved code runs
     queue.attach_handlers(kinds.handlers(ctx))  # the handlers need the context, which holds the queue
     queue.restore()
     queue.start()

@@ -42,6 +42,9 @@ class Flags:
     cors_allow_origins: tuple[str, ...] = ()
     cors_allow_origins_regex: str | None = None
     allowed_hosts: tuple[str, ...] = ()
+    enable_extensions: tuple[str, ...] = ()
+    disable_extensions: bool = False
+    enable_insecure_extension_access: bool = False
     max_queue: int = 256
     max_queue_per_user: int = 64
     max_pixels: int = 2048 * 2048
@@ -76,6 +79,11 @@ class Flags:
     @property
     def is_public(self) -> bool:
         return self.listen or self.share or bool(self.ngrok)
+
+    @property
+    def extension_install_allowed(self) -> bool:
+        """Installing code from a URL: only for a studio not reachable from the network, unless opted in."""
+        return not self.is_public or self.enable_insecure_extension_access
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -136,6 +144,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-hosts", action="append", default=None, metavar="HOSTS",
                    help="extra host names the studio answers to without auth (repeatable or comma-separated; "
                         "'.example.lan' or '*.example.lan' also allows subdomains); localhost and IP addresses always work")
+    p.add_argument("--enable-extension", action="append", default=None, metavar="NAME",
+                   help="approve and run this extension or user script (repeatable; its current content is approved)")
+    p.add_argument("--disable-extensions", action="store_true",
+                   help="run no extension or user script this time (the built-in scripts still run)")
+    p.add_argument("--enable-insecure-extension-access", action="store_true",
+                   help="allow installing extensions from a git URL even with --listen/--share/--ngrok")
     p.add_argument("--max-queue", type=int, default=256, metavar="N", help="most jobs waiting in the queue (default 256)")
     p.add_argument("--max-queue-per-user", type=int, default=64, metavar="N",
                    help="most jobs waiting for one user or API key (default 64)")
@@ -263,6 +277,10 @@ def parse_flags(argv: Sequence[str]) -> Flags:
         allow_pickle=ns.allow_pickle, skip_load_model_at_start=ns.skip_load_model_at_start,
         api_keys=_api_keys(ns.api_key), cors_allow_origins=cors_origins, cors_allow_origins_regex=cors_regex,
         allowed_hosts=_allowed_hosts(ns.allowed_hosts),
+        enable_extensions=tuple(name.strip() for value in (ns.enable_extension or []) for name in value.split(",")
+                                if name.strip()),
+        disable_extensions=ns.disable_extensions,
+        enable_insecure_extension_access=ns.enable_insecure_extension_access,
         max_queue=_positive("--max-queue", ns.max_queue),
         max_queue_per_user=_positive("--max-queue-per-user", ns.max_queue_per_user),
         max_pixels=_positive("--max-pixels", ns.max_pixels), max_images=_positive("--max-images", ns.max_images),

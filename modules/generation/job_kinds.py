@@ -9,7 +9,7 @@ model manager) and upscalers.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from modules.generation import prechecks
 from modules.generation.requests import Img2ImgBatchRequest, Img2ImgRequest, Txt2ImgRequest
@@ -20,12 +20,14 @@ from modules.jobs.kinds import JobKind
 from modules.jobs.model import Job
 from modules.jobs.progress import JobControl
 from modules.models.errors import ModelLoadError
+from modules.scripts.host import SCRIPT_ERRORS
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
 
 #: what means "this request cannot run" for a generation job (shown to the user as is)
-GENERATION_ERRORS: tuple[type[Exception], ...] = (ModelLoadError, InvalidRequestError, SamplerError, UpscalerError)
+GENERATION_ERRORS: tuple[type[Exception], ...] = (ModelLoadError, InvalidRequestError, SamplerError, UpscalerError,
+                                                  *SCRIPT_ERRORS)
 
 
 def output_options(ctx: "AppContext", job: Job, kind: str) -> Any:
@@ -44,17 +46,30 @@ def output_options(ctx: "AppContext", job: Job, kind: str) -> Any:
     )
 
 
-def generate(ctx: "AppContext", job: Job, control: JobControl, runner: Callable[..., Any], outputs: str) -> Any:
-    """Load the requested model, then run ``runner`` with everything a generation job uses."""
-    req = job.request
+def generate_once(ctx: "AppContext", req: Any, control: Any, output: Any, runner: Callable[..., Any],
+                  extra_hooks: Sequence[Any] = ()) -> Any:
+    """One generation: load the model ``req`` names, then run ``runner`` with the studio's styles, the
+    request's add-on hooks (then ``extra_hooks``) inside its VAE scope, refiners and upscalers."""
     settings = ctx.settings.current
     control.progress.text = "loading model"
     active = ctx.models.ensure_loaded(req.checkpoint or settings.sd_model_checkpoint or None)
-    hooks = ctx.addons.hooks_for(req, settings.sd_vae) if ctx.addons else ()
+    hooks = [*(ctx.addons.hooks_for(req, settings.sd_vae) if ctx.addons else ()), *extra_hooks]
     scope = ctx.addons.job_scope(active.model, req, settings.sd_vae) if ctx.addons else contextlib.nullcontext()
     with scope:
-        return runner(req, active, control, output_options(ctx, job, outputs), styles=ctx.styles,
-                      hooks=hooks, refiners=ctx.models, upscalers=ctx.upscalers)
+        return runner(req, active, control, output, styles=ctx.styles, hooks=hooks, refiners=ctx.models,
+                      upscalers=ctx.upscalers)
+
+
+def generate(ctx: "AppContext", job: Job, control: JobControl, runner: Callable[..., Any], outputs: str) -> Any:
+    """A generation job: with the studio's scripts (the request's selected script, the always-on ones and
+    the callbacks: :mod:`modules.scripts`) when it has them, else :func:`generate_once`."""
+    output = output_options(ctx, job, outputs)
+    if ctx.scripts is None:
+        return generate_once(ctx, job.request, control, output, runner)
+    tab = "txt2img" if outputs == "txt2img" else "img2img"
+    return ctx.scripts.run(job.request, tab, control, output,
+                           lambda req, ctl, out, hooks: generate_once(ctx, req, ctl, out, runner, hooks),
+                           grids_dir=ctx.paths.output_dir(f"{tab}-grids"), user_errors=GENERATION_ERRORS)
 
 
 def _txt2img(ctx: "AppContext", job: Job, control: JobControl) -> Any:

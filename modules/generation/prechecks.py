@@ -57,7 +57,10 @@ def _model_to_check(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest) -> 
 
 
 def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
-    """Raise InvalidRequestError / SamplerError / ModelLoadError for a txt2img request that cannot run."""
+    """Raise InvalidRequestError / SamplerError / ModelLoadError (or a script error) for a txt2img request
+    that cannot run."""
+    if getattr(ctx, "scripts", None) is not None:
+        ctx.scripts.precheck(req, "txt2img")  # an unknown script or bad script arguments, named
     resolved = resolve_sampler(req.sampler_name, req.scheduler)
     check_addons(ctx, req, prepared_networks(ctx, req))
     model = _model_to_check(ctx, req)
@@ -75,6 +78,8 @@ def precheck_img2img(ctx: "AppContext", req: Img2ImgRequest) -> None:
     syntax, sampler, size, Kontext)."""
     from modules.generation.runners.img2img import precheck_img2img as precheck_against_model
 
+    if getattr(ctx, "scripts", None) is not None:
+        ctx.scripts.precheck(req, "img2img")
     check_addons(ctx, req, prepared_networks(ctx, req))
     precheck_against_model(req, _model_to_check(ctx, req), getattr(ctx, "styles", None), network_kinds(ctx))
 

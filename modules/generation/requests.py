@@ -14,11 +14,12 @@ for the persistent queue (:func:`modules.generation.runners.img2img.decode_reque
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modules.generation.controlnet.units import ControlNetUnit
+from modules.scripts.requests import ScriptCall
 
 
 # A1111's UI default (its first listed sampler). On the embedded model, 16 seeds side by side, it draws shape and
@@ -58,6 +59,11 @@ class GenerationRequest(BaseModel):
     # add-ons: VAE choice (None: the sd_vae setting) and ControlNet units (sd-webui-controlnet fields)
     sd_vae: str | None = Field(None, description='"Automatic", "None" or a VAE file name; None: the setting')
     controlnet_units: list[ControlNetUnit] = Field(default_factory=list, max_length=8)
+    # scripts (modules/scripts): a selectable script that runs the job, and always-on scripts' arguments
+    script: ScriptCall | None = Field(None, description="a selectable script (X/Y/Z plot, Prompt matrix...) and its "
+                                                        "arguments by name; None: a plain generation")
+    alwayson_scripts: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="always-on script title -> its arguments by name (others take defaults)")
     # FLUX
     distilled_cfg_scale: float = Field(3.5, ge=0.0, le=30.0, description="FLUX.1 dev distilled guidance")
     max_sequence_length: int | None = Field(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from modules.generation.sampling.seeds import SeedPlan
 from modules.images.infotext import build_infotext
@@ -55,6 +55,18 @@ class GenerationResult:
     warnings: list[str] = field(default_factory=list)
 
 
+class ImageHooks(Protocol):
+    """What sees each image of a job before and after it is saved (the scripts' ``postprocess_image`` and
+    the ``before_image_saved``/``image_saved`` callbacks: :mod:`modules.scripts.running`)."""
+
+    def postprocess_image(self, image: "Image.Image", *, seed: int, prompt: str,
+                          params: dict[str, Any]) -> "Image.Image": ...
+
+    def before_save(self, image: "Image.Image", infotext: str) -> str: ...
+
+    def after_save(self, image: "Image.Image", infotext: str, path: Path | None) -> None: ...
+
+
 @dataclass(frozen=True)
 class OutputOptions:
     save: bool
@@ -63,6 +75,7 @@ class OutputOptions:
     add_model_hash: bool = True
     add_model_name: bool = True
     add_version: bool = True
+    image_hooks: ImageHooks | None = None
 
 
 def generation_params(req: "GenerationRequest", *, seed: int, subseed: int, width: int, height: int,
@@ -99,7 +112,13 @@ def record_image(result: GenerationResult, image: "Image.Image", *, seed: int, s
                  negative: str, params: Mapping[str, Any], output: OutputOptions,
                  save_as: Path | None = None) -> None:
     """Attach the infotext to ``image``, save it (to ``save_as`` when given) and add it to ``result``."""
+    hooks = output.image_hooks
+    if hooks is not None:
+        params = dict(params)
+        image = hooks.postprocess_image(image, seed=seed, prompt=prompt, params=params)
     infotext = build_infotext(prompt, negative, params)
+    if hooks is not None:
+        infotext = hooks.before_save(image, infotext)
     if output.write_infotext:
         image.info["parameters"] = infotext
     path: Path | None = None
@@ -112,6 +131,8 @@ def record_image(result: GenerationResult, image: "Image.Image", *, seed: int, s
     elif output.save:
         path = save_generated_image(image, outdir=output.outdir, seed=seed,
                                     infotext=infotext if output.write_infotext else "")
+    if hooks is not None:
+        hooks.after_save(image, infotext, path)
     result.images.append(image)
     result.infotexts.append(infotext)
     result.paths.append(path)

@@ -56,6 +56,8 @@ class ModelManager:
         self.slots = slots if slots is not None else ModelSlots()
         self._load_lock = threading.RLock()  # one load at a time, whichever lane asks
         self._last: CheckpointInfo | None = None  # the checkpoint last loaded (reloaded after an eviction)
+        #: called with each newly loaded checkpoint (the scripts' ``model_loaded`` callbacks); must not raise
+        self.loaded_listeners: list[Callable[[ActiveModel], None]] = []
 
     @property
     def active(self) -> ActiveModel | None:
@@ -118,6 +120,8 @@ class ModelManager:
             self.slots.put(CHECKPOINT_SLOT, active)  # the previous checkpoint is let go (and collected) here
             self._last = info
         log.info("Loaded %s (%s) in %.1f s", info.name, active.model.family.label, active.load_seconds)
+        for listener in list(self.loaded_listeners):
+            listener(active)
         return active
 
     def unload(self) -> None:

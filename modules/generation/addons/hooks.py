@@ -22,6 +22,7 @@ generator function, or a small class whose ``__call__`` returns one). While ente
   ``controlnet_conditioning_scale=``, ``cross_attention_kwargs=``); the runner's own entries are the
   pipeline arguments listed in :class:`SamplingContext`;
 * rewrite ``ctx.prompts`` / ``ctx.negatives`` (they are encoded after all hooks are entered);
+* append to ``ctx.step_callbacks`` a ``fn(step, total, timestep, latents)`` called after every step;
 * add A1111 infotext entries to ``ctx.infotext_params`` (e.g. ``{"Lora hashes": "name: 0123abcd"}``);
   they are written after the runner's own keys, for every image of that batch.
 
@@ -66,6 +67,9 @@ class SamplingContext:
     call_kwargs: dict[str, Any] = field(default_factory=dict)
     infotext_params: dict[str, Any] = field(default_factory=dict)
     extra_networks: list["ExtraNetworkCall"] = field(default_factory=list)
+    #: called after every denoising step with ``(step, total, timestep, latents)`` (a hook may append;
+    #: the scripts' per-step callbacks join here); a callback must not keep ``latents``
+    step_callbacks: list[Callable[[int, int, Any, Any], None]] = field(default_factory=list)
 
 
 SamplingHook = Callable[[SamplingContext], ContextManager[None]]

@@ -141,6 +141,8 @@ def run_pass(spec: Pass, req: "GenerationRequest", *, hooks: Sequence[SamplingHo
                 kwargs = cond.callback(pipeline, step, timestep, kwargs)
             counted = step + 1
             latents = kwargs.get("latents")
+            for step_callback in ctx.step_callbacks:
+                step_callback(counted, spec.expected_steps, timestep, latents)
             progress.report(counted, None if latents is None else
                             lambda: latents_to_preview(latents, spec.model.family, preview_size))
             # diffusers' documented way to stop the denoising loop; an A1111 sampler that has returned
