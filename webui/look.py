@@ -13,11 +13,25 @@ HERE = Path(__file__).resolve().parent
 ICONS_DIR = HERE / "icons"
 STYLE_CSS = HERE / "style.css"
 HEAD_HTML = HERE / "head.html"
+#: the page's own scripts: every ``*.js`` here is loaded, in name order (:func:`page_scripts`)
+JS_DIR = HERE / "js"
 
 #: the class of the views that show a result image whole (style.css, head.html)
 RESULT_CLASS = "atelier-result"
 #: the class of a button that shows only its icon (its tooltip comes from head.html)
 ICON_ONLY_CLASS = "atelier-icon-only"
+
+
+def page_scripts(folder: Path = JS_DIR) -> str:
+    """Every ``webui/js/*.js`` as one ``<script>`` each, in name order, for Gradio's ``head`` (plain files:
+    no build step). A file that could end its own script tag early is refused at start, not half-run."""
+    tags = []
+    for path in sorted(folder.glob("*.js")):
+        code = path.read_text(encoding="utf-8")
+        if "</script" in code.lower():
+            raise ValueError(f"{path.name} contains '</script': it cannot be inlined in the page's head")
+        tags.append(f"<script data-atelier-script=\"{path.name}\">\n{code}\n</script>")
+    return "\n".join(tags)
 
 
 def icon(name: str) -> str:
