@@ -204,11 +204,12 @@ def test_api_jobs_get_live_previews(server: RunningServer) -> None:
 
 @pytest.mark.slow
 def test_a_script_the_studio_lacks_is_refused_not_ignored(server: RunningServer) -> None:
-    """Issue 24.6: an X/Y/Z request must not come back as one plain image as if the grid had been made."""
+    """Issue 24.6: a request naming a script the studio does not have must not come back as one plain image as
+    if the script had run (A1111: 422 "Script '...' not found"; tests/test_api_scripts.py runs scripts)."""
     with server.client() as http:
         xyz = http.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64, "height": 64,
-                                                  "script_name": "X/Y/Z plot", "script_args": [1, "1,2"]})
-        assert xyz.status_code == 422 and "'X/Y/Z plot' is not available" in xyz.json()["detail"]
+                                                  "script_name": "No such plot", "script_args": [1, "1,2"]})
+        assert xyz.status_code == 422 and "Script 'No such plot' not found" in xyz.json()["detail"], xyz.text
         plain = http.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64, "height": 64,
                                                     "script_name": "", "script_args": []})
         assert plain.status_code == 200, plain.text

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, BackgroundTasks, Body, Depends
 
 from modules.api.errors import ApiError, error_responses
-from modules.api.sdapi_common import finished_result, first_error, processed_info, run_sdapi_job
+from modules.api.sdapi_common import encoded_images, finished_result, first_error, processed_info, run_sdapi_job
 from modules.api.sdapi_models import (NULL_RESPONSE, ProgressResponse, ProgressState, SdTxt2ImgPayload,
                                       TextToImageResponse)
 from modules.api.security import principal_of
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
     from modules.api.sdapi_notes import lenient_request
-    from modules.images.codec import encode_png_base64
 
     @router.post("/txt2img", response_model=TextToImageResponse,
                  responses=error_responses(400, 404, 409, 413, 422, 429, 500, 507))
@@ -43,8 +42,7 @@ def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
         req, notes = lenient_request(ctx, payload, req)
         job = run_sdapi_job(ctx, req, principal)
         result = finished_result(job)
-        images = [encode_png_base64(img, text) for img, text in zip(result.images, result.infotexts)] \
-            if payload.send_images else []
+        images = encoded_images(result) if payload.send_images else []
         denoising = req.denoising_strength if req.enable_hr else None
         return TextToImageResponse(images=images, parameters=payload.echo((result.width, result.height)),
                                    info=processed_info(req, result, denoising_strength=denoising, warnings=notes))

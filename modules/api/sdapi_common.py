@@ -28,19 +28,26 @@ def sdapi_owner(principal: str | None) -> str:
 
 
 def raise_for_submit_error(exc: Exception, user_errors: tuple[type[Exception], ...] = ()) -> None:
-    """Map a refused submit to its HTTP answer: the known refusals to their status, any other of the job
-    kind's ``user_errors`` to 400; re-raise the rest."""
+    """Map a refused submit to its HTTP answer: the known refusals to their status (an unknown script or bad
+    script arguments: 422, as A1111 answers an unknown ``script_name``), any other of the job kind's
+    ``user_errors`` to 400; re-raise the rest."""
     from modules.generation.sampling.samplers import SamplerError
     from modules.generation.validation import InvalidRequestError
     from modules.images.extras_job import ExtrasImageError
     from modules.images.upscale import UpscaleError, UpscaleTooLarge
     from modules.images.upscalers import UpscalerError
     from modules.models.errors import ModelLoadError
+    from modules.scripts.registry import UnknownScriptError
+    from modules.scripts.script import ScriptArgsError
     from modules.understanding.interrogate import InterrogatorMissing, UnknownInterrogateModel
     from modules.understanding.interrogate_job import InterrogateImageError
 
     if isinstance(exc, SamplerError):
         raise ApiError(400, str(exc), "SamplerNotFound") from None
+    if isinstance(exc, UnknownScriptError):
+        raise ApiError(422, str(exc), "ScriptNotFound") from None
+    if isinstance(exc, ScriptArgsError):
+        raise ApiError(422, str(exc), "ScriptError") from None
     if isinstance(exc, (ExtrasImageError, InterrogateImageError)):
         raise ApiError(400, str(exc), "InvalidImage") from None
     if isinstance(exc, UpscaleTooLarge):
@@ -107,6 +114,15 @@ def processed_info(req: Any, result: "GenerationResult", denoising_strength: flo
         "warnings": [*warnings, *result.warnings],
     }
     return json.dumps(info, default=lambda o: None)
+
+
+def encoded_images(result: "GenerationResult") -> list[str]:
+    """The result's images as raw base64 PNGs with their infotexts; every image, also one without an infotext
+    (a script's grid may come first without one)."""
+    from modules.images.codec import encode_png_base64
+
+    texts = list(result.infotexts)
+    return [encode_png_base64(img, texts[i] if i < len(texts) else "") for i, img in enumerate(result.images)]
 
 
 def finished_result(job: Job) -> Any:

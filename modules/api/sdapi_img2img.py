@@ -25,9 +25,9 @@ def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
                  responses=error_responses(400, 404, 409, 413, 422, 429, 500, 507))
     def img2img(payload: SdImg2ImgPayload = Body(...),
                 principal: str | None = Depends(principal_of)) -> TextToImageResponse:
-        from modules.api.sdapi_common import finished_result, first_error, processed_info, run_sdapi_job
+        from modules.api.sdapi_common import (encoded_images, finished_result, first_error, processed_info,
+                                              run_sdapi_job)
         from modules.api.sdapi_notes import lenient_request
-        from modules.images.codec import encode_png_base64
 
         if not payload.init_images:
             raise ApiError(404, "Init image not found", "InitImageNotFound")
@@ -38,7 +38,6 @@ def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
         req, notes = lenient_request(ctx, payload, req)
         job = run_sdapi_job(ctx, req, principal)
         result = finished_result(job)
-        images = [encode_png_base64(img, text) for img, text in zip(result.images, result.infotexts)] \
-            if payload.send_images else []
+        images = encoded_images(result) if payload.send_images else []
         info = processed_info(req, result, denoising_strength=req.denoising_strength, warnings=notes)
         return TextToImageResponse(images=images, parameters=payload.echo((result.width, result.height)), info=info)

@@ -74,6 +74,27 @@ class ScriptsList(BaseModel):
     img2img: list[str] = Field(default_factory=list)
 
 
+class ScriptArgItem(BaseModel):
+    """A1111's ``ScriptArg``: one argument of a script (``name``: Atelier, the argument's name)."""
+
+    label: str | None = None
+    value: Any | None = None
+    minimum: Any | None = None
+    maximum: Any | None = None
+    step: Any | None = None
+    choices: list[str] | None = None
+    name: str | None = Field(None, description="Atelier: the argument's name in the by-name form of script_args")
+
+
+class ScriptInfoItem(BaseModel):
+    """A1111's ``ScriptInfo``: one script on one tab; ``args`` in positional (``script_args``) order."""
+
+    name: str | None = Field(None, description="the script's title, lower-case")
+    is_alwayson: bool | None = None
+    is_img2img: bool | None = None
+    args: list[ScriptArgItem] = Field(default_factory=list)
+
+
 class MemoryResponse(BaseModel):
     ram: dict[str, Any] = Field(..., description="free, used, total (bytes)")
     cuda: dict[str, Any] = Field(..., description="system/active/allocated/reserved/inactive/events, or an error")

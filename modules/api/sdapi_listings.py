@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Depends, Response
 from modules.api.errors import ApiError, error_responses
 from modules.api.sdapi_listing_models import (EmbeddingItem, EmbeddingsResponse, FaceRestorerItem, HypernetworkItem,
                                               LatentUpscaleModeItem, LoraItem, MemoryResponse, PromptStyleItem,
-                                              RealesrganItem, ScriptsList, SdVaeItem, UpscalerItem)
+                                              RealesrganItem, ScriptInfoItem, ScriptsList, SdVaeItem, UpscalerItem)
 from modules.api.sdapi_models import NULL_RESPONSE, SamplerItem, SchedulerItem, SdModelItem
 from modules.api.security import principal_of
 from modules.jobs.model import DiskFullError, JobState, QueueFullError
@@ -163,8 +163,19 @@ def add_listing_routes(router: APIRouter, ctx: "AppContext") -> None:
 
     @router.get("/scripts", response_model=ScriptsList)
     def scripts() -> ScriptsList:
-        # the always-on scripts a request can address in ``alwayson_scripts`` (A1111 lists them lower-case)
-        return ScriptsList(txt2img=["controlnet"], img2img=["controlnet"])
+        """Each tab's selectable scripts (``script_name``), then the always-on ones a request can address in
+        ``alwayson_scripts``, by lower-cased title as A1111 lists them."""
+        from modules.api.sdapi_scripts import scripts_list
+
+        return ScriptsList(**scripts_list(ctx))
+
+    @router.get("/script-info", response_model=list[ScriptInfoItem])
+    def script_info() -> list[dict[str, Any]]:
+        """Every script per tab with its arguments (label, default value, range, step, choices) in
+        ``script_args`` order."""
+        from modules.api.sdapi_scripts import script_infos
+
+        return script_infos(ctx)
 
     @router.get("/cmd-flags", response_model=dict[str, Any])
     def cmd_flags() -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from modules.api.pydantic1 import Pydantic1Payload
 from modules.generation.controlnet.units import units_from_alwayson
@@ -60,9 +60,11 @@ class _SdGenerationPayload(Pydantic1Payload):
     save_images: bool = False
     infotext: str | None = None
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
-    script_name: str | None = Field(None, description="a selectable script; this studio has none yet: naming one "
-                                                      "is refused (422) rather than ignored")
-    script_args: list[Any] = Field(default_factory=list)
+    script_name: str | None = Field(None, description="a selectable script's title, any case (GET /sdapi/v1/scripts); "
+                                                      "an unknown one is refused (422)")
+    script_args: list[Any] | dict[str, Any] = Field(
+        default_factory=list, description="the script's arguments: A1111's positional list, or an object by argument "
+                                          "name (GET /sdapi/v1/script-info lists both)")
     # A1111 fields Atelier does not use (echoed; those with an effect the studio lacks are reported in info)
     restore_faces: bool | None = None
     tiling: bool | None = None
@@ -79,16 +81,6 @@ class _SdGenerationPayload(Pydantic1Payload):
     force_task_id: str | None = None
     # SD.Next's name for clip skip (SillyTavern sends it too); override_settings.CLIP_stop_at_last_layers wins
     clip_skip: int | None = None
-
-    @field_validator("script_name")
-    @classmethod
-    def _no_scripts_yet(cls, value: str | None) -> str | None:
-        """A request naming a script would otherwise come back as one plain image, as if the script had run."""
-        if value is not None and value.strip() and value.strip().lower() != "none":
-            raise ValueError(f"script {value.strip()!r} is not available: this studio has no selectable scripts "
-                             "yet (X/Y/Z plot, prompt matrix and prompts from file are to come); "
-                             "send the request without script_name")
-        return value
 
     def _common(self) -> dict[str, Any]:
         """The typed request fields shared by txt2img and img2img (after the infotext is applied)."""

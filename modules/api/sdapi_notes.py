@@ -13,14 +13,16 @@ and generates without them), and an ``override_settings.sd_vae`` it cannot find 
 named ...; using None instead"); each is named too, as are sampler parameters (``eta``, ``s_churn``, ...) set
 away from A1111's defaults, which the samplers here do not take.
 
-``script_name`` is not judged here: a selectable script the studio lacks is refused (issue 24's rule).
+Scripts: an always-on script the studio does not have (ADetailer...) is named here and the request runs
+without it; a registered one runs with its arguments, and ``script_name`` names a selectable script that runs
+the job or is refused (422), both translated by :mod:`modules.api.sdapi_scripts`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 from modules.generation.prompts.parser import LORA_KINDS
 
@@ -39,7 +41,7 @@ EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
 #: the prompt fields whose extra-network tags are checked
 PROMPT_FIELDS = ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
 
-#: always-on scripts the studio runs (``alwayson_scripts`` keys, any case)
+#: always-on scripts the studio runs without a registered script (``alwayson_scripts`` keys, any case)
 ALWAYSON_SCRIPTS = frozenset({"controlnet"})
 #: ``override_settings`` keys a request applies; other keys are global settings, not changed per request
 APPLIED_OVERRIDES = frozenset({"CLIP_stop_at_last_layers", "sd_model_checkpoint", "sd_vae"})
@@ -69,17 +71,20 @@ def _sampler_parameters_not_applied(payload: "_SdGenerationPayload") -> list[str
     return out
 
 
-def request_warnings(payload: "_SdGenerationPayload", settings: Mapping[str, Any]) -> list[str]:
-    """One sentence per requested feature the studio does not apply; ``settings`` are the ones in force."""
+def request_warnings(payload: "_SdGenerationPayload", settings: Mapping[str, Any],
+                     alwayson: Sequence[str] = ()) -> list[str]:
+    """One sentence per requested feature the studio does not apply; ``settings`` are the ones in force,
+    ``alwayson`` the lower-case titles of the registered always-on scripts of the request's tab."""
+    runs = sorted(ALWAYSON_SCRIPTS.union(alwayson))
     warnings: list[str] = []
     if payload.restore_faces:
         warnings.append("restore_faces: face restoration is not available here; the images are not face-restored")
     if payload.tiling:
         warnings.append("tiling: seamless tiling is not available here; the images are not tileable")
     for name in payload.alwayson_scripts or {}:
-        if str(name).strip().lower() not in ALWAYSON_SCRIPTS:
+        if str(name).strip().lower() not in runs:
             warnings.append(f"alwayson_scripts: {name!r} is not installed here and was not run "
-                            f"(available: {', '.join(sorted(ALWAYSON_SCRIPTS))})")
+                            f"(available: {', '.join(runs)})")
     sampler_params = _sampler_parameters_not_applied(payload)
     if sampler_params:
         warnings.append(f"{', '.join(sampler_params)}: not applied; the samplers run with A1111's defaults "
@@ -104,14 +109,20 @@ def known_styles(names: list[str], store: "StyleStore | None") -> tuple[list[str
 
 
 def lenient_request(ctx: "AppContext", payload: "_SdGenerationPayload", req: R) -> tuple[R, list[str]]:
-    """``req`` without what A1111 passes over (unknown styles, networks, VAE), and every warning known before
-    the job runs (:func:`request_warnings`, then what was passed over), for the answer's ``info``."""
+    """``req`` with the payload's scripts as typed fields (:mod:`modules.api.sdapi_scripts`; an unknown
+    ``script_name`` or bad script arguments are an ApiError 422), without what A1111 passes over (unknown styles,
+    networks, VAE), and every warning known before the job runs (:func:`request_warnings`, then what was passed
+    over), for the answer's ``info``."""
+    from modules.api.sdapi_scripts import registered_alwayson, tab_of, with_scripts
+
+    req, script_notes = with_scripts(ctx, payload, req)
     kept, style_notes = known_styles(list(req.styles), ctx.styles)
     if style_notes:
         req = req.model_copy(update={"styles": kept})
     req, network_notes = known_networks(ctx, req)
     req, vae_notes = known_vae(ctx, req)
-    return req, [*request_warnings(payload, ctx.settings.as_dict()), *style_notes, *network_notes, *vae_notes]
+    warnings = request_warnings(payload, ctx.settings.as_dict(), registered_alwayson(ctx, tab_of(req)))
+    return req, [*warnings, *script_notes, *style_notes, *network_notes, *vae_notes]
 
 
 def _pass_over_networks(text: str, kinds: frozenset[str], lora_found: Callable[[str], bool],
