@@ -52,6 +52,8 @@ class Flags:
     max_body_mb: int = 64
     min_free_space_mb: int | None = None  # None: the min_free_space_mb setting decides
     model_memory_mb: int | None = None  # None: most of the device's memory (modules.models.slots)
+    theme: str | None = None  # "light" or "dark": the page's theme, over the theme setting
+    allowed_dirs: tuple[Path, ...] = ()  # folders batch jobs may read and write besides the data dir
 
     @property
     def host(self) -> str:
@@ -165,6 +167,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-memory-mb", type=int, default=None, metavar="MB",
                    help="memory all loaded models together may take (checkpoint, refiner, ControlNets, ...); the "
                         "least recently used is unloaded to stay under it (default: 85%% of the GPU's, 60%% of RAM)")
+    p.add_argument("--allowed-dir", action="append", default=None, type=Path, metavar="PATH",
+                   help="a folder (with its sub-folders) that batch jobs may read from and write to by path, "
+                        "besides the data dir; repeatable")
+    p.add_argument("--theme", choices=("light", "dark"), default=None,
+                   help="the web UI's theme (default: the theme setting, which follows the browser)")
     return p
 
 
@@ -211,6 +218,18 @@ def _allowed_hosts(values: list[str] | None) -> tuple[str, ...]:
         if normal not in hosts:
             hosts.append(normal)
     return tuple(hosts)
+
+
+def _allowed_dirs(values: list[Path] | None) -> tuple[Path, ...]:
+    """``--allowed-dir`` folders, symlinks resolved; each must exist and be a folder."""
+    dirs: list[Path] = []
+    for path in values or ():
+        if not path.is_dir():
+            raise FlagError(f"--allowed-dir: {path} is not an existing folder")
+        real = path.resolve()
+        if real not in dirs:
+            dirs.append(real)
+    return tuple(dirs)
 
 
 def _not_negative(name: str, value: int | None) -> int | None:
@@ -287,6 +306,8 @@ def parse_flags(argv: Sequence[str]) -> Flags:
         max_body_mb=_positive("--max-body-mb", ns.max_body_mb),
         min_free_space_mb=_not_negative("--min-free-space-mb", ns.min_free_space_mb),
         model_memory_mb=_positive("--model-memory-mb", ns.model_memory_mb) if ns.model_memory_mb is not None else None,
+        theme=ns.theme,
+        allowed_dirs=_allowed_dirs(ns.allowed_dir),
     )
     _check_exposure(flags)
     return flags

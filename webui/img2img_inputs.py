@@ -1,9 +1,13 @@
 """From the img2img tab's image widgets to the images an :class:`Img2ImgRequest` carries.
 
 * img2img: the uploaded image;
+* sketch: the image with the colour strokes drawn on it (the strokes become part of the init image);
 * inpaint: the editor's background is the init image, every painted stroke (any colour, any layer)
   is the mask; an uploaded mask (white = repaint) is used instead when given;
+* inpaint sketch: the image with its colour strokes is the init image, the strokes are the mask;
 * outpaint: the uploaded image and the pixels to add on each side.
+
+Also "Resize by" (a scale of the init image's size) and the image a "copy to" button takes from a mode.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageChops
 
-MODES = ("img2img", "inpaint", "outpaint")
+MODES = ("img2img", "sketch", "inpaint", "inpaint_sketch", "outpaint")
 
 
 class InputError(ValueError):
@@ -39,6 +43,47 @@ def editor_parts(value: Any) -> tuple[Image.Image | None, Image.Image | None]:
     return background, mask
 
 
+def sketch_composite(value: Any) -> Image.Image | None:
+    """The editor's background with every stroke layer drawn over it (RGB), or None without an image.
+
+    Computed here from the background and the layers (not taken from the client's composite), so what
+    the strokes look like is what the init image gets."""
+    background, _ = editor_parts(value)
+    if background is None:
+        return None
+    canvas = background.convert("RGBA")
+    for layer in value.get("layers") or []:
+        if not isinstance(layer, Image.Image):
+            continue
+        layer = layer.convert("RGBA")
+        if layer.size != canvas.size:
+            layer = layer.resize(canvas.size, Image.Resampling.NEAREST)
+        canvas.alpha_composite(layer)
+    return canvas
+
+
+def scaled_size(image: Image.Image, scale: float) -> tuple[int, int]:
+    """A1111's "Resize by": the image's size times ``scale``, down to a multiple of 8 (8 at least)."""
+    if not scale or scale <= 0:
+        raise InputError("Resize by needs a scale above 0")
+    return max(8, int(image.width * scale) // 8 * 8), max(8, int(image.height * scale) // 8 * 8)
+
+
+def mode_image(mode: str, image: Any, editor: Any, sketch: Any, inpaint_sketch: Any,
+               outpaint_image: Any) -> Image.Image | None:
+    """The picture a mode holds (what "copy image to" takes): a canvas mode's composite with its strokes
+    for the sketch modes, its plain background for inpaint (the mask is not copied)."""
+    if mode == "sketch":
+        return sketch_composite(sketch)
+    if mode == "inpaint_sketch":
+        return sketch_composite(inpaint_sketch)
+    if mode == "inpaint":
+        return editor_parts(editor)[0]
+    if mode == "outpaint":
+        return outpaint_image if isinstance(outpaint_image, Image.Image) else None
+    return image if isinstance(image, Image.Image) else None
+
+
 def uploaded_mask(image: Image.Image | None, size: tuple[int, int] | None) -> Image.Image | None:
     """An uploaded mask as "L" (white = repaint; an RGBA mask uses its alpha), resized to ``size``."""
     if image is None:
@@ -52,9 +97,22 @@ def uploaded_mask(image: Image.Image | None, size: tuple[int, int] | None) -> Im
     return mask
 
 
-def request_images(mode: str, image: Any, editor: Any, mask_upload: Any, outpaint_image: Any
-                   ) -> tuple[Image.Image, Image.Image | None]:
+def request_images(mode: str, image: Any, editor: Any, mask_upload: Any, outpaint_image: Any,
+                   sketch: Any = None, inpaint_sketch: Any = None) -> tuple[Image.Image, Image.Image | None]:
     """(init image, mask or None) for ``mode``; InputError with what is missing."""
+    if mode == "sketch":
+        drawn = sketch_composite(sketch)
+        if drawn is None:
+            raise InputError("sketch needs an image: upload one into the sketch canvas, then draw on it")
+        return drawn, None
+    if mode == "inpaint_sketch":
+        drawn = sketch_composite(inpaint_sketch)
+        strokes = editor_parts(inpaint_sketch)[1]
+        if drawn is None:
+            raise InputError("inpaint sketch needs an image: upload one into the inpaint sketch canvas")
+        if strokes is None:
+            raise InputError("inpaint sketch needs strokes: draw in colour over the area to repaint")
+        return drawn, strokes
     if mode == "inpaint":
         background, painted = editor_parts(editor)
         if background is None:

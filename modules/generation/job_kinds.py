@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from modules.folder_access import roots_of
 from modules.generation import prechecks
+from modules.generation.batch_inputs import precheck_batch
 from modules.generation.requests import Img2ImgBatchRequest, Img2ImgRequest, Txt2ImgRequest
 from modules.generation.sampling.samplers import SamplerError
 from modules.generation.validation import InvalidRequestError
@@ -85,9 +87,21 @@ def _img2img(ctx: "AppContext", job: Job, control: JobControl) -> Any:
 
 
 def _img2img_batch(ctx: "AppContext", job: Job, control: JobControl) -> Any:
+    from functools import partial
+
     from modules.generation.runners.img2img_batch import run_img2img_batch
 
-    return generate(ctx, job, control, run_img2img_batch, "img2img")
+    # folders only under the data dir and the --allowed-dir roots (modules.folder_access)
+    return generate(ctx, job, control, partial(run_img2img_batch, roots=roots_of(ctx)), "img2img")
+
+
+def describe_batch(result: Any) -> dict[str, Any] | None:
+    """A batch's generation description plus its summary (done, failed and why)."""
+    described = describe_generation(result)
+    summary = getattr(result, "batch", None)
+    if described is not None and summary is not None:
+        described["batch"] = summary.as_dict()
+    return described
 
 
 def describe_generation(result: Any) -> dict[str, Any] | None:
@@ -116,8 +130,8 @@ IMG2IMG = JobKind(
     describe=describe_generation, keeps_outputs=True, previews=True, user_errors=GENERATION_ERRORS)
 
 IMG2IMG_BATCH = JobKind(
-    name="img2img_batch", request=Img2ImgBatchRequest, run=_img2img_batch, api=False,
-    summary="img2img over every image of a folder.",
-    describe=describe_generation, previews=True, user_errors=GENERATION_ERRORS)
+    name="img2img_batch", request=Img2ImgBatchRequest, run=_img2img_batch, precheck=precheck_batch, api=False,
+    summary="img2img over many images (uploaded, or a folder under the data dir or an --allowed-dir root).",
+    describe=describe_batch, previews=True, user_errors=GENERATION_ERRORS)
 
 KINDS = (TXT2IMG, IMG2IMG, IMG2IMG_BATCH)

@@ -164,6 +164,14 @@ class Img2ImgRequest(GenerationRequest):
                                                        "grown canvas (width/height are not used)")
     flux_kontext: bool = Field(False, description="FLUX: edit following the prompt with the init image(s) as "
                                                   "Kontext reference(s) (no mask; denoising strength unused)")
+    # soft inpainting (modules.generation.runners.soft_inpaint): the result blended into the original across a
+    # feathered band at the mask's edge instead of A1111's hard overlay
+    soft_inpainting: bool = Field(False, description="blend the result into the original at the mask's edge "
+                                                     "(needs a mask)")
+    soft_inpainting_softness: int = Field(8, ge=1, le=64, description="soft inpainting: width of the blend at "
+                                                                       "the mask's edge, in pixels")
+    soft_inpainting_preservation: float = Field(0.5, ge=0.0, le=1.0, description="soft inpainting: how much of "
+                                                "the original the blend keeps (0: the mask's softness as is)")
 
     @model_validator(mode="after")
     def _blur_and_noise(self) -> "Img2ImgRequest":
@@ -179,15 +187,48 @@ class Img2ImgRequest(GenerationRequest):
         return self.mask_blur_x if self.mask_blur_x == self.mask_blur_y else None
 
 
-class Img2ImgBatchRequest(Img2ImgRequest):
-    """img2img over every image of a server-side folder, as one job (A1111's img2img "Batch" tab).
+#: what the img2img batch may take from each image's PNG info (A1111's "Parameters to take from png info")
+PNG_INFO_PROPS = ("Prompt", "Negative prompt", "Seed", "CFG scale", "Sampler", "Steps")
 
-    Reads and writes local folders: offer it to the local UI and trusted callers only.
-    ``init_images`` is ignored; a mask of the same file stem in ``mask_dir`` (or ``mask``) applies.
-    Without ``output_dir`` images go to the normal img2img output folder.
+
+class Img2ImgBatchRequest(Img2ImgRequest):
+    """img2img over many images as one job (A1111's img2img "Batch" tab): uploaded images
+    (``batch_images``) or every image of a server folder (``input_dir``), one output each (times
+    ``n_iter``), a summary of what was done and what failed and why.
+
+    Folders (``input_dir``, ``output_dir``, ``mask_dir``) are server paths: accepted only under the data
+    dir or a folder allowed with ``--allowed-dir`` (:mod:`modules.folder_access`). A mask of the same
+    file stem in ``mask_dir`` (else ``mask``) applies to each image. Without ``output_dir`` images go to
+    the normal img2img output folder. ``use_png_info`` takes ``png_info_props`` from each image's
+    infotext (the prompts are appended to the request's, the others replace them).
     """
 
     kind: Literal["img2img_batch"] = "img2img_batch"  # type: ignore[assignment]
-    input_dir: str = Field(..., min_length=1)
+    input_dir: str | None = Field(None, description="server folder of images (under an allowed root)")
+    batch_images: list[str] = Field(default_factory=list, max_length=64,
+                                    description="uploaded images (base64), instead of input_dir")
+    batch_names: list[str] = Field(default_factory=list, max_length=64,
+                                   description="the uploaded images' file names (outputs are named after them)")
     output_dir: str | None = None
     mask_dir: str | None = None
+    use_png_info: bool = Field(False, description="take png_info_props from each image's PNG info")
+    png_info_props: list[Literal["Prompt", "Negative prompt", "Seed", "CFG scale", "Sampler", "Steps"]] = Field(
+        default_factory=lambda: list(PNG_INFO_PROPS))
+
+    @field_validator("input_dir", "output_dir", "mask_dir")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Img2ImgBatchRequest":
+        if self.init_images:
+            raise ValueError("an img2img batch takes batch_images or input_dir, not init_images")
+        if bool(self.input_dir) == bool(self.batch_images):
+            raise ValueError("an img2img batch needs uploaded images (batch_images) or an input folder "
+                             "(input_dir): exactly one of them")
+        if self.batch_names and len(self.batch_names) != len(self.batch_images):
+            raise ValueError("batch_names must name every image of batch_images")
+        if self.outpaint is not None or self.flux_kontext:
+            raise ValueError("an img2img batch does not outpaint or edit with Kontext: use the img2img tab")
+        return self

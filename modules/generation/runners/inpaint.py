@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from modules.generation.runners.soft_inpaint import soft_infotext, soft_overlay_mask
 from modules.images.resize import resize_image
 
 if TYPE_CHECKING:
@@ -182,6 +183,8 @@ def prepare_inpaint(image: Image.Image, mask: Image.Image | None, req: "Img2ImgR
     """Prepare ``image`` (RGB) and its raw ``mask`` (or None for plain img2img) for processing at
     ``width x height``; A1111 infotext keys are added to ``params``."""
     mode = req.resize_mode
+    if mask is None and getattr(req, "soft_inpainting", False):
+        raise MaskError("soft inpainting blends at a mask's edge: paint a mask, or turn soft inpainting off")
     if mask is None:
         if mode == 3:
             return PreparedInit(image, _multiple_of_8(image), None, None, None)
@@ -226,6 +229,10 @@ def prepare_inpaint(image: Image.Image, mask: Image.Image | None, req: "Img2ImgR
         encode_source = _multiple_of_8(image)
     if req.inpainting_fill != 1:
         params["Masked content"] = MASKED_CONTENT[req.inpainting_fill]
+    if getattr(req, "soft_inpainting", False):
+        source_mask = image_mask if req.inpaint_full_res else latent_mask
+        overlay_mask = soft_overlay_mask(source_mask, req.soft_inpainting_softness, req.soft_inpainting_preservation)
+        params.update(soft_infotext(req))
     return PreparedInit(init, encode_source, latent_mask.convert("L"), make_overlay(overlay_source, overlay_mask),
                         paste_to)
 
