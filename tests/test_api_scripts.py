@@ -134,13 +134,17 @@ def test_a1111_script_refusals_name_the_script_and_field(server, body: dict, sta
         assert word.lower() in answer.json()["detail"].lower(), (word, answer.text)
 
 
-def test_a_txt2img_script_is_not_an_img2img_script(server) -> None:
+def test_img2img_takes_its_own_tab_s_scripts(server) -> None:
     picture = io.BytesIO()
     Image.new("RGB", (SIZE, SIZE), (200, 40, 40)).save(picture, format="PNG")
     init = base64.b64encode(picture.getvalue()).decode()
+    body = {**BASE, "init_images": [init], "denoising_strength": 0.5}
     with server.client() as http:
-        answer = http.post("/sdapi/v1/img2img", json={**BASE, "init_images": [init], "script_name": "seed walk"})
-    assert answer.status_code == 422 and "not a img2img script" in answer.json()["detail"], answer.text
+        refused = http.post("/sdapi/v1/img2img", json={**body, "script_name": "seed walk"})
+        tinted = http.post("/sdapi/v1/img2img", json={**body, "alwayson_scripts": {"TINT": {"args": ["i2i"]}}})
+    assert refused.status_code == 422 and "not a img2img script" in refused.json()["detail"], refused.text
+    assert tinted.status_code == 200, tinted.text
+    assert "Tint: i2i" in json.loads(tinted.json()["info"])["infotexts"][0]
 
 
 def test_native_job_api_refuses_unknown_scripts_and_bad_args_at_submit(server) -> None:
