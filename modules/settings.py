@@ -65,6 +65,7 @@ class SettingsStore:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
+        self._extra: dict[str, Any] = {}  # the file's other keys: extension options (modules/scripts/ext_settings.py)
         self._settings = self._load()
 
     def _load(self) -> Settings:
@@ -76,6 +77,7 @@ class SettingsStore:
             log.warning("Settings file %s is unreadable (%s); using defaults", self._path, exc)
             return Settings()
         known = {k: v for k, v in raw.items() if k in Settings.model_fields} if isinstance(raw, dict) else {}
+        self._extra = {k: v for k, v in raw.items() if k not in Settings.model_fields} if isinstance(raw, dict) else {}
         try:
             return Settings(**known)
         except ValidationError:
@@ -115,8 +117,23 @@ class SettingsStore:
             self._write(new)
             return new.model_copy()
 
+    def extra(self) -> dict[str, Any]:
+        """The settings file's keys that are not :class:`Settings` fields (extension options), as stored."""
+        with self._lock:
+            return dict(self._extra)
+
+    def update_extra(self, changes: dict[str, Any]) -> None:
+        """Store extension options beside the settings (their owner validates them:
+        :mod:`modules.scripts.ext_settings`); a :class:`Settings` key is refused here."""
+        clash = sorted(set(changes) & set(Settings.model_fields))
+        if clash:
+            raise SettingsError(f"not an extension option: {', '.join(clash)}")
+        with self._lock:
+            self._extra.update(changes)
+            self._write(self._settings)
+
     def _write(self, settings: Settings) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(settings.model_dump(), indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps({**self._extra, **settings.model_dump()}, indent=2), encoding="utf-8")
         os.replace(tmp, self._path)
