@@ -41,6 +41,7 @@ class PingResponse(BaseModel):
 def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAPI:
     """The whole studio as one ASGI app. ``with_ui`` defaults to ``not --nowebui``."""
     from modules.api.controlnet_routes import build_controlnet_router
+    from modules.api.extra_networks_routes import build_extra_networks_router
     from modules.api.jobs_api import build_jobs_router
     from modules.api.sdapi import build_sdapi_router
 
@@ -57,6 +58,7 @@ def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAP
         app.include_router(build_sdapi_router(ctx))
         app.include_router(build_jobs_router(ctx))
         app.include_router(build_controlnet_router(ctx, annotators=ctx.addons.annotators if ctx.addons else None))
+        app.include_router(build_extra_networks_router(ctx))
     ui_app = None
     if with_ui:
         from webui.mount import mount_ui
