@@ -76,13 +76,11 @@ def run_img2img_batch(req: "Img2ImgBatchRequest", active: "ActiveModel", control
             changes = png_info_changes(image, req)
             item_req = type(req).model_validate(req.model_dump() | changes) if changes else req
             has_mask = mask is not None
-            if base is None or changes:
-                job = plan_img2img(item_req, active, styles, hooks, refiners, output, image.size, has_mask)
-                if base is None:
-                    base = job
-                    control.progress.total_steps = job.total_steps
-            else:
-                job = base
+            if base is None:
+                base = plan_img2img(req, active, styles, hooks, refiners, output, image.size, has_mask)
+                control.progress.total_steps = base.total_steps
+            job = (plan_img2img(item_req, active, styles, hooks, refiners, output, image.size, has_mask)
+                   if changes else base)
             if result is None:
                 result = BatchResult(**vars(new_result(job)), batch=summary)
             images, mask, protect = load_inputs(item_req, [image], mask, active.model.family.size_multiple)
