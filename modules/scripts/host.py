@@ -64,7 +64,12 @@ class ScriptHost:
         return selected, alwayson
 
     def precheck(self, req: "GenerationRequest", tab: str) -> None:
-        self.resolve(req, tab)
+        """Raise for a request whose scripts cannot run: a bad script field, or the selected script's own
+        :meth:`~modules.scripts.script.Script.precheck` (before anything is generated)."""
+        selected, _ = self.resolve(req, tab)
+        if selected is not None:
+            script, args = selected
+            script.precheck(req, args)
 
     def run(self, req: "GenerationRequest", tab: str, control: "JobControl", output: "OutputOptions",
             generate_once: GenerateOnce, *, grids_dir: Path | None = None,

@@ -159,6 +159,11 @@ class Script:
 
     # --- selectable ---------------------------------------------------------------------------------
 
+    def precheck(self, request: "GenerationRequest", args: Any) -> None:
+        """Selectable scripts: raise (e.g. ``InvalidRequestError``, naming the problem) for a request this script
+        cannot run, before the job is queued and again before it runs (the X/Y/Z plot checks its axes and
+        refuses an over-size grid here). Makes nothing."""
+
     def run(self, p: ScriptJob, args: Any) -> "GenerationResult":
         """Selectable scripts: run the job (call ``p.process`` as often as needed) and return its result."""
         return p.process(p.request)
