@@ -88,8 +88,8 @@ def test_resize_to_with_crop_and_second_pass_options(sd1, tmp_path) -> None:
     text = result.infotexts[0]
     assert "Hires resize: 96x64" in text and "Hires steps: 4" in text
     assert "Hires sampler: DPM++ 2M" in text and "Hires prompt: a blue square" in text
-    assert control.progress.total_steps == 3 + 2  # first pass + int(4 * 0.5) second-pass steps
-    assert control.progress.step == 5
+    assert control.progress.total_steps == 3 + 3  # first pass + A1111's int(4 * 0.5) + 1 second-pass steps
+    assert control.progress.step == 6
 
 
 def test_unknown_upscaler_is_refused_with_the_choices(sd1, tmp_path) -> None:
@@ -124,7 +124,10 @@ def test_esrgan_model_upscaler(sd1, tmp_path, esrgan_dir: Path) -> None:
     assert result.images[0].size == (128, 128) and "Hires upscaler: 2x-Tiny" in result.infotexts[0]
 
 
-def test_tiny_denoising_skips_the_second_pass(sd1, tmp_path) -> None:
+def test_tiny_denoising_runs_one_second_pass_step_and_zero_none(sd1, tmp_path) -> None:
     control = JobControl()
-    result = hires(sd1, tmp_path, control, denoising_strength=0.1)  # int(3 * 0.1) = 0 steps
+    result = hires(sd1, tmp_path, control, denoising_strength=0.1)  # A1111: int(3 * 0.1) + 1 = 1 step
+    assert result.images[0].size == (96, 96) and control.progress.total_steps == 3 + 1
+    control = JobControl()
+    result = hires(sd1, tmp_path, control, denoising_strength=0.0)  # the upscaled image as it is
     assert result.images[0].size == (96, 96) and control.progress.total_steps == 3

@@ -15,7 +15,7 @@ Flow per job (A1111 ``StableDiffusionProcessingImg2Img``):
 5. with a mask the original is composited back outside the (blurred) mask (A1111 ``apply_overlay``):
    those pixels come back unchanged.
 
-A strength too low for a single step returns the encoded-decoded init image. Variation seeds and seed
+As A1111, ``int(strength * steps) + 1`` steps run (a strength of exactly 0 returns the encoded-decoded init image). Variation seeds and seed
 resize are refused (the noise is drawn inside the pipeline). Infotext adds ``Denoising strength``,
 ``Mask blur``, ``Mask mode``, ``Masked content``, ``Inpaint area``, ``Masked area padding`` and, with a
 refiner (plain img2img on SDXL), ``Refiner`` / ``Refiner switch at``.

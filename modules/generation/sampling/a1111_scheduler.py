@@ -218,10 +218,9 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         program starts at the first step whose calls all come at or after that call.
 
         diffusers' img2img pipelines pass ``steps - int(steps * strength)`` and iterate the timesteps
-        from that slot on, so the program starts at that step's sigma. (A1111's ``sample_img2img``
-        starts one level earlier and runs ``int(strength * steps) + 1`` steps; following it here is a
-        one-line change, held back because an existing img2img test's expectation relies on the
-        current step count.)
+        from that slot on, so the program starts at that step's sigma. The runners give the pipeline the
+        strength that makes this A1111's start (``sample_img2img``: ``int(strength * steps) + 1`` steps from
+        level ``steps - t_enc - 1``; :func:`modules.generation.sampling.passes.pipeline_strength`).
         """
         if self._levels is None:
             raise RuntimeError("set_timesteps must be called before set_begin_index")

@@ -70,12 +70,28 @@ class Pass:
 
 
 def strength_steps(model: "LoadedModel", steps: int, strength: float) -> int:
-    """How many steps an img2img pipeline runs for ``steps`` at ``strength`` (its ``get_timesteps``)."""
-    if strength >= 1.0:
-        return steps
+    """How many steps an img2img pass runs for ``steps`` at ``strength``.
+
+    A1111's ``sample_img2img``: ``t_enc = int(min(strength, 0.999) * steps)`` and the schedule's last
+    ``t_enc + 1`` steps run, starting from level ``steps - t_enc - 1`` (so even a low strength runs one step).
+    FLUX (not an A1111 family) keeps its pipeline's count; a strength of exactly 0 runs none (the image
+    as it is, where A1111 would still run one step at the lowest noise level).
+    """
+    if strength <= 0:
+        return 0
     if model.family.architecture == "flux":
+        if strength >= 1.0:
+            return steps
         return steps - int(max(steps - min(steps * strength, steps), 0))
-    return min(int(steps * strength), steps)
+    return min(int(min(strength, 0.999) * steps) + 1, steps)
+
+
+def pipeline_strength(model: "LoadedModel", steps: int, strength: float) -> float:
+    """The ``strength`` to give a diffusers img2img pipeline so that it runs :func:`strength_steps` steps
+    from A1111's starting level (its ``get_timesteps`` runs ``int(steps * strength)``)."""
+    if model.family.architecture == "flux" or strength >= 1.0:
+        return strength
+    return min(1.0, (strength_steps(model, steps, strength) + 0.5) / steps)
 
 
 def switch_steps(steps: int, start: float, end: float | None) -> int:
@@ -120,10 +136,13 @@ def run_pass(spec: Pass, req: "GenerationRequest", *, hooks: Sequence[SamplingHo
     if "denoising_start" in spec.kwargs and hasattr(spec.pipe.scheduler, "begin_counts_calls"):
         spec.pipe.scheduler.begin_counts_calls = True  # SDXL's refiner start is a model-call index
     call = ARCHITECTURE_CALLS[spec.model.family.architecture]
+    kwargs = dict(spec.kwargs)
+    if "strength" in kwargs and kwargs.get("denoising_start") is None:
+        kwargs["strength"] = pipeline_strength(spec.model, spec.steps, float(kwargs["strength"]))
     ctx = SamplingContext(pipe=spec.pipe, model=spec.model, req=req, task=spec.task, prompts=list(spec.prompts),
                           negatives=list(spec.negatives), seeds=list(spec.seeds), batch_index=spec.batch_index,
                           call_kwargs={"num_inference_steps": spec.steps, **call.guidance_kwargs(spec.model, req),
-                                       **spec.kwargs},
+                                       **kwargs},
                           extra_networks=list(spec.extra_networks))
     counted = 0
     with contextlib.ExitStack() as stack:
