@@ -248,3 +248,26 @@ def test_webuiapi_xyz_plot_by_a1111_positional_args(server) -> None:
     grid, *cells = result.images
     assert grid.size[0] > SIZE and all(cell.size == (SIZE, SIZE) for cell in cells)
     assert "Steps: 2," in result.info["infotexts"][-2] and "Steps: 3," in result.info["infotexts"][-1]
+
+
+XYZ_NAMED = {"x_type": "Steps", "x_values": "2,3", "include_lone_images": True}
+
+
+def test_xyz_plot_named_args_match_positional_and_run_on_the_native_api(server) -> None:
+    if server.ctx.scripts.registry.get("X/Y/Z plot") is None:
+        pytest.skip("the X/Y/Z plot script is not registered yet")
+    with server.client() as http:
+        positional = http.post("/sdapi/v1/txt2img", json={**BASE, "script_name": "x/y/z plot",
+                                                          "script_args": XYZ_TXT2IMG_STEPS})
+        named = http.post("/sdapi/v1/txt2img", json={**BASE, "script_name": "X/Y/Z plot", "script_args": XYZ_NAMED})
+        made = http.post("/api/v1/jobs", json={"kind": "txt2img", "request": {
+            **BASE, "script": {"name": "X/Y/Z plot", "args": XYZ_NAMED}}})
+        assert made.status_code == 201, made.text
+        server.ctx.queue.wait(made.json()["id"], 120)
+        result = http.get(f"/api/v1/jobs/{made.json()['id']}/result").json()
+    assert positional.status_code == 200 and named.status_code == 200, (positional.text, named.text)
+    assert len(positional.json()["images"]) == 3 and _pixels(positional.json()) == _pixels(named.json())
+    images = result["images"]
+    assert len(images) == 3 and "Script: X/Y/Z plot" in images[0]["infotext"], result
+    assert [_decode(i["image"]).size for i in images][1:] == [(SIZE, SIZE)] * 2
+    assert _pixels({"images": [i["image"] for i in images]}) == _pixels(named.json())
