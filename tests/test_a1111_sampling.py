@@ -464,9 +464,14 @@ class _SmoothModel(torch.nn.Module):
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "Heun", "DPM++ SDE"])
 def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
     """Driven the way diffusers' img2img pipelines drive it (slice at ``k = steps - int(steps * strength)``,
-    ``set_begin_index``, ``add_noise``), the scheduler runs the k-diffusion sampler on ``sigmas[k:]`` from
-    ``init + noise * sigmas[k]``, the noise being each image's first seed draw and the sampler's noise
-    continuing the stream (A1111's own img2img starts one level earlier: see ``set_begin_index``)."""
+    ``set_begin_index``, ``add_noise``) with the strength the runners give the pipeline
+    (:func:`~modules.generation.sampling.passes.pipeline_strength`), the scheduler runs A1111's
+    ``sample_img2img``: the k-diffusion sampler on ``sigmas[steps - t_enc - 1:]`` from ``init + noise *
+    sigmas[steps - t_enc - 1]``, the noise being each image's first seed draw and the sampler's noise
+    continuing the stream."""
+    from types import SimpleNamespace
+
+    from modules.generation.sampling.passes import pipeline_strength
     from modules.generation.sampling.samplers import resolve_sampler
 
     config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
@@ -476,7 +481,10 @@ def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
 
     scheduler = resolve_sampler(sampler).build(config, "epsilon", seeds=seeds)
     scheduler.set_timesteps(steps)
-    t_start = steps - min(int(steps * strength), steps)
+    sd_model = SimpleNamespace(family=SimpleNamespace(architecture="sd"))
+    t_start = steps - min(int(steps * pipeline_strength(sd_model, steps, strength)), steps)  # get_timesteps
+    t_enc = int(min(strength, 0.999) * steps)  # A1111's
+    assert t_start == steps - t_enc - 1
     timesteps = scheduler.timesteps[t_start:]
     scheduler.set_begin_index(t_start)
     noise = _GeneratorNoise(seeds, (4, 8, 8))
@@ -490,7 +498,7 @@ def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
     function, default, discard = K_SAMPLERS[sampler]
     denoiser = kd.external.CompVisDenoiser(model, quantize=False)
     sigmas = _sigmas_for(kd, denoiser, default, steps + (1 if discard else 0))
-    schedule = sigmas[t_start:]
+    schedule = sigmas[steps - t_enc - 1:]
     reference_noise = _GeneratorNoise(seeds, (4, 8, 8))
     xi = init + reference_noise.initial * schedule[0]
     kwargs: dict[str, Any] = {"sigmas": schedule, "disable": True}
