@@ -142,10 +142,12 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
             build_sampling(ui, TAB, fields)
             build_size(ui, TAB, fields, "the image's size")
             build_batch_and_cfg(ui, TAB, fields)
+    from webui.extra_networks import build_extra_networks
             fields.add("denoising_strength", ui.make(gr.Slider, TAB, "Denoising strength", minimum=0, maximum=1,
                                                      value=0.75, step=0.01, elem_id="img2img_denoising_strength"))
             seed = build_seed(ui, TAB, fields)
             build_advanced(ui, TAB, fields)
+    build_extra_networks(ctx, TAB, row)  # A1111's "Extra networks" panel, under the prompts
             build_sections(ctx, ui, TAB, fields)
         with gr.Column(scale=1):
             results = build_results(TAB)

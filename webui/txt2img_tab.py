@@ -88,10 +88,12 @@ def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
     from webui.sections import build_sections, collect_sections
 
     fields = Fields()
+    from webui.extra_networks import build_extra_networks
     row = build_prompt_row(ctx, ui, TAB, fields)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             build_sampling(ui, TAB, fields)
+    build_extra_networks(ctx, TAB, row)  # A1111's "Extra networks" panel, under the prompts
             build_size(ui, TAB, fields, "the model's native size")
             build_batch_and_cfg(ui, TAB, fields)
             seed = build_seed(ui, TAB, fields)

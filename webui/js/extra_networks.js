@@ -1,0 +1,82 @@
+/* Atelier: the extra networks browser's clicks (webui/extra_networks.py renders the cards).
+   - A LoRA or embedding card puts its text (data-prompt) into the prompt box of its tab that had the focus
+     last (the positive prompt until the negative one is focused); a second click takes it out again, as
+     A1111 does. Gradio learns the new value from an "input" event.
+   - The pencil on a card, a checkpoint card and a VAE card ask the server: a JSON action goes into the
+     tab's hidden box #<tab>_en_action and the hidden button #<tab>_en_action_go sends it. */
+(() => {
+  const lastPrompt = {};  // tab -> "prompt" | "neg_prompt"
+  const PROMPT_ID = /^(txt2img|img2img)_(prompt|neg_prompt)$/;
+
+  document.addEventListener("focusin", (event) => {
+    const target = event.target;
+    if (!(target instanceof HTMLTextAreaElement)) return;
+    const box = target.closest("[id]");
+    const match = box && PROMPT_ID.exec(box.id);
+    if (match) lastPrompt[match[1]] = match[2];
+  });
+
+  const textarea = (id) => document.querySelector(`#${id} textarea, #${id} input[type=text]`);
+
+  const setValue = (element, value) => {
+    element.value = value;
+    element.dispatchEvent(new Event("input", {bubbles: true}));
+  };
+
+  const escapeRegExp = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+  // the prompt with `text` added at its end, or taken out when it is there (a LoRA's tag at any weight)
+  const toggled = (prompt, text, card) => {
+    let pattern = null;
+    if (card.dataset.kind === "lora") {
+      const tag = `<lora:${escapeRegExp(card.dataset.name)}:[^>]*>`;
+      const rest = text.replace(/^<lora:[^>]*>/, "");
+      pattern = new RegExp(`\\s*${tag}${rest ? `(?:${escapeRegExp(rest)})?` : ""}`);
+    } else {
+      pattern = new RegExp(`(^|[\\s,])${escapeRegExp(text)}(?=$|[\\s,])`);
+    }
+    if (pattern.test(prompt)) {
+      return prompt.replace(pattern, card.dataset.kind === "lora" ? "" : "$1").replace(/\s{2,}/g, " ").trim();
+    }
+    if (!prompt.trim()) return text;
+    return /[\s]$/.test(prompt) ? prompt + text : `${prompt} ${text}`;
+  };
+
+  const send = (tab, payload) => {
+    const box = textarea(`${tab}_en_action`);
+    const button = document.getElementById(`${tab}_en_action_go`);
+    if (!box || !button) return;
+    setValue(box, JSON.stringify({...payload, at: Date.now()}));
+    setTimeout(() => button.click(), 0);
+  };
+
+  const activate = (card, onEdit) => {
+    const holder = card.closest("[data-atelier-en-tab]");
+    if (!holder) return;
+    const tab = holder.dataset.atelierEnTab;
+    const payload = {kind: card.dataset.kind, id: card.dataset.id};
+    if (onEdit) {
+      send(tab, {...payload, do: "edit"});
+      return;
+    }
+    if (card.dataset.action === "insert") {
+      const box = textarea(`${tab}_${lastPrompt[tab] || "prompt"}`);
+      if (box) setValue(box, toggled(box.value, card.dataset.prompt || "", card));
+    } else {
+      send(tab, {...payload, do: card.dataset.action});
+    }
+  };
+
+  document.addEventListener("click", (event) => {
+    const card = event.target instanceof Element ? event.target.closest(".atelier-en-card") : null;
+    if (!card) return;
+    event.preventDefault();
+    activate(card, !!event.target.closest(".atelier-en-edit"));
+  });
+  document.addEventListener("keydown", (event) => {
+    const card = event.target instanceof Element ? event.target : null;
+    if (!card || !card.classList.contains("atelier-en-card") || (event.key !== "Enter" && event.key !== " ")) return;
+    event.preventDefault();
+    activate(card, false);
+  });
+})();
