@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 from modules.understanding.interrogate import CLASSIFIER_NAME, Interrogator
+from modules.understanding.services import UnderstandingServices
 from modules.flags import Flags
 from modules.generation.addons.registry import JobAddons
 from modules.generation.prompts.styles import StyleError, StyleStore
@@ -53,6 +54,7 @@ class AppContext:
     addons: JobAddons | None = None  # LoRA/embeddings/VAE/ControlNet caches and each job's hooks
     styles: StyleStore | None = None
     scripts: ScriptHost | None = None  # scripts, extensions and their callbacks (modules/scripts)
+    understanding: UnderstandingServices | None = None  # backends, OCR, answer streams (modules/understanding)
     started_at: float = field(default_factory=time.time)
 
     def close(self) -> None:
@@ -102,6 +104,7 @@ def open_styles(path: Path) -> StyleStore | None:
 def create_app_context(flags: Flags) -> AppContext:
     """Wire up a studio from its flags (no model is loaded here; no hashing, no network)."""
     from modules.job_kinds import builtin_kinds
+    from modules.models.devices import device_choice
     from modules.models.loader_options import load_options_for
 
     paths = resolve_paths(flags.data_dir, flags.ckpt_dir, flags.lora_dir)
@@ -128,7 +131,10 @@ def create_app_context(flags: Flags) -> AppContext:
                      styles=open_styles(paths.data_dir / "styles.csv"),
                      addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle, slots=slots),
                      scripts=ScriptHost(paths.repo_root, paths.data_dir, enable=flags.enable_extensions,
-                                        add_kind=kinds.register, user_code=not flags.disable_extensions))
+                                        add_kind=kinds.register, user_code=not flags.disable_extensions),
+                     understanding=UnderstandingServices(data_dir=paths.data_dir, repo_root=paths.repo_root,
+                                                         settings=lambda: settings.current, slots=slots,
+                                                         device=lambda: device_choice(flags)[0]))
     models.loaded_listeners.append(ctx.scripts.model_loaded)
     ctx.scripts.start()  # the built-in scripts and the approved extensions; no unapproved code runs
     queue.attach_handlers(kinds.handlers(ctx))  # the handlers need the context, which holds the queue

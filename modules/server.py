@@ -43,6 +43,7 @@ def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAP
     from modules.api.controlnet_routes import build_controlnet_router
     from modules.api.extra_networks_routes import build_extra_networks_router
     from modules.api.jobs_api import build_jobs_router
+    from modules.api.openai_routes import build_openai_router
     from modules.api.sdapi import build_sdapi_router
 
     with_ui = (not ctx.flags.nowebui) if with_ui is None else with_ui
@@ -58,6 +59,7 @@ def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAP
         app.include_router(build_sdapi_router(ctx))
         app.include_router(build_jobs_router(ctx))
         app.include_router(build_controlnet_router(ctx, annotators=ctx.addons.annotators if ctx.addons else None))
+        app.include_router(build_openai_router(ctx))
         app.include_router(build_extra_networks_router(ctx))
     ui_app = None
     if with_ui:

@@ -47,6 +47,20 @@ class Settings(BaseModel):
     min_free_space_mb: int = Field(64, ge=0, le=1_000_000,
                                    description="Refuse new jobs and hold waiting ones while less than this many MB "
                                                "are free where jobs write (0: off; --min-free-space-mb overrides)")
+    # image understanding (modules/understanding/services.py); the API key is never a setting (see vlm_api_key_env)
+    understanding_backend: str = Field(
+        "default", max_length=200, json_schema_extra={"section": "Image understanding"},
+        description="Backend of understanding tasks that name none: default (offline), remote, ocr, local:<folder>")
+    vlm_api_base_url: str = Field("", max_length=500, json_schema_extra={"section": "Image understanding"},
+                                  description="OpenAI-compatible service for image understanding "
+                                              "(e.g. https://openrouter.ai/api/v1)")
+    vlm_api_model: str = Field("", max_length=200, json_schema_extra={"section": "Image understanding"},
+                               description="Model id at that service (e.g. baidu/ernie-4.5-vl-28b-a3b)")
+    vlm_api_key_env: str = Field("ATELIER_VLM_API_KEY", max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^$",
+                                 json_schema_extra={"section": "Image understanding"},
+                                 description="Environment variable holding its API key (else <data dir>/vlm_api_key.txt)")
+    vlm_api_timeout_s: int = Field(120, ge=1, le=3600, json_schema_extra={"section": "Image understanding"},
+                                   description="Seconds to wait for the service's answer")
 
     @property
     def preview_every(self) -> int:

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modules.api.errors import error_body
 
 PRINCIPAL_KEY = "atelier.principal"
-API_PREFIXES = ("/sdapi/", "/api/", "/internal/", "/docs", "/redoc", "/openapi.json")
+API_PREFIXES = ("/sdapi/", "/api/", "/v1/", "/internal/", "/docs", "/redoc", "/openapi.json")
 
 
 def key_principal(key: str) -> str:

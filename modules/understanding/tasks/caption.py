@@ -1,0 +1,122 @@
+"""The ``understand_caption`` job kind: a caption at three detail levels (short, detailed, tags).
+
+Tags come in the booru/kohya style with the formatting options of :mod:`.tags`. The offline default is the
+shapes-world classifier; a VLM backend (remote or local) is asked with the level's prompt (or the
+request's own ``prompt``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modules.jobs.kinds import JobKind
+from modules.understanding.backends.base import single_turn
+from modules.understanding.interrogate import InterrogatorMissing, caption_from_labels
+from modules.understanding.tasks.common import (USER_ERRORS, BackendRun, UnderstandingRequestError, backend_field,
+                                                chosen_backend, decode_images, max_tokens_field, note_evictions,
+                                                run_backend, services, temperature_field)
+from modules.understanding.tasks.tags import format_tags, split_tags
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+    from modules.jobs.model import Job
+    from modules.jobs.progress import JobControl
+
+Detail = Literal["short", "detailed", "tags"]
+
+PROMPTS: dict[str, str] = {
+    "short": "Describe this image in one short sentence.",
+    "detailed": "Describe this image in detail in a few sentences: the subjects, their colours, sizes and positions, "
+                "and the background.",
+    "tags": "List tags for this image in the style of booru tags: lowercase, comma-separated, most important first. "
+            "Answer with the tags only.",
+}
+
+
+class CaptionRequest(BaseModel):
+    """Caption one image. The tag options apply to ``detail="tags"`` only."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["understand_caption"] = "understand_caption"
+    image: str = Field(..., description="base64 image (or data URI)")
+    detail: Detail = Field("detailed", description="short (one sentence), detailed, or tags")
+    backend: str | None = backend_field()
+    prompt: str | None = Field(None, max_length=4000, description="your own instruction (VLM backends only)")
+    underscores: bool = Field(False, description="tags: underscores between words instead of spaces")
+    escape_brackets: bool = Field(True, description="tags: escape ( ) [ ] for A1111 prompts")
+    blacklist: list[str] = Field(default_factory=list, max_length=500,
+                                 description="tags: tags to leave out (case-insensitive, * wildcards)")
+    max_tags: int = Field(50, ge=1, le=500, description="tags: at most this many")
+    max_tokens: int = max_tokens_field(300)
+    temperature: float = temperature_field()
+
+
+@dataclass
+class CaptionResult:
+    caption: str
+    detail: str
+    tags: list[str] | None = None
+    run: BackendRun = field(default_factory=BackendRun)
+
+
+def _precheck(ctx: "AppContext", request: CaptionRequest) -> None:
+    decode_images([request.image])
+    backend = chosen_backend(ctx, request.backend)
+    if request.detail != "tags":
+        changed = [name for name, default in (("underscores", False), ("escape_brackets", True), ("blacklist", []),
+                                             ("max_tags", 50)) if getattr(request, name) != default]
+        if changed:
+            raise UnderstandingRequestError(f"{', '.join(changed)} apply to detail=tags only")
+    if backend == "default":
+        if request.prompt:
+            raise UnderstandingRequestError("the offline default captions without a prompt; choose a VLM backend "
+                                            "(remote or local:<folder>) to give your own")
+        if ctx.interrogator.find() is None:
+            ctx.interrogator.missing()
+    if backend == "ocr":
+        raise UnderstandingRequestError("ocr reads text and does not caption; use the default or a VLM backend")
+
+
+def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> CaptionResult:
+    from modules.understanding.backends.shapes import label_tags, short_caption
+
+    request: CaptionRequest = job.request
+    image = decode_images([request.image])[0]
+    name = chosen_backend(ctx, request.backend)
+    run = BackendRun(backend=name)
+    control.begin(1, 1, text=f"captioning ({request.detail})")
+    if name == "default":
+        labels = ctx.interrogator.predict(image)
+        run.backend = "default:atelier-shapes"
+        if request.max_tokens != 300 or request.temperature != 0.0:
+            run.notes.append("max_tokens and temperature do not apply to the offline default")
+        raw_tags = label_tags(labels)
+        text = short_caption(labels) if request.detail == "short" else caption_from_labels(labels)
+    else:
+        backend = services(ctx).open(name)
+        answer = run_backend(ctx, job, control, backend, single_turn(request.prompt or PROMPTS[request.detail]),
+                             [image], max_tokens=request.max_tokens, temperature=request.temperature)
+        note_evictions(run, backend)
+        run.add(answer)
+        text = answer.text.strip()
+        raw_tags = split_tags(text)
+    control.step(1)
+    if request.detail == "tags":
+        tags = format_tags(raw_tags, underscores=request.underscores, escape_brackets=request.escape_brackets,
+                           blacklist=request.blacklist, max_tags=request.max_tags)
+        return CaptionResult(caption=", ".join(tags), detail="tags", tags=tags, run=run)
+    return CaptionResult(caption=text, detail=request.detail, run=run)
+
+
+def _describe(result: Any) -> dict[str, Any] | None:
+    if not isinstance(result, CaptionResult):
+        return None
+    return {"caption": result.caption, "detail": result.detail, "tags": result.tags, **result.run.as_dict()}
+
+
+CAPTION = JobKind(name="understand_caption", request=CaptionRequest, run=_run, precheck=_precheck, describe=_describe,
+                  summary="Caption an image: short, detailed, or booru-style tags (underscores or spaces, escaped "
+                          "brackets, a blacklist), with the offline default or a VLM backend.",
+                  user_errors=(*USER_ERRORS, InterrogatorMissing))
