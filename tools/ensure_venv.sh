@@ -29,3 +29,9 @@ fi
 if [ "$(basename "$req")" = requirements-test.txt ] && ! "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("k_diffusion") is None or u.find_spec("torchdiffeq") is None)'; then
   "$venv/bin/python" -m pip install --disable-pip-version-check --no-cache-dir -q --no-deps k-diffusion==0.1.1.post1 torchdiffeq==0.2.5
 fi
+# Offline OCR for image understanding: rapidocr-onnxruntime declares opencv-python, which would install a second
+# cv2 over opencv-python-headless (and need libGL); it runs on the headless build, so it goes in without its
+# dependencies (the others are in requirements.txt).
+if ! "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("rapidocr_onnxruntime") is None)'; then
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-cache-dir -q --no-deps rapidocr-onnxruntime==1.4.4
+fi
