@@ -31,7 +31,8 @@ EXTENSION = textwrap.dedent('''
     class WalkArgs(BaseModel):
         model_config = ConfigDict(extra="forbid")
         count: int = Field(2, ge=1, le=4, title="Images")
-        seed_step: int = Field(1, ge=1, le=1000, description="added to the seed per image")
+        seed_step: int = Field(10, ge=1, le=1000, description="added to the seed per image",
+                               json_schema_extra={"step": 5, "choices": [1, 10, 100]})
         steps: Literal["same", "fewer"] = "same"
 
 
@@ -103,8 +104,8 @@ def test_scripts_and_script_info_shapes(server) -> None:
     walk = [i for i in infos if i["name"] == "seed walk"]
     assert [(i["is_alwayson"], i["is_img2img"]) for i in walk] == [(False, False)]
     assert walk[0]["args"] == [
-        {"label": "Images", "value": 2, "minimum": 1, "maximum": 4, "step": None, "choices": None, "name": "count"},
-        {"label": "Seed step", "value": 1, "minimum": 1, "maximum": 1000, "step": None, "choices": None,
+        {"label": "Images", "value": 2, "minimum": 1, "maximum": 4, "step": 1, "choices": None, "name": "count"},
+        {"label": "Seed step", "value": 10, "minimum": 1, "maximum": 1000, "step": 5, "choices": ["1", "10", "100"],
          "name": "seed_step"},
         {"label": "Steps", "value": "same", "minimum": None, "maximum": None, "step": None,
          "choices": ["same", "fewer"], "name": "steps"}]

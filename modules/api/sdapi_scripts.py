@@ -168,6 +168,8 @@ def _bounds(info: "FieldInfo") -> dict[str, Any]:
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     if extra.get("step") is not None:
         out["step"] = extra["step"]
+    elif info.annotation is int and out["minimum"] is not None and out["maximum"] is not None:
+        out["step"] = 1  # a ranged int is a slider in steps of 1 (A1111 reports its sliders' step)
     return out
 
 
@@ -182,7 +184,9 @@ def _jsonable(value: Any) -> Any:
 
 def script_args_info(script: "Script") -> list[dict[str, Any]]:
     """One A1111 ``ScriptArg`` per argument: in ``a1111_args`` order (the positional order), then the
-    arguments only Atelier's by-name form sets; ``name`` (Atelier) is the argument's name."""
+    arguments only Atelier's by-name form sets; ``name`` (Atelier) is the argument's name. The label is the
+    field's ``title`` (else its name), the range its ``ge``/``le``, the step and choices its
+    ``json_schema_extra`` ``step``/``choices`` (else 1 for a ranged int; a ``Literal``'s or Enum's values)."""
     fields = script.Args.model_fields
     order = [*script.a1111_args, *(name for name in fields if name not in script.a1111_args)]
     out = []
@@ -193,9 +197,11 @@ def script_args_info(script: "Script") -> list[dict[str, Any]]:
                         "choices": None, "name": name})
             continue
         default = info.get_default(call_default_factory=True)
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        choices = [str(c) for c in extra["choices"]] if isinstance(extra.get("choices"), (list, tuple)) \
+            else _choices(info.annotation)
         out.append({"label": info.title or name.replace("_", " ").capitalize(),
-                    "value": _jsonable(default), **_bounds(info), "choices": _choices(info.annotation),
-                    "name": name})
+                    "value": _jsonable(default), **_bounds(info), "choices": choices, "name": name})
     return out
 
 
