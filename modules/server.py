@@ -69,6 +69,10 @@ def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAP
         _ui_as_fallback(app, ui_app)
     install_middleware(app, ctx, ui_app is not None)
     install_openapi(app, ctx)
+    if ctx.scripts is not None:  # extensions add their routes here; the auth middleware covers them (not UI routes)
+        from modules.scripts.callbacks import AppStarted
+
+        ctx.scripts.callbacks.fire("app_started", AppStarted(app=app, ctx=ctx))
     return app
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.common import active_title, checkpoint_titles, error, status_html
+from webui.extensions_tab import build_extensions_tab
 from webui.extras_tab import build_extras_tab
 from webui.history_tab import build_history_tab
 from webui.img2img_tab import build_img2img_tab
@@ -103,8 +104,11 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
                 history = build_history_tab(ctx)
             with gr.Tab("Models", id="models") as models_tab:
                 models = build_models_tab(ctx)
+            _build_extension_tabs(ctx)
             with gr.Tab("Settings", id="settings"):
                 build_settings_tab(ctx)
+            with gr.Tab("Extensions", id="extensions"):
+                build_extensions_tab(ctx)
         _wire_header(ctx, demo, checkpoint, refresh, model_status, loading, models.picker)
         _wire_send_to(ctx, tabs, txt2img.results, img2img, extras)
         _wire_send_to(ctx, tabs, img2img.results, img2img, extras)
@@ -114,6 +118,18 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
         models_tab.select(models.show, outputs=[models.picker, models.table], api_visibility="private")
     ui.save()
     return demo
+
+
+def _build_extension_tabs(ctx: "AppContext") -> None:
+    """The top-level tabs of approved extensions (``ui_tabs``); one whose build raises is hidden and reported."""
+    from modules.scripts.ui_hooks import build_tab_safely, extension_tabs
+
+    if ctx.scripts is None:
+        return
+    for index, tab in enumerate(extension_tabs(ctx.scripts)):
+        with gr.Tab(tab.title, id=f"extension_tab_{index}") as page:
+            if not build_tab_safely(ctx.scripts, tab):
+                page.visible = False
 
 
 def _wire_header(ctx: "AppContext", demo: gr.Blocks, checkpoint: Any, refresh: Any, model_status: Any,

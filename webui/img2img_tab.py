@@ -165,7 +165,7 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
 
         def submit() -> Any:
             init, mask = request_images(mode_v, image_v, editor_v, mask_v, outpaint_v)
-            data = collect_sections(request_values(fields.values(values)), TAB)
+            data = collect_sections(request_values(fields.values(values)), TAB, ctx=ctx)
             data["init_images"] = [encode_request_image(flatten(init))]
             data["mask"] = encode_request_image(mask) if mask is not None else None
             if mode_v == "outpaint":

@@ -30,6 +30,9 @@ class Fields:
     """Request field name -> component, in the order the event passes them."""
 
     components: dict[str, Any] = field(default_factory=dict)
+    #: ``paster(text, params) -> {field: value}``: extra fills for a pasted infotext (the scripts section's);
+    #: it may change ``params`` (parsed infotext) in place, e.g. drop the keys it used
+    pasters: list[Any] = field(default_factory=list)
 
     def add(self, name: str, component: Any) -> Any:
         self.components[name] = component
@@ -205,7 +208,11 @@ def paste_updates(fields: Fields, text: str, *, send_seed: bool = True, send_siz
     text = (text or "").strip()
     if not text:
         return [gr.skip() for _ in fields.names], "Nothing to read: paste an infotext or drop a PNG with one."
-    values = infotext_to_request_fields(parse_infotext(text))
+    params = parse_infotext(text)
+    pasted: dict[str, Any] = {}
+    for paster in fields.pasters:
+        pasted.update(paster(text, params))
+    values = {**infotext_to_request_fields(params), **pasted}
     extra = dict(values.pop("extra", {}) or {})
     skipped: list[str] = []
     wanted = set(only) if only is not None else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from webui.controlnet_section import build_controlnet, collect_units
+from webui.scripts_section import build_scripts, collect_scripts
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -29,10 +30,13 @@ class Section:
     module: str                 # the backend module that must exist
     build: SectionBuilder
     collect: SectionCollector
+    #: True: called as ``collect(values, tab, ctx)`` (it needs the app context, e.g. the script registry)
+    needs_ctx: bool = False
 
 
 #: built in this order, under the tab's own fields
-SECTIONS: tuple[Section, ...] = (Section("modules.generation.controlnet.hook", build_controlnet, collect_units),)
+SECTIONS: tuple[Section, ...] = (Section("modules.generation.controlnet.hook", build_controlnet, collect_units),
+                                 Section("modules.scripts.host", build_scripts, collect_scripts, needs_ctx=True))
 
 
 def available(module: str) -> bool:
@@ -53,9 +57,10 @@ def build_sections(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: "Field
     return built
 
 
-def collect_sections(values: dict[str, Any], tab: str, sections: tuple[Section, ...] = SECTIONS) -> dict[str, Any]:
+def collect_sections(values: dict[str, Any], tab: str, sections: tuple[Section, ...] = SECTIONS,
+                     ctx: "AppContext | None" = None) -> dict[str, Any]:
     """Request kwargs with every built section's widgets folded into its request fields."""
     for section in sections:
         if available(section.module):
-            values = section.collect(values, tab)
+            values = section.collect(values, tab, ctx) if section.needs_ctx else section.collect(values, tab)
     return values

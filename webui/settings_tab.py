@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from webui.common import checkpoint_titles, readable, status_html
+from webui.ext_settings_section import build_extension_options
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -74,6 +75,7 @@ def build_settings_tab(ctx: "AppContext") -> SettingsTab:
     with gr.Column(elem_id="settings"):
         for name, info in fields.items():
             components[name] = widget_for(ctx, name, info, current.get(name), name in READ_ONLY)
+    build_extension_options(ctx)  # approved extensions' ui_settings options, with their own Apply button
     names = list(components)
 
     def on_apply(*values: Any) -> list[Any]:

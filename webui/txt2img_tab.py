@@ -115,7 +115,7 @@ def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
         from webui.common import owner_of
 
         def submit() -> Any:
-            req = Txt2ImgRequest(**collect_sections(request_values(ordered.values(values)), TAB))
+            req = Txt2ImgRequest(**collect_sections(request_values(ordered.values(values)), TAB, ctx=ctx))
             return submit_job(ctx, req, owner=owner_of(request), source="webui")
 
         yield from run_job(ctx, submit, previews=preview_every(ctx.settings.current) > 0)
