@@ -61,6 +61,14 @@ class Settings(BaseModel):
                                  description="Environment variable holding its API key (else <data dir>/vlm_api_key.txt)")
     vlm_api_timeout_s: int = Field(120, ge=1, le=3600, json_schema_extra={"section": "Image understanding"},
                                    description="Seconds to wait for the service's answer")
+    # the Settings tab, its sections and the quicksettings bar (modules/settings_layout.py)
+    quicksettings_list: list[str] = Field(
+        ["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"],
+        description="Quicksettings list (settings shown at the top of the page; applies when the page is built)")
+    return_grid: bool = Field(True, description="Show grid in gallery")
+    grid_save: bool = Field(True, description="Always save all generated image grids")
+    theme: Literal["system", "light", "dark"] = Field(
+        "system", description="Theme of the page (system: follow the browser; --theme overrides)")
 
     @property
     def preview_every(self) -> int:

@@ -40,3 +40,31 @@ def icon(name: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"no icon {name!r} in {ICONS_DIR}")
     return str(path)
+
+
+#: the user's own CSS in the data dir (A1111's ``user.css``), added after the studio's when the page is mounted
+USER_CSS = "user.css"
+THEMES = ("light", "dark")
+
+
+def css_paths(data_dir: Path) -> list[Path]:
+    """The page's style sheets: the studio's, then ``<data dir>/user.css`` when there is one (read at start)."""
+    user = Path(data_dir) / USER_CSS
+    return [STYLE_CSS, *([user] if user.is_file() else [])]
+
+
+def page_theme(flag: str | None, setting: str) -> str:
+    """The page's theme: ``--theme`` wins, then the ``theme`` setting; "system" follows the browser."""
+    if flag in THEMES:
+        return str(flag)
+    return setting if setting in THEMES else "system"
+
+
+#: run in the page at load with the theme: Gradio's dark mode is the ``dark`` class on <body>
+APPLY_THEME_JS = """(theme) => {
+  if (theme === "dark" || theme === "light") {
+    document.body.classList.toggle("dark", theme === "dark");
+    document.body.dataset.atelierTheme = theme;
+  }
+  return [];
+}"""

@@ -51,7 +51,7 @@ def mount_ui(app: "FastAPI", ctx: "AppContext") -> tuple["FastAPI", ASGIApp]:
     import gradio as gr
 
     from webui.app import build_ui
-    from webui.look import HEAD_HTML, STYLE_CSS, page_scripts
+    from webui.look import HEAD_HTML, css_paths, page_scripts
 
     prepare_gradio_cache(ctx)
     blocks = build_ui(ctx)
@@ -60,7 +60,7 @@ def mount_ui(app: "FastAPI", ctx: "AppContext") -> tuple["FastAPI", ASGIApp]:
     upload_limit = max(1, ctx.flags.max_body_mb * 1024 * 1024 - 64 * 1024)
     app = gr.mount_gradio_app(app, blocks, path="", auth=auth, show_error=True, max_file_size=upload_limit,
                               footer_links=["api"] if ctx.flags.api_enabled else [],
-                              css_paths=[STYLE_CSS], head=page_scripts(), head_paths=[HEAD_HTML])
+                              css_paths=css_paths(ctx.paths.data_dir), head=page_scripts(), head_paths=[HEAD_HTML])
     # What Blocks.launch() sets: from now on Gradio accepts input files from its upload cache only.
     blocks.has_launched = True
     guarded = InputFileGuard(_ui_mount(app), ctx.paths.gradio_cache_dir, max_bytes=ctx.flags.max_body_mb * 1024 * 1024)

@@ -16,6 +16,7 @@ import gradio as gr
 from modules.generation.requests import DEFAULT_SAMPLER
 from webui.common import sampler_names, schedule_labels
 from webui.look import ICON_ONLY_CLASS, icon
+from webui.styles_editor import build_style_editor
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -81,6 +82,7 @@ class PromptRow:
     style_name: Any
     save_style: Any
     note: Any
+    style_editor: Any = None  # webui/styles_editor.py: edit, rename, delete styles
 
 
 def build_prompt_row(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: Fields) -> PromptRow:
@@ -116,8 +118,9 @@ def build_prompt_row(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: Fiel
                                        min_width=0)
             style_name = gr.Textbox(show_label=False, placeholder="style name (for Save style)",
                                     elem_id=f"{tab}_style_name", container=False, max_lines=1)
+            style_editor = build_style_editor(ctx, tab)
     return PromptRow(prompt, negative, generate, interrupt, skip, paste, clear, load_png, styles, apply_styles,
-                     style_name, save_style, note)
+                     style_name, save_style, note, style_editor)
 
 
 def build_sampling(ui: "UiDefaults", tab: str, fields: Fields) -> None:
@@ -131,11 +134,15 @@ def build_sampling(ui: "UiDefaults", tab: str, fields: Fields) -> None:
 
 
 def build_size(ui: "UiDefaults", tab: str, fields: Fields, zero_means: str) -> None:
-    with gr.Row():
-        fields.add("width", ui.make(gr.Slider, tab, "Width", minimum=0, maximum=2048, value=0, step=8,
-                                    elem_id=f"{tab}_width", info=f"0: {zero_means}"))
-        fields.add("height", ui.make(gr.Slider, tab, "Height", minimum=0, maximum=2048, value=0, step=8,
-                                     elem_id=f"{tab}_height", info=f"0: {zero_means}"))
+    with gr.Row(equal_height=True):
+        width = fields.add("width", ui.make(gr.Slider, tab, "Width", minimum=0, maximum=2048, value=0, step=8,
+                                            elem_id=f"{tab}_width", info=f"0: {zero_means}"))
+        height = fields.add("height", ui.make(gr.Slider, tab, "Height", minimum=0, maximum=2048, value=0, step=8,
+                                              elem_id=f"{tab}_height", info=f"0: {zero_means}"))
+        swap = gr.Button("", icon=icon("swap"), elem_id=f"{tab}_res_switch_btn", size="sm", min_width=40, scale=0,
+                         elem_classes=[ICON_ONLY_CLASS])
+    # ⇅ (A1111's res_switch_btn): in the page, no server round trip
+    swap.click(None, inputs=[width, height], outputs=[width, height], js="(w, h) => [h, w]")
 
 
 def build_batch_and_cfg(ui: "UiDefaults", tab: str, fields: Fields) -> None:

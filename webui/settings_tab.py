@@ -1,23 +1,30 @@
 """The Settings tab: one widget per :class:`modules.settings.Settings` field (built from the model, so
-new options appear by themselves), saved with ``ctx.settings.update`` to ``<data dir>/config.json``.
+new options appear by themselves), in sections with a search box, saved with ``ctx.settings.update`` to
+``<data dir>/config.json``.
 
-Settings are read by every job when it starts, so a change applies to the next generation without a
-restart; changing ``sd_model_checkpoint`` also queues the switch, as A1111's ``onchange`` does.
+The layout (sections, labels, search, the quicksettings bar's keys) is :mod:`modules.settings_layout`;
+this module only builds the widgets. Settings are read by every job when it starts, so a change applies
+to the next generation without a restart; changing ``sd_model_checkpoint`` also queues the switch, as
+A1111's ``onchange`` does. :func:`widget_for` also builds the quicksettings bar's widgets (webui/app.py).
 """
 
 from __future__ import annotations
 
+import re
 import typing
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 
-from webui.common import checkpoint_titles, readable, status_html
-from webui.ext_settings_section import build_extension_options
+from webui.common import active_title, checkpoint_titles, readable, status_html
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
+    from modules.settings_layout import SettingEntry
+
+#: the widget of a setting that is not a Settings field (an extension option): ``(entry, value) -> widget``
+WidgetMaker = Callable[["SettingEntry", Any], Any]
 
 
 @dataclass
@@ -25,6 +32,8 @@ class SettingsTab:
     components: dict[str, Any]
     apply: Any
     status: Any
+    search: Any = None
+    sections: dict[str, Any] = field(default_factory=dict)
 
 
 def _bounds(info: Any) -> tuple[float | None, float | None]:
@@ -35,11 +44,39 @@ def _bounds(info: Any) -> tuple[float | None, float | None]:
     return low, high
 
 
-def widget_for(ctx: "AppContext", name: str, info: Any, value: Any, read_only: bool) -> Any:
+def vae_choices(ctx: "AppContext") -> list[str]:
+    """The ``sd_vae`` dropdown: Automatic, None, then the files of models/VAE (A1111's list)."""
+    from modules.generation.addons.network_files import list_files
+
+    files = list_files([ctx.paths.vae_dir], (".safetensors", ".pt", ".ckpt"))
+    return ["Automatic", "None", *[path.name for path in files]]
+
+
+def shown_value(ctx: "AppContext", name: str, value: Any) -> Any:
+    """What a settings widget shows: the checkpoint field shows the model that is loaded."""
+    if name == "sd_model_checkpoint":
+        return active_title(ctx) or value or None
+    return value
+
+
+def widget_for(ctx: "AppContext", name: str, info: Any, value: Any, read_only: bool, *, label: str | None = None,
+               elem_id: str | None = None, **extra: Any) -> Any:
     """The Gradio widget for one settings field (label: its description, info: its key)."""
-    label, hint = info.description or name, name
-    common = {"label": label, "info": hint, "elem_id": f"setting_{name}", "interactive": not read_only}
+    from modules.settings import Settings
+
+    label, hint = label or info.description or name, name
+    common = {"label": label, "info": hint, "elem_id": elem_id or f"setting_{name}", "interactive": not read_only,
+              **extra}
     annotation = info.annotation
+    value = shown_value(ctx, name, value)
+    if name == "sd_model_checkpoint":
+        return gr.Dropdown(checkpoint_titles(ctx), value=value, allow_custom_value=True, **common)
+    if name == "sd_vae":
+        choices = vae_choices(ctx)
+        return gr.Dropdown(choices if value in choices else [*choices, value], value=value, **common)
+    if name == "quicksettings_list":
+        return gr.Dropdown([key for key in Settings.model_fields], value=list(value or []), multiselect=True,
+                           **common)
     if typing.get_origin(annotation) is typing.Literal:
         return gr.Dropdown(list(typing.get_args(annotation)), value=value, **common)
     if annotation is bool:
@@ -49,67 +86,101 @@ def widget_for(ctx: "AppContext", name: str, info: Any, value: Any, read_only: b
         if low is not None and high is not None and high - low <= 1000:
             return gr.Slider(low, high, value=value, step=1 if annotation is int else 0.01, **common)
         return gr.Number(value=value, precision=0 if annotation is int else None, **common)
-    if name == "sd_model_checkpoint":
-        return gr.Dropdown(checkpoint_titles(ctx), value=value or None, allow_custom_value=True, **common)
     return gr.Textbox(value="" if value is None else str(value), **common)
 
 
-def _coerce(info: Any, value: Any) -> Any:
+def coerce(info: Any, value: Any) -> Any:
+    """A widget's value as the setting's type (sliders give floats)."""
     if info.annotation is int and isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
 
+def section_id(section: str) -> str:
+    return "settings_section_" + re.sub(r"[^a-z0-9]+", "_", section.lower()).strip("_")
+
+
+def apply_changes(ctx: "AppContext", changes: dict[str, Any]) -> tuple[bool, str]:
+    """Apply settings changes from the page: (ok, the message). A new checkpoint is loaded in the background
+    (its load job records the setting once it succeeded)."""
+    from modules.models.load_job import switch_model
+    from modules.settings import SettingsError
+
+    changes = dict(changes)
+    note = ""
+    model = changes.pop("sd_model_checkpoint", None)
+    if model and model != active_title(ctx):
+        try:
+            switch_model(ctx, model, owner="webui")
+            note = f" Loading {model} in the background."
+        except Exception as exc:  # noqa: BLE001 - an unknown checkpoint: say so, keep the rest
+            return False, readable(exc)
+    elif not changes:
+        return True, "Nothing changed."
+    try:
+        if changes:
+            ctx.settings.update(changes)
+    except SettingsError as exc:
+        return False, readable(exc)
+    listed = ", ".join(sorted(changes)) or "checkpoint"
+    return True, f"Saved {len(changes) or 1} setting(s): {listed}; they apply from the next generation.{note}"
+
+
 def build_settings_tab(ctx: "AppContext") -> SettingsTab:
     from modules.settings import READ_ONLY, Settings
+    from modules.settings_layout import entries_of, grouped, quicksettings, search
 
     current = ctx.settings.as_dict()
     fields = Settings.model_fields
-    with gr.Row():
-        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
-        reload = gr.Button("Reload from disk", elem_id="settings_reload")
+    entries = entries_of(fields)
+    # the quicksettings bar has the A1111 ids (setting_<key>); their copies here get settings_<key>
+    quick = set(quicksettings(current.get("quicksettings_list"), fields))
+    with gr.Row(equal_height=True):
+        query = gr.Textbox(placeholder="Search settings (name, key or section)", show_label=False, scale=3,
+                           elem_id="settings_search", container=False, max_lines=1)
+        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", scale=1)
+        reload = gr.Button("Reload from disk", elem_id="settings_reload", scale=1)
     status = gr.HTML(status_html(f"Saved to {ctx.paths.shown(ctx.paths.settings_file)}; per-field UI defaults: "
                                  f"{ctx.paths.shown(ctx.paths.data_dir / 'ui-config.json')} (read at start-up)"),
                      elem_id="settings_status")
     components: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    members: dict[str, list[str]] = {}
     with gr.Column(elem_id="settings"):
-        for name, info in fields.items():
-            components[name] = widget_for(ctx, name, info, current.get(name), name in READ_ONLY)
-    build_extension_options(ctx)  # approved extensions' ui_settings options, with their own Apply button
-    names = list(components)
+        for section, listed in grouped(entries):
+            with gr.Group(elem_id=section_id(section), elem_classes=["atelier-settings-section"]) as group:
+                gr.Markdown(f"### {section}", elem_classes=["atelier-settings-title"])
+                for entry in listed:
+                    components[entry.key] = widget_for(ctx, entry.key, fields[entry.key], current.get(entry.key),
+                                                       entry.key in READ_ONLY, label=entry.label,
+                                                       elem_id=f"settings_{entry.key}" if entry.key in quick else None)
+            sections[section] = group
+            members[section] = [entry.key for entry in listed]
+    names = [name for name in fields if name in components]  # /settings takes the values in the model's order
+
+    def on_search(text: str) -> list[Any]:
+        found = search(entries, text)
+        return ([gr.update(visible=any(key in found for key in members[s])) for s in sections]
+                + [gr.update(visible=name in found) for name in names])
 
     def on_apply(*values: Any) -> list[Any]:
-        from modules.models.load_job import switch_model
-        from modules.settings import SettingsError
-
         now = ctx.settings.as_dict()
-        changes = {name: _coerce(fields[name], value) for name, value in zip(names, values)
-                   if name not in READ_ONLY and _coerce(fields[name], value) != now.get(name)}
-        if not changes:
-            return [gr.skip() for _ in names] + [status_html("Nothing changed.")]
-        model = changes.get("sd_model_checkpoint")
-        note = ""
-        if model:
-            try:  # switch first: the load job itself records the setting once it succeeded
-                switch_model(ctx, model, owner="webui")
-                note = f" Loading {model} in the background."
-            except Exception as exc:  # noqa: BLE001 - an unknown checkpoint: say so, keep the rest
-                return [gr.skip() for _ in names] + [status_html(readable(exc), "error")]
-            changes.pop("sd_model_checkpoint")
-        try:
-            saved = ctx.settings.update(changes) if changes else ctx.settings.current
-        except SettingsError as exc:
-            return [gr.skip() for _ in names] + [status_html(readable(exc), "error")]
-        data = saved.model_dump()
-        listed = ", ".join(sorted(changes)) or "checkpoint"
-        return [gr.update(value=data.get(n)) for n in names] + [status_html(
-            f"Saved {len(changes) or 1} setting(s): {listed}; they apply from the next generation.{note}", "ok")]
+        changes = {name: coerce(fields[name], value) for name, value in zip(names, values)
+                   if name not in READ_ONLY and coerce(fields[name], value) != shown_value(ctx, name, now.get(name))}
+        ok, message = apply_changes(ctx, changes)
+        if not ok:
+            return [gr.skip() for _ in names] + [status_html(message, "error")]
+        data = ctx.settings.as_dict()
+        return [gr.update(value=shown_value(ctx, n, data.get(n))) for n in names] + [status_html(
+            message, "ok" if changes else "info")]
 
     def on_reload() -> list[Any]:
         data = ctx.settings.as_dict()
-        return [gr.update(value=data.get(n)) for n in names] + [status_html("Reloaded.")]
+        return [gr.update(value=shown_value(ctx, n, data.get(n))) for n in names] + [status_html("Reloaded.")]
 
-    apply.click(on_apply, inputs=[components[n] for n in names], outputs=[*components.values(), status],
-                api_name="settings")
-    reload.click(on_reload, outputs=[*components.values(), status], api_visibility="private")
-    return SettingsTab(components, apply, status)
+    query.input(on_search, inputs=[query], outputs=[*sections.values(), *(components[n] for n in names)], queue=False,
+                show_progress="hidden", api_visibility="private")
+    widgets = [components[n] for n in names]
+    apply.click(on_apply, inputs=widgets, outputs=[*widgets, status], api_name="settings")
+    reload.click(on_reload, outputs=[*widgets, status], api_visibility="private")
+    return SettingsTab(components, apply, status, query, sections)

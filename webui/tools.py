@@ -3,13 +3,14 @@ Interrupt and Skip. Shared by txt2img and img2img."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import gradio as gr
 
 from webui.common import readable, status_html
 from webui.params import Fields, PromptRow, SeedRow, paste_updates
-from webui.results import Results, stop_job
+from webui.results import Results, run_job, stop_job, wire_reattach, wire_zip
+from webui.styles_editor import wire_style_editor
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -28,6 +29,25 @@ def infotext_of_file(path: str | None) -> str:
             return read_infotext(image) or ""
     except (OSError, UnidentifiedImageError, ValueError):
         return ""
+
+
+#: the Clear button's check: an empty prompt is cleared at once, else only when the user says yes
+CONFIRM_CLEAR_JS = ("(prompt, negative) => ((!prompt && !negative) || confirm('Delete prompt?'))"
+                    " ? ['', ''] : [prompt, negative]")
+
+
+def wire_page_load(ctx: "AppContext", demo: gr.Blocks, txt2img: Results, img2img: Results) -> None:
+    """What a page does when it (re)loads: apply the theme (``--theme``, else the ``theme`` setting), and
+    follow this user's running txt2img and img2img jobs into their tabs (progress survives a reload)."""
+    from modules.jobs.reattach import TAB_KINDS
+    from webui.look import APPLY_THEME_JS, page_theme
+
+    theme = gr.Textbox(visible=False, elem_id="atelier_theme")
+    demo.load(lambda: page_theme(ctx.flags.theme, ctx.settings.current.theme), outputs=[theme], queue=False,
+              show_progress="hidden", api_visibility="private").then(
+        None, inputs=[theme], js=APPLY_THEME_JS, queue=False, show_progress="hidden", api_visibility="private")
+    for results in (txt2img, img2img):
+        wire_reattach(ctx, demo, results, TAB_KINDS[results.tab], lambda: _previews(ctx))
 
 
 def looks_like_infotext(text: str) -> bool:
@@ -57,8 +77,12 @@ def wire_tools(ctx: "AppContext", row: PromptRow, seed: SeedRow, fields: Fields,
                     api_visibility="private")
     row.load_png.upload(load_png, inputs=[row.load_png], outputs=outputs, queue=False, show_progress="hidden",
                         api_visibility="private")
-    row.clear.click(lambda: ("", ""), outputs=[row.prompt, row.negative], queue=False, show_progress="hidden",
-                    api_visibility="private")
+    # Clear asks first, in the page (A1111's "Delete prompt?"); no server round trip
+    row.clear.click(None, inputs=[row.prompt, row.negative], outputs=[row.prompt, row.negative],
+                    js=CONFIRM_CLEAR_JS, queue=False, show_progress="hidden", api_visibility="private")
+    if row.style_editor is not None:
+        wire_style_editor(ctx, row.style_editor, row.styles, row.note)
+    wire_zip(ctx, results)
 
     def apply_styles(names: list[str], prompt: str, negative: str) -> tuple[Any, Any, Any, str]:
         if ctx.styles is None or not names:
@@ -103,3 +127,33 @@ def wire_tools(ctx: "AppContext", row: PromptRow, seed: SeedRow, fields: Fields,
                         show_progress="hidden", api_visibility="private")
     row.skip.click(skip, inputs=[results.job_id], outputs=[results.status], queue=False, show_progress="hidden",
                    api_visibility="private")
+
+
+def wire_hires_again(ctx: "AppContext", results: Results, inputs: list[Any],
+                     build_values: Callable[[tuple[Any, ...]], dict[str, Any]]) -> None:
+    """✨ under the txt2img gallery: the selected image made again with the hires fix (its own parameters and
+    seed, the tab's hires settings; :mod:`modules.generation.hires_again` says what exactly)."""
+    if results.upscale is None:
+        return
+
+    def upscale(texts: list[str], index: int, request: gr.Request, *values: Any) -> Iterator[tuple[Any, ...]]:
+        from modules.generation.hires_again import hires_request_values
+        from modules.generation.requests import Txt2ImgRequest
+        from modules.jobs.submit import submit_job
+        from webui.common import owner_of
+
+        def submit() -> Any:
+            text = texts[index] if texts and 0 <= (index or 0) < len(texts) else ""
+            req = Txt2ImgRequest(**hires_request_values(build_values(values), text))
+            return submit_job(ctx, req, owner=owner_of(request), source="webui")
+
+        yield from run_job(ctx, submit, previews=_previews(ctx))
+
+    results.upscale.click(upscale, inputs=[results.texts, results.selected, *inputs], outputs=results.outputs,
+                          concurrency_limit=None, show_progress="hidden", api_visibility="private")
+
+
+def _previews(ctx: "AppContext") -> bool:
+    from modules.generation.sampling.previews import preview_every  # torch: never at start-up
+
+    return preview_every(ctx.settings.current) > 0

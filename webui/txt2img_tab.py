@@ -17,7 +17,7 @@ import gradio as gr
 from webui.params import (Fields, PromptRow, SeedRow, build_advanced, build_batch_and_cfg, build_prompt_row,
                           build_sampling, build_seed, build_size, request_values)
 from webui.results import Results, build_results, run_job
-from webui.tools import wire_tools
+from webui.tools import wire_hires_again, wire_tools
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -38,9 +38,10 @@ class Txt2ImgTab:
 def _build_hires(ctx: "AppContext", ui: "UiDefaults", fields: Fields) -> Any:
     from webui.common import sampler_names, schedule_labels
 
+    # Enable stays visible with the section closed (A1111 has it in the section's header); ticking it opens it
+    enable = fields.add("enable_hr", ui.make(gr.Checkbox, TAB, "Enable hires fix", value=False,
+                                             elem_id="txt2img_enable_hr"))
     with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr") as hires:
-        fields.add("enable_hr", ui.make(gr.Checkbox, TAB, "Enable hires fix", value=False,
-                                        elem_id="txt2img_enable_hr"))
         with gr.Row():
             fields.add("hr_upscaler", ui.make(gr.Dropdown, TAB, "Upscaler", choices=ctx.upscalers.names(),
                                               value="Latent", elem_id="txt2img_hr_upscaler"))
@@ -69,6 +70,8 @@ def _build_hires(ctx: "AppContext", ui: "UiDefaults", fields: Fields) -> Any:
             fields.add("hr_negative_prompt", ui.make(gr.Textbox, TAB, "Hires negative prompt", value="", lines=2,
                                                      placeholder="empty: same negative prompt",
                                                      elem_id="txt2img_hr_neg_prompt"))
+    enable.input(lambda on: gr.update(open=True) if on else gr.skip(), inputs=[enable], outputs=[hires],
+                 queue=False, show_progress="hidden", api_visibility="private")
     return hires
 
 
@@ -123,4 +126,6 @@ def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
     row.generate.click(run, inputs=ordered.inputs, outputs=results.outputs, api_name="run",
                        concurrency_limit=None, show_progress="hidden")
     wire_tools(ctx, row, seed, fields, results)
+    wire_hires_again(ctx, results, ordered.inputs,
+                     lambda values: collect_sections(request_values(ordered.values(values)), TAB, ctx=ctx))
     return Txt2ImgTab(fields, row, seed, results, hires)
