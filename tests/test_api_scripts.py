@@ -126,6 +126,8 @@ def test_scripts_and_script_info_shapes(server) -> None:
     ({"alwayson_scripts": {"Seed walk": {"args": []}}}, 422, ["selectable script"]),
     ({"alwayson_scripts": {"Tint": {"args": [1.5]}}}, 422, ["alwayson_scripts.Tint", "word"]),
     ({"alwayson_scripts": {"Tint": {"args": [], "enabled": True}}}, 422, ["only \"args\"", "'enabled'"]),
+    ({"alwayson_scripts": {"Tint": {"args": []}, "TINT": {"args": ["x"]}}}, 422, ["named twice"]),
+    ({"script_name": "Seed walk", "script_args": "2,3"}, 422, ["script_args"]),
 ])
 def test_a1111_script_refusals_name_the_script_and_field(server, body: dict, status: int, words: list[str]) -> None:
     with server.client() as http:

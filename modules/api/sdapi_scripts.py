@@ -99,6 +99,9 @@ def alwayson_arguments(registry: "ScriptRegistry | None", entries: Mapping[str, 
         except UnknownScriptError as exc:
             raise ApiError(422, f"alwayson_scripts: {exc}", "ScriptError") from None
         where = f"alwayson_scripts.{name}"
+        if script.title in out:
+            raise ApiError(422, f"{where}: {script.title!r} is named twice (titles are matched in any case)",
+                           "ScriptError")
         if not isinstance(entry, Mapping):
             raise ApiError(422, f"{where}: an object {{\"args\": [...]}} or {{\"args\": {{...}}}}, "
                                 f"not {type(entry).__name__}", "ScriptError")
