@@ -113,6 +113,17 @@ def test_refusals_before_anything_runs(host: ScriptHost) -> None:
         check({"x_type": "Sampler", "x_values": "Euler, Not A Sampler", "csv_mode": True})
     with pytest.raises(InvalidRequestError, match="ControlNet unit"):
         check({"x_type": "[ControlNet] Weight", "x_values": "0.5, 1"})
+    # an axis that would change nothing is refused, never silently ignored
+    with pytest.raises(InvalidRequestError, match="Hires steps.*change nothing.*enable_hr"):
+        check({"x_type": "Hires steps", "x_values": "1, 2"})
+    check({"x_type": "Hires steps", "x_values": "1, 2"}, Txt2ImgRequest(prompt="a", width=64, height=64,
+                                                                        enable_hr=True))
+    with pytest.raises(InvalidRequestError, match="Refiner switch at.*refiner checkpoint"):
+        check({"x_type": "Refiner switch at", "x_values": "0.5, 0.7"})
+    check({"x_type": "Refiner switch at", "x_values": "0.5, 0.7", "y_type": "Refiner checkpoint",
+           "y_values": "None, tiny-refiner"})
+    with pytest.raises(InvalidRequestError, match="Var. seed.*variation strength"):
+        check({"x_type": "Var. seed", "x_values": "1, 2"})
     with pytest.raises(ScriptArgsError, match="unknown axis"):
         check({"x_type": "Colour", "x_values": "1"})
 

@@ -9,7 +9,7 @@ Used by the grid scripts (X/Y/Z plot, Prompt matrix). The layout follows A1111's
   ``(cell width + cell height) // 25``, shrunk until a line fits; long labels wrap at words. An inactive
   label (Prompt matrix: a part that is off) is grey and struck through.
 
-The font is the one Pillow ships (``ImageFont.load_default(size)``), else DejaVu Sans when installed, else
+The font is DejaVu Sans when installed, else the one Pillow ships (``ImageFont.load_default(size)``), else
 Pillow's bitmap font.
 """
 
@@ -46,12 +46,12 @@ def labels(texts: Sequence[str]) -> list[list[GridAnnotation]]:
 def get_font(size: int) -> Any:
     size = max(1, int(size))
     try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # Pillow without FreeType
+        return ImageFont.truetype(DEJAVU, size)  # hinted: clearer at the small sizes of small cells
+    except OSError:
         pass
     try:
-        return ImageFont.truetype(DEJAVU, size)
-    except OSError:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType
         return ImageFont.load_default()
 
 

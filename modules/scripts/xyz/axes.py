@@ -34,6 +34,9 @@ class Axis:
     cost: float = 0.0
     choices: str | None = None    # where a dropdown's choices come from (samplers, checkpoints...); None: text only
     refusal: str = ""
+    #: what a cell's request must have for this axis to change anything (an axis that would change nothing in
+    #: any cell is refused, never silently ignored): (check, what to tell the user)
+    needs: tuple[Callable[[Any], bool], str] | None = None
 
     @property
     def supported(self) -> bool:
@@ -115,6 +118,15 @@ def controlnet(name: str) -> Apply:
     return apply
 
 
+def _hires(request: Any) -> bool:
+    return getattr(request, "kind", "") != "txt2img" or bool(getattr(request, "enable_hr", False))
+
+
+HIRES = (_hires, "on txt2img it applies to the hires fix: enable it (enable_hr)")
+REFINER = (lambda request: request.refiner_checkpoint is not None, "it needs a refiner checkpoint")
+VARIATION = (lambda request: request.subseed_strength > 0, "it needs a variation strength above 0")
+
+
 def _nothing(request: "GenerationRequest", value: Any, values: list[Any]) -> dict[str, Any]:
     return {}
 
@@ -130,17 +142,17 @@ _SCHEDULE_KNOBS = "the studio's schedules take no per-job sigma/rho/beta overrid
 AXES: tuple[Axis, ...] = (
     Axis("Nothing", "nothing", _nothing, fmt="nothing"),
     Axis("Seed", "int", field("seed")),
-    Axis("Var. seed", "int", field("subseed")),
+    Axis("Var. seed", "int", field("subseed"), needs=VARIATION),
     Axis("Var. strength", "float", field("subseed_strength")),
     Axis("Steps", "int", field("steps")),
-    Axis("Hires steps", "int", field("hr_second_pass_steps"), tab="txt2img"),
+    Axis("Hires steps", "int", field("hr_second_pass_steps"), tab="txt2img", needs=HIRES),
     Axis("CFG Scale", "float", field("cfg_scale")),
     _refused("Image CFG Scale", "float", "it only applies to instruct-pix2pix models, which the studio does not run",
              tab="img2img"),
     Axis("Prompt S/R", "str", prompt_sr, fmt="raw"),
     Axis("Prompt order", "permutations", prompt_order, fmt="join"),
     Axis("Sampler", "str", field("sampler_name"), tab="txt2img", fmt="raw", choices="samplers"),
-    Axis("Hires sampler", "str", field("hr_sampler_name"), tab="txt2img", choices="samplers"),
+    Axis("Hires sampler", "str", field("hr_sampler_name"), tab="txt2img", choices="samplers", needs=HIRES),
     Axis("Sampler", "str", field("sampler_name"), tab="img2img", fmt="raw", choices="samplers"),
     Axis("Checkpoint name", "str", field("checkpoint"), fmt="path", cost=1.0, choices="checkpoints"),
     _refused("Negative Guidance minimum sigma", "float", "the studio does not skip the negative prompt by sigma"),
@@ -156,10 +168,10 @@ AXES: tuple[Axis, ...] = (
     _refused("Beta schedule beta", "float", _SCHEDULE_KNOBS),
     _refused("Eta", "float", _SAMPLER_KNOBS),
     Axis("Clip skip", "int", field("clip_skip")),
-    Axis("Denoising", "float", field("denoising_strength")),
+    Axis("Denoising", "float", field("denoising_strength"), needs=HIRES),
     Axis("Initial noise multiplier", "float", field("initial_noise_multiplier")),
     _refused("Extra noise", "float", "img2img extra noise is not implemented"),
-    Axis("Hires upscaler", "str", field("hr_upscaler"), tab="txt2img", choices="hires_upscalers"),
+    Axis("Hires upscaler", "str", field("hr_upscaler"), tab="txt2img", choices="hires_upscalers", needs=HIRES),
     _refused("Cond. Image Mask Weight", "float", "inpainting conditioning mask weight is not adjustable", tab="img2img"),
     Axis("VAE", "str", field("sd_vae"), cost=0.7, choices="vaes"),
     Axis("Styles", "str", styles, choices="styles"),
@@ -170,7 +182,7 @@ AXES: tuple[Axis, ...] = (
     _refused("Always discard next-to-last sigma", "str", _SAMPLER_KNOBS),
     _refused("SGM noise multiplier", "str", "the SGM noise multiplier is not available"),
     Axis("Refiner checkpoint", "str", field("refiner_checkpoint"), fmt="path", cost=1.0, choices="refiners"),
-    Axis("Refiner switch at", "float", field("refiner_switch_at")),
+    Axis("Refiner switch at", "float", field("refiner_switch_at"), needs=REFINER),
     _refused("RNG source", "str", "initial noise always comes from the CPU generator (RNG: CPU)"),
     _refused("FP8 mode", "str", "FP8 weight storage is not available", cost=0.9),
     Axis("Size", "str", size),

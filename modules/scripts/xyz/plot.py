@@ -154,8 +154,18 @@ def plan_grid(request: "GenerationRequest", args: XYZArgs, *, rng: random.Random
         for iy in range(ny):
             for ix in range(nx):
                 plan.requests[(ix, iy, iz)] = _cell_request(plan, ix, iy, iz)
+    _check_needs(plan)
     _check_samplers(plan)
     return plan
+
+
+def _check_needs(plan: GridPlan) -> None:
+    for axis_plan in plan.axes:
+        if axis_plan.axis.needs is None:
+            continue
+        check, what = axis_plan.axis.needs
+        if not any(check(request) for request in plan.requests.values()):
+            raise _refuse(f"the {axis_plan.name} axis {axis_plan.axis.label!r} would change nothing: {what}")
 
 
 def _cell_request(plan: GridPlan, ix: int, iy: int, iz: int) -> "GenerationRequest":
