@@ -86,12 +86,15 @@ def inspect_html(ctx: "AppContext", info: "CheckpointInfo") -> str:
 
     from modules.models.detect import detect_checkpoint
     from modules.models.errors import ModelLoadError
+    from modules.models.native_size import native_size
 
     facts: list[tuple[str, str]] = [("Path", ctx.paths.shown(info.path))]
     try:
         detection = detect_checkpoint(info.path, allow_pickle=ctx.flags.allow_pickle)
+        active = ctx.models.active
+        (width, height), source = native_size(info.path, detection, active.model if active is not None else None)
         facts += [("Family", f"{detection.family.label} ({detection.family.id})"), ("Detected", detection.reason),
-                  ("Native size", "x".join(map(str, detection.family.default_size)))]
+                  ("Native size", f"{width}x{height} (from {source})")]
         facts += [(f"Variant: {k}", str(v)) for k, v in detection.variant.items()]
     except ModelLoadError as exc:
         facts.append(("Detection", readable(exc)))
