@@ -250,6 +250,8 @@ class OpenAICompatBackend:
             error = data.get("error", data.get("detail", data.get("message")))
             if isinstance(error, dict):
                 error = error.get("message", error)
+            elif isinstance(data.get("detail"), str):  # FastAPI's and Atelier's own error bodies
+                error = data["detail"]
             return str(error) if error is not None else ""
         return ""
 

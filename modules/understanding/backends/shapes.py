@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 SHAPES_MODEL = "atelier-shapes"
 _WORD = re.compile(r"[a-z]+")
+_FOLLOW_UP = re.compile(r"^(and|what about|how about|same for|now)\b|^(this|that|the other) one\b")
 
 
 class CannotAnswer(BackendError):
@@ -112,7 +113,14 @@ class ShapesBackend:
         index = shown[-1]
         if not 0 <= index < len(images):
             raise BackendError(f"message refers to image {index + 1}, but the conversation has {len(images)}")
-        text = answer_question(self.labels(images[index]), user.text or "describe")
+        labels = self.labels(images[index])
+        try:
+            text = answer_question(labels, user.text or "describe")
+        except CannotAnswer:
+            earlier = [m for m in messages if m.role == "user" and m is not user]
+            if not earlier or not _FOLLOW_UP.match(user.text.strip().lower()):
+                raise
+            text = answer_question(labels, earlier[-1].text)  # "and this one?": the last question, asked again
         if on_text is not None:
             on_text(text)
         return Answer(text=text, usage=Usage(0, 0), model=SHAPES_MODEL)
