@@ -225,6 +225,18 @@ def test_cell_requests_apply_each_axis() -> None:
                                            y_values="0.25", z_type="Clip skip", z_values="2"))
     cell = plan.requests[(0, 0, 0)]
     assert (cell.styles, cell.subseed_strength, cell.clip_skip) == (["s1", "s2"], 0.25, 2)
+    with_units = Txt2ImgRequest(prompt="a", width=64, height=64, seed=1,
+                                controlnet_units=[{"module": "none", "model": "m"}, {"enabled": False}])
+    plan = plot.plan_grid(with_units, XYZArgs(x_type="[ControlNet] Weight", x_values="0.5, 1.5",
+                                              y_type="[ControlNet] Guidance End", y_values="0.6"))
+    units = plan.requests[(0, 0, 0)].controlnet_units
+    assert (units[0].weight, units[0].guidance_end, units[1].weight) == (0.5, 0.6, 1.0)  # enabled units only
+    assert plan.axes[0].labels == ["[ControlNet] Weight: 0.5", "[ControlNet] Weight: 1.5"]
+    img = Img2ImgRequest(prompt="a", init_images=["x"], width=64, height=64, seed=1)
+    plan = plot.plan_grid(img, XYZArgs(x_type="Denoising", x_values="0.25-0.75 [3]", y_type="Sampler",
+                                       y_values_dropdown=["Euler", "DDIM"]))
+    assert [plan.requests[(i, 1, 0)].denoising_strength for i in range(3)] == [0.25, 0.5, 0.75]
+    assert plan.requests[(0, 1, 0)].sampler_name == "DDIM" and plan.axes[1].text == "Euler,DDIM"
 
 
 # --- on a tiny SD1 model ------------------------------------------------------------------------------------
@@ -297,3 +309,39 @@ def test_oversize_grid_is_refused_before_any_image(studio_factory) -> None:
         submit_job(ctx, request, owner="t", source="test")
     after = sorted(outputs.rglob("*.png")) if outputs.exists() else []
     assert after == before
+
+
+def test_real_grid_skip_and_interrupt(studio_factory) -> None:
+    from modules.jobs.submit import submit_job
+
+    srv = studio_factory(("--nowebui",))
+    ctx = srv.ctx
+    calls: list[int] = []
+
+    def on_step(info) -> None:  # 3 steps a cell: skip the 2nd cell, stop in the 3rd
+        calls.append(info.step)
+        if len(calls) == 4:
+            ctx.queue.skip()
+        elif len(calls) == 7:
+            ctx.queue.interrupt()
+
+    ctx.scripts.callbacks.on("step", on_step, owner="test")
+    try:
+        request = Txt2ImgRequest(prompt="a red circle", steps=3, width=64, height=64, seed=5, sampler_name="Euler",
+                                 script={"name": "X/Y/Z plot", "args": {
+                                     "x_type": "CFG Scale", "x_values": "4-7", "draw_legend": False,
+                                     "include_lone_images": True}})
+        job = submit_job(ctx, request, owner="t", source="test")
+        ctx.queue.wait(job.id, 300)
+    finally:
+        ctx.scripts.callbacks.remove_owner("test")
+    result = job.result
+    assert result is not None and result.interrupted, job.error
+    grid = result.images[0]
+    assert grid.size == (4 * 64, 64)
+
+    def blank(col: int) -> bool:
+        return grid.crop((col * 64, 0, col * 64 + 64, 64)).getextrema() == ((0, 0), (0, 0), (0, 0))
+
+    assert [blank(col) for col in range(4)] == [False, True, False, True]  # skipped, made (stopped), never made
+    assert len(result.images) == 1 + 2 and len(calls) < 10
