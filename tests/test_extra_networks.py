@@ -134,7 +134,10 @@ def test_preview_beside_the_file_then_first_output_then_none(networks: ExtraNetw
     assert networks.preview(detail) == (first, "output")
     assert networks.preview(style) == (None, "")
     assert networks.preview(networks.find("embedding", "bad-hands.safetensors"))[0].name == "00003.png"
-    assert networks.preview(networks.find("embedding", "neg/easynegative.safetensors")) == (None, "")
+    easy = networks.find("embedding", "neg/easynegative.safetensors")
+    assert networks.preview(easy) == (None, "")
+    weighted = write_image(outputs / "00004.png", "a hen\nNegative prompt: (EasyNegative:1.2), text\nSteps: 4")
+    assert networks.preview(easy) == (weighted, "output")  # a new image is seen; any case, inside a weight
     assert networks.preview(networks.find("checkpoint", "anime/toon.safetensors")) == (first, "output")
     # a file beside the model wins; the thumbnail is a small cached JPEG, sent as a data: URI
     beside = write_image(paths.lora_dir / "characters" / "Detail.preview.png", colour="blue")

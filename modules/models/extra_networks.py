@@ -14,6 +14,7 @@ Pure logic: no Gradio, no torch. The web UI (``webui/extra_networks.py``) and th
 from __future__ import annotations
 
 import base64
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Literal
@@ -102,6 +103,26 @@ def _lora_alias(card: Card) -> str:
     return alias if alias and alias != card.name else ""
 
 
+class _AliasCache:
+    """A LoRA's alias per (path, size, mtime): a header is read again only when its file changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, int, float], str] = {}
+
+    def alias(self, card: Card) -> str:
+        key = (str(card.path), card.size, card.mtime)
+        with self._lock:
+            if key in self._seen:
+                return self._seen[key]
+        alias = _lora_alias(card)
+        with self._lock:
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            self._seen[key] = alias
+        return alias
+
+
 class ExtraNetworks:
     """Cards per kind from the studio's model folders, their previews and metadata (owned by its caller)."""
 
@@ -110,6 +131,7 @@ class ExtraNetworks:
         self.catalog = catalog
         self.uses = OutputUses(paths.outputs_dir)
         self.writer = MetadataWriter()
+        self._aliases = _AliasCache()
 
     # -- listing ------------------------------------------------------------------------------
     def roots(self, kind: str) -> list[Path]:
@@ -143,7 +165,7 @@ class ExtraNetworks:
                         continue
                     seen.add(card.id)
                     if kind == "lora":
-                        card = replace(card, alias=_lora_alias(card))
+                        card = replace(card, alias=self._aliases.alias(card))
                     cards.append(card)
         return sorted(cards, key=lambda c: c.id.lower())
 
@@ -188,7 +210,7 @@ class ExtraNetworks:
         if card.kind == "lora":
             used = self.uses.first_lora_use([card.name, card.alias])
         elif card.kind == "embedding":
-            used = self.uses.first_embedding_use(card.name, [c.name for c in self.all_cards("embedding")])
+            used = self.uses.first_embedding_use(card.name)
         elif card.kind == "checkpoint":
             stem = _stem(card.path)
             used = self.uses.first_model_use([stem, card.id.rsplit(".", 1)[0].replace("/", "_")])

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 PREVIEW_SUFFIXES = (".preview.png", ".preview.jpg", ".preview.jpeg", ".preview.webp", ".png", ".jpg", ".jpeg",
                     ".webp")
 _LORA_CALL = re.compile(r"<(?:lora|lyco):([^:>]+)", re.IGNORECASE)
+#: a word of a prompt, as an embedding's name appears in it: "(bad-hands:1.2), easynegative" -> bad-hands, ...
+_WORD = re.compile(r"[^\s,()\[\]{}:|<>]+")
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -91,13 +93,10 @@ class OutputUses:
         table = self._table("checkpoint", lambda e: [e.model] if e.model else [])
         return _first(table, names)
 
-    def first_embedding_use(self, name: str, all_names: Iterable[str]) -> Path | None:
-        """The oldest image whose prompt or negative prompt has ``name`` as a whole word."""
-        words = sorted({n for n in all_names if n}, key=len, reverse=True)
-        if not words:
-            return None
-        pattern = re.compile(r"(?<![\w-])(" + "|".join(re.escape(w) for w in words) + r")(?![\w-])", re.IGNORECASE)
-        table = self._table("embedding:" + "|".join(words), lambda e: pattern.findall(_prompts(e)))
+    def first_embedding_use(self, name: str) -> Path | None:
+        """The oldest image whose prompt or negative prompt has ``name`` as a word (between spaces, commas,
+        brackets or a ``:weight``)."""
+        table = self._table("embedding", lambda e: _WORD.findall(_prompts(e)))
         return _first(table, [name])
 
 
