@@ -12,6 +12,9 @@ class PromptsFromFile(Script):
     Args = lines.PromptLinesArgs
     a1111_args = lines.A1111_ARGS
 
+    def args_from_positional(self, values, tab):
+        return lines.args_from_positional(values)
+
     def precheck(self, request, args):
         lines.plan_lines(request, args)
 

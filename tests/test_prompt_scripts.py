@@ -96,6 +96,16 @@ def test_line_requests_seeds_and_prompt_position() -> None:
         plan_lines(request, PromptLinesArgs(prompt_txt="\n  \n"))
 
 
+def test_positional_args_of_a1111_old_and_new() -> None:
+    from modules.scripts.prompt_lines import args_from_positional
+
+    assert args_from_positional([True, False, "end", "a\nb"]) == {
+        "checkbox_iterate": True, "checkbox_iterate_batch": False, "prompt_position": "end", "prompt_txt": "a\nb"}
+    assert args_from_positional([False, True, "a\nb"]) == {  # before v1.8: no prompt_position
+        "checkbox_iterate": False, "checkbox_iterate_batch": True, "prompt_txt": "a\nb"}
+    assert PromptLinesArgs(**args_from_positional([True])).checkbox_iterate
+
+
 def test_lines_stop_when_interrupted() -> None:
     request = Txt2ImgRequest(prompt="", seed=1, width=64, height=64)
     job = FakeJob(request, before=lambda n, req: job.control.interrupt_event.set() if n == 1 else None)

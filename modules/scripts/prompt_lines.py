@@ -43,6 +43,20 @@ class PromptLinesArgs(BaseModel):
     prompt_txt: str = Field("", max_length=1_000_000, description="List of prompt inputs, one per line")
 
 
+def args_from_positional(values: list[Any]) -> dict[str, Any]:
+    """A1111's positional ``script_args``: v1.8+ ``[iterate, iterate_batch, prompt_position, prompt_txt]``, or
+    the older three ``[iterate, iterate_batch, prompt_txt]`` (told apart by the third value)."""
+    from modules.scripts.script import ScriptArgsError
+
+    values = list(values)
+    if len(values) > len(A1111_ARGS):
+        raise ScriptArgsError(f"script {TITLE!r} takes at most {len(A1111_ARGS)} positional arguments "
+                              f"({', '.join(A1111_ARGS)}); got {len(values)}")
+    if len(values) == 3 and values[2] not in ("start", "end"):
+        return {"checkbox_iterate": values[0], "checkbox_iterate_batch": values[1], "prompt_txt": values[2]}
+    return dict(zip(A1111_ARGS, values))
+
+
 def _string(value: str) -> str:
     return value
 

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 #: prints the current values after an edit (a test checks they match the files)
 BUILTIN_DIGESTS: dict[str, str] = {
     "prompt_matrix.py": "303cd6238e1d8f67a5a609a84d1cecb58ec245d587b38d69c98ee6e2c1d9f999",
-    "prompts_from_file.py": "1e7a319ec91bbbe2513085f0f315ff0d0631c52a7e8a6ae3c746ab50236408e0",
+    "prompts_from_file.py": "500f3a953a6aeab25858a5974e24210846c00597f0de2f49f82c085917bd87e2",
     "xyz_grid.py": "613550bdf72d43bbcbd0134a00d36d62f6aed424dfbeebd769a3e730cf6db929",
 }
 
