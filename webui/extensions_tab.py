@@ -34,7 +34,7 @@ def build_extensions_tab(ctx: "AppContext") -> ExtensionsTab:
     gr.Markdown("Scripts and extensions run **only after you approve them**. A new or changed one is listed "
                 "here and none of its code runs until then. See docs/extensions.md to write one.")
     table = gr.Dataframe(value=admin.source_rows(ctx), headers=list(admin.COLUMNS), interactive=False, wrap=True,
-                         elem_id="extensions_table")
+                         column_widths=["13%", "10%", "15%", "17%", "15%", "18%", "12%"], elem_id="extensions_table")
     with gr.Row(equal_height=True):
         pick = gr.Dropdown(admin.source_names(ctx), value=None, label="Script or extension", scale=3,
                            elem_id="extensions_pick")
