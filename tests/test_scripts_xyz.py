@@ -19,7 +19,7 @@ from modules.scripts.script import ScriptArgsError
 from modules.scripts.sources import BUILTIN_DIGESTS, file_digest
 from modules.scripts.xyz import plot
 from modules.scripts.xyz.args import XYZArgs
-from modules.scripts.xyz.axes import axes_for, axis_labels
+from modules.scripts.xyz.axes import axis_labels
 from modules.scripts.xyz.values import ValueSyntaxError, parse_values
 from tests.helpers.script_job import FakeJob
 
@@ -203,6 +203,13 @@ def test_interrupt_returns_the_grid_so_far_and_a_skipped_cell_is_blank() -> None
     assert grid.size == (3 * 64, 2 * 64)
     assert grid.getpixel((2 * 64 + 5, 64 + 5)) == (0, 0, 0)  # never made: blank
     assert grid.getpixel((5, 5)) != (0, 0, 0) and len(result.images) == 1 + 5
+
+    job = FakeJob(request)
+    job.control.interrupt_event.set()  # stopped before the first cell: a blank grid with the grid's parameters
+    result = plot.run_plot(job, XYZArgs(**args))
+    assert not job.processed and result.interrupted and len(result.images) == 1
+    assert result.infotexts[0] == 'a\nScript: X/Y/Z plot, X Type: Steps, X Values: 1-3, Y Type: CFG Scale, ' \
+                                  'Y Values: "5,6"'
 
     job = FakeJob(request, before=lambda n, req: job.control.skip_event.set() if n == 1 else None)
     result = plot.run_plot(job, XYZArgs(**args))

@@ -377,9 +377,10 @@ def _result(p: "ScriptJob", plan: GridPlan, cells: dict[tuple[int, int, int], Ce
                                     else plan.base.negative_prompt)
 
     def infotext_of(source: "GenerationResult | None", with_z: bool) -> str:
-        text = source.infotexts[0] if source is not None else build_infotext(plan.base.prompt,
-                                                                            plan.base.negative_prompt, {})
-        return add_params(text, grid_params(plan, with_z=with_z))
+        params = grid_params(plan, with_z=with_z)
+        if source is None:  # nothing was made (stopped at once): the grid's own parameters only
+            return build_infotext(plan.base.prompt, plan.base.negative_prompt, params)
+        return add_params(source.infotexts[0], params)
 
     nz = plan.shape[2]
     main_text = infotext_of(first, True)
