@@ -42,8 +42,17 @@ class Settings(BaseModel):
                                              description="Live preview every N steps (-1: only at the end)")
     sd_prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", description="Override the prediction type of SD 1.x, SD 2.x and SDXL checkpoints")
+    randn_source: Literal["GPU", "CPU", "NV"] = Field(
+        "CPU", description="Random number source of the initial and sampler noise (A1111's option): CPU; GPU, "
+                           "the numbers A1111's default makes on an NVIDIA GPU (computed here on any device); NV, "
+                           "the same numbers under A1111's other name. A request or a pasted infotext (RNG) "
+                           "chooses its own")
     send_seed: bool = Field(True, description="Send the seed when sending parameters to another tab")
     send_size: bool = Field(True, description="Send the size when sending parameters to another tab")
+    notification_audio: bool = Field(False, description="Play a sound in the page when a generation ends")
+    notification_browser: bool = Field(
+        False, description="Show a browser notification when a generation ends while the page is not in front "
+                           "(the browser asks for permission at the next Generate)")
     min_free_space_mb: int = Field(64, ge=0, le=1_000_000,
                                    description="Refuse new jobs and hold waiting ones while less than this many MB "
                                                "are free where jobs write (0: off; --min-free-space-mb overrides)")

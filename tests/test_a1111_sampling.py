@@ -116,15 +116,21 @@ class _CompVisUNet(torch.nn.Module):
 
 
 class _GeneratorNoise:
-    """A1111's sampler noise: one draw per image from its own generator, after its initial noise."""
+    """A1111's sampler noise: one draw per image from its own generator, after its initial noise
+    (``rng="GPU"``: CUDA's Philox stream, A1111's default source, computed on the CPU)."""
 
-    def __init__(self, seeds: list[int], shape: tuple[int, ...]) -> None:
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+    def __init__(self, seeds: list[int], shape: tuple[int, ...], rng: str = "CPU") -> None:
+        from modules.generation.sampling.rng import PhiloxGenerator
+
+        self.rng = rng
+        self.generators = [torch.Generator().manual_seed(s) if rng == "CPU" else PhiloxGenerator(s) for s in seeds]
         self.shape = shape
-        self.initial = torch.stack([torch.randn(shape, generator=g) for g in self.generators])
+        self.initial = self()
 
     def __call__(self, *_: Any) -> torch.Tensor:
-        return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])
+        if self.rng == "CPU":
+            return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])
+        return torch.stack([g.randn(self.shape) for g in self.generators])
 
 
 def _cfg(denoiser: Any, embeds: tuple[torch.Tensor, torch.Tensor]) -> Any:
@@ -148,7 +154,7 @@ def _decode(pipe: Any, latents: torch.Tensor) -> np.ndarray:
 
 
 def _reference(kd: types.SimpleNamespace, active: ActiveModel, sampler: str, schedule: str,
-               embeds: tuple[torch.Tensor, torch.Tensor], seeds: list[int]) -> np.ndarray:
+               embeds: tuple[torch.Tensor, torch.Tensor], seeds: list[int], rng: str = "CPU") -> np.ndarray:
     pipe = active.model.pipeline
     model = _CompVisUNet(pipe.unet, dict(active.model.scheduler_config))
     shape = _latent_shape(active)
@@ -172,7 +178,7 @@ def _reference(kd: types.SimpleNamespace, active: ActiveModel, sampler: str, sch
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
 
-    noise = _GeneratorNoise(seeds, shape)
+    noise = _GeneratorNoise(seeds, shape, rng)
     x = noise.initial * sigmas[0]
     kwargs: dict[str, Any] = {"disable": True}
     if sampler in ("DPM fast", "DPM adaptive"):
@@ -400,9 +406,9 @@ def _embeddings(active: ActiveModel, batch: int) -> tuple[torch.Tensor, torch.Te
     return kwargs["prompt_embeds"], kwargs["negative_prompt_embeds"]
 
 
-def _ours(active: ActiveModel, tmp_path: Path, sampler: str, schedule: str, batch: int) -> np.ndarray:
+def _ours(active: ActiveModel, tmp_path: Path, sampler: str, schedule: str, batch: int, rng: str = "CPU") -> np.ndarray:
     req = Txt2ImgRequest(prompt=PROMPT, negative_prompt=NEGATIVE, steps=STEPS, width=64, height=64, seed=SEED,
-                         sampler_name=sampler, scheduler=schedule, cfg_scale=CFG, batch_size=batch)
+                         sampler_name=sampler, scheduler=schedule, cfg_scale=CFG, batch_size=batch, randn_source=rng)
     result = run_txt2img(req, active, JobControl(), OutputOptions(save=False, outdir=tmp_path))
     return np.stack([np.asarray(image, dtype=np.int16) for image in result.images])
 
@@ -413,10 +419,10 @@ def _cases() -> list[tuple[str, str]]:
 
 
 def _compare(kd: types.SimpleNamespace, active: ActiveModel, tmp_path: Path, sampler: str, schedule: str,
-             batch: int) -> None:
+             batch: int, rng: str = "CPU") -> None:
     seeds = [SEED + i for i in range(batch)]
-    ours = _ours(active, tmp_path, sampler, schedule, batch)
-    reference = _reference(kd, active, sampler, schedule, _embeddings(active, batch), seeds)
+    ours = _ours(active, tmp_path, sampler, schedule, batch, rng)
+    reference = _reference(kd, active, sampler, schedule, _embeddings(active, batch), seeds, rng)
     difference = np.abs(ours - reference)
     print(f"{active.model.family.id} {sampler} / {schedule}: max {difference.max()}, mean {difference.mean():.4f}")
     assert difference.max() <= 1, f"{sampler} / {schedule}: max {difference.max()}, mean {difference.mean():.3f}"
@@ -425,6 +431,12 @@ def _compare(kd: types.SimpleNamespace, active: ActiveModel, tmp_path: Path, sam
 @pytest.mark.parametrize(("sampler", "schedule"), _cases())
 def test_a1111_sampler_matches_reference(kd, active, tmp_path, sampler: str, schedule: str) -> None:
     _compare(kd, active, tmp_path, sampler, schedule, batch=2 if schedule == "Automatic" else 1)
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "Euler", "DPM++ 2M", "DPM2 a", "DPM fast"])
+def test_gpu_rng_matches_reference(kd, active, tmp_path, sampler: str) -> None:
+    """A1111's default RNG (GPU): the initial noise and the ancestral noise from CUDA's Philox stream."""
+    _compare(kd, active, tmp_path, sampler, "Automatic", batch=2, rng="GPU")
 
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "Heun", "DPM++ SDE", "DPM fast", "LMS"])
@@ -461,8 +473,9 @@ class _SmoothModel(torch.nn.Module):
         return 0.3 * torch.tanh(x) * (1 + t.float().reshape(-1, 1, 1, 1) / 1000)
 
 
+@pytest.mark.parametrize("rng", ["CPU", "GPU"])
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "Heun", "DPM++ SDE"])
-def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
+def test_img2img_start_follows_a1111(kd, sampler: str, rng: str) -> None:
     """Driven the way diffusers' img2img pipelines drive it (slice at ``k = steps - int(steps * strength)``,
     ``set_begin_index``, ``add_noise``) with the strength the runners give the pipeline
     (:func:`~modules.generation.sampling.passes.pipeline_strength`), the scheduler runs A1111's
@@ -479,7 +492,7 @@ def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
     model = _SmoothModel(config)
     init = torch.linspace(-1, 1, 2 * 4 * 8 * 8).reshape(2, 4, 8, 8)
 
-    scheduler = resolve_sampler(sampler).build(config, "epsilon", seeds=seeds)
+    scheduler = resolve_sampler(sampler).build(config, "epsilon", seeds=seeds, rng=rng)
     scheduler.set_timesteps(steps)
     sd_model = SimpleNamespace(family=SimpleNamespace(architecture="sd"))
     t_start = steps - min(int(steps * pipeline_strength(sd_model, steps, strength)), steps)  # get_timesteps
@@ -487,7 +500,7 @@ def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
     assert t_start == steps - t_enc - 1
     timesteps = scheduler.timesteps[t_start:]
     scheduler.set_begin_index(t_start)
-    noise = _GeneratorNoise(seeds, (4, 8, 8))
+    noise = _GeneratorNoise(seeds, (4, 8, 8))  # the pipeline draws CPU noise whatever the source
     x = scheduler.add_noise(init, noise.initial, timesteps[:1])
     for t in timesteps:
         eps = model.apply_model(scheduler.scale_model_input(x, t), t)
@@ -499,7 +512,7 @@ def test_img2img_start_follows_a1111(kd, sampler: str) -> None:
     denoiser = kd.external.CompVisDenoiser(model, quantize=False)
     sigmas = _sigmas_for(kd, denoiser, default, steps + (1 if discard else 0))
     schedule = sigmas[steps - t_enc - 1:]
-    reference_noise = _GeneratorNoise(seeds, (4, 8, 8))
+    reference_noise = _GeneratorNoise(seeds, (4, 8, 8), rng)
     xi = init + reference_noise.initial * schedule[0]
     kwargs: dict[str, Any] = {"sigmas": schedule, "disable": True}
     if sampler in BROWNIAN:

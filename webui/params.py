@@ -190,6 +190,12 @@ def build_advanced(ui: "UiDefaults", tab: str, fields: Fields) -> None:
         with gr.Row():
             fields.add("clip_skip", ui.make(gr.Slider, tab, "Clip skip", minimum=1, maximum=12, value=1, step=1,
                                             elem_id=f"{tab}_clip_skip"))
+            fields.add("randn_source", ui.make(gr.Dropdown, tab, "Random numbers (RNG)",
+                                               choices=[("From Settings", ""), ("CPU", "CPU"),
+                                                        ("GPU (A1111's default)", "GPU"), ("NV", "NV")],
+                                               value="", elem_id=f"{tab}_randn_source",
+                                               info="GPU gives the pictures A1111 makes on an NVIDIA GPU, "
+                                                    "on any device"))
             fields.add("distilled_cfg_scale", ui.make(gr.Slider, tab, "Distilled CFG Scale (FLUX.1 dev)",
                                                       minimum=0, maximum=30, value=3.5, step=0.5,
                                                       elem_id=f"{tab}_distilled_cfg"))

@@ -101,6 +101,9 @@ class _SdGenerationPayload(Pydantic1Payload):
         )
         if overrides.get("sd_vae"):
             common["sd_vae"] = str(overrides["sd_vae"])
+        rng = overrides.get("randn_source") or fields.get("randn_source")  # A1111's option, or a pasted RNG
+        if rng:
+            common["randn_source"] = str(rng)
         units = units_from_alwayson(fields.get("alwayson_scripts"))
         if units:
             common["controlnet_units"] = units
@@ -123,6 +126,8 @@ class _SdGenerationPayload(Pydantic1Payload):
             fields["clip_skip"] = parsed["clip_skip"]
         if parsed.get("checkpoint") and "override_settings" not in self.model_fields_set:
             fields["checkpoint"] = parsed["checkpoint"]
+        if parsed.get("randn_source"):
+            fields["randn_source"] = parsed["randn_source"]
         for key, value in parsed.items():
             if key in type(self).model_fields and key not in self.model_fields_set and value is not None:
                 fields[key] = value

@@ -44,7 +44,7 @@ PROMPT_FIELDS = ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
 #: always-on scripts the studio runs without a registered script (``alwayson_scripts`` keys, any case)
 ALWAYSON_SCRIPTS = frozenset({"controlnet"})
 #: ``override_settings`` keys a request applies; other keys are global settings, not changed per request
-APPLIED_OVERRIDES = frozenset({"CLIP_stop_at_last_layers", "sd_model_checkpoint", "sd_vae"})
+APPLIED_OVERRIDES = frozenset({"CLIP_stop_at_last_layers", "sd_model_checkpoint", "sd_vae", "randn_source"})
 #: A1111's sampler parameters and the values that change nothing there (A1111's defaults: ``eta_ancestral`` 1,
 #: ``s_churn`` 0, ``s_tmin`` 0, ``s_tmax`` 0 = infinity, ``s_noise`` 1, ``s_min_uncond`` 0)
 SAMPLER_PARAMETERS: dict[str, tuple[float, ...]] = {

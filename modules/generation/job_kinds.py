@@ -53,6 +53,8 @@ def generate_once(ctx: "AppContext", req: Any, control: Any, output: Any, runner
     """One generation: load the model ``req`` names, then run ``runner`` with the studio's styles, the
     request's add-on hooks (then ``extra_hooks``) inside its VAE scope, refiners and upscalers."""
     settings = ctx.settings.current
+    if getattr(req, "randn_source", "") is None:  # the setting decides (and the infotext says which)
+        req = req.model_copy(update={"randn_source": settings.randn_source})
     control.progress.text = "loading model"
     active = ctx.models.ensure_loaded(req.checkpoint or settings.sd_model_checkpoint or None)
     hooks = [*(ctx.addons.hooks_for(req, settings.sd_vae) if ctx.addons else ()), *extra_hooks]

@@ -50,6 +50,9 @@ class GenerationRequest(BaseModel):
     batch_size: int = Field(1, ge=1, le=8)
     n_iter: int = Field(1, ge=1, le=64)
     clip_skip: int = Field(1, ge=1, le=12)
+    randn_source: Literal["GPU", "CPU", "NV"] | None = Field(
+        None, description="random number source of the noise (A1111's RNG: GPU, CPU or NV); None: the "
+                          "randn_source setting")
     checkpoint: str | None = Field(None, description="checkpoint title/name; None: the loaded one")
     save_images: bool = True
     # SDXL refiner switch-over (A1111 names); None: no refiner
@@ -72,6 +75,11 @@ class GenerationRequest(BaseModel):
     fit_to_model: bool = Field(
         False, description="round a size to the family's multiple (and into its range) and clamp clip skip to "
                            "the text encoder's depth instead of refusing; the result's warnings say what changed")
+
+    @field_validator("randn_source", mode="before")
+    @classmethod
+    def _rng_any_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) and value.strip() else (None if value == "" else value)
 
     @field_validator("sampler_name")
     @classmethod

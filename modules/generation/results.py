@@ -99,7 +99,9 @@ def generation_params(req: "GenerationRequest", *, seed: int, subseed: int, widt
         params["Seed resize from"] = f"{req.seed_resize_from_w}x{req.seed_resize_from_h}"
     if req.clip_skip > 1:
         params["Clip skip"] = req.clip_skip
-    params["RNG"] = "CPU"  # initial noise always comes from a CPU generator
+    rng = getattr(req, "randn_source", None) or "CPU"
+    if rng != "GPU":  # A1111 writes RNG only when it is not its default, GPU
+        params["RNG"] = rng
     if active.model.family.id == "flux-dev":
         params["Distilled CFG Scale"] = req.distilled_cfg_scale
     params.update(extra or {})

@@ -295,6 +295,12 @@ def _as_str(value: Any) -> str:
     return str(value)
 
 
+def _rng_source(value: Any) -> str | None:
+    """A1111's ``RNG`` (GPU when the key is absent: its default); None for a source it does not name."""
+    text = str(value).strip().upper()
+    return text if text in ("GPU", "CPU", "NV") else None
+
+
 def _unless_same(sentinel: str) -> Callable[[Any], str | None]:
     """Converter giving None for A1111's "Use same ..." placeholder values."""
     return lambda value: None if str(value) == sentinel else str(value)
@@ -317,6 +323,7 @@ _FIELD_MAP: Final[Mapping[str, tuple[str, Callable[[Any], Any]]]] = MappingProxy
         "Seed resize from-2": ("seed_resize_from_h", _as_int),
         "Denoising strength": ("denoising_strength", _as_float),
         "Clip skip": ("clip_skip", _as_int),
+        "RNG": ("randn_source", _rng_source),
         "Model": ("checkpoint", _as_str),
         "Model hash": ("model_hash", _as_str),
         "Hires upscale": ("hr_scale", _as_float),

@@ -175,7 +175,7 @@ def _sample_batch(plan: Txt2ImgPlan, batch_no: int, seeds: list[int], control: J
     latent_shape = (model.latent_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
     subseeds = plan.seed_plan.batch(batch_no, req.batch_size)[1]
     noise = make_initial_noise(latent_shape, seeds, subseeds, req.subseed_strength, plan.resize_from,
-                               latent_factor=model.vae_scale_factor)
+                               latent_factor=model.vae_scale_factor, source=req.randn_source or "CPU")
     latents = call.prepare_latents(model, noise).to(device=device, dtype=getattr(pipe, "dtype", torch.float32))
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     progress = BatchProgress(control, plan.total_steps)

@@ -1,7 +1,7 @@
 """Sampler noise drawn the way A1111 draws it: each image continues its own seed's stream.
 
-A1111 (``modules/rng.py`` ``ImageRNG``) keeps one CPU ``torch.Generator`` per image, seeded with that
-image's seed; the initial latent noise is its first draw, and every later ``randn_like`` of a
+A1111 (``modules/rng.py`` ``ImageRNG``) keeps one generator per image (of its random number source:
+CPU, GPU or NV; :mod:`modules.generation.sampling.rng`), seeded with that image's seed; the initial latent noise is its first draw, and every later ``randn_like`` of a
 k-diffusion sampler (ancestral steps, DPM fast/adaptive, Restart, LCM) is one more draw of the
 latent's shape from each image's own generator, stacked. :class:`SeedStreams` reproduces that
 stream without touching global RNG state, so a batch gives the same pictures as single images.
@@ -17,6 +17,8 @@ from typing import Protocol, Sequence
 
 import torch
 
+from modules.generation.sampling.rng import NoiseStream, stream
+
 
 class NoiseSource(Protocol):
     """What a sampler program draws its noise from."""
@@ -29,19 +31,25 @@ class NoiseSource(Protocol):
 
 
 class SeedStreams:
-    """Per-image CPU generators that continue each seed's stream after its initial noise."""
+    """Per-image generators (of ``source``) that continue each seed's stream after its initial noise."""
 
-    def __init__(self, seeds: Sequence[int], *, skip_initial: bool = True) -> None:
+    def __init__(self, seeds: Sequence[int], *, skip_initial: bool = True, source: str = "CPU") -> None:
         self._seeds = [int(s) for s in seeds]
         self._skip_initial = skip_initial
-        self._generators: list[torch.Generator] | None = None
+        self._source = source
+        self._generators: list[NoiseStream] | None = None
 
-    def _start(self, shape: tuple[int, ...]) -> list[torch.Generator]:
-        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in self._seeds]
+    def _start(self, shape: tuple[int, ...]) -> list[NoiseStream]:
+        generators = [stream(self._source, seed) for seed in self._seeds]
         if self._skip_initial:  # the initial latent noise was the first draw of each stream
             for generator in generators:
-                torch.randn(shape, generator=generator, dtype=torch.float32)
+                generator.randn(shape)
         return generators
+
+    def first_draws(self, x: torch.Tensor) -> torch.Tensor:
+        """Each image's first draw shaped like one latent of ``x`` (the initial noise; img2img's noise)."""
+        return torch.stack([stream(self._source, seed).randn(tuple(x.shape[1:])) for seed in self._seeds]).to(
+            device=x.device, dtype=x.dtype)
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape[1:])
@@ -49,7 +57,7 @@ class SeedStreams:
             self._generators = self._start(shape)
         if len(self._generators) != x.shape[0]:
             raise ValueError(f"{len(self._generators)} seeds for a batch of {x.shape[0]} latents")
-        draws = [torch.randn(shape, generator=g, dtype=torch.float32) for g in self._generators]
+        draws = [g.randn(shape) for g in self._generators]
         return torch.stack(draws).to(device=x.device, dtype=x.dtype)
 
 
@@ -75,9 +83,10 @@ class BrownianNoise:
 class SamplerNoise:
     """The noise a program sees: seed streams, plus Brownian trees built on first SDE use."""
 
-    def __init__(self, seeds: Sequence[int], sigma_range: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    def __init__(self, seeds: Sequence[int], sigma_range: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 source: str = "CPU") -> None:
         self._seeds = list(seeds)
-        self._streams = SeedStreams(self._seeds)
+        self._streams = SeedStreams(self._seeds, source=source)
         self._sigma_range = sigma_range
         self._brownian: BrownianNoise | None = None
         self._like: torch.Tensor | None = None

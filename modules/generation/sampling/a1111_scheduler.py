@@ -9,8 +9,9 @@ timestep of the sigma the program wants, as A1111 feeds the model), ``scale_mode
 evaluation. CFG is combined by the pipeline on the model output; A1111 combines denoised latents,
 which is the same affine combination, so only float rounding differs.
 
-Noise continues each image's own seed stream (A1111's CPU RNG) and Brownian trees are seeded per
-image, so neither depends on the ``generator`` the pipeline passes.
+Noise continues each image's own seed stream (A1111's random number source: ``noise_source``, CPU, GPU or
+NV) and Brownian trees are seeded per image, so neither depends on the ``generator`` the pipeline passes;
+``add_noise`` (img2img's start, inpaint blending) uses each image's first draw of that source.
 
 Evaluation counts vary (Heun-type steps, restarts): ``timesteps`` has one slot per model call.
 DPM adaptive learns its levels as it goes: each next timestep is written into ``timesteps`` just
@@ -29,7 +30,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
-from modules.generation.sampling.a1111_noise import SamplerNoise, ZeroNoise
+from modules.generation.sampling.a1111_noise import SamplerNoise, SeedStreams, ZeroNoise
 from modules.generation.sampling.a1111_programs import (
     CFGPP_SCALE_DIVISOR,
     PROGRAMS,
@@ -70,7 +71,7 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
                  beta_schedule: str = "scaled_linear", trained_betas: Any = None,
                  prediction_type: str = "epsilon", sampler: str = "euler", schedule: str = "automatic",
                  discard_penultimate: bool = False, sdxl: bool = False,
-                 noise_seeds: Sequence[int] | None = None) -> None:
+                 noise_seeds: Sequence[int] | None = None, noise_source: str = "CPU") -> None:
         if sampler not in PROGRAMS:
             raise ValueError(f"unknown A1111 sampler program {sampler!r}")
         if prediction_type not in ("epsilon", "v_prediction"):
@@ -344,7 +345,8 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
             return SchedulerOutput(prev_sample=out) if return_dict else (out,)
         if run.program is None:
             noise = SamplerNoise(self.config.noise_seeds or [0] * sample.shape[0],
-                                 self._brownian_range(run) if self.spec.brownian else None)
+                                 self._brownian_range(run) if self.spec.brownian else None,
+                                 source=self.config.noise_source)
             noise.bind(sample)
             run.program = self.spec.start(sample, run.levels, noise)
             try:
@@ -373,6 +375,10 @@ class A1111Scheduler(SchedulerMixin, ConfigMixin):
         """Noise clean latents to the level of ``timesteps`` (img2img start, inpaint blending)."""
         if self.finished:
             return original_samples
+        seeds = list(self.config.noise_seeds or [])
+        if self.config.noise_source != "CPU" and len(seeds) == noise.shape[0]:
+            # the pipeline drew ``noise`` from CPU generators; A1111 uses each image's first draw of its source
+            noise = SeedStreams(seeds, source=self.config.noise_source).first_draws(noise)
         if torch.is_tensor(timesteps):  # an img2img tail with no model call leaves no timestep to read
             t = timesteps.reshape(-1)[0] if timesteps.numel() else self._current_level()
         else:

@@ -100,14 +100,15 @@ def switch_steps(steps: int, start: float, end: float | None) -> int:
     return max(1, round(steps * stop) - round(steps * start))
 
 
-def set_scheduler(pipe: Any, model: "LoadedModel", sampler: "ResolvedSampler", seeds: Sequence[int]) -> None:
+def set_scheduler(pipe: Any, model: "LoadedModel", sampler: "ResolvedSampler", seeds: Sequence[int],
+                  rng: str = "CPU") -> None:
     """Install the sampler's scheduler on ``pipe``.
 
-    The A1111 samplers draw their noise from each image's own seed stream (``seeds``, one per image);
-    diffusers' SDE scheduler gets a Brownian tree seeded with the first seed.
+    The A1111 samplers draw their noise from each image's own seed stream (``seeds``, one per image, from
+    the random number source ``rng``); diffusers' SDE scheduler gets a Brownian tree seeded with the first seed.
     """
     scheduler = sampler.build(model.scheduler_config, model.prediction_type, seeds=list(seeds),
-                              sdxl=model.family.id.startswith("sdxl"))
+                              sdxl=model.family.id.startswith("sdxl"), rng=rng)
     if "noise_sampler_seed" in scheduler.config:
         scheduler = type(scheduler).from_config(scheduler.config, noise_sampler_seed=seeds[0])
     pipe.scheduler = scheduler
@@ -132,7 +133,7 @@ def run_pass(spec: Pass, req: "GenerationRequest", *, hooks: Sequence[SamplingHo
 
     Hook infotext entries are merged into ``infotext``. Honours interrupt/skip between steps.
     """
-    set_scheduler(spec.pipe, spec.model, spec.sampler, spec.seeds)
+    set_scheduler(spec.pipe, spec.model, spec.sampler, spec.seeds, rng=getattr(req, "randn_source", None) or "CPU")
     if "denoising_start" in spec.kwargs and hasattr(spec.pipe.scheduler, "begin_counts_calls"):
         spec.pipe.scheduler.begin_counts_calls = True  # SDXL's refiner start is a model-call index
     call = ARCHITECTURE_CALLS[spec.model.family.architecture]

@@ -478,10 +478,11 @@ class ResolvedSampler:
         return overrides
 
     def build(self, base_scheduler_config: Mapping[str, Any], prediction_type: str, *,
-              seeds: Sequence[int] | None = None, sdxl: bool = False) -> SchedulerMixin:
+              seeds: Sequence[int] | None = None, sdxl: bool = False, rng: str = "CPU") -> SchedulerMixin:
         """Build the scheduler from the model's own config.
 
-        ``seeds`` (one per image of the batch) seed the A1111 samplers' noise streams; ``sdxl``
+        ``seeds`` (one per image of the batch) seed the A1111 samplers' noise streams, drawn from the
+        random number source ``rng`` ("CPU", "GPU", "NV": :mod:`modules.generation.sampling.rng`); ``sdxl``
         selects SDXL's Align Your Steps levels. Zero-terminal-SNR models use the diffusers mapping.
         """
         mapping = self._mapping(prediction_type)
@@ -500,7 +501,8 @@ class ResolvedSampler:
         if mapping.is_a1111:
             accepted = mapping.init_params()
             config = {k: v for k, v in base_scheduler_config.items() if k in accepted}
-            return mapping.cls(**{**config, **overrides, "noise_seeds": list(seeds or []), "sdxl": sdxl})
+            return mapping.cls(**{**config, **overrides, "noise_seeds": list(seeds or []), "sdxl": sdxl,
+                                  "noise_source": rng})
         return mapping.cls.from_config(dict(base_scheduler_config), **overrides)
 
     def _mapping(self, prediction_type: str) -> SchedulerMapping:

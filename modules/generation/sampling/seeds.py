@@ -1,9 +1,9 @@
 """A1111 seed semantics: seed planning for a job and initial latent noise.
 
 `plan_seeds` mirrors ``process_images_inner`` (``all_seeds``/``all_subseeds``) and
-`make_initial_noise` mirrors ``modules/rng.py`` ``ImageRNG.first()`` with the CPU RNG source
-(``randn_source == "CPU"``). Images made by A1111 with its default GPU RNG use CUDA's generator and
-cannot be reproduced bit-for-bit on CPU, so infotext should carry ``RNG: CPU`` for our images.
+`make_initial_noise` mirrors ``modules/rng.py`` ``ImageRNG.first()`` for each of A1111's random number
+sources (``randn_source``: ``CPU``, ``GPU`` (its default) and ``NV``): :mod:`modules.generation.sampling.rng`
+computes CUDA's numbers on any device, so images made on A1111's defaults reproduce here.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+
+from modules.generation.sampling.rng import randn as rng_randn
 
 #: A1111 draws random seeds with ``random.randrange(4294967294)``.
 SEED_RANGE = 4294967294
@@ -75,14 +77,13 @@ def plan_seeds(
     return SeedPlan(all_seeds=all_seeds, all_subseeds=all_subseeds, seed=all_seeds[0], subseed=all_subseeds[0])
 
 
-def randn(seed: int, shape: Sequence[int]) -> torch.Tensor:
-    """Standard-normal float32 CPU noise from a local generator seeded with ``seed``.
+def randn(seed: int, shape: Sequence[int], source: str = "CPU") -> torch.Tensor:
+    """Standard-normal float32 CPU noise: the first draw of ``seed``'s stream from ``source``.
 
-    Equivalent to A1111's ``torch.manual_seed(seed); torch.randn(shape)`` on the CPU,
-    without touching the global RNG.
+    Equivalent to A1111's ``rng.randn(seed, shape)`` (``torch.manual_seed(seed); torch.randn(shape)`` on the
+    source's device), without touching the global RNG.
     """
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
+    return rng_randn(seed, shape, source)
 
 
 def slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -137,6 +138,7 @@ def make_initial_noise(
     subseed_strength: float,
     seed_resize_from: tuple[int, int] | None,
     latent_factor: int = 8,
+    source: str = "CPU",
 ) -> torch.Tensor:
     """Initial latent noise ``(len(seeds), C, H, W)`` exactly like A1111's ``ImageRNG.first()``.
 
@@ -157,14 +159,14 @@ def make_initial_noise(
         subnoise = None
         if subseeds is not None and subseed_strength != 0:
             subseed = 0 if i >= len(subseeds) else subseeds[i]
-            subnoise = randn(subseed, noise_shape)
+            subnoise = randn(subseed, noise_shape, source)
 
-        noise = randn(seed, noise_shape)
+        noise = randn(seed, noise_shape, source)
         if subnoise is not None:
             noise = slerp(subseed_strength, noise, subnoise)
 
         if noise_shape != latent_shape:
-            noise = _place_centre(randn(seed, latent_shape), noise)
+            noise = _place_centre(randn(seed, latent_shape, source), noise)
 
         images.append(noise)
     return torch.stack(images)
