@@ -13,7 +13,7 @@ class PromptMatrix(Script):
     a1111_args = matrix.A1111_ARGS
 
     def precheck(self, request, args):
-        matrix.plan_matrix(request, args)
+        return matrix.plan_matrix(request, args)[1]
 
     def run(self, p, args):
         return matrix.run_matrix(p, args)

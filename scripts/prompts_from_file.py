@@ -16,7 +16,7 @@ class PromptsFromFile(Script):
         return lines.args_from_positional(values)
 
     def precheck(self, request, args):
-        lines.plan_lines(request, args)
+        return lines.plan_lines(request, args)
 
     def run(self, p, args):
         return lines.run_lines(p, args)

@@ -21,7 +21,7 @@ class XYZPlot(Script):
             raise ScriptArgsError(f"script {self.title!r}: {exc}") from None
 
     def precheck(self, request, args):
-        plot.plan_grid(request, args)
+        return list(plot.plan_grid(request, args).requests.values())
 
     def run(self, p, args):
         return plot.run_plot(p, args)

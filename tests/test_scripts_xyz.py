@@ -302,7 +302,7 @@ def test_real_grids_on_a_tiny_model(studio_factory) -> None:
     assert main.size == (2 * (3 * 64 + 48 + 4), 2 * 64 + 2 + sub.pad_top + main.pad_top)
 
 
-def test_oversize_grid_is_refused_before_any_image(studio_factory) -> None:
+def test_grids_that_cannot_run_are_refused_before_any_image(studio_factory) -> None:
     from modules.jobs.submit import submit_job
 
     srv = studio_factory(("--nowebui",))
@@ -314,6 +314,21 @@ def test_oversize_grid_is_refused_before_any_image(studio_factory) -> None:
                                                                     "y_type": "Steps", "y_values": "1-10"}})
     with pytest.raises(InvalidRequestError, match="110 cells"):
         submit_job(ctx, request, owner="t", source="test")
+    # every cell is checked as a plain job of its kind: checkpoint names, sizes against the model
+    from modules.models.errors import ModelLoadError
+
+    def grid(args: dict) -> Txt2ImgRequest:
+        return Txt2ImgRequest(prompt="x", steps=2, width=64, height=64, script={"name": "X/Y/Z plot", "args": args})
+
+    with pytest.raises(ModelLoadError, match="no-such-model"):
+        submit_job(ctx, grid({"x_type": "Checkpoint name", "x_values": f"{srv.checkpoints[0].name}, no-such-model"}),
+                   owner="t", source="test")
+    with pytest.raises(InvalidRequestError, match="width 100 is not a multiple of 8"):
+        submit_job(ctx, grid({"x_type": "Size", "x_values": "64x64, 100x64"}), owner="t", source="test")
+    with pytest.raises(InvalidRequestError, match="line 2.*unknown option"):
+        submit_job(ctx, Txt2ImgRequest(prompt="x", steps=2, width=64, height=64, script={
+            "name": "Prompts from file or textbox", "args": {"prompt_txt": "a\n--prompt b --nope 1"}}),
+                   owner="t", source="test")
     after = sorted(outputs.rglob("*.png")) if outputs.exists() else []
     assert after == before
 

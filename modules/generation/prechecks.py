@@ -60,7 +60,8 @@ def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
     """Raise InvalidRequestError / SamplerError / ModelLoadError (or a script error) for a txt2img request
     that cannot run."""
     if getattr(ctx, "scripts", None) is not None:
-        ctx.scripts.precheck(req, "txt2img")  # an unknown script or bad script arguments, named
+        # an unknown script or bad script arguments, named; each request a script will run, checked as this one
+        ctx.scripts.precheck(req, "txt2img", check=lambda cell: precheck(ctx, cell))
     resolved = resolve_sampler(req.sampler_name, req.scheduler)
     check_addons(ctx, req, prepared_networks(ctx, req))
     model = _model_to_check(ctx, req)
@@ -79,7 +80,7 @@ def precheck_img2img(ctx: "AppContext", req: Img2ImgRequest) -> None:
     from modules.generation.runners.img2img import precheck_img2img as precheck_against_model
 
     if getattr(ctx, "scripts", None) is not None:
-        ctx.scripts.precheck(req, "img2img")
+        ctx.scripts.precheck(req, "img2img", check=lambda cell: precheck_img2img(ctx, cell))
     check_addons(ctx, req, prepared_networks(ctx, req))
     precheck_against_model(req, _model_to_check(ctx, req), getattr(ctx, "styles", None), network_kinds(ctx))
 

@@ -63,13 +63,24 @@ class ScriptHost:
         alwayson = [(script, script.parse_args(given.get(script.title.lower()))) for script in self.registry.alwayson(tab)]
         return selected, alwayson
 
-    def precheck(self, req: "GenerationRequest", tab: str) -> None:
+    def precheck(self, req: "GenerationRequest", tab: str,
+                 check: Callable[["GenerationRequest"], Any] | None = None) -> None:
         """Raise for a request whose scripts cannot run: a bad script field, or the selected script's own
-        :meth:`~modules.scripts.script.Script.precheck` (before anything is generated)."""
+        :meth:`~modules.scripts.script.Script.precheck` (before anything is generated); ``check`` (the job
+        kind's precheck) runs on every distinct request the script says it will process."""
         selected, _ = self.resolve(req, tab)
-        if selected is not None:
-            script, args = selected
-            script.precheck(req, args)
+        if selected is None:
+            return
+        script, args = selected
+        planned = script.precheck(req, args)
+        if check is None or not planned:
+            return
+        seen: set[str] = set()
+        for cell in planned:
+            key = cell.model_dump_json(exclude={"seed", "subseed", "init_images", "mask"})
+            if key not in seen:
+                seen.add(key)
+                check(cell)
 
     def run(self, req: "GenerationRequest", tab: str, control: "JobControl", output: "OutputOptions",
             generate_once: GenerateOnce, *, grids_dir: Path | None = None,

@@ -159,10 +159,12 @@ class Script:
 
     # --- selectable ---------------------------------------------------------------------------------
 
-    def precheck(self, request: "GenerationRequest", args: Any) -> None:
+    def precheck(self, request: "GenerationRequest", args: Any) -> "list[GenerationRequest] | None":
         """Selectable scripts: raise (e.g. ``InvalidRequestError``, naming the problem) for a request this script
         cannot run, before the job is queued and again before it runs (the X/Y/Z plot checks its axes and
-        refuses an over-size grid here). Makes nothing."""
+        refuses an over-size grid here). Makes nothing. May return the requests ``run`` will process: each is
+        then checked as a plain job of its kind (checkpoint names, add-ons, sizes against the model)."""
+        return None
 
     def run(self, p: ScriptJob, args: Any) -> "GenerationResult":
         """Selectable scripts: run the job (call ``p.process`` as often as needed) and return its result."""

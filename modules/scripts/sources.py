@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 #: the built-in scripts as shipped (file name -> SHA-256 of its bytes); ``python -m modules.scripts.sources``
 #: prints the current values after an edit (a test checks they match the files)
 BUILTIN_DIGESTS: dict[str, str] = {
-    "prompt_matrix.py": "303cd6238e1d8f67a5a609a84d1cecb58ec245d587b38d69c98ee6e2c1d9f999",
-    "prompts_from_file.py": "500f3a953a6aeab25858a5974e24210846c00597f0de2f49f82c085917bd87e2",
-    "xyz_grid.py": "613550bdf72d43bbcbd0134a00d36d62f6aed424dfbeebd769a3e730cf6db929",
+    "prompt_matrix.py": "1941ed421ddf5a638978a8729986b4467b95dccb8409dfda5b1e3b7e5065c05a",
+    "prompts_from_file.py": "a503ce1e799a88b4cedf8bbb1ce0ec4a4abc763d7c70ee8a8f66208b12bf004f",
+    "xyz_grid.py": "2d507772db6ef3d8d37bd93ef3eeba5607e929248436163f18a0516b07d2c650",
 }
 
 APPROVALS_FILE = "extensions.json"
