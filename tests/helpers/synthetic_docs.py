@@ -77,3 +77,44 @@ def form(seed: int) -> SyntheticDoc:
     lines = [("Registration form", ""), (f"Name: {name}", ""), (f"Email: {email}", ""), (f"Phone: {phone}", ""),
              (f"Date: {date}", "")]
     return SyntheticDoc(_page(lines), {"name": name, "email": email, "phone": phone, "date": date}, "form")
+
+
+def degraded(doc: SyntheticDoc, seed: int) -> SyntheticDoc:
+    """``doc`` as a phone photo might give it: slightly rotated, blurred, grey-tinted, with noise and JPEG."""
+    import io
+
+    import numpy as np
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(seed)
+    image = doc.image.rotate(float(rng.uniform(-2.0, 2.0)), resample=Image.BICUBIC, expand=True, fillcolor="white")
+    image = image.filter(ImageFilter.GaussianBlur(0.7))
+    pixels = np.asarray(image).astype(np.float32) * 0.85 + 20 + rng.normal(0, 8, (image.height, image.width, 1))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=60)
+    return SyntheticDoc(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), doc.fields, doc.kind)
+
+
+def _norm(value: Any) -> str:
+    if isinstance(value, float):
+        value = f"{value:.2f}"
+    return "".join(str(value).split()).lower()
+
+
+def field_hits(truth: dict[str, Any], got: dict[str, Any] | None) -> tuple[int, int]:
+    """(fields right, fields in all), whitespace-normalised; a receipt's items count as name and price each."""
+    got = got or {}
+    right = total = 0
+    for key, value in truth.items():
+        if key == "items":
+            found = got.get("items") if isinstance(got.get("items"), list) else []
+            for index, item in enumerate(value):
+                other = found[index] if index < len(found) and isinstance(found[index], dict) else {}
+                for sub in ("name", "price"):
+                    total += 1
+                    right += _norm(item[sub]) == _norm(other.get(sub, ""))
+            continue
+        total += 1
+        right += key in got and _norm(value) == _norm(got[key])
+    return right, total
