@@ -44,7 +44,7 @@ def build_extensions_tab(ctx: "AppContext") -> ExtensionsTab:
         approve = gr.Button("Approve…", variant="primary", elem_id="extensions_approve", min_width=0)
         disable = gr.Button("Disable", elem_id="extensions_disable", min_width=0)
         enable = gr.Button("Enable", elem_id="extensions_enable", min_width=0)
-    with gr.Group(visible=False, elem_id="extensions_confirm_box") as confirm_box:
+    with gr.Column(visible=False, elem_id="extensions_confirm_box") as confirm_box:
         consent = gr.Markdown("", elem_id="extensions_consent")
         with gr.Row():
             confirm = gr.Button("Yes, approve and run it", variant="stop", elem_id="extensions_confirm_approve")

@@ -79,7 +79,7 @@ def build_scripts(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: "Fields
                                               elem_id=f"{tab}_script_list"))
     groups = []
     for script in selectable:
-        with gr.Group(visible=False, elem_id=f"{tab}_script_{_slug(script.title)}") as group:
+        with gr.Column(visible=False, elem_id=f"{tab}_script_{_slug(script.title)}") as group:
             _script_widgets(ctx, tab, fields, script)
         groups.append(group)
     if groups:

@@ -34,3 +34,29 @@ def test_approve_the_example_extension(page: Any, studio: Any) -> None:
     wait_text(page, "#extensions_status", r"Disabled example")
     wait_text(page, "#extensions_table", r"example[\s\S]*disabled")
     assert studio.ctx.scripts.registry.get("Vignette") is None
+
+
+def test_script_dropdown_shows_the_chosen_scripts_widgets(browser_context: Any, studio_factory: Any) -> None:
+    srv = studio_factory(["--api", "--enable-extension", "example"], with_ui=True, name="e2e-scripts")
+    tab = browser_context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        tab.goto(srv.base_url + "/")
+        tab.wait_for_selector("#txt2img_generate", state="visible", timeout=60_000)
+        group = tab.locator("#txt2img_script_example_prompt_variations")
+        assert group.is_hidden()
+        choose(tab, "txt2img_script_list", "Example: prompt variations")
+        group.wait_for(state="visible")
+        assert tab.input_value("#txt2img_script_example_prompt_variations_suffixes textarea") == "red, blue"
+        tab.locator("#txt2img_script_vignette").click()  # the always-on script's accordion
+        tab.locator("#txt2img_script_vignette_strength").wait_for(state="visible")
+        tab.locator("#txt2img_script_list").scroll_into_view_if_needed()
+        screenshot(tab, "txt2img-scripts")
+        choose(tab, "txt2img_script_list", "None")
+        group.wait_for(state="hidden")
+        open_tab(tab, "Example")  # the extension's own tab (ui_tabs)
+        tab.locator("#example_steps_seen").wait_for(state="visible")
+    finally:
+        tab.close()
+    assert not errors, errors
