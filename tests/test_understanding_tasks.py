@@ -196,3 +196,31 @@ def test_remote_unset_or_unreachable_is_a_clear_failure(ctx, remote):
     job = submit_job(ctx, AskRequest(images=[b64(scene())], question="What is it?", backend="remote"), owner="t")
     ctx.queue.wait(job.id, 60)
     assert job.state is JobState.FAILED and "no OpenAI-compatible service is set" in job.error
+
+
+def test_offline_caption_and_answer_accuracy_on_world_renders(ctx, capsys):
+    """Held-out renders (a seed the classifier never saw): the short caption names shape and colour, and the
+    offline Ask answers shape/colour/background questions exactly (figures in docs/benchmarks.md)."""
+    import random
+    import time
+
+    from modules.understanding.backends.shapes import answer_question, short_caption
+    from modules.world.sampling import sample_scene, scene_labels
+
+    rng = random.Random(2606)
+    captions = answers = asked = 0
+    count = 60
+    started = time.perf_counter()
+    for _ in range(count):
+        world = sample_scene(rng, max_shapes=1)
+        truth = scene_labels(world)
+        labels = ctx.interrogator.predict(render_scene(world, size=64))
+        captions += short_caption(labels) == short_caption(truth)
+        for question in ("What shape is it?", "What colour is the shape?", "What colour is the background?"):
+            asked += 1
+            answers += answer_question(labels, question) == answer_question(truth, question)
+    seconds = (time.perf_counter() - started) / count
+    with capsys.disabled():
+        print(f"\nshort caption names shape and colour: {captions / count:.3f}; offline Ask exact match "
+              f"{answers / asked:.3f} ({asked} questions); {seconds * 1000:.0f} ms/image")
+    assert captions / count >= 0.9 and answers / asked >= 0.9
