@@ -1,0 +1,96 @@
+"""The ``train_lora`` job kind: a session in the data dir, trained on the training lane, exported to models/Lora.
+
+It runs beside generation (the ``training`` lane) and pauses while generation has work. Stopped, its
+session keeps the last state and the same request resumes it; a finished run writes
+``models/Lora/<name>.safetensors`` (kohya keys, recipe in the metadata), listed at once for
+``<lora:name:1>``. The base checkpoint is loaded as the training's own copy (training changes its UNet),
+so the generation model stays as it is.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from modules.folder_access import FolderNotAllowed, resolve_folder, roots_of
+from modules.jobs.kinds import JobKind
+from modules.models.errors import ModelLoadError
+from modules.training.lora.dataset import DatasetError
+from modules.training.lora.request import TrainLoraRequest
+from modules.training.lora.session import Session, SessionError
+from modules.training.lora.trainer import TrainingError
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+    from modules.jobs.model import Job
+    from modules.jobs.progress import JobControl
+
+TRAINING_LANE = "training"
+USER_ERRORS: tuple[type[Exception], ...] = (FolderNotAllowed, DatasetError, SessionError, TrainingError,
+                                            ModelLoadError)
+
+
+def _output(ctx: "AppContext", req: TrainLoraRequest) -> Any:
+    return ctx.paths.lora_dir / f"{req.name}.safetensors"
+
+
+def precheck(ctx: "AppContext", req: TrainLoraRequest) -> None:
+    resolve_folder(req.dataset, roots_of(ctx), what="training folder")
+    session = Session.for_request(ctx.paths.data_dir, req)
+    saved = session.saved_step()
+    unfinished = saved is not None and saved < req.steps  # a stopped session resumed, or one trained further
+    if _output(ctx, req).exists() and not req.overwrite and not unfinished:
+        raise TrainingError(f"a LoRA named {req.name!r} exists already: pick another name or set overwrite")
+    if not (req.checkpoint or ctx.settings.current.sd_model_checkpoint or ctx.models.active):
+        raise TrainingError("no base checkpoint: name one (checkpoint) or load one first")
+    if req.checkpoint:
+        ctx.models.resolve(req.checkpoint)
+
+
+def run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
+    from modules.models.loader import load_model
+    from modules.models.loader_options import load_options_for
+    from modules.training.lora.dataset import load_dataset
+    from modules.training.lora.export import write_lora
+    from modules.training.lora.trainer import adapter_state, train
+
+    req: TrainLoraRequest = job.request
+    roots = roots_of(ctx)
+    folder = resolve_folder(req.dataset, roots, what="training folder")
+    session = Session.for_request(ctx.paths.data_dir, req)
+    active = ctx.models.active
+    reference = req.checkpoint or ctx.settings.current.sd_model_checkpoint or (active.info.name if active else None)
+    info = ctx.models.resolve(reference) if reference else None
+    if info is None:
+        raise TrainingError("no base checkpoint: name one (checkpoint) or load one first")
+    control.progress.text = f"loading {info.name} for training"
+    model = load_model(info.path, load_options_for(ctx.flags, ctx.settings, ctx.paths))
+    size = req.resolution or model.native_size[0]
+    images = load_dataset(folder, roots, size, req.instance_prompt)
+    outcome = train(req, model, images, session, control)
+    result: dict[str, Any] = {"name": req.name, "session": ctx.paths.shown(session.folder),
+                              "steps": outcome.last_step, "of": req.steps, "stopped": outcome.stopped,
+                              "images": len(images), "seconds": round(outcome.seconds, 2),
+                              "last_loss": outcome.losses[-1] if outcome.losses else None}
+    if outcome.stopped or outcome.last_step < req.steps:
+        result["note"] = "stopped: submit the same request to resume from the last saved step"
+        return result
+    path = write_lora(_output(ctx, req), adapter_state(model.pipeline.unet), alpha=req.alpha, rank=req.rank, metadata={
+        "ss_output_name": req.name, "ss_steps": str(req.steps), "ss_learning_rate": str(req.learning_rate),
+        "ss_resolution": f"({size}, {size})", "ss_num_train_images": str(len(images)),
+        "ss_base_model_version": "sd_v2" if model.family.id.startswith("sd2") else "sd_v1",
+        "ss_sd_model_name": info.name, "ss_training_comment": f"Atelier LoRA training of {req.instance_prompt!r}",
+        "atelier_recipe": req.model_dump(mode="json")})
+    result["lora"] = ctx.paths.shown(path)
+    return result
+
+
+def describe(result: Any) -> dict[str, Any] | None:
+    return dict(result) if isinstance(result, dict) else None
+
+
+TRAIN_LORA = JobKind(
+    name="train_lora", request=TrainLoraRequest, run=run, precheck=precheck, describe=describe,
+    summary="Train a LoRA on a folder of images (a resumable session; exported to models/Lora in kohya keys).",
+    resumable=True, user_errors=USER_ERRORS, lane=TRAINING_LANE, yields_to=("device",))
+
+KINDS = (TRAIN_LORA,)
