@@ -3,7 +3,7 @@ back from a grid's infotext (``Script: X/Y/Z plot, X Type: Steps, X Values: "10,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,6 +18,9 @@ A1111_ARGS: tuple[str, ...] = (
     "vary_seeds_x", "vary_seeds_y", "vary_seeds_z", "margin_size", "csv_mode")
 
 _LABELS = {axis.label.lower(): axis.label for axis in AXES}
+#: every axis name (both tabs: one of the other tab's is refused, naming the tab, when the job is checked)
+AXIS_NAMES: tuple[str, ...] = tuple(dict.fromkeys(axis.label for axis in AXES))
+AxisName = Literal[AXIS_NAMES]  # type: ignore[valid-type]  # a dropdown in the UI and choices in script-info
 
 
 class XYZArgs(BaseModel):
@@ -25,13 +28,14 @@ class XYZArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    x_type: str = Field("Seed", description="X axis (e.g. Steps, CFG Scale, Sampler, Checkpoint name)")
+    x_type: AxisName = Field("Seed", description="X axis (e.g. Steps, CFG Scale, Sampler, Checkpoint name)")
     x_values: str = Field("", max_length=20000, description="X values: CSV, ranges 1-5, 1-10 (+2), 1-10 [5]")
-    x_values_dropdown: list[str] = Field(default_factory=list, description="X values picked from the choices")
-    y_type: str = Field("Nothing", description="Y axis")
+    x_values_dropdown: list[str] = Field(default_factory=list, description="X values picked from the axis' choices "
+                                                                           "(used unless csv_mode; empty: the text)")
+    y_type: AxisName = Field("Nothing", description="Y axis")
     y_values: str = Field("", max_length=20000)
     y_values_dropdown: list[str] = Field(default_factory=list)
-    z_type: str = Field("Nothing", description="Z axis (one sub-grid per value)")
+    z_type: AxisName = Field("Nothing", description="Z axis (one sub-grid per value)")
     z_values: str = Field("", max_length=20000)
     z_values_dropdown: list[str] = Field(default_factory=list)
     draw_legend: bool = Field(True, description="draw the axis labels")
@@ -51,7 +55,7 @@ class XYZArgs(BaseModel):
             raise ValueError("give the axis by name (an A1111 index is read only from positional script_args)")
         label = _LABELS.get(value.strip().lower())
         if label is None:
-            raise ValueError(f"unknown axis {value!r}; axes: {', '.join(dict.fromkeys(a.label for a in AXES))}")
+            raise ValueError(f"unknown axis {value!r}; axes: {', '.join(AXIS_NAMES)}")
         return label
 
     @field_validator("x_values_dropdown", "y_values_dropdown", "z_values_dropdown", mode="before")
