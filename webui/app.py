@@ -20,6 +20,7 @@ from webui.history_tab import build_history_tab
 from webui.img2img_tab import build_img2img_tab
 from webui.look import ICON_ONLY_CLASS, icon
 from webui.models_tab import build_models_tab
+from webui.page_channel import build_page_channel
 from webui.params import Fields, paste_updates
 from webui.quicksettings import build_quicksettings
 from webui.settings_tab import build_settings_tab
@@ -112,6 +113,7 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
                 build_settings_tab(ctx)
             with gr.Tab("Extensions", id="extensions"):
                 build_extensions_tab(ctx)
+        build_page_channel(ctx)  # the page scripts' questions (token counts, page options): webui/js/*.js
         _wire_header(ctx, demo, checkpoint, refresh, model_status, loading, models.picker)
         wire_page_load(ctx, demo, txt2img.results, img2img.results)  # theme, re-attach to running jobs
         _wire_send_to(ctx, tabs, txt2img.results, img2img, extras)

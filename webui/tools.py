@@ -57,7 +57,12 @@ def looks_like_infotext(text: str) -> bool:
 def wire_tools(ctx: "AppContext", row: PromptRow, seed: SeedRow, fields: Fields, results: Results) -> None:
     outputs = [*fields.inputs, row.note]
 
-    def paste(prompt: str) -> list[Any]:
+    def paste(prompt: str, request: gr.Request) -> list[Any]:
+        if not (prompt or "").strip():  # A1111: ↙ with an empty prompt restores the last generation
+            from webui.recall import last_params_updates
+
+            updates, note, found = last_params_updates(ctx, fields, request)
+            return updates + [status_html(note, "ok" if found else "warn")]
         if not looks_like_infotext(prompt):
             return [gr.skip() for _ in fields.names] + [status_html(
                 "Paste reads generation parameters: paste an infotext (with its 'Steps: ...' line) into the prompt "

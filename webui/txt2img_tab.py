@@ -116,10 +116,13 @@ def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
         from modules.generation.requests import Txt2ImgRequest
         from modules.jobs.submit import submit_job
         from webui.common import owner_of
+        from webui.recall import remember_submission
 
         def submit() -> Any:
             req = Txt2ImgRequest(**collect_sections(request_values(ordered.values(values)), TAB, ctx=ctx))
-            return submit_job(ctx, req, owner=owner_of(request), source="webui")
+            job = submit_job(ctx, req, owner=owner_of(request), source="webui")
+            remember_submission(ctx, request, TAB, ordered.values(values))  # for ↙ with an empty prompt
+            return job
 
         yield from run_job(ctx, submit, previews=preview_every(ctx.settings.current) > 0)
 
