@@ -123,7 +123,7 @@ def test_infotext_paste_fills_the_script_widgets_after_the_pasted_callbacks(ui_s
     assert values[SELECT]["value"] == "Example: prompt variations"
     assert values[arg_key("Example: prompt variations", "suffixes")]["value"] == "green, pink"
     assert values[arg_key("Vignette", "strength")]["value"] == 0.4
-    assert "Script" not in note
+    assert "Script" not in note and "Variations" not in note and "Vignette" not in note, note
 
 
 def test_collect_folds_widgets_into_the_typed_request_fields(ui_server) -> None:

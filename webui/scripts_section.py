@@ -106,7 +106,8 @@ def _pasted(ctx: "AppContext", tab: str, fields: "Fields", text: str, params: di
             continue
         if index == 0:
             fills[SELECT] = script.title
-            params.pop("Script", None)
+        for used in item.used:  # read by the script: not listed as "not applied"
+            params.pop(used, None)
         specs = {spec.name: spec for spec in widget_specs(script.Args)}
         for arg, value in item.args.items():
             key = arg_key(script.title, arg)

@@ -49,20 +49,39 @@ def build_tab_safely(host: "ScriptHost", tab: ExtensionTab) -> bool:
 class PastedScript:
     title: str
     args: dict[str, Any]
+    used: tuple[str, ...] = ()   # the infotext keys its args_from_infotext read
+
+
+class _Reading(dict):
+    """The parsed infotext as a script reads it: remembers the keys it looked at."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__(params)
+        self.read: list[str] = []
+
+    def __getitem__(self, key: Any) -> Any:
+        self.read.append(key)
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.read.append(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: Any) -> bool:
+        self.read.append(key)
+        return super().__contains__(key)
 
 
 def pasted_script(host: "ScriptHost", text: str, params: dict[str, Any], tab: str) -> PastedScript | None:
-    """Run the ``infotext_pasted`` callbacks on ``params`` (they may change it in place), then find the
-    selectable script that wrote it: the one named by ``Script:`` whose ``args_from_infotext`` answers, else the
-    first of the tab's that recognises the parameters. A script that raises is reported and skipped."""
+    """Run the ``infotext_pasted`` callbacks on ``params`` (they may change it in place), then the selectable
+    script named by its ``Script:`` key, with the arguments its ``args_from_infotext`` reads from them (None:
+    no ``Script:``, not a script of this tab, or the script does not recognise them). A script that raises is
+    reported and skipped."""
     host.callbacks.fire("infotext_pasted", InfotextPasted(text=text, params=params))
     named = str(params.get("Script", "") or "").strip().lower()
-    scripts = host.registry.selectable(tab)
-    ordered = sorted(scripts, key=lambda s: s.title.strip().lower() != named) if named else scripts
-    for script in ordered:
-        args = _args_from(host, script, params)
-        if args is not None:
-            return PastedScript(script.title, args)
+    for script in host.registry.selectable(tab) if named else ():
+        if script.title.strip().lower() == named:
+            return _args_from(host, script, params)
     return None
 
 
@@ -70,16 +89,20 @@ def alwayson_pasted(host: "ScriptHost", params: dict[str, Any], tab: str) -> lis
     """Each always-on script of ``tab`` that recognises ``params`` (its ``args_from_infotext``), with its args."""
     found = []
     for script in host.registry.alwayson(tab):
-        args = _args_from(host, script, params)
-        if args is not None:
-            found.append(PastedScript(script.title, args))
+        pasted = _args_from(host, script, params)
+        if pasted is not None:
+            found.append(pasted)
     return found
 
 
-def _args_from(host: "ScriptHost", script: "Script", params: dict[str, Any]) -> dict[str, Any] | None:
+def _args_from(host: "ScriptHost", script: "Script", params: dict[str, Any]) -> PastedScript | None:
+    reading = _Reading(params)
     try:
-        args = script.args_from_infotext(dict(params))
+        args = script.args_from_infotext(reading)
     except Exception as exc:  # noqa: BLE001
         host.callbacks.report(script.source, f"{script.title}.args_from_infotext", exc)
         return None
-    return dict(args) if args is not None else None
+    if args is None:
+        return None
+    used = tuple(dict.fromkeys(key for key in reading.read if isinstance(key, str) and key in params))
+    return PastedScript(script.title, dict(args), used)
