@@ -367,3 +367,20 @@ def test_real_grid_skip_and_interrupt(studio_factory) -> None:
 
     assert [blank(col) for col in range(4)] == [False, True, False, True]  # skipped, made (stopped), never made
     assert len(result.images) == 1 + 2 and len(calls) < 10
+
+
+def test_real_img2img_grid(studio_factory) -> None:
+    from modules.images.codec import encode_png_base64
+
+    srv = studio_factory(("--nowebui",))
+    ctx = srv.ctx
+    source = Image.new("RGB", (64, 64), (200, 40, 40))
+    base = dict(prompt="a red circle", steps=2, width=64, height=64, seed=9, sampler_name="Euler",
+                init_images=[encode_png_base64(source, None)])
+    args = {"x_type": "Denoising", "x_values": "0.5, 1", "include_lone_images": True}
+    result = _submit(ctx, Img2ImgRequest(**base, script={"name": "X/Y/Z plot", "args": args}))
+    layout = layout_annotations(64, 64, labels(["Denoising: 0.5", "Denoising: 1.0"]), labels([""]))
+    assert result.images[0].size == layout.size and len(result.images) == 3
+    assert "X Type: Denoising" in result.infotexts[0] and "img2img-grids" in str(result.paths[0])
+    alone = _submit(ctx, Img2ImgRequest(**{**base, "denoising_strength": 0.5}))
+    assert result.images[1].tobytes() == alone.images[0].tobytes()
