@@ -134,3 +134,6 @@ def test_checkpoint_card_switches_the_model(page: Any, studio: Any) -> None:
     card.locator(".atelier-en-name").click()
     wait_text(page, f"#{tab}_en_status", f"Loaded {name}", timeout=120_000)
     assert studio.ctx.models.active is not None and studio.ctx.models.active.info.path.name == name
+    # the checkpoint picker at the top follows
+    page.wait_for_function("(want) => document.querySelector('#setting_sd_model_checkpoint input').value"
+                           ".startsWith(want)", arg=name, timeout=30_000)

@@ -3,7 +3,8 @@
      last (the positive prompt until the negative one is focused); a second click takes it out again, as
      A1111 does. Gradio learns the new value from an "input" event.
    - The pencil on a card, a checkpoint card and a VAE card ask the server: a JSON action goes into the
-     tab's hidden box #<tab>_en_action and the hidden button #<tab>_en_action_go sends it. */
+     tab's hidden box #<tab>_en_action and the hidden button #<tab>_en_action_go sends it. When a checkpoint
+     card's model is loaded, the checkpoint picker at the top is refreshed. */
 (() => {
   const lastPrompt = {};  // tab -> "prompt" | "neg_prompt"
   const PROMPT_ID = /^(txt2img|img2img)_(prompt|neg_prompt)$/;
@@ -42,10 +43,27 @@
     return /[\s]$/.test(prompt) ? prompt + text : `${prompt} ${text}`;
   };
 
+  // once a checkpoint card's model is loaded, the checkpoint picker at the top is refreshed to show it
+  const refreshPickerWhenLoaded = (tab) => {
+    const status = document.getElementById(`${tab}_en_status`);
+    if (!status) return;
+    const before = status.textContent;
+    const observer = new MutationObserver(() => {
+      const line = status.querySelector(".atelier-status");
+      if (!line || status.textContent === before) return;
+      observer.disconnect();
+      const refresh = document.getElementById("refresh_sd_model_checkpoint");
+      if (line.dataset.kind === "ok" && refresh) refresh.click();
+    });
+    observer.observe(status, {childList: true, subtree: true, characterData: true});
+    setTimeout(() => observer.disconnect(), 15 * 60 * 1000);
+  };
+
   const send = (tab, payload) => {
     const box = textarea(`${tab}_en_action`);
     const button = document.getElementById(`${tab}_en_action_go`);
     if (!box || !button) return;
+    if (payload.do === "checkpoint") refreshPickerWhenLoaded(tab);
     setValue(box, JSON.stringify({...payload, at: Date.now()}));
     setTimeout(() => button.click(), 0);
   };
