@@ -21,8 +21,17 @@ MARKER_EXT = textwrap.dedent('''
 ''')
 
 
+BAD_TAB = textwrap.dedent('''
+    def setup(api):
+        def build():
+            raise RuntimeError("no tab today")
+
+        api.on("ui_tabs", lambda tabs: tabs.add("Bad tab", build))
+''')
+
+
 def _prepare(data: Path, ckpt: Path) -> None:
-    for name, body in (("marker", MARKER_EXT), ("broken", "def oops(:\n")):
+    for name, body in (("marker", MARKER_EXT), ("broken", "def oops(:\n"), ("badtab", BAD_TAB)):
         folder = data / "extensions" / name / "scripts"
         folder.mkdir(parents=True)
         (folder / "main.py").write_text(body)
@@ -30,7 +39,7 @@ def _prepare(data: Path, ckpt: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ui_server(studio_factory):
-    return studio_factory(["--api", "--enable-extension", "example,broken"], with_ui=True, name="scripts-ui",
+    return studio_factory(["--api", "--enable-extension", "example,broken,badtab"], with_ui=True, name="scripts-ui",
                           prepare=_prepare)
 
 
@@ -153,9 +162,17 @@ def test_extensions_tab_lists_new_and_broken_without_running_them(ui_server) -> 
 
 
 def test_example_tab_setting_and_route(ui_server) -> None:
+    from modules.generation.requests import Txt2ImgRequest
+    from modules.jobs.submit import submit_job
+
     config = _config(ui_server)
     comps = _by_elem_id(config)
     assert "example_steps_seen" in comps  # the ui_tabs tab was built
+    tabs = {c["props"].get("label"): c for c in config["components"] if c["type"] == "tabitem"}
+    assert tabs["Example"]["props"]["visible"] is not False
+    assert tabs["Bad tab"]["props"]["visible"] is False  # its build raised: hidden and reported
+    assert any(p.owner == "extension badtab" and "no tab today" in p.message
+               for p in ui_server.ctx.scripts.callbacks.problems)
     assert comps["setting_example_greeting"]["props"]["value"] == "hello"  # the ui_settings option
     with ui_server.client() as http:
         before = http.get("/example/hello").json()
@@ -163,8 +180,12 @@ def test_example_tab_setting_and_route(ui_server) -> None:
         from modules.scripts.ext_settings import ExtensionOptions
 
         ExtensionOptions.for_context(ui_server.ctx).update({"example_greeting": "bonjour"})
+        job = submit_job(ui_server.ctx, Txt2ImgRequest(prompt="x", steps=3, width=64, height=64, seed=1,
+                                                       sampler_name="Euler"), owner="t", source="test")
+        assert job.done.wait(120) and job.result is not None, job.error
         after = http.get("/example/hello").json()
-    assert after["greeting"] == "bonjour" and after["steps_seen"] >= before["steps_seen"]
+    assert after["greeting"] == "bonjour"
+    assert after["steps_seen"] == before["steps_seen"] + 3  # the step callback saw each step
 
 
 def test_extension_route_is_behind_api_auth(studio_factory) -> None:
@@ -173,3 +194,38 @@ def test_extension_route_is_behind_api_auth(studio_factory) -> None:
     assert httpx.get(srv.base_url + "/example/hello").status_code == 401
     answer = httpx.get(srv.base_url + "/example/hello", auth=("user", "secret"))
     assert answer.status_code == 200 and answer.json()["greeting"] == "hello"
+
+
+def test_widgets_from_args() -> None:
+    import enum
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    from modules.scripts.arg_widgets import WidgetValueError, args_from_widgets, widget_specs
+
+    class Mode(enum.Enum):
+        FAST = "fast"
+        SLOW = "slow"
+
+    class Args(BaseModel):
+        count: int = Field(3, ge=1, le=9, description="how many")
+        scale: float = Field(0.5, ge=0, le=1)
+        seed: int = -1
+        sharp: bool = True
+        axis: Literal["x", "y"] = "y"
+        mode: Mode = Mode.SLOW
+        label: str | None = None
+        values: list[int] = Field(default_factory=lambda: [1, 2])
+
+    specs = {spec.name: spec for spec in widget_specs(Args)}
+    assert (specs["count"].kind, specs["count"].step, specs["count"].info) == ("slider", 1, "how many")
+    assert specs["scale"].kind == "slider" and specs["scale"].step == 0.01
+    assert specs["seed"].kind == "number" and specs["sharp"].kind == "checkbox"
+    assert specs["axis"].choices == ("x", "y") and specs["mode"].choices == ("fast", "slow")
+    assert specs["mode"].default == "slow" and specs["label"].kind == "textbox" and specs["label"].default == ""
+    assert specs["values"].kind == "json" and specs["values"].default == "[1, 2]"
+    args = args_from_widgets("T", Args, {"count": 4.0, "values": "[3]", "unknown": 1})
+    assert args == {"count": 4, "values": [3]} and isinstance(args["count"], int)
+    with pytest.raises(WidgetValueError, match="T.*Values.*JSON"):
+        args_from_widgets("T", Args, {"values": "[3"})
