@@ -384,3 +384,19 @@ def test_real_img2img_grid(studio_factory) -> None:
     assert "X Type: Denoising" in result.infotexts[0] and "img2img-grids" in str(result.paths[0])
     alone = _submit(ctx, Img2ImgRequest(**{**base, "denoising_strength": 0.5}))
     assert result.images[1].tobytes() == alone.images[0].tobytes()
+
+
+def test_a_precheck_that_breaks_is_reported_and_refused(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "broken_check.py").write_text(
+        "from modules.scripts.script import Script\n"
+        "class Broken(Script):\n"
+        "    title = 'Broken check'\n"
+        "    def precheck(self, request, args):\n"
+        "        return request.no_such_field\n")
+    host = ScriptHost(repo, tmp_path / "data", builtin_digests={}, enable=("broken_check",))
+    host.start()
+    with pytest.raises(ScriptArgsError, match="'Broken check' could not check.*AttributeError"):
+        host.precheck(Txt2ImgRequest(script={"name": "broken check"}), "txt2img")
+    assert host.callbacks.problems[-1].where == "Broken check.precheck"

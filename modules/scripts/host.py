@@ -72,7 +72,15 @@ class ScriptHost:
         if selected is None:
             return
         script, args = selected
-        planned = script.precheck(req, args)
+        try:
+            planned = script.precheck(req, args)
+        except ValueError:
+            raise  # the refusals a precheck is for (InvalidRequestError, ScriptArgsError...): shown as they are
+        except Exception as exc:  # a fault in the script's own code: reported, and the request refused naming it
+            self.callbacks.report(script.source if script.source != "built-in" else script.title,
+                                  f"{script.title}.precheck", exc)
+            raise ScriptArgsError(f"script {script.title!r} could not check this request "
+                                  f"({type(exc).__name__}: {exc})") from None
         if check is None or not planned:
             return
         seen: set[str] = set()
