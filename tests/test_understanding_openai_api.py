@@ -99,6 +99,11 @@ def test_invalid_structured_answer_is_never_passed_on(studio):
     with pytest.raises(BackendError, match="did not answer with JSON valid"):
         client(url, "local:tiny-qwen").chat(single_turn("shape?"), [shape_image()], max_tokens=4,
                                            response_format=response_format)
+    pieces: list[str] = []
+    with pytest.raises(BackendError, match="failed mid-answer: .*did not answer with JSON valid"):
+        client(url, "local:tiny-qwen").chat(single_turn("shape?"), [shape_image()], max_tokens=4,
+                                           response_format=response_format, on_text=pieces.append)
+    assert pieces == []  # nothing of an invalid structured answer reaches a streaming client
     with pytest.raises(BackendError, match="answers in plain text"):
         client(url, "atelier-shapes").chat(single_turn("shape?"), [shape_image()], response_format=response_format)
 

@@ -112,7 +112,10 @@ def build_openai_router(ctx: "AppContext") -> APIRouter:
             raise_for_submit_error(exc, ctx.kinds.of(request).user_errors)
             raise
 
-    @router.post("/chat/completions", responses=error_responses(400, 404, 413, 422, 429, 500))
+    @router.post("/chat/completions", responses={
+        200: {"description": "a chat completion, or with stream: true its chunks as server-sent events",
+              "content": {"application/json": {}, "text/event-stream": {}}},
+        **error_responses(400, 404, 409, 413, 422, 429, 500, 507)})
     def chat_completions(payload: ChatCompletionsPayload, principal: str | None = Depends(principal_of)) -> Any:
         job = submit(payload, principal)
         created = int(time.time())

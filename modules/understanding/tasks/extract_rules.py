@@ -127,7 +127,8 @@ def from_labels(rows: Sequence[str], schema: Mapping[str, Any], keep_other: bool
             if keep_other:
                 out.setdefault(re.sub(r"[^a-z0-9]+", "_", label), value)
             continue
-        kind = (properties[name] or {}).get("type")
+        spec = properties[name]
+        kind = spec.get("type") if isinstance(spec, dict) else None
         if kind in ("number", "integer"):
             number = amount(value) if amount(value) is not None else _plain_number(value)
             if number is None:

@@ -59,9 +59,21 @@ def _check_subset(schema: Any, where: str) -> None:
         raise SchemaError(f"{where} uses {', '.join(unknown)}, which this studio validates only with the jsonschema "
                           f"package installed")
     types = schema.get("type")
-    for name in types if isinstance(types, list) else [types] if types is not None else []:
-        if name not in (*_TYPES, "number", "integer"):
+    names = types if isinstance(types, list) else [types] if types is not None else []
+    for name in names:
+        if not isinstance(name, str) or name not in (*_TYPES, "number", "integer"):
             raise SchemaError(f"{where}: unknown type {name!r}")
+    shapes = {"properties": dict, "required": list, "enum": list, "anyOf": list, "oneOf": list, "allOf": list,
+              "pattern": str, "additionalProperties": (dict, bool), "items": (dict, bool)}
+    for key, kind in shapes.items():
+        if key in schema and not isinstance(schema[key], kind):
+            raise SchemaError(f"{where}.{key} has the wrong type")
+    for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems",
+                "maxItems"):
+        if key in schema and (isinstance(schema[key], bool) or not isinstance(schema[key], (int, float))):
+            raise SchemaError(f"{where}.{key} must be a number")
+    if not all(isinstance(name, str) for name in schema.get("required", [])):
+        raise SchemaError(f"{where}.required must list property names")
     for key, sub in (schema.get("properties") or {}).items():
         _check_subset(sub, f"{where}.properties.{key}")
     if isinstance(schema.get("additionalProperties"), dict):
@@ -69,6 +81,8 @@ def _check_subset(schema: Any, where: str) -> None:
     if "items" in schema:
         _check_subset(schema["items"], f"{where}.items")
     for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema and not schema[key]:
+            raise SchemaError(f"{where}.{key} must not be empty")
         for index, sub in enumerate(schema.get(key) or ()):
             _check_subset(sub, f"{where}.{key}[{index}]")
     if "pattern" in schema:
