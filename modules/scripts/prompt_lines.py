@@ -36,11 +36,12 @@ SEED_RANGE = 4294967294
 class PromptLinesArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    checkbox_iterate: bool = Field(False, description="Iterate seed every line")
-    checkbox_iterate_batch: bool = Field(False, description="Use same random seed for all lines")
-    prompt_position: Literal["start", "end"] = Field("start", description="Insert prompts at the start or end "
-                                                                          "of the job's prompt")
-    prompt_txt: str = Field("", max_length=1_000_000, description="List of prompt inputs, one per line")
+    checkbox_iterate: bool = Field(False, title="Iterate seed every line")
+    checkbox_iterate_batch: bool = Field(False, title="Use same random seed for all lines")
+    prompt_position: Literal["start", "end"] = Field("start", title="Insert prompts at the",
+                                                     description="start or end of the job's prompt")
+    prompt_txt: str = Field("", title="List of prompt inputs", max_length=1_000_000,
+                            description="one prompt per line, or --prompt \"...\" --steps 20 ... options")
 
 
 def args_from_positional(values: list[Any]) -> dict[str, Any]:

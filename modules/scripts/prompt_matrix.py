@@ -34,11 +34,12 @@ SEED_RANGE = 4294967294
 class PromptMatrixArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    put_at_start: bool = Field(False, description="Put variable parts at start of prompt")
-    different_seeds: bool = Field(False, description="Use different seed for each picture")
-    prompt_type: Literal["positive", "negative"] = Field("positive", description="the prompt holding the parts")
-    variations_delimiter: Literal["comma", "space"] = Field("comma", description="joining character")
-    margin_size: int = Field(0, ge=0, le=500, description="pixels between cells")
+    put_at_start: bool = Field(False, title="Put variable parts at start of prompt")
+    different_seeds: bool = Field(False, title="Use different seed for each picture")
+    prompt_type: Literal["positive", "negative"] = Field("positive", title="Select prompt",
+                                                         description="the prompt holding the parts")
+    variations_delimiter: Literal["comma", "space"] = Field("comma", title="Select joining char")
+    margin_size: int = Field(0, title="Grid margins (px)", ge=0, le=500, description="pixels between cells")
 
 
 def matrix_prompts(text: str, *, put_at_start: bool = False, delimiter: str = "comma") -> tuple[list[str], list[str]]:

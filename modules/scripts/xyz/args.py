@@ -28,25 +28,33 @@ class XYZArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    x_type: AxisName = Field("Seed", description="X axis (e.g. Steps, CFG Scale, Sampler, Checkpoint name)")
-    x_values: str = Field("", max_length=20000, description="X values: CSV, ranges 1-5, 1-10 (+2), 1-10 [5]")
-    x_values_dropdown: list[str] = Field(default_factory=list, description="X values picked from the axis' choices "
-                                                                           "(used unless csv_mode; empty: the text)")
-    y_type: AxisName = Field("Nothing", description="Y axis")
-    y_values: str = Field("", max_length=20000)
-    y_values_dropdown: list[str] = Field(default_factory=list)
-    z_type: AxisName = Field("Nothing", description="Z axis (one sub-grid per value)")
-    z_values: str = Field("", max_length=20000)
-    z_values_dropdown: list[str] = Field(default_factory=list)
-    draw_legend: bool = Field(True, description="draw the axis labels")
-    include_lone_images: bool = Field(False, description="return every cell image after the grid")
-    include_sub_grids: bool = Field(False, description="return the Z sub-grids after the grid")
-    no_fixed_seeds: bool = Field(False, description="Keep -1 for seeds (else -1 is fixed to one random seed)")
-    vary_seeds_x: bool = Field(False, description="add the X index to the seed")
-    vary_seeds_y: bool = Field(False, description="add the Y index (times the X count) to the seed")
-    vary_seeds_z: bool = Field(False, description="add the Z index (times the X and Y counts) to the seed")
-    margin_size: int = Field(0, ge=0, le=500, description="pixels between cells")
-    csv_mode: bool = Field(False, description="use the text values even for axes with choices")
+    x_type: AxisName = Field("Seed", title="X type",
+                             description="X axis (e.g. Steps, CFG Scale, Sampler, Checkpoint name)")
+    x_values: str = Field("", title="X values", max_length=20000,
+                          description="CSV with quotes; number ranges 1-5, 1-10 (+2), 1-10 [5], 0.5-1.5 (+0.25)")
+    x_values_dropdown: list[str] = Field(default_factory=list, title="X values (choices)",
+                                         description="values picked from the axis' choices (used unless csv_mode; "
+                                                     "empty: the text values)")
+    y_type: AxisName = Field("Nothing", title="Y type", description="Y axis")
+    y_values: str = Field("", title="Y values", max_length=20000)
+    y_values_dropdown: list[str] = Field(default_factory=list, title="Y values (choices)")
+    z_type: AxisName = Field("Nothing", title="Z type", description="Z axis (one sub-grid per value)")
+    z_values: str = Field("", title="Z values", max_length=20000)
+    z_values_dropdown: list[str] = Field(default_factory=list, title="Z values (choices)")
+    draw_legend: bool = Field(True, title="Draw legend", description="draw the axis labels")
+    include_lone_images: bool = Field(False, title="Include Sub Images",
+                                      description="return every cell image after the grid")
+    include_sub_grids: bool = Field(False, title="Include Sub Grids",
+                                    description="return the Z sub-grids after the grid")
+    no_fixed_seeds: bool = Field(False, title="Keep -1 for seeds",
+                                 description="else a seed of -1 is fixed to one random seed for the whole grid")
+    vary_seeds_x: bool = Field(False, title="Vary seeds for X", description="add the X index to the seed")
+    vary_seeds_y: bool = Field(False, title="Vary seeds for Y", description="add the Y index (times the X count)")
+    vary_seeds_z: bool = Field(False, title="Vary seeds for Z",
+                               description="add the Z index (times the X and Y counts)")
+    margin_size: int = Field(0, title="Grid margins (px)", ge=0, le=500, description="pixels between cells")
+    csv_mode: bool = Field(False, title="Use text inputs instead of dropdowns",
+                           description="use the text values even for axes with choices")
 
     @field_validator("x_type", "y_type", "z_type", mode="before")
     @classmethod
