@@ -232,3 +232,17 @@ def test_extension_options_are_declared_stored_and_checked(tmp_path: Path) -> No
     assert saved["shade_level"] == 5 and saved["send_seed"] is False
     again = SettingsStore(tmp_path / "data" / "config.json")
     assert ExtensionOptions(again, studio.scripts.callbacks).get("shade_level") == 5
+
+
+def test_a_script_file_and_an_extension_of_the_same_name_are_told_apart(tmp_path: Path) -> None:
+    _extension(tmp_path / "data", "shade")
+    (tmp_path / "data" / "scripts").mkdir(parents=True)
+    (tmp_path / "data" / "scripts" / "shade.py").write_text("raise RuntimeError('the script file ran')\n")
+    studio = _studio(tmp_path)
+    choices = dict(admin.source_choices(studio))
+    assert choices["shade (extension)"] == "extension:shade" and choices["shade.py (user script)"] == "script:shade.py"
+    assert admin.approve(studio, "extension:shade").ok
+    assert studio.scripts.sources.get("script:shade.py").state == "new"
+    assert studio.scripts.registry.get("Shade") is not None
+    assert admin.disable(studio, "extension:shade").ok and studio.scripts.sources.get("extension:shade").state == "disabled"
+    assert admin.enable(studio, "extension:shade").ok and studio.scripts.registry.get("Shade") is not None

@@ -36,7 +36,7 @@ def build_extensions_tab(ctx: "AppContext") -> ExtensionsTab:
     table = gr.Dataframe(value=admin.source_rows(ctx), headers=list(admin.COLUMNS), interactive=False, wrap=True,
                          column_widths=["13%", "10%", "15%", "17%", "15%", "18%", "12%"], elem_id="extensions_table")
     with gr.Row(equal_height=True):
-        pick = gr.Dropdown(admin.source_names(ctx), value=None, label="Script or extension", scale=3,
+        pick = gr.Dropdown(admin.source_choices(ctx), value=None, label="Script or extension", scale=3,
                            elem_id="extensions_pick")
         refresh = gr.Button("Refresh", elem_id="extensions_refresh", scale=0, min_width=100)
     detail = gr.Markdown("", elem_id="extensions_detail")
@@ -72,10 +72,11 @@ def build_extensions_tab(ctx: "AppContext") -> ExtensionsTab:
     output = gr.Textbox(label="Output (git, pip)", lines=6, interactive=False, elem_id="extensions_output")
 
     def listing(note: str = "", kind: str = "info", name: str | None = None) -> list[Any]:
-        names = admin.source_names(ctx)
-        chosen = name if name in names else None
+        rows = admin.source_rows(ctx)  # discovers again first
+        choices = admin.source_choices(ctx)
+        chosen = name if name in [key for _, key in choices] else None
         text = admin.source_detail(ctx, chosen) if chosen else ""
-        return [gr.update(value=admin.source_rows(ctx)), gr.update(choices=names, value=chosen), text,
+        return [gr.update(value=rows), gr.update(choices=choices, value=chosen), text,
                 status_html(note, kind) if note else "", "\n".join(admin.problem_lines(ctx))]
 
     outputs = [table, pick, detail, status, problems]
@@ -107,8 +108,8 @@ def build_extensions_tab(ctx: "AppContext") -> ExtensionsTab:
             outcome = admin.install_from_git(ctx, git_url, _client_host(request), name=name)
         except admin.ExtensionAdminError as exc:
             return listing(readable(exc), "error") + [""]
-        new_name = (name or "").strip() or (admin.extension_name_from_url(git_url) if outcome.ok else None)
-        return listing(outcome.message, "ok" if outcome.ok else "error", new_name) + [outcome.output]
+        new_name = (name or "").strip() or (admin.extension_name_from_url(git_url) if outcome.ok else "")
+        return listing(outcome.message, "ok" if outcome.ok else "error", f"extension:{new_name}") + [outcome.output]
 
     def show_requirements(name: str | None) -> list[Any]:
         try:

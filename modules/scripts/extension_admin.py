@@ -83,8 +83,11 @@ def source_rows(ctx: "AppContext", *, refresh: bool = True) -> list[list[str]]:
     return rows
 
 
-def source_names(ctx: "AppContext") -> list[str]:
-    return [row[0] for row in source_rows(ctx, refresh=False)]
+def source_choices(ctx: "AppContext") -> list[tuple[str, str]]:
+    """(label, key) per source for a picker: the key (``extension:name``, ``script:file.py``) is unambiguous
+    where a script file and an extension share a name."""
+    sources = sorted(_host(ctx).sources.sources.values(), key=lambda s: (not s.builtin, s.kind, s.name.lower()))
+    return [(f"{s.name} ({kind_label(s)})", s.key) for s in sources]
 
 
 def problem_lines(ctx: "AppContext", limit: int = 50) -> list[str]:
@@ -158,7 +161,7 @@ def approve(ctx: "AppContext", name: str) -> Outcome:
     source = _get(ctx, name)
     if source.state == "off":
         return Outcome(False, f"{source.name} cannot run: the studio was started with --disable-extensions.")
-    _host(ctx).sources.approve(source.name)
+    _host(ctx).sources.approve(source.key)
     if source.error:
         return Outcome(False, f"{source.name} is approved but failed to load: {ctx.paths.scrub(source.error)}")
     scripts = ", ".join(source.scripts) or "no scripts"
@@ -168,13 +171,13 @@ def approve(ctx: "AppContext", name: str) -> Outcome:
 def disable(ctx: "AppContext", name: str) -> Outcome:
     source = _get(ctx, name)
     had_ui = bool(_restart_note(ctx, source)) if source.loaded else False
-    _host(ctx).sources.disable(source.name)
+    _host(ctx).sources.disable(source.key)
     note = " Its tabs and controls stay on the page until a restart (they no longer run)." if had_ui else ""
     return Outcome(True, f"Disabled {source.name}: its scripts and callbacks were removed.{note}")
 
 
 def enable(ctx: "AppContext", name: str) -> Outcome:
-    source = _host(ctx).sources.enable(_get(ctx, name).name)
+    source = _host(ctx).sources.enable(_get(ctx, name).key)
     if source.state in ("new", "changed"):
         return Outcome(True, f"Enabled {source.name}; it is {source.state}: approve it to run it.")
     if source.error:
