@@ -107,4 +107,5 @@ def args_from_infotext(params: dict[str, Any]) -> dict[str, Any] | None:
             continue
         out[f"{key}_type"] = str(kind)
         out[f"{key}_values"] = str(params.get(f"{axis} Values", ""))
+        params.get(f"Fixed {axis} Values")  # read: the seeds drawn for -1 (pasting keeps the axis' own values)
     return out
