@@ -78,3 +78,12 @@ def test_missing_and_listing(vlm_root, tmp_path):
     (tmp_path / "broken" / "config.json").write_text('{"model_type": "no_such_arch"}')
     with pytest.raises(BackendError, match="could not be loaded"):
         LocalVLMBackend(tmp_path / "broken").chat(single_turn("x", 0))
+
+
+def test_loading_a_vlm_may_unload_the_checkpoint(vlm_root):
+    size = 8 * 1024 * 1024
+    slots = ModelSlots(size + 1024)  # room for the checkpoint alone
+    slots.put("checkpoint", torch.zeros(size // 4))
+    backend = LocalVLMBackend(vlm_root / "tiny-ernie4_5_vl_moe", slots=slots)
+    backend.chat(single_turn("hi", 0), max_tokens=1)
+    assert backend.evicted == ["checkpoint"] and "checkpoint" not in slots and VLM_SLOT in slots

@@ -65,8 +65,10 @@ class UnderstandingServices:
                              f"(installed: {', '.join(self.local_models()) or 'none'})")
 
     def _local_folder(self, name: str) -> Path | None:
+        from modules.understanding.backends.local_vlm import is_vlm_folder
+
         for root in self.vlm_roots:
-            if (root / name / "config.json").is_file():
+            if is_vlm_folder(root / name):
                 return root / name
         return None
 
