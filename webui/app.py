@@ -25,6 +25,7 @@ from webui.params import Fields, paste_updates
 from webui.quicksettings import build_quicksettings
 from webui.settings_tab import build_settings_tab
 from webui.tools import wire_page_load
+from webui.train_tab import build_train_tab
 from webui.txt2img_tab import build_txt2img_tab
 from webui.ui_config import UiDefaults
 
@@ -108,6 +109,8 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
                 history = build_history_tab(ctx)
             with gr.Tab("Models", id="models") as models_tab:
                 models = build_models_tab(ctx)
+            with gr.Tab("Train", id="train"):
+                build_train_tab(ctx)
             _build_extension_tabs(ctx)
             with gr.Tab("Settings", id="settings"):
                 build_settings_tab(ctx)

@@ -31,6 +31,24 @@ class TrainLoraRequest(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     checkpoint_every: int = Field(50, ge=1, le=100_000, description="save the session every N steps")
     overwrite: bool = Field(False, description="replace an existing LoRA file of the same name")
+    sample_every: int = Field(0, ge=0, le=100_000, description="render the sample prompts every N steps (0: never) "
+                                                               "into the session's samples/ folder")
+    sample_prompts: list[str] = Field(default_factory=list, max_length=8,
+                                      description="prompts of the sample images (fixed seeds: seed, seed+1, ...); "
+                                                  "empty: the instance prompt")
+    sample_steps: int = Field(20, ge=1, le=150, description="sampling steps of each sample image")
+
+    @field_validator("sample_prompts")
+    @classmethod
+    def _prompts(cls, value: list[str]) -> list[str]:
+        cleaned = [p.strip() for p in value if p and p.strip()]
+        if any(len(p) > 500 for p in cleaned):
+            raise ValueError("sample_prompts: each prompt at most 500 characters")
+        return cleaned
+
+    def samples(self) -> list[str]:
+        """The prompts rendered every ``sample_every`` steps."""
+        return self.sample_prompts or [self.instance_prompt]
 
     @field_validator("name")
     @classmethod

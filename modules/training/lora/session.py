@@ -16,10 +16,13 @@ from typing import Any
 
 import torch
 
+from pydantic import BaseModel
+
 from modules.training.lora.request import TrainLoraRequest
 
 #: request fields that may change between runs of one session (the rest must match)
-RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "overwrite"})
+RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "overwrite", "sample_every", "sample_prompts",
+                               "sample_steps"})
 
 
 class SessionError(ValueError):
@@ -32,7 +35,12 @@ class Session:
 
     @classmethod
     def for_request(cls, data_dir: Path, req: TrainLoraRequest) -> "Session":
-        session = cls(data_dir / "training" / "lora" / req.name)
+        return cls.in_folder(data_dir / "training" / "lora" / req.name, req)
+
+    @classmethod
+    def in_folder(cls, folder: Path, req: BaseModel) -> "Session":
+        """The session in ``folder`` for ``req`` (any training kind), refused when made with other settings."""
+        session = cls(folder)
         session.check(req)
         return session
 
@@ -45,10 +53,14 @@ class Session:
         return self.folder / "state.pt"
 
     @property
+    def samples_dir(self) -> Path:
+        return self.folder / "samples"
+
+    @property
     def loss_file(self) -> Path:
         return self.folder / "loss.jsonl"
 
-    def check(self, req: TrainLoraRequest) -> None:
+    def check(self, req: BaseModel) -> None:
         """Refuse to resume a session made with other settings (steps and checkpointing may change)."""
         if not self.config_file.is_file():
             return
@@ -59,10 +71,10 @@ class Session:
         new = req.model_dump(mode="json")
         changed = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
         if changed and self.state_file.is_file():
-            raise SessionError(f"a training session named {req.name!r} exists with other settings "
+            raise SessionError(f"a training session named {self.folder.name!r} exists with other settings "
                                f"({', '.join(changed)}): resume it with the same settings, or pick another name")
 
-    def start(self, req: TrainLoraRequest) -> None:
+    def start(self, req: BaseModel) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.config_file, json.dumps(req.model_dump(mode="json"), indent=2).encode())
 

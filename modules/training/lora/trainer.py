@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from modules.training.lora.dataset import TrainingImage
 from modules.training.lora.request import TrainLoraRequest
 from modules.training.lora.session import Session
+from modules.training.sampling import model_scale, render_samples
 
 if TYPE_CHECKING:
     from modules.jobs.progress import JobControl
@@ -51,19 +52,27 @@ def check_trainable(model: "LoadedModel") -> None:
         raise TrainingError("LoRA training of SDXL is not offered yet: pick an SD 1.x or 2.x checkpoint")
 
 
-def encode(model: "LoadedModel", images: list[TrainingImage], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents, prompt embeddings) of every image, computed once with the frozen VAE and text encoder."""
+def encode_latents(model: "LoadedModel", images: list[TrainingImage], seed: int) -> torch.Tensor:
+    """The latents of every image (one sample of the VAE's posterior per image, seeded by ``seed + index``)."""
     pipe = model.pipeline
-    device, dtype = pipe.device, pipe.unet.dtype
-    latents, embeds = [], []
+    device = pipe.device
+    latents = []
     with torch.no_grad():
         for index, image in enumerate(images):
             generator = torch.Generator("cpu").manual_seed(seed + index)
             dist = pipe.vae.encode(image.pixels.unsqueeze(0).to(device, pipe.vae.dtype)).latent_dist
             sample = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator).to(device, dist.mean.dtype)
             latents.append(sample * pipe.vae.config.scaling_factor)
-            embeds.append(pipe.encode_prompt(image.caption, device, 1, False)[0])
-    return torch.cat(latents).to(dtype), torch.cat(embeds).to(dtype)
+    return torch.cat(latents).to(pipe.unet.dtype)
+
+
+def encode(model: "LoadedModel", images: list[TrainingImage], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, prompt embeddings) of every image, computed once with the frozen VAE and text encoder."""
+    pipe = model.pipeline
+    latents = encode_latents(model, images, seed)
+    with torch.no_grad():
+        embeds = [pipe.encode_prompt(image.caption, pipe.device, 1, False)[0] for image in images]
+    return latents, torch.cat(embeds).to(pipe.unet.dtype)
 
 
 def add_adapter(unet: Any, rank: int, alpha: float, seed: int) -> list[torch.nn.Parameter]:
@@ -102,14 +111,13 @@ def train(req: TrainLoraRequest, model: "LoadedModel", images: list[TrainingImag
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     start = 0
     state = session.load_state()
+    session.start(req)  # the latest request (steps may have changed): what Resume submits again
     if state is not None:
         set_peft_model_state_dict(unet, state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = int(state["step"])
         session.truncate_log(start)
-    else:
-        session.start(req)
 
     def save(step: int) -> None:
         session.save_state({"adapter": adapter_state(unet), "optimizer": optimizer.state_dict(),
@@ -143,13 +151,18 @@ def train(req: TrainLoraRequest, model: "LoadedModel", images: list[TrainingImag
         outcome.losses.append(value)
         outcome.steps_done += 1
         outcome.last_step = step + 1
-        session.log({"step": step + 1, "loss": value, "lr": scheduler.get_last_lr()[0]})
+        session.log({"step": step + 1, "loss": value, "lr": scheduler.get_last_lr()[0], "time": time.time()})
         control.progress.text = f"training LoRA {req.name} · loss {value:.4f}"
         control.step(step + 1)
         if on_log is not None:
             on_log(step + 1, value)
         if (step + 1) % req.checkpoint_every == 0:
             save(step + 1)
+        if req.sample_every and (step + 1) % req.sample_every == 0:
+            control.progress.text = f"training LoRA {req.name} · sample images at step {step + 1}"
+            render_samples(pipe, req.samples(), seed=req.seed, size=int(latents.shape[-1]) * model_scale(pipe),
+                           steps=req.sample_steps, folder=session.samples_dir, step=step + 1)
+            unet.train()
     unet.eval()
     save(outcome.last_step)
     outcome.seconds = time.perf_counter() - started
