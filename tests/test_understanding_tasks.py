@@ -224,3 +224,16 @@ def test_offline_caption_and_answer_accuracy_on_world_renders(ctx, capsys):
         print(f"\nshort caption names shape and colour: {captions / count:.3f}; offline Ask exact match "
               f"{answers / asked:.3f} ({asked} questions); {seconds * 1000:.0f} ms/image")
     assert captions / count >= 0.9 and answers / asked >= 0.9
+
+
+def test_local_ernie_vlm_through_the_caption_and_ask_kinds(ctx):
+    from tests.helpers.tiny_vlms import build_tiny_vlm
+
+    build_tiny_vlm("ernie4_5_vl_moe", ctx.paths.data_dir / "models" / "VLM" / "tiny-ernie")
+    assert "local:tiny-ernie" in ctx.understanding.local_models()
+    caption = run(ctx, CaptionRequest(image=b64(scene()), detail="short", backend="local:tiny-ernie",
+                                      max_tokens=4)).result
+    assert caption.run.backend == "local:tiny-ernie" and 1 <= caption.run.usage.completion_tokens <= 4
+    two = run(ctx, AskRequest(images=[b64(scene()), b64(scene(colour="green"))], question="which is red ?",
+                              backend="local:tiny-ernie", max_tokens=3)).result
+    assert two.run.usage.prompt_tokens > caption.run.usage.prompt_tokens  # both images in the prompt
