@@ -182,6 +182,10 @@ def build_models_tab(ctx: "AppContext") -> ModelsTab:
     load.click(on_load, inputs=[picker], outputs=[status, picker, table], api_visibility="private",
                concurrency_limit=None)
     hash_button.click(on_hash, inputs=[picker], outputs=[status, picker, table], api_visibility="private")
+    from webui.model_files_ui import build_model_files
+
+    build_model_files(ctx)
+
     def show() -> tuple[Any, Any]:
         return gr.update(choices=checkpoint_titles(ctx), value=active_title(ctx)), rows(ctx, families)
 
