@@ -244,6 +244,9 @@ def test_cell_requests_apply_each_axis() -> None:
                                        y_values_dropdown=["Euler", "DDIM"]))
     assert [plan.requests[(i, 1, 0)].denoising_strength for i in range(3)] == [0.25, 0.5, 0.75]
     assert plan.requests[(0, 1, 0)].sampler_name == "DDIM" and plan.axes[1].text == "Euler,DDIM"
+    plan = plot.plan_grid(request, XYZArgs(x_type="RNG source", x_values="CPU, gpu"))
+    assert [plan.requests[(i, 0, 0)].randn_source for i in range(2)] == ["CPU", "GPU"]
+    assert plan.axes[0].labels == ["CPU", "gpu"]
 
 
 # --- on a tiny SD1 model ------------------------------------------------------------------------------------

@@ -108,6 +108,13 @@ def size(request: "GenerationRequest", value: Any, values: list[Any]) -> dict[st
     return {"width": width, "height": height}
 
 
+def rng_source(request: "GenerationRequest", value: Any, values: list[Any]) -> dict[str, Any]:
+    text = str(value).strip().upper()
+    if text not in ("GPU", "CPU", "NV"):
+        raise AxisError(f"invalid RNG source {value!r}: use GPU, CPU or NV")
+    return {"randn_source": text}
+
+
 def controlnet(name: str) -> Apply:
     def apply(request: "GenerationRequest", value: Any, values: list[Any]) -> dict[str, Any]:
         units = [unit for unit in request.controlnet_units if unit.enabled]
@@ -184,7 +191,7 @@ AXES: tuple[Axis, ...] = (
     _refused("SGM noise multiplier", "str", "the SGM noise multiplier is not available"),
     Axis("Refiner checkpoint", "str", field("refiner_checkpoint"), fmt="path", cost=1.0, choices="refiners"),
     Axis("Refiner switch at", "float", field("refiner_switch_at"), needs=REFINER),
-    _refused("RNG source", "str", "initial noise always comes from the CPU generator (RNG: CPU)"),
+    Axis("RNG source", "str", rng_source, fmt="raw"),
     _refused("FP8 mode", "str", "FP8 weight storage is not available", cost=0.9),
     Axis("Size", "str", size),
     Axis("[ControlNet] Weight", "float", controlnet("weight")),
