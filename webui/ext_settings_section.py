@@ -35,10 +35,9 @@ def build_extension_options(ctx: "AppContext") -> None:
     values = store.values()
     components: dict[str, Any] = {}
     with gr.Column(elem_id="settings_extensions"):
-        gr.Markdown("### Extension options")
         for section in dict.fromkeys(option.section for option in options):
-            with gr.Group():
-                gr.Markdown(f"**{section}**")
+            with gr.Group(elem_classes=["atelier-settings-section"]):  # looks like the tab's own sections
+                gr.Markdown(f"### {section}", elem_classes=["atelier-settings-title"])
                 for option in (o for o in options if o.section == section):
                     components[option.key] = _widget(option, values.get(option.key))
         apply = gr.Button("Apply extension options", elem_id="settings_extensions_submit")
