@@ -1,6 +1,6 @@
-"""The Extras tab: Upscale (A1111's single-image extras, an ``extras`` job on the queue:
-:mod:`modules.images.extras_job`) and PNG Info (every infotext key of an image, with "send to" buttons
-wired in :mod:`webui.app`)."""
+"""The Extras tab: Upscale (A1111's single image, "Batch Process" of many uploads and "Batch from Directory",
+each an ``extras`` job on the queue: :mod:`modules.images.extras_job`) and PNG Info (every infotext key of an
+image, with "send to" buttons wired in :mod:`webui.app`)."""
 
 from __future__ import annotations
 
@@ -68,8 +68,26 @@ def build_extras_tab(ctx: "AppContext", ui: "UiDefaults") -> ExtrasTab:
         with gr.Tab("Upscale", id="upscale"):
             with gr.Row(equal_height=False):
                 with gr.Column():
-                    image = gr.Image(label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                                     elem_id="extras_image", height=320)
+                    source_mode = gr.Radio(["single", "batch", "directory"], value="single", visible=False,
+                                           label="Source", elem_id="extras_source_mode")
+                    with gr.Tabs(elem_id="extras_source_tabs") as source_tabs:
+                        with gr.Tab("Single Image", id="single", elem_id="extras_single_tab") as tab_single:
+                            image = gr.Image(label="Source", type="pil", image_mode=None,
+                                             sources=["upload", "clipboard"], elem_id="extras_image", height=320)
+                        with gr.Tab("Batch Process", id="batch", elem_id="extras_batch_process_tab") as tab_batch:
+                            batch_files = gr.File(label="Images", file_count="multiple", file_types=["image"],
+                                                  type="filepath", elem_id="extras_image_batch", height=160)
+                        with gr.Tab("Batch from Directory", id="directory",
+                                    elem_id="extras_batch_directory_tab") as tab_dir:
+                            gr.Markdown("Folders on the server, under the studio's data folder or one allowed "
+                                        "with `--allowed-dir`.")
+                            input_dir = ui.make(gr.Textbox, TAB, "Input directory", value="",
+                                                elem_id="extras_batch_input_dir")
+                            output_dir = ui.make(gr.Textbox, TAB, "Output directory", value="",
+                                                 elem_id="extras_batch_output_dir",
+                                                 placeholder="empty: outputs/extras-images")
+                            show_results = ui.make(gr.Checkbox, TAB, "Show result images", value=True,
+                                                   elem_id="extras_show_extras_results")
                     resize_mode = ui.make(gr.Radio, TAB, "Resize", choices=["Scale by", "Scale to"], value="Scale by",
                                           type="index", elem_id="extras_resize_mode")
                     with gr.Row():
@@ -86,9 +104,14 @@ def build_extras_tab(ctx: "AppContext", ui: "UiDefaults") -> ExtrasTab:
                         visibility = ui.make(gr.Slider, TAB, "Upscaler 2 visibility", minimum=0, maximum=1,
                                              value=0.0, step=0.01, elem_id="extras_upscaler_2_visibility")
                     run = gr.Button("Upscale", variant="primary", elem_id="extras_generate")
+                    run_batch = gr.Button("Upscale all", variant="primary", elem_id="extras_batch_generate",
+                                          visible=False)
+                    interrupt = gr.Button("Interrupt", elem_id="extras_interrupt", size="sm")
                 with gr.Column():
                     result = gr.Image(label="Result", type="pil", interactive=False, elem_id="extras_result",
                                       height=320, format="png", elem_classes=[RESULT_CLASS])
+                    batch_gallery = gr.Gallery(label="Results", elem_id="extras_batch_gallery", columns=4,
+                                               height=320, format="png", visible=False, interactive=False)
                     info = gr.HTML("", elem_id="extras_info")
         with gr.Tab("PNG Info", id="pnginfo"):
             with gr.Row(equal_height=False):
@@ -147,6 +170,51 @@ def build_extras_tab(ctx: "AppContext", ui: "UiDefaults") -> ExtrasTab:
             return status_html(f"Cannot read that image: {readable(exc)}", "error"), ""
         return pnginfo_html(text, items), text
 
+    for tab, value in ((tab_single, "single"), (tab_batch, "batch"), (tab_dir, "directory")):
+        tab.select(lambda v=value: (v, gr.Button(visible=v == "single"), gr.Button(visible=v != "single"),
+                                    gr.Image(visible=v == "single"), gr.Gallery(visible=v != "single")),
+                   outputs=[source_mode, run, run_batch, result, batch_gallery], queue=False,
+                   show_progress="hidden", api_visibility="private")
+
+    def upscale_batch(mode: str, files: Any, in_dir: str, out_dir: str, show: bool, how: int, by: float, w: float,
+                      h: float, crop_v: bool, first: str, second: str, second_vis: float,
+                      request: gr.Request) -> Iterator[tuple[Any, str]]:
+        """Queue one ``extras`` job for many uploads or a server folder; follow it; show the results and the
+        summary (done, failed and why)."""
+        from webui.extras_batch import batch_extras_request, batch_status
+
+        try:
+            job_request = batch_extras_request(
+                mode, files, in_dir, out_dir, resize_mode=int(how or 0), upscaling_resize=float(by),
+                upscaling_resize_w=int(w or 0), upscaling_resize_h=int(h or 0), upscaling_crop=bool(crop_v),
+                upscaler_1=first or "None", upscaler_2=second or "None",
+                extras_upscaler_2_visibility=float(second_vis or 0))
+        except ValueError as exc:
+            yield gr.skip(), status_html(readable(exc), "warn")
+            return
+        for job, status in run_and_follow(ctx, job_request, owner_of(request)):
+            if job is None or status:
+                yield gr.skip(), status
+                continue
+            shown = [(image, name) for image, name in zip(job.result.images, job.result.names)] if show else []
+            yield shown, batch_status(ctx, job.result)
+
+    run_batch.click(upscale_batch, inputs=[source_mode, batch_files, input_dir, output_dir, show_results,
+                                           resize_mode, scale, width, height, crop, upscaler_1, upscaler_2,
+                                           visibility],
+                    outputs=[batch_gallery, info], api_name="extras_batch", concurrency_limit=2)
+    def stop(request: gr.Request) -> str:
+        return _interrupt(ctx, request)
+
+    interrupt.click(stop, inputs=None, outputs=[info], queue=False, show_progress="hidden",
+                    api_visibility="private")
+
     png_file.change(read_png, inputs=[png_file], outputs=[png_html, png_text], api_name="pnginfo",
                     show_progress="hidden")
     return ExtrasTab(tabs, image, png_file, png_text, send_txt2img, send_img2img)
+
+
+def _interrupt(ctx: "AppContext", request: gr.Request) -> str:
+    """Stop this user's running job (an Extras batch keeps what it upscaled so far)."""
+    job = ctx.queue.interrupt(owner=owner_of(request))
+    return status_html("Interrupting…" if job is not None else "Nothing to stop.", "warn" if job is None else "ok")

@@ -29,7 +29,7 @@ def _eta(seconds: float | None) -> str:
 
 
 def bar_html(state: str, fraction: float, text: str) -> str:
-    """The progress element (``data-state``: queued, running, done, interrupted, cancelled, failed)."""
+    """The progress element (``data-state``: queued, running, stopping, done, interrupted, cancelled, failed)."""
     percent = max(0.0, min(1.0, fraction)) * 100
     colour = {"failed": "#b91c1c", "cancelled": "#6b7280", "interrupted": "#b45309"}.get(state, "#ea580c")
     bar = ("" if state in ("done", "failed", "cancelled", "interrupted") else
@@ -100,9 +100,11 @@ def final_status(job: "Job") -> tuple[str, bool]:
         return bar_html("cancelled", 0.0, f"Cancelled: {job.error or 'stopped'}{note}"), False
     seconds = float(getattr(result, "seconds", 0.0) or 0.0)
     count = len(result.images)
+    summary = getattr(result, "batch", None)  # a batch job's summary (modules.jobs.batch_summary)
+    tail = f" · batch: {summary.text()}" if summary is not None and hasattr(summary, "text") else ""
     if getattr(result, "interrupted", False):
-        return bar_html("interrupted", 1.0, f"Interrupted: {count} image(s) in {seconds:.1f} s"), True
-    return bar_html("done", 1.0, f"{count} image(s) in {seconds:.1f} s"), True
+        return bar_html("interrupted", 1.0, f"Interrupted: {count} image(s) in {seconds:.1f} s{tail}"), True
+    return bar_html("done", 1.0, f"{count} image(s) in {seconds:.1f} s{tail}"), True
 
 
 def wait_started(job: "Job", timeout: float = 5.0) -> None:

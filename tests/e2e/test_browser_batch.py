@@ -1,0 +1,88 @@
+"""img2img Batch and Sketch in a real browser: three uploaded files give three outputs (and a summary), and
+the colours drawn in Sketch reach the init image the job receives."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.e2e.conftest import open_tab, screenshot, set_number, wait_text
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _img2img_jobs(studio: Any, kind: str) -> list[Any]:
+    return [job for job in studio.ctx.queue.jobs() if job.kind == kind]
+
+
+def test_a_batch_of_three_uploaded_files_gives_three_outputs(page: Any, studio: Any, tmp_path: Path) -> None:
+    files = []
+    for index, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
+        path = tmp_path / f"batch-{index}.png"
+        Image.new("RGB", (64, 64), colour).save(path)
+        files.append(str(path))
+    before = len(_img2img_jobs(studio, "img2img_batch"))
+    open_tab(page, "img2img")
+    open_tab(page, "Batch")
+    page.locator("#img2img_batch_files input[type=file]").set_input_files(files)
+    page.locator("#img2img_batch_files").get_by_text("batch-2").first.wait_for()
+    set_number(page, "img2img_steps", "2")
+    set_number(page, "img2img_width", "64")
+    set_number(page, "img2img_height", "64")
+    page.fill("#img2img_prompt textarea", "a square")
+    page.click("#img2img_generate")
+    status = wait_text(page, "#img2img_status .atelier-progress[data-state=done]", r"batch: 3 of 3 done",
+                       timeout=180_000)
+    assert "3 image(s)" in status, status
+    page.wait_for_function("() => document.querySelectorAll('#img2img_gallery img').length >= 3")
+    screenshot(page, "img2img-batch")
+    jobs = _img2img_jobs(studio, "img2img_batch")
+    assert len(jobs) == before + 1
+    job = jobs[-1]
+    assert job.request.batch_names == ["batch-0.png", "batch-1.png", "batch-2.png"]
+    assert len(job.result.images) == 3 and job.result.batch.done == 3 and not job.result.batch.failed
+
+
+def _draw_stroke(page: Any, selector: str, points: list[tuple[float, float]]) -> None:
+    """Drag the mouse across the editor's canvas through ``points`` (fractions of its width and height)."""
+    canvas = page.locator(f"{selector} canvas").first
+    canvas.wait_for(state="visible")
+    canvas.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + box["width"] * points[0][0], box["y"] + box["height"] * points[0][1]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for fx, fy in points[1:]:
+        page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=8)
+    page.mouse.up()
+
+
+def test_sketch_colours_reach_the_init_image(page: Any, studio: Any, tmp_path: Path) -> None:
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(grey)
+    before = len(_img2img_jobs(studio, "img2img"))
+    open_tab(page, "img2img")
+    open_tab(page, "Sketch")
+    page.locator("#img2img_sketch input[type=file]").first.set_input_files(str(grey))
+    page.wait_for_timeout(1500)  # the background is drawn onto the canvas
+    _draw_stroke(page, "#img2img_sketch", [(0.3, 0.5), (0.5, 0.5), (0.7, 0.5)])
+    set_number(page, "img2img_steps", "2")
+    page.fill("#img2img_prompt textarea", "a sketch")
+    page.click("#img2img_generate")
+    wait_text(page, "#img2img_status .atelier-progress[data-state=done]", r"image\(s\)", timeout=180_000)
+    screenshot(page, "img2img-sketch")
+    jobs = _img2img_jobs(studio, "img2img")
+    assert len(jobs) == before + 1
+    init = Image.open(io.BytesIO(base64.b64decode(jobs[-1].request.init_images[0]))).convert("RGB")
+    pixels = np.asarray(init, dtype=np.int16)
+    strong_red = (pixels[..., 0] > 200) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
+    assert strong_red.sum() > 20, "the red stroke is part of the init image"
+    assert tuple(pixels[2, 2]) == (128, 128, 128), "away from the stroke the image is unchanged"
+    assert jobs[-1].request.mask is None
