@@ -62,7 +62,8 @@ def test_builtin_kinds_and_their_prechecks() -> None:
     names = [kind.name for kind in builtin_kinds()]
     assert names == ["txt2img", "img2img", "img2img_batch", "load_model", "extras", "interrogate",
                      "controlnet_detect", "understand_caption", "understand_ask", "understand_extract",
-                     "understand_check", "understand_chat", "train_lora", "download_model",
+                     "understand_check", "understand_chat", "train_lora", "train_embedding",
+                     "download_model",
                      "merge_models", "convert_model"]
     assert all(kind.precheck is not None for kind in builtin_kinds() if kind.name != "img2img_batch")
 

@@ -128,3 +128,17 @@ def test_uploaded_images_become_a_dataset_in_the_data_dir(studio, tmp_path) -> N
         save_uploads(studio.ctx.paths.data_dir, "empty", [upload / "notes.bin"])
     with pytest.raises(UploadError, match="dataset name"):
         save_uploads(studio.ctx.paths.data_dir, "../up", sorted(upload.iterdir()))
+
+
+def test_textual_inversion_through_the_tab(studio, tab) -> None:
+    outputs = list(tab.train_embedding(None, "train/shape", None, "tabword", "red", 2, "a photo of {token}", 2, 5e-2,
+                                       1, 0, 64))
+    status, plot, speed, _ = outputs[-1]
+    assert 'data-state="done"' in status and "Done: 2 steps" in status, status
+    assert "step 2/2" in speed and plot is not None
+    assert (studio.ctx.paths.embeddings_dir / "tabword.safetensors").is_file()
+    rows, _ = tab.sessions()
+    assert any(r[:3] == ["embedding", "tabword", "2/2"] for r in rows)
+    status, *_ = list(tab.train_embedding(None, "train/shape", None, "tab word", "red", 1, "a photo", 2, 5e-2,
+                                          1, 0, 64))[-1]
+    assert "Not started" in status

@@ -87,10 +87,12 @@ def build_sdapi_router(ctx: "AppContext") -> APIRouter:
     from modules.api.sdapi_images import add_image_routes
     from modules.api.sdapi_img2img import add_img2img_route
     from modules.api.sdapi_listings import add_listing_routes
+    from modules.api.sdapi_train import add_train_routes
 
     router = APIRouter(prefix="/sdapi/v1", tags=["A1111-compatible API"])
     _generation_routes(router, ctx)
     add_img2img_route(router, ctx)
     add_image_routes(router, ctx)
     add_listing_routes(router, ctx)
+    add_train_routes(router, ctx)
     return router
