@@ -117,7 +117,7 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
     networks = ExtraNetworks(ctx.paths, ctx.catalog)
     with gr.Accordion("Extra networks", open=False, elem_id=f"{tab}_extra_networks",
                       elem_classes=["atelier-en"]) as panel:
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             kind = gr.Radio(list(KIND_LABELS.values()), value=KIND_LABELS["lora"], show_label=False,
                             elem_id=f"{tab}_en_kind", scale=4, container=False)
             search = gr.Textbox(placeholder="Search", show_label=False, elem_id=f"{tab}_en_search", max_lines=1,

@@ -86,7 +86,8 @@ def screenshot(page: Any, name: str, *, full_page: bool = False) -> Path:
 
 
 #: the screenshots the README shows
-DOC_SHOTS = ("txt2img-generated", "txt2img-progress", "txt2img-queued", "history", "pnginfo", "error-message")
+DOC_SHOTS = ("txt2img-generated", "txt2img-progress", "txt2img-queued", "history", "pnginfo", "error-message",
+             "extra-networks")
 DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 
 

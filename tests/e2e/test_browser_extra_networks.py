@@ -75,6 +75,7 @@ def test_lora_and_embedding_cards_insert_into_the_prompt(page: Any, studio: Any)
     page.locator(f"#{tab}_en_kind label", has_text="Lora").first.click()
     page.locator(LORA_CARD.format(tab=tab)).locator(".atelier-en-name").click()
     _wait_prompt(page, tab, "a castle <lora:Detail:1>")
+    page.evaluate("document.querySelector('#txt2img_prompt').scrollIntoView({block: 'start'})")
     screenshot(page, "extra-networks")
     # the server sees the inserted text (what Generate would send), not only the text box: save it as a style
     page.fill(f"#{tab}_style_name input, #{tab}_style_name textarea", "en-check")
