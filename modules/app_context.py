@@ -28,9 +28,12 @@ from modules.jobs.queue import JobQueue
 from modules.jobs.store import JobStore, open_job_store
 from modules.models.catalog import CheckpointCatalog
 from modules.models.hashing import HashCache
+from modules.models.hash_worker import HashWorker, library_targets
+from modules.models.library import ModelLibrary
 from modules.models.manager import ModelManager
 from modules.models.slots import MB, ModelSlots
 from modules.paths import Paths, resolve_paths
+from modules.backends.scope import BackendCache
 from modules.scripts.host import ScriptHost
 from modules.settings import SettingsStore
 
@@ -54,12 +57,17 @@ class AppContext:
     addons: JobAddons | None = None  # LoRA/embeddings/VAE/ControlNet caches and each job's hooks
     styles: StyleStore | None = None
     scripts: ScriptHost | None = None  # scripts, extensions and their callbacks (modules/scripts)
+    backends: BackendCache | None = None  # exported UNets and their runtimes (modules/backends)
     understanding: UnderstandingServices | None = None  # backends, OCR, answer streams (modules/understanding)
+    library: ModelLibrary | None = None  # every kind of model file: list, inspect, rename, delete (models/library)
+    hashing: HashWorker | None = None  # background hashing of the model files (models/hash_worker)
     started_at: float = field(default_factory=time.time)
 
     def close(self) -> None:
         """A clean stop: the worker stops at the running job's next step (recorded as interrupted, or
         queued again when resumable), then the job file's write-ahead log is folded in and it is closed."""
+        if self.hashing is not None:
+            self.hashing.stop()  # the background hashing ends after the file it reads
         try:
             self.queue.shutdown()
         finally:
@@ -130,11 +138,14 @@ def create_app_context(flags: Flags) -> AppContext:
                      upscalers=UpscalerSet(upscaler_dirs(paths), device="cpu"),
                      styles=open_styles(paths.data_dir / "styles.csv"),
                      addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle, slots=slots),
+                     backends=BackendCache(paths.cache_dir),
                      scripts=ScriptHost(paths.repo_root, paths.data_dir, enable=flags.enable_extensions,
                                         add_kind=kinds.register, user_code=not flags.disable_extensions),
                      understanding=UnderstandingServices(data_dir=paths.data_dir, repo_root=paths.repo_root,
                                                          settings=lambda: settings.current, slots=slots,
                                                          device=lambda: device_choice(flags)[0]))
+    ctx.library = ModelLibrary(paths, catalog, hashes, loaded=lambda: models.active.info.path if models.active else None)
+    ctx.hashing = HashWorker(hashes, library_targets(ctx.library), shown=paths.shown)  # started after the port opens
     models.loaded_listeners.append(ctx.scripts.model_loaded)
     ctx.scripts.start()  # the built-in scripts and the approved extensions; no unapproved code runs
     queue.attach_handlers(kinds.handlers(ctx))  # the handlers need the context, which holds the queue

@@ -43,6 +43,7 @@ def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAP
     from modules.api.controlnet_routes import build_controlnet_router
     from modules.api.extra_networks_routes import build_extra_networks_router
     from modules.api.jobs_api import build_jobs_router
+    from modules.api.model_library_routes import build_model_library_router
     from modules.api.openai_routes import build_openai_router
     from modules.api.sdapi import build_sdapi_router
 
@@ -61,6 +62,7 @@ def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAP
         app.include_router(build_controlnet_router(ctx, annotators=ctx.addons.annotators if ctx.addons else None))
         app.include_router(build_openai_router(ctx))
         app.include_router(build_extra_networks_router(ctx))
+        app.include_router(build_model_library_router(ctx))
     ui_app = None
     if with_ui:
         from webui.mount import mount_ui
@@ -194,6 +196,8 @@ def serve(ctx: "AppContext", *, on_ready: Callable[[], None] | None = None) -> N
             time.sleep(0.05)
         if server.started:
             load_model_at_start(ctx)
+            if ctx.hashing is not None:
+                ctx.hashing.start()  # every model file's hashes, in the background (modules/models/hash_worker)
             if on_ready is not None:
                 on_ready()
 
