@@ -229,3 +229,24 @@ def test_widgets_from_args() -> None:
     assert args == {"count": 4, "values": [3]} and isinstance(args["count"], int)
     with pytest.raises(WidgetValueError, match="T.*Values.*JSON"):
         args_from_widgets("T", Args, {"values": "[3"})
+
+
+def test_pasting_an_xyz_grid_infotext_picks_the_xyz_plot(ui_server) -> None:
+    import gradio as gr
+
+    from webui.params import Fields, paste_updates
+    from webui.scripts_section import SELECT, arg_key, build_scripts
+    from webui.ui_config import UiDefaults
+
+    fields = Fields()
+    with gr.Blocks():
+        build_scripts(ui_server.ctx, UiDefaults(None), "txt2img", fields)
+    text = 'a cat\nSteps: 3, Seed: 5, Script: X/Y/Z plot, X Type: Steps, X Values: "1,2"'
+    updates, note = paste_updates(fields, text)
+    values = dict(zip(fields.names, updates))
+    assert values[SELECT]["value"] == "X/Y/Z plot"
+    assert values[arg_key("X/Y/Z plot", "x_type")]["value"] == "Steps"
+    assert values[arg_key("X/Y/Z plot", "x_values")]["value"] == "1,2"
+    assert "X Values" not in note and "Script" not in note, note
+    plain, _ = paste_updates(fields, "a dog\nSteps: 3, Seed: 5")  # no Script: the dropdown is left alone
+    assert dict(zip(fields.names, plain))[SELECT] == gr.skip()
