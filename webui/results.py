@@ -242,9 +242,11 @@ def stop_job(ctx: "AppContext", job_id: str, request: gr.Request | None, *, skip
     if current is not None and current.id == job.id:
         if skip:
             job.control.skip_event.set()
-            return bar_html("running", 0.0, "Skipping this batch…")
+            return bar_html("stopping", 0.0, "Skipping this batch…")
         job.control.interrupt_event.set()
-        return bar_html("running", 0.0, "Interrupting…")
+        # not "running": this answer can reach the page after the job's own last line (page scripts
+        # read data-state: the title, generate forever)
+        return bar_html("stopping", 0.0, "Interrupting…")
     try:
         ctx.queue.cancel(job.id)
     except Exception as exc:  # noqa: BLE001

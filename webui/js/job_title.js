@@ -51,7 +51,7 @@
   atelier.onJobState(({tab, state, previous}) => {
     showTitle();
     const ended = ["done", "interrupted", "failed"].includes(state);
-    if (ended && (previous === "running" || previous === "queued")) {
+    if (ended && ["queued", "running", "stopping"].includes(previous)) {
       refresh().then(() => notify(tab, state));
     }
   });

@@ -1,0 +1,132 @@
+"""The token count beside a prompt box: A1111's "N/75" with CLIP, the T5 count and limit for FLUX, the
+loaded model's tokenizer first, and the hidden event the page asks it through (webui/page_channel.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from modules.generation.prompts.token_count import (TokenCounter, clip_target, clip_token_count, encoded_texts,
+                                                   t5_token_count)
+from modules.models.families import get_family
+from modules.models.tokenizers import load_clip_tokenizer
+
+
+@pytest.fixture(scope="module")
+def clip(model_cache_dir: Path) -> Any:
+    return load_clip_tokenizer(get_family("sd1").config_path / "tokenizer", model_cache_dir)
+
+
+@pytest.fixture
+def counter(model_cache_dir: Path) -> TokenCounter:
+    return TokenCounter(lambda: None, model_cache_dir)
+
+
+def words(n: int) -> str:
+    return " ".join(["cat"] * n)  # "cat" is one CLIP token
+
+
+def test_the_limit_moves_at_the_75_token_boundary(counter: TokenCounter) -> None:
+    assert counter.count(words(74)).text == "74/75"
+    assert counter.count(words(75)).text == "75/75"
+    assert counter.count(words(76)).text == "76/150"
+    assert counter.count(words(150)).text == "150/150"
+    assert counter.count(words(151)).text == "151/225"
+    assert counter.count("").text == "0/75"
+    assert [clip_target(n) for n in (0, 1, 75, 76)] == [75, 75, 75, 150]
+
+
+def test_prompt_syntax_is_read_as_the_generation_reads_it(counter: TokenCounter) -> None:
+    assert counter.count("(cat:1.3) [dog] ((bird))").count == 3  # brackets and weights are not tokens
+    assert counter.count("cat <lora:some_lora:0.8> dog <hypernet:x:1>").count == 2  # tags removed
+    assert counter.count("cat BREAK dog").text == "76/150"  # BREAK fills the chunk it ends
+    assert counter.count(r"\(cat\)").count == 3  # escaped brackets are text
+    # prompt editing: the longest text the sampler will encode counts
+    assert counter.count(f"[{words(3)}:{words(80)}:5]").text == "80/150"
+    assert encoded_texts("a AND b [x:y:0.5]", steps=10) == ["a", " b x", " b y"]
+
+
+def test_the_loaded_models_tokenizer_is_used(clip: Any, model_cache_dir: Path) -> None:
+    seen: list[str] = []
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(clip, name)
+
+        def __call__(self, texts: list[str], **kwargs: Any) -> Any:
+            seen.extend(texts)
+            return clip(texts, **kwargs)
+
+    family = get_family("sd1")
+    active = SimpleNamespace(model=SimpleNamespace(family=family, pipeline=SimpleNamespace(tokenizer=Spy())))
+    counted = TokenCounter(lambda: active, model_cache_dir).count("a red cat")
+    assert counted.text == "3/75" and seen == ["a red cat"]
+
+
+class FakeT5:
+    """One token per word plus the end-of-text token, as T5 counts a plain English prompt."""
+
+    def __call__(self, texts: list[str], **kwargs: Any) -> dict[str, list[list[int]]]:
+        assert kwargs["add_special_tokens"] is True and kwargs["truncation"] is False
+        return {"input_ids": [[1] * len(text.split()) + [0] for text in texts]}
+
+
+@pytest.mark.parametrize(("family_id", "limit"), [("flux-dev", 512), ("flux-schnell", 256)])
+def test_flux_counts_t5_tokens_against_the_familys_limit(family_id: str, limit: int, model_cache_dir: Path) -> None:
+    family = get_family(family_id)
+    active = SimpleNamespace(model=SimpleNamespace(family=family, pipeline=SimpleNamespace(tokenizer_2=FakeT5())))
+    counter = TokenCounter(lambda: active, model_cache_dir)
+    counted = counter.count("a (red:1.4) cat BREAK on a mat <lora:x:1>")
+    assert (counted.count, counted.limit, counted.encoder, counted.over) == (7, limit, "t5", False)
+    assert counter.count(words(limit)).over  # with its end-of-text token it is one past the limit
+
+
+def test_the_shipped_t5_tokenizer_counts_without_a_model(model_cache_dir: Path) -> None:
+    counter = TokenCounter(lambda: None, model_cache_dir)
+    t5 = counter._shipped_t5("flux-dev")
+    assert t5_token_count(t5, "a (red:1.2) cat", 512).text == "5/512"  # "▁", "a", "▁red", "▁cat", "</s>"
+    assert counter._shipped_t5("flux-dev") is t5  # read once
+
+
+def test_a_huge_prompt_is_counted_up_to_max_chars(clip: Any, counter: TokenCounter) -> None:
+    from modules.generation.prompts.token_count import MAX_CHARS
+
+    assert clip_token_count(clip, words(10)).count == 10
+    assert counter.count("cat " * MAX_CHARS).count == MAX_CHARS // 4
+
+
+# ---------------------------------------------------------------------------- the page's questions
+
+
+def _ctx(tmp_path: Path, **settings: Any) -> Any:
+    values = {"notification_audio": False, "notification_browser": False, **settings}
+    return SimpleNamespace(settings=SimpleNamespace(current=SimpleNamespace(**values)),
+                           paths=SimpleNamespace(scrub=lambda text: text.replace(str(tmp_path), "<data>")))
+
+
+def test_page_channel_answers_token_counts_and_options(tmp_path: Path, counter: TokenCounter) -> None:
+    from webui.page_channel import answer
+
+    ctx = _ctx(tmp_path, notification_audio=True)
+    reply = json.loads(answer(ctx, counter, json.dumps({"id": 7, "op": "token_count", "text": words(76)})))
+    assert reply == {"id": 7, "count": 76, "limit": 150, "text": "76/150", "encoder": "clip", "over": False}
+    reply = json.loads(answer(ctx, counter, json.dumps({"id": 8, "op": "options"})))
+    assert reply == {"id": 8, "notification_audio": True, "notification_browser": False}
+
+
+@pytest.mark.parametrize(("question", "error"), [
+    ("not json", "not JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"id": 3, "op": "format_disk"}', "unknown question 'format_disk'"),
+    ('{"id": 4, "op": "token_count", "text": 5}', "text must be a string"),
+])
+def test_page_channel_refuses_bad_questions_readably(tmp_path: Path, counter: TokenCounter, question: str,
+                                                     error: str) -> None:
+    from webui.page_channel import answer
+
+    reply = json.loads(answer(_ctx(tmp_path), counter, question))
+    assert error in reply["error"] and "Traceback" not in reply["error"]
