@@ -57,6 +57,10 @@ def build_extensions_tab(ctx: "AppContext") -> ExtensionsTab:
                     "appears in the list as *new* and waits for your approval. Only from this computer, and not "
                     "while the studio is reachable from the network (unless started with "
                     "--enable-insecure-extension-access).")
+        if not ctx.flags.extension_install_allowed:
+            gr.HTML(status_html("Installing is off: this studio is reachable from the network (--listen, --share "
+                                "or --ngrok) and was not started with --enable-insecure-extension-access.", "warn"),
+                    elem_id="extensions_install_off")
         with gr.Row():
             url = gr.Textbox(label="git URL", placeholder="https://github.com/user/my-extension", scale=3,
                              elem_id="extensions_git_url")
