@@ -270,3 +270,18 @@ def test_api_needs_credentials_when_configured(studio_factory) -> None:
     with srv.client() as client:
         assert client.get("/api/v1/extra-networks", params={"kind": "lora"}).status_code == 401
         assert client.get("/api/v1/extra-networks", params={"kind": "lora"}, auth=("u", "p")).status_code == 200
+
+
+def test_cards_html_escapes_every_value(networks: ExtraNetworks, paths: Paths) -> None:
+    from webui.extra_networks import cards_html
+
+    odd = write_lora(paths.lora_dir / 'x"><img src=y onerror=alert(1)>.safetensors')
+    card = networks.find("lora", odd.name)
+    networks.save_user_metadata(card, UserMetadata(description="<b>bold</b>", activation_text='say "hi" & <go>'))
+    page = cards_html(networks, "txt2img", "lora", networks.cards("lora"))
+    assert "<img src=y" not in page and "<b>bold</b>" not in page and "<go>" not in page
+    assert 'data-prompt="&lt;lora:x&quot;&gt;&lt;img src=y onerror=alert(1)&gt;:1&gt; say &quot;hi&quot; &amp; ' \
+           '&lt;go&gt;"' in page
+    assert page.count('class="atelier-en-card"') == 3
+    empty = cards_html(networks, "txt2img", "lora", [])
+    assert "No Lora found. Put files in models/Lora and press Refresh." in empty
