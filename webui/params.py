@@ -92,7 +92,8 @@ def build_prompt_row(ctx: "AppContext", ui: "UiDefaults", tab: str, fields: Fiel
         with gr.Column(scale=4):
             prompt = fields.add("prompt", ui.make(
                 gr.Textbox, tab, "Prompt", value="", lines=5, max_lines=12, elem_id=f"{tab}_prompt",
-                placeholder="Prompt (paste a whole infotext and press Paste to fill every field)"))
+                placeholder="Prompt (Ctrl+Enter generates, Alt+Enter skips, Esc interrupts; Ctrl+Up/Down weighs "
+                            "a word; paste a whole infotext and press Paste, or drop a PNG here, to fill every field)"))
             negative = fields.add("negative_prompt", ui.make(
                 gr.Textbox, tab, "Negative prompt", value="", lines=3, max_lines=8, elem_id=f"{tab}_neg_prompt"))
             # under the prompts, not across the page: a full-width row here opened a band above the parameters
