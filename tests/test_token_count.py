@@ -78,11 +78,18 @@ class FakeT5:
 @pytest.mark.parametrize(("family_id", "limit"), [("flux-dev", 512), ("flux-schnell", 256)])
 def test_flux_counts_t5_tokens_against_the_familys_limit(family_id: str, limit: int, model_cache_dir: Path) -> None:
     family = get_family(family_id)
-    active = SimpleNamespace(model=SimpleNamespace(family=family, pipeline=SimpleNamespace(tokenizer_2=FakeT5())))
+    pipeline = SimpleNamespace(tokenizer_2=object())  # never called from here: the worker's
+    active = SimpleNamespace(model=SimpleNamespace(family=family, pipeline=pipeline))
     counter = TokenCounter(lambda: active, model_cache_dir)
     counted = counter.count("a (red:1.4) cat BREAK on a mat <lora:x:1>")
-    assert (counted.count, counted.limit, counted.encoder, counted.over) == (7, limit, "t5", False)
-    assert counter.count(words(limit)).over  # with its end-of-text token it is one past the limit
+    # "a red cat on a mat": ▁ a ▁red ▁cat ▁on ▁ a ▁mat </s> (no brackets, weight, BREAK or tag)
+    assert (counted.count, counted.limit, counted.encoder, counted.over) == (9, limit, "t5", False)
+    # with its end-of-text token a long prompt goes past the limit
+    assert counter.count("word " * limit).over and not counter.count("word " * (limit - 1)).over
+
+
+def test_t5_count_with_any_tokenizer() -> None:
+    assert t5_token_count(FakeT5(), "a (red:1.4) cat BREAK on a mat <lora:x:1>", 512).text == "7/512"
 
 
 def test_the_shipped_t5_tokenizer_counts_without_a_model(model_cache_dir: Path) -> None:

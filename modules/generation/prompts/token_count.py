@@ -8,8 +8,9 @@ chunking of :class:`modules.generation.prompts.conditioning.ChunkTokenizer` itse
 prompt has no weights (:func:`~modules.generation.prompts.parser.strip_attention`); its count includes
 the end-of-text token and the limit is the family's ``max_sequence_length`` (text past it is cut off).
 
-CPU only, and it never loads a model: the loaded model's tokenizer when there is one, else the
-tokenizer files shipped in ``configs/families/<family>/`` (one :class:`TokenCounter` keeps those it read).
+CPU only, and it never loads a model: the loaded model's CLIP tokenizer when there is one (a Python
+tokenizer, safe beside the worker), else the tokenizer files shipped in ``configs/families/<family>/``
+(always for T5); one :class:`TokenCounter` keeps those it read.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class TokenCounter:
         self._default_family = default_family
         self._shipped: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._t5_lock = threading.Lock()
 
     def count(self, prompt: str, steps: int = 20) -> TokenCount:
         prompt = (prompt or "")[:MAX_CHARS]
@@ -109,8 +111,11 @@ class TokenCounter:
             if model.family.architecture == "flux":
                 from modules.generation.validation import MAX_SEQUENCE_LENGTH
 
-                tokenizer = getattr(model.pipeline, "tokenizer_2", None) or self._shipped_t5(model.family.id)
-                return t5_token_count(tokenizer, prompt, MAX_SEQUENCE_LENGTH.get(model.family.id, 512), steps)
+                # the shipped T5 tokenizer (the same vocabulary), never the pipeline's: a fast tokenizer
+                # must not be called from two threads at once, and the device worker calls the pipeline's
+                with self._t5_lock:
+                    return t5_token_count(self._shipped_t5(model.family.id), prompt,
+                                          MAX_SEQUENCE_LENGTH.get(model.family.id, 512), steps)
             tokenizer = (getattr(model.pipeline, "tokenizer", None) or getattr(model.pipeline, "tokenizer_2", None)
                          or self._shipped_clip(model.family.id))
             return clip_token_count(tokenizer, prompt, steps)
