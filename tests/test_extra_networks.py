@@ -285,3 +285,19 @@ def test_cards_html_escapes_every_value(networks: ExtraNetworks, paths: Paths) -
     assert page.count('class="atelier-en-card"') == 3
     empty = cards_html(networks, "txt2img", "lora", [])
     assert "No Lora found. Put files in models/Lora and press Refresh." in empty
+
+
+def test_save_preview_beside_the_model(networks: ExtraNetworks, paths: Paths, tmp_path: Path) -> None:
+    style = networks.find("lora", "Style.safetensors")
+    target = networks.save_preview(style, Image.new("RGB", (64, 48), "purple"))
+    assert target == paths.lora_dir / "Style.preview.png"
+    assert networks.preview(style) == (target, "file")
+    assert not [p for p in paths.lora_dir.iterdir() if p.name.endswith(".tmp")]
+    # a preview that is a link out of the folder is not written through
+    target.unlink()
+    outside = write_image(tmp_path / "elsewhere" / "keep.png", colour="green")
+    target.symlink_to(outside)
+    with pytest.raises(ExtraNetworkError, match="not inside the model folder"):
+        networks.save_preview(style, Image.new("RGB", (8, 8)))
+    with Image.open(outside) as image:
+        assert image.getpixel((0, 0)) == (0, 128, 0)

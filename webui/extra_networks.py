@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from modules.app_context import AppContext
     from modules.models.extra_networks import Card, ExtraNetworks
     from webui.params import PromptRow
+    from webui.results import Results
 
 CARDS_CSS = Path(__file__).resolve().parent / "extra_networks.css"
 ALL_FOLDERS = "All folders"
@@ -45,6 +46,7 @@ class ExtraNetworksPanel:
     panel: Any
     kind: Any
     cards: Any
+    use_results: Callable[["Results"], None]  # wires "Use the selected result as preview" to the tab's gallery
 
 
 def _kind_of(label: str) -> str:
@@ -149,6 +151,8 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
                 training = gr.HTML("", elem_id=f"{tab}_en_training")
             with gr.Row():
                 save = gr.Button("Save", variant="primary", elem_id=f"{tab}_en_save", size="sm")
+                replace_preview = gr.Button("Use the selected result as its picture", icon=icon("image"),
+                                            elem_id=f"{tab}_en_replace_preview", size="sm")
                 close = gr.Button("Close", elem_id=f"{tab}_en_close", size="sm")
         editing = gr.State(None)  # (kind, id) of the card being edited
         action = gr.Textbox(visible="hidden", elem_id=f"{tab}_en_action", max_lines=1, show_label=False)
@@ -230,7 +234,46 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
     save.click(on_save, inputs=[editing, description, activation, weight, sd_version, notes, *view_inputs],
                outputs=[status, cards, folder, editor], api_visibility="private")
     close.click(lambda: (gr.update(visible=False), None), outputs=[editor, editing], api_visibility="private")
-    return ExtraNetworksPanel(panel, kind, cards)
+    def on_replace_preview(target: Any, gallery: Any, index: Any, *values: Any) -> tuple[Any, ...]:
+        """The selected image of the tab's results becomes ``<name>.preview.png`` (A1111's "Replace preview")."""
+        from modules.models.extra_networks import ExtraNetworkError
+
+        if not target:
+            return status_html("Pick a card to edit first (the pencil on a card).", "warn"), gr.skip(), gr.skip()
+        image = _selected_image(gallery, index)
+        if image is None:
+            return status_html("Generate an image first, then pick it in the results.", "warn"), gr.skip(), gr.skip()
+        try:
+            path = networks.save_preview(networks.find(*target), image)
+        except (ExtraNetworkError, LookupError) as exc:
+            return status_html(readable(exc), "error"), gr.skip(), gr.skip()
+        return (status_html(f"Saved {ctx.paths.shown(path)}", "ok"), *render(*values))
+
+    def use_results(results: "Results") -> None:
+        replace_preview.click(on_replace_preview, inputs=[editing, results.gallery, results.selected, *view_inputs],
+                              outputs=[status, cards, folder], api_visibility="private")
+
+    return ExtraNetworksPanel(panel, kind, cards, use_results)
+
+
+def _selected_image(gallery: Any, index: Any) -> Any:
+    """The selected (or first) image of a gallery value (a list of (file, caption)): a file Gradio has
+    checked is in its upload cache, i.e. one the studio handed out."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not gallery:
+        return None
+    position = index if isinstance(index, int) and 0 <= index < len(gallery) else 0
+    item = gallery[position]
+    source = item[0] if isinstance(item, (tuple, list)) else item
+    if isinstance(source, Image.Image):
+        return source
+    try:
+        with Image.open(source) as image:
+            image.load()
+            return image.copy()
+    except (OSError, UnidentifiedImageError, TypeError, ValueError):
+        return None
 
 
 def _switch(ctx: "AppContext", card: "Card", request: gr.Request | None) -> str:

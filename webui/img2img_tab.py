@@ -147,7 +147,7 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
 
     fields = Fields()
     row = build_prompt_row(ctx, ui, TAB, fields)
-    build_extra_networks(ctx, TAB, row)  # A1111's "Extra networks" panel, under the prompts
+    networks = build_extra_networks(ctx, TAB, row)  # A1111's "Extra networks" panel, under the prompts
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             mode, tabs, image, editor, mask_upload, outpaint_image, sides, extra = _build_inputs(ui)
@@ -241,4 +241,5 @@ def build_img2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Img2ImgTab:
     row.generate.click(run_sketch, inputs=sketch_inputs, outputs=results.outputs, api_visibility="private",
                        concurrency_limit=None, show_progress="hidden")
     wire_tools(ctx, row, seed, fields, results)
+    networks.use_results(results)  # "Use the selected result as its picture" in the metadata editor
     return Img2ImgTab(fields, row, seed, results, tabs, mode, image, editor, outpaint_image, modes)

@@ -93,7 +93,7 @@ def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
 
     fields = Fields()
     row = build_prompt_row(ctx, ui, TAB, fields)
-    build_extra_networks(ctx, TAB, row)  # A1111's "Extra networks" panel, under the prompts
+    networks = build_extra_networks(ctx, TAB, row)  # A1111's "Extra networks" panel, under the prompts
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             build_sampling(ui, TAB, fields)
@@ -129,6 +129,7 @@ def build_txt2img_tab(ctx: "AppContext", ui: "UiDefaults") -> Txt2ImgTab:
     row.generate.click(run, inputs=ordered.inputs, outputs=results.outputs, api_name="run",
                        concurrency_limit=None, show_progress="hidden")
     wire_tools(ctx, row, seed, fields, results)
+    networks.use_results(results)  # "Use the selected result as its picture" in the metadata editor
     wire_hires_again(ctx, results, ordered.inputs,
                      lambda values: collect_sections(request_values(ordered.values(values)), TAB, ctx=ctx))
     return Txt2ImgTab(fields, row, seed, results, hires)

@@ -24,6 +24,8 @@ from modules.models.network_metadata import (MetadataWriter, UserMetadata, guess
 from modules.models.network_previews import OutputUses, beside_preview
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from modules.models.catalog import CheckpointCatalog
     from modules.paths import Paths
 
@@ -238,6 +240,25 @@ class ExtraNetworks:
             return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
         except OSError:
             return ""
+
+    def save_preview(self, card: Card, image: "Image.Image") -> Path:
+        """Make ``image`` the card's picture: ``<name>.preview.png`` beside the model (A1111's "Replace
+        preview"), written atomically; returns its path."""
+        import os
+
+        stem = card.path.name if card.path.is_dir() else card.path.stem
+        target = card.path.parent / f"{stem}.preview.png"
+        folder, root = target.parent.resolve(), card.root.resolve()
+        if target.is_symlink() or (folder != root and root not in folder.parents):
+            raise ExtraNetworkError(f"{target.name} is not inside the model folder: not replaced")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+        try:
+            image.save(tmp, format="PNG")
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ExtraNetworkError(f"cannot write {target.name}: {exc.strerror or exc}") from None
+        return target
 
     # -- metadata -----------------------------------------------------------------------------
     def user_metadata(self, card: Card) -> tuple[UserMetadata, str]:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
-from tests.e2e.conftest import open_tab, screenshot, wait_text
+from tests.e2e.conftest import open_tab, screenshot, set_number, wait_text
 from tests.test_extra_networks import KOHYA, write_embedding, write_image, write_lora
 
 pytestmark = pytest.mark.timeout(300)
@@ -138,3 +139,27 @@ def test_checkpoint_card_switches_the_model(page: Any, studio: Any) -> None:
     # the checkpoint picker at the top follows
     page.wait_for_function("(want) => document.querySelector('#setting_sd_model_checkpoint input').value"
                            ".startsWith(want)", arg=name, timeout=30_000)
+
+
+def test_selected_result_becomes_the_cards_picture(page: Any, studio: Any) -> None:
+    from tests.helpers.server import load_and_wait
+
+    if studio.ctx.models.active is None:
+        load_and_wait(studio.ctx, str(studio.checkpoints[0]))
+    tab = "txt2img"
+    page.fill(f"#{tab}_prompt textarea", "a red circle")
+    for field, value in (("steps", "2"), ("width", "64"), ("height", "64")):
+        set_number(page, f"{tab}_{field}", value)
+    page.click(f"#{tab}_generate")
+    page.locator(f"#{tab}_gallery img").first.wait_for(timeout=120_000)
+    _open(page, tab)
+    plain = page.locator(f"#{tab}_en_cards .atelier-en-card[data-id='Plain.safetensors']")
+    assert plain.locator(".atelier-en-placeholder").count() == 1
+    plain.locator(".atelier-en-edit").click()
+    page.locator(f"#{tab}_en_description textarea").wait_for(state="visible", timeout=15_000)
+    page.click(f"#{tab}_en_replace_preview")
+    wait_text(page, f"#{tab}_en_status", r"Saved models/Lora/Plain\.preview\.png")
+    plain.locator("img").wait_for(timeout=15_000)
+    saved = studio.root / "data" / "models" / "Lora" / "Plain.preview.png"
+    with Image.open(saved) as image:
+        assert image.size == (64, 64)
