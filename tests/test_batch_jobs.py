@@ -139,3 +139,32 @@ def test_extra_batch_images_api_and_batch_from_directory(studio) -> None:
 
     with pytest.raises(UpscaleError, match="outside"):
         submit_job(studio.ctx, ExtrasRequest(input_dir="/etc"), source="webui")
+
+
+def test_a_batch_is_prechecked_like_img2img(studio) -> None:
+    from modules.generation.sampling.samplers import SamplerError
+
+    with pytest.raises(SamplerError):
+        submit_job(studio.ctx, Img2ImgBatchRequest(batch_images=[_b64(_noise(0))], sampler_name="No such sampler"),
+                   source="webui")
+
+
+def test_soft_inpainting_job_writes_its_infotext_and_keeps_far_pixels(studio) -> None:
+    from modules.generation.requests import Img2ImgRequest
+
+    original = _noise(5, 96)
+    mask = Image.new("L", (96, 96), 0)
+    mask.paste(255, (40, 40, 56, 56))
+    job = _run(studio.ctx, Img2ImgRequest(init_images=[_b64(original)], mask=_b64(mask), soft_inpainting=True,
+                                          soft_inpainting_softness=4, mask_blur=2, steps=2, seed=3,
+                                          denoising_strength=0.9, sampler_name="Euler", width=96, height=96))
+    assert job.state is JobState.SUCCEEDED, job.error
+    infotext = job.result.infotexts[0]
+    assert "Soft inpainting enabled: True" in infotext and "Soft inpainting softness: 4" in infotext
+    out = np.asarray(job.result.images[0].convert("RGB"))
+    source = np.asarray(original)
+    assert np.array_equal(out[:16], source[:16]) and np.array_equal(out[:, -16:], source[:, -16:])
+    assert not np.array_equal(out[44:52, 44:52], source[44:52, 44:52])  # the masked middle was repainted
+
+    failed = _run(studio.ctx, Img2ImgRequest(init_images=[_b64(original)], soft_inpainting=True, steps=2))
+    assert failed.state is JobState.FAILED and "soft inpainting" in (failed.error or "")

@@ -134,7 +134,10 @@ def png_info_changes(image: Image.Image, req: "Img2ImgBatchRequest") -> dict[str
 
 def precheck_batch(ctx: "AppContext", req: "Img2ImgBatchRequest") -> None:
     """Refuse before queueing: a folder outside the allowed roots (or missing), an empty input folder, an
-    uploaded image that does not decode, more images than the studio allows in one job."""
+    uploaded image that does not decode, more images than the studio allows in one job; then what an img2img
+    job checks (scripts, add-ons, seeds, prompt syntax, sampler, against the loaded model)."""
+    from modules.generation.prechecks import precheck_img2img
+
     roots = roots_of(ctx)
     folders = check_folders(req, roots, create_output=False)
     items = batch_items(req, folders, roots)
@@ -144,3 +147,4 @@ def precheck_batch(ctx: "AppContext", req: "Img2ImgBatchRequest") -> None:
                                   "split it into smaller batches")
     for item in items if folders.input_dir is None else ():
         item.load()
+    precheck_img2img(ctx, req)

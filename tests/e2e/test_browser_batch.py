@@ -86,3 +86,23 @@ def test_sketch_colours_reach_the_init_image(page: Any, studio: Any, tmp_path: P
     assert strong_red.sum() > 20, "the red stroke is part of the init image"
     assert tuple(pixels[2, 2]) == (128, 128, 128), "away from the stroke the image is unchanged"
     assert jobs[-1].request.mask is None
+
+
+def test_extras_batch_process_upscales_every_upload(page: Any, studio: Any, tmp_path: Path) -> None:
+    files = []
+    for index in range(2):
+        path = tmp_path / f"up-{index}.png"
+        Image.new("RGB", (32, 32), (40 * index, 90, 160)).save(path)
+        files.append(str(path))
+    open_tab(page, "Extras")
+    open_tab(page, "Batch Process")
+    assert page.locator("#extras_batch_generate").is_visible() and not page.locator("#extras_generate").is_visible()
+    page.locator("#extras_image_batch input[type=file]").set_input_files(files)
+    page.locator("#extras_image_batch").get_by_text("up-1").first.wait_for()
+    page.click("#extras_batch_generate")
+    status = wait_text(page, "#extras_info .atelier-status", r"2 of 2 done", timeout=120_000)
+    assert "saved in outputs" in status, status
+    page.wait_for_function("() => document.querySelectorAll('#extras_batch_gallery img').length >= 2")
+    job = [j for j in studio.ctx.queue.jobs() if j.kind == "extras"][-1]
+    assert [image.size for image in job.result.images] == [(64, 64), (64, 64)]
+    assert job.result.names == ["up-0.png", "up-1.png"]
