@@ -283,7 +283,7 @@ def _switch(ctx: "AppContext", card: "Card", request: gr.Request | None) -> str:
     from webui.common import owner_of
 
     try:
-        job = switch_model(ctx, str(card.path), owner=owner_of(request))
+        job = switch_model(ctx, str(card.path.resolve()), owner=owner_of(request))  # the catalog's own path
     except Exception as exc:  # noqa: BLE001 - shown to the user
         return status_html(ctx.paths.scrub(readable(exc)), "error")
     job.done.wait()
