@@ -56,13 +56,16 @@ class MergeModelsRequest(BaseModel):
 
 
 class ConvertModelRequest(BaseModel):
-    """Convert a checkpoint: pickle to safetensors, fp16/bf16, EMA pruning."""
+    """Convert a checkpoint: pickle to safetensors, fp16/bf16, EMA pruning, diffusers folder <-> single file."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["convert_model"] = "convert_model"
     source: str = Field(..., description="the checkpoint (title or name; .ckpt/.pt files too)")
-    operation: Literal["to_safetensors", "fp16", "bf16", "prune_ema", "ema_only"] = "to_safetensors"
+    operation: Literal["to_safetensors", "fp16", "bf16", "prune_ema", "ema_only", "to_single_file",
+                       "to_diffusers"] = Field("to_safetensors", description=(
+        "to_single_file: a diffusers folder -> one .safetensors in the original LDM layout; to_diffusers: a "
+        "single file -> a diffusers folder; the others work on single files"))
     output: str | None = Field(None, description="the new file's name; default: the source's name + a suffix")
 
     @field_validator("output")
@@ -75,8 +78,8 @@ def _checkpoint(ctx: "AppContext", name: str) -> Path:
     return ctx.models.resolve(name).path
 
 
-def _target(ctx: "AppContext", name: str) -> Path:
-    path = ctx.paths.ckpt_dirs[0] / f"{name}.safetensors"
+def _target(ctx: "AppContext", name: str, folder: bool = False) -> Path:
+    path = ctx.paths.ckpt_dirs[0] / (name if folder else f"{name}.safetensors")
     if path.exists():
         raise ConversionError(f"{path.name} exists already in the checkpoint folder: pick another name")
     return path
@@ -115,16 +118,19 @@ def run_merge(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str,
 
 def precheck_convert(ctx: "AppContext", req: ConvertModelRequest) -> None:
     source = _checkpoint(ctx, req.source)
-    if source.is_dir():
-        raise ConversionError(f"{source.name} is a diffusers folder: export it from the Models tab instead")
-    if req.operation != "to_safetensors" and source.suffix.lower() != ".safetensors":
+    if source.is_dir() and req.operation != "to_single_file":
+        raise ConversionError(f"{source.name} is a diffusers folder: convert it to a single file (to_single_file)")
+    if req.operation == "to_single_file" and not source.is_dir():
+        raise ConversionError(f"{source.name} is a single file already (to_single_file takes a diffusers folder)")
+    if req.operation not in ("to_safetensors", "to_single_file") and source.suffix.lower() != ".safetensors":
         raise ConversionError(f"{source.name}: convert it to .safetensors first")
-    _target(ctx, _convert_name(req, source))
+    _target(ctx, _convert_name(req, source), folder=req.operation == "to_diffusers")
 
 
 def _convert_name(req: ConvertModelRequest, source: Path) -> str:
-    suffix = {"to_safetensors": "", "fp16": "-fp16", "bf16": "-bf16", "prune_ema": "-pruned", "ema_only": "-emaonly"}
-    return req.output or source.stem + suffix[req.operation]
+    suffix = {"to_safetensors": "", "fp16": "-fp16", "bf16": "-bf16", "prune_ema": "-pruned", "ema_only": "-emaonly",
+              "to_single_file": "", "to_diffusers": "-diffusers"}
+    return req.output or (source.name if source.is_dir() else source.stem) + suffix[req.operation]
 
 
 def run_convert(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
@@ -135,6 +141,8 @@ def run_convert(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[st
 
     req: ConvertModelRequest = job.request
     source = _checkpoint(ctx, req.source)
+    if req.operation in ("to_single_file", "to_diffusers"):
+        return _run_layout(ctx, req, source, control)
     target = _target(ctx, _convert_name(req, source))
     control.begin(1, 2, text=f"converting {source.name}")
     state = load_file(str(source)) if source.suffix.lower() == ".safetensors" else read_pickled_tensors(source)
@@ -150,6 +158,91 @@ def run_convert(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[st
     return {"checkpoint": path.name, "path": ctx.paths.shown(path), "tensors": len(state)}
 
 
+def _run_layout(ctx: "AppContext", req: ConvertModelRequest, source: Path, control: "JobControl") -> dict[str, Any]:
+    from modules.models.convert.formats import folder_to_single_file, single_file_to_folder
+
+    to_folder = req.operation == "to_diffusers"
+    target = _target(ctx, _convert_name(req, source), folder=to_folder)
+    control.begin(1, 2, text=f"converting {source.name} to {'a diffusers folder' if to_folder else 'a single file'}")
+    if to_folder:
+        path = single_file_to_folder(source, target, cache_dir=ctx.paths.cache_dir,
+                                     allow_pickle=ctx.flags.allow_pickle, on_progress=control.step)
+    else:
+        path = folder_to_single_file(source, target, cache_dir=ctx.paths.cache_dir, on_progress=control.step)
+    ctx.catalog.refresh()
+    return {"checkpoint": path.name, "path": ctx.paths.shown(path)}
+
+
+class ConvertLoraRequest(BaseModel):
+    """Convert a LoRA between the diffusers/PEFT layout and kohya's (A1111's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["convert_lora"] = "convert_lora"
+    source: str = Field(..., max_length=1000, description="the LoRA file, as listed in models/Lora (sub/x.safetensors)")
+    to: Literal["kohya", "peft"] = Field("kohya", description="kohya: lora_unet_/lora_te_text_model_ keys (A1111); "
+                                         "peft: diffusers' unet./text_encoder. keys")
+    family: Literal["auto", "sd1", "sd2", "sdxl"] = Field("auto", description="the model family it was made for")
+    output: str | None = Field(None, description="the new file's name; default: the source's name + -kohya/-peft")
+
+    @field_validator("output")
+    @classmethod
+    def _check_output(cls, value: str | None) -> str | None:
+        return None if value is None else _output_name(value)
+
+
+def _lora_source(ctx: "AppContext", name: str) -> Path:
+    from modules.models.library import LibraryError, ModelLibrary
+
+    library = ctx.library or ModelLibrary(ctx.paths, ctx.catalog, ctx.hashes)
+    try:
+        entry = library.find("lora", name)
+    except LibraryError as exc:
+        raise ConversionError(str(exc)) from None
+    if entry.path.suffix.lower() != ".safetensors":
+        raise ConversionError(f"{entry.id}: only .safetensors LoRA files are converted")
+    return entry.path
+
+
+def _lora_target(ctx: "AppContext", req: ConvertLoraRequest, source: Path) -> Path:
+    path = source.with_name(f"{req.output or source.stem + '-' + req.to}.safetensors")
+    if path.exists():
+        raise ConversionError(f"{path.name} exists already in the LoRA folder: pick another name")
+    return path
+
+
+def precheck_convert_lora(ctx: "AppContext", req: ConvertLoraRequest) -> None:
+    _lora_target(ctx, req, _lora_source(ctx, req.source))
+
+
+def run_convert_lora(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
+    from modules.generation.addons.lora_convert import LoraError
+    from modules.models.convert.lora_format import convert_lora_state
+    from modules.models.convert.pickle_to_safetensors import write_safetensors
+
+    req: ConvertLoraRequest = job.request
+    source = _lora_source(ctx, req.source)
+    target = _lora_target(ctx, req, source)
+    control.begin(1, 2, text=f"converting {source.name} to the {req.to} layout")
+    try:
+        with safe_open(str(source), framework="pt") as handle:
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+            metadata = dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise ConversionError(f"cannot read {source.name}: {exc}") from None
+    control.step(1)
+    try:
+        out, meta, family = convert_lora_state(state, metadata, to=req.to, family=req.family, label=source.name)
+    except LoraError as exc:
+        raise ConversionError(str(exc)) from None
+    path = write_safetensors(target, out, {**meta, "atelier_converted_from": source.name,
+                                           "atelier_operation": f"convert_lora:{req.to}"})
+    control.step(2)
+    return {"file": path.name, "path": ctx.paths.shown(path), "family": family, "tensors": len(out)}
+
+
 def _describe(result: Any) -> dict[str, Any] | None:
     return dict(result) if isinstance(result, dict) else None
 
@@ -162,7 +255,14 @@ MERGE_MODELS = JobKind(
 CONVERT_MODEL = JobKind(
     name="convert_model", request=ConvertModelRequest, run=run_convert, precheck=precheck_convert,
     describe=_describe,
-    summary="Convert a checkpoint: .ckpt to .safetensors (without running its pickle), fp16/bf16, EMA pruning.",
+    summary="Convert a checkpoint: .ckpt to .safetensors (without running its pickle), fp16/bf16, EMA pruning, "
+            "diffusers folder to single file (LDM layout) and back.",
     user_errors=(ConversionError, ModelLoadError), lane=MODELS_LANE)
 
-KINDS = (MERGE_MODELS, CONVERT_MODEL)
+CONVERT_LORA = JobKind(
+    name="convert_lora", request=ConvertLoraRequest, run=run_convert_lora, precheck=precheck_convert_lora,
+    describe=_describe,
+    summary="Convert a LoRA between the diffusers/PEFT layout and kohya's (A1111's lora_te_text_model_ names).",
+    user_errors=(ConversionError,), lane=MODELS_LANE)
+
+KINDS = (MERGE_MODELS, CONVERT_MODEL, CONVERT_LORA)
