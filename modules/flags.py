@@ -43,6 +43,7 @@ class Flags:
     cors_allow_origins_regex: str | None = None
     allowed_hosts: tuple[str, ...] = ()
     enable_extensions: tuple[str, ...] = ()
+    backend: str | None = None  # --backend: the UNet backend of every model without its own choice
     disable_extensions: bool = False
     enable_insecure_extension_access: bool = False
     max_queue: int = 256
@@ -146,6 +147,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-hosts", action="append", default=None, metavar="HOSTS",
                    help="extra host names the studio answers to without auth (repeatable or comma-separated; "
                         "'.example.lan' or '*.example.lan' also allows subdomains); localhost and IP addresses always work")
+    p.add_argument("--backend", choices=("torch", "onnx", "openvino"), default=None,
+                   help="run the UNet on PyTorch, ONNX Runtime or OpenVINO (exported once per model and checked "
+                        "against PyTorch; default: the sd_backend setting)")
     p.add_argument("--enable-extension", action="append", default=None, metavar="NAME",
                    help="approve and run this extension or user script (repeatable; its current content is approved)")
     p.add_argument("--disable-extensions", action="store_true",
@@ -296,6 +300,7 @@ def parse_flags(argv: Sequence[str]) -> Flags:
         allow_pickle=ns.allow_pickle, skip_load_model_at_start=ns.skip_load_model_at_start,
         api_keys=_api_keys(ns.api_key), cors_allow_origins=cors_origins, cors_allow_origins_regex=cors_regex,
         allowed_hosts=_allowed_hosts(ns.allowed_hosts),
+        backend=ns.backend,
         enable_extensions=tuple(name.strip() for value in (ns.enable_extension or []) for name in value.split(",")
                                 if name.strip()),
         disable_extensions=ns.disable_extensions,

@@ -42,6 +42,14 @@ class Settings(BaseModel):
                                              description="Live preview every N steps (-1: only at the end)")
     sd_prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", description="Override the prediction type of SD 1.x, SD 2.x and SDXL checkpoints")
+    sd_backend: Literal["torch", "onnx", "openvino"] = Field(
+        "torch", description="Backend of the UNet: PyTorch, ONNX Runtime or OpenVINO (exported once per model, "
+                             "checked against PyTorch on first use; LoRA and ControlNet need PyTorch); --backend "
+                             "overrides it")
+    openvino_precision: Literal["f32", "bf16"] = Field(
+        "f32", description="OpenVINO inference precision (bf16 where the CPU has it: faster, less exact)")
+    backend_by_model: dict[str, Literal["torch", "onnx", "openvino"]] = Field(
+        default_factory=dict, description="A backend per checkpoint (file name -> backend), over sd_backend")
     randn_source: Literal["GPU", "CPU", "NV"] = Field(
         "CPU", description="Random number source of the initial and sampler noise (A1111's option): CPU; GPU, "
                            "the numbers A1111's default makes on an NVIDIA GPU (computed here on any device); NV, "

@@ -18,6 +18,9 @@ from modules.generation.requests import Img2ImgBatchRequest, Img2ImgRequest, Txt
 from modules.generation.sampling.samplers import SamplerError
 from modules.generation.validation import InvalidRequestError
 from modules.images.upscalers import UpscalerError
+from modules.backends.choice import backend_for
+from modules.backends.registry import BackendError
+from modules.backends.scope import backend_scope
 from modules.jobs.kinds import JobKind
 from modules.jobs.model import Job
 from modules.jobs.progress import JobControl
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 
 #: what means "this request cannot run" for a generation job (shown to the user as is)
 GENERATION_ERRORS: tuple[type[Exception], ...] = (ModelLoadError, InvalidRequestError, SamplerError, UpscalerError,
-                                                  *SCRIPT_ERRORS)
+                                                  BackendError, *SCRIPT_ERRORS)
 
 
 def output_options(ctx: "AppContext", job: Job, kind: str) -> Any:
@@ -59,7 +62,8 @@ def generate_once(ctx: "AppContext", req: Any, control: Any, output: Any, runner
     active = ctx.models.ensure_loaded(req.checkpoint or settings.sd_model_checkpoint or None)
     hooks = [*(ctx.addons.hooks_for(req, settings.sd_vae) if ctx.addons else ()), *extra_hooks]
     scope = ctx.addons.job_scope(active.model, req, settings.sd_vae) if ctx.addons else contextlib.nullcontext()
-    with scope:
+    backend, precision = backend_for(ctx, active.info.name)
+    with scope, backend_scope(ctx.backends, active, backend, req, precision):
         return runner(req, active, control, output, styles=ctx.styles, hooks=hooks, refiners=ctx.models,
                       upscalers=ctx.upscalers)
 

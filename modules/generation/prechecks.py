@@ -56,6 +56,19 @@ def _model_to_check(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest) -> 
     return active.model if active is not None else None
 
 
+def check_backend(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest) -> None:
+    """Refuse what the model's backend cannot run (LoRA or ControlNet on an exported UNet), naming PyTorch."""
+    from modules.backends.choice import backend_for
+    from modules.backends.registry import get_backend
+    from modules.backends.scope import check_request
+
+    if getattr(ctx, "backends", None) is None:
+        return
+    active = ctx.models.active
+    backend, _ = backend_for(ctx, req.checkpoint or (active.info.name if active is not None else None))
+    check_request(get_backend(backend), req)
+
+
 def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
     """Raise InvalidRequestError / SamplerError / ModelLoadError (or a script error) for a txt2img request
     that cannot run."""
@@ -63,6 +76,7 @@ def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:
         # an unknown script or bad script arguments, named; each request a script will run, checked as this one
         ctx.scripts.precheck(req, "txt2img", check=lambda cell: precheck(ctx, cell))
     resolved = resolve_sampler(req.sampler_name, req.scheduler)
+    check_backend(ctx, req)
     check_addons(ctx, req, prepared_networks(ctx, req))
     model = _model_to_check(ctx, req)
     if model is None:
@@ -81,6 +95,7 @@ def precheck_img2img(ctx: "AppContext", req: Img2ImgRequest) -> None:
 
     if getattr(ctx, "scripts", None) is not None:
         ctx.scripts.precheck(req, "img2img", check=lambda cell: precheck_img2img(ctx, cell))
+    check_backend(ctx, req)
     check_addons(ctx, req, prepared_networks(ctx, req))
     precheck_against_model(req, _model_to_check(ctx, req), getattr(ctx, "styles", None), network_kinds(ctx))
 

@@ -1,0 +1,11 @@
+"""Inference backends: PyTorch, ONNX Runtime and OpenVINO for a model's denoiser (the UNet).
+
+* :mod:`.registry` -- the backends declared once (name, what it needs installed, the features it can run);
+* :mod:`.export` -- the UNet exported once to ONNX, cached on disk by the model's hash and shapes;
+* :mod:`.runtime_unet` -- a UNet stand-in that runs the exported graph on ONNX Runtime or OpenVINO;
+* :mod:`.parity` -- the first-use check against PyTorch (one denoising call), recorded beside the export;
+* :mod:`.scope` -- a job's backend: the stand-in put in the pipeline for the job, or a refusal naming the
+  backend that can do what the request asks (LoRA, ControlNet), never a silent fall-back.
+
+Everything else (text encoders, VAE, samplers, hooks) stays PyTorch: the UNet is where the time goes.
+"""
