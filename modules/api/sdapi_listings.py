@@ -204,7 +204,11 @@ def _refresh(ctx: "AppContext", name: str) -> Any:
 def _options_routes(router: APIRouter, ctx: "AppContext") -> None:
     @router.get("/options", response_model=dict[str, Any])
     def get_options() -> dict[str, Any]:
+        from modules.scripts.ext_settings import ExtensionOptions
+
         values = ctx.settings.as_dict()
+        if ctx.scripts is not None:  # options extensions declared (ui_settings callbacks)
+            values.update(ExtensionOptions.for_context(ctx).values())
         active = ctx.models.active
         if active is not None:
             values["sd_model_checkpoint"] = ctx.catalog.title(active.info)
@@ -217,16 +221,26 @@ def _options_routes(router: APIRouter, ctx: "AppContext") -> None:
                     principal: str | None = Depends(principal_of)) -> None:
         """Validate everything first, then switch the model, then store the settings (see sdapi_options)."""
         from modules.api.sdapi_options import ignored_header, plan_options_change
+        from modules.scripts.ext_settings import ExtensionOptionError, ExtensionOptions
         from modules.settings import SettingsError
 
+        extension_options = ExtensionOptions.for_context(ctx) if ctx.scripts is not None else None
+        ext: dict[str, Any] = {}
         try:
+            if extension_options is not None:
+                ext, changes = extension_options.split(changes)
             change = plan_options_change(changes, get_options())
-        except SettingsError as exc:
+        except (SettingsError, ExtensionOptionError) as exc:
             raise ApiError(400, str(exc), "InvalidSetting") from None
         if change.checkpoint is not None:
             _switch_model(ctx, change.checkpoint, principal)
         if change.settings:
             ctx.settings.update(change.settings)
+        if ext and extension_options is not None:
+            try:
+                extension_options.update(ext)
+            except ExtensionOptionError as exc:
+                raise ApiError(400, str(exc), "InvalidSetting") from None
         response.headers.update(ignored_header(change))
         return None
 
