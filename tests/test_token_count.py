@@ -137,3 +137,24 @@ def test_page_channel_refuses_bad_questions_readably(tmp_path: Path, counter: To
 
     reply = json.loads(answer(_ctx(tmp_path), counter, question))
     assert error in reply["error"] and "Traceback" not in reply["error"]
+
+
+def test_page_channel_counts_the_prompt_with_the_chosen_styles(tmp_path: Path, counter: TokenCounter) -> None:
+    from webui.page_channel import answer
+
+    class Styles:
+        def apply_styles(self, prompt: str, negative: str, names: list[str]) -> tuple[str, str]:
+            if names != ["rgb"]:
+                raise KeyError(names[0])
+            return f"{prompt}, red, green, blue", f"{negative}, fog"
+
+    ctx = _ctx(tmp_path)
+    ctx.styles = Styles()
+
+    def ask(**question: Any) -> int:
+        return json.loads(answer(ctx, counter, json.dumps({"id": 1, "op": "token_count", **question})))["count"]
+
+    assert ask(text="cat") == 1
+    assert ask(text="cat", styles=["rgb"]) == 7
+    assert ask(text="cat", styles=["rgb"], negative=True) == 3  # "cat, fog"
+    assert ask(text="cat", styles=["gone"]) == 1  # an unknown style: the text as typed

@@ -5,8 +5,9 @@ event is behind the UI's login like every other event of the page. The script wr
 into the hidden box ``#atelier_page_call``, clicks ``#atelier_page_call_button`` and reads the JSON
 answer from ``#atelier_page_answer`` (the same ``id`` comes back). Questions (``op``):
 
-- ``token_count`` ``{"text", "steps"}`` -> ``{"count", "limit", "text", "encoder", "over"}``: the prompt's
-  tokens as A1111 counts them (:mod:`modules.generation.prompts.token_count`);
+- ``token_count`` ``{"text", "steps", "styles", "negative"}`` -> ``{"count", "limit", "text", "encoder",
+  "over"}``: the prompt's tokens as A1111 counts them (:mod:`modules.generation.prompts.token_count`),
+  with the tab's chosen styles applied to the prompt (or, with ``negative``, the negative prompt);
 - ``options`` -> ``{"notification_audio", "notification_browser"}``: the settings the page acts on.
 
 The scripts send a question when typing pauses (debounced), never one per key stroke.
@@ -44,7 +45,7 @@ def answer(ctx: "AppContext", counter: "TokenCounter", question: str) -> str:
             text = data.get("text")
             if not isinstance(text, str):
                 raise ValueError("text must be a string")
-            count = counter.count(text, steps)
+            count = counter.count(_with_styles(ctx, text, data.get("styles"), data.get("negative") is True), steps)
             body: dict[str, Any] = {"count": count.count, "limit": count.limit, "text": count.text,
                                     "encoder": count.encoder, "over": count.over}
         elif op == "options":
@@ -58,6 +59,19 @@ def answer(ctx: "AppContext", counter: "TokenCounter", question: str) -> str:
 
         return json.dumps({"id": ident, "error": ctx.paths.scrub(readable(exc))})
     return json.dumps({"id": ident, **body})
+
+
+def _with_styles(ctx: "AppContext", text: str, names: Any, negative: bool) -> str:
+    """The prompt as it will be generated with the tab's chosen styles (A1111 counts them too); styles
+    that are gone or unreadable are left out of the count."""
+    if not isinstance(names, list) or not names or ctx.styles is None:
+        return text
+    try:
+        prompt, negative_prompt = ctx.styles.apply_styles("" if negative else text, text if negative else "",
+                                                          [str(name) for name in names])
+    except Exception:  # noqa: BLE001 - an unknown style: the count of the text as typed
+        return text
+    return negative_prompt if negative else prompt
 
 
 def build_page_channel(ctx: "AppContext") -> None:

@@ -225,3 +225,17 @@ def test_a_sound_when_a_job_ends_only_with_the_setting_on(page: Any, studio: Any
         page.wait_for_function("() => window.__sounds === 1", timeout=120_000)
     finally:
         studio.ctx.settings.update({"notification_audio": False})
+
+
+def test_the_count_includes_the_chosen_styles(page: Any, studio: Any) -> None:
+    from tests.e2e.conftest import choose
+
+    assert studio.ctx.styles is not None
+    page.fill("#txt2img_prompt textarea", "red, green, blue")
+    page.fill("#txt2img_style_name input, #txt2img_style_name textarea", "counted-rgb")
+    page.click("#txt2img_style_create")
+    wait_text(page, "#txt2img_paste_note", "Saved style")
+    page.fill("#txt2img_prompt textarea", "cat")
+    wait_text(page, COUNTER, r"^1/75$", timeout=15_000)
+    choose(page, "txt2img_styles", "counted-rgb", multiselect=True)
+    wait_text(page, COUNTER, r"^7/75$", timeout=15_000)  # "cat, red, green, blue"

@@ -3,7 +3,8 @@
    "N/75" (N/150, ... for CLIP; N/512 for FLUX's T5) counted by the server with the loaded model's
    tokenizer (webui/page_channel.py -> modules/generation/prompts/token_count.py). One question is sent
    when typing pauses (DEBOUNCE_MS), never one per key stroke; a value the server set (Paste, Clear,
-   styles) is noticed by the 1 s check. Unbalanced (), [] or {} are flagged beside the count, counted
+   styles) and a change of the tab's chosen styles (counted with the prompt, as in A1111) are noticed
+   by the 1 s check. Unbalanced (), [] or {} are flagged beside the count, counted
    here in the page. Needs atelier.js. */
 (() => {
   const BOXES = ["txt2img_prompt", "txt2img_neg_prompt", "txt2img_hr_prompt", "txt2img_hr_neg_prompt",
@@ -34,16 +35,23 @@
     return box ? Number(box.value) || 20 : 20;
   };
 
+  /* The tab's chosen styles (counted with the prompt, as A1111 does; not for the hires prompts). */
+  const styles = (id) => id.includes("_hr_") ? []
+    : [...document.querySelectorAll(`#${atelier.tabOf(id)}_styles .token span`)].map((s) => s.innerText.trim());
+  const key = (id) => boxes[id].input.value + "\u0000" + styles(id).join("\u0000");
+
   const count = (id) => {
     const box = boxes[id];
     const text = box.input.value;
     box.timer = null;  // a pending debounce keeps the 1 s check away (see attach)
-    box.counted = text;
+    box.counted = key(id);
     const problem = atelier.bracketProblem(text);
     box.brackets.textContent = problem ? "⚠ " + problem : "";
     box.brackets.title = problem;
-    atelier.ask("token_count", {text, steps: steps(id)}).then((answer) => {
-      if (box.counted !== text) return;  // typed on meanwhile: a newer count follows
+    const asked = box.counted;
+    const question = {text, steps: steps(id), styles: styles(id), negative: id.includes("neg_prompt")};
+    atelier.ask("token_count", question).then((answer) => {
+      if (box.counted !== asked) return;  // typed on meanwhile: a newer count follows
       box.count.textContent = answer.text;
       box.counter.dataset.over = String(!!answer.over);
       box.counter.title = answer.encoder === "t5"
@@ -81,7 +89,7 @@
     }
     for (const id of Object.keys(boxes)) {  // values set by the server (Paste, Clear, styles...)
       const box = boxes[id];
-      if (box.input.value !== box.counted && box.timer === null) count(id);
+      if (key(id) !== box.counted && box.timer === null) count(id);
     }
   };
 
