@@ -72,7 +72,7 @@ def paths(tmp_path: Path) -> Paths:
 @pytest.fixture
 def networks(paths: Paths) -> ExtraNetworks:
     catalog = CheckpointCatalog(paths.ckpt_dirs[:1], HashCache(paths.cache_dir / "hashes.json"))
-    return ExtraNetworks(paths, catalog)
+    return ExtraNetworks(paths, catalog, outputs_rescan_after=0)  # every call sees the outputs as they are now
 
 
 def test_cards_per_kind_with_folders_alias_and_ids(networks: ExtraNetworks) -> None:
@@ -301,3 +301,13 @@ def test_save_preview_beside_the_model(networks: ExtraNetworks, paths: Paths, tm
         networks.save_preview(style, Image.new("RGB", (8, 8)))
     with Image.open(outside) as image:
         assert image.getpixel((0, 0)) == (0, 128, 0)
+
+
+def test_outputs_are_walked_once_per_page_of_cards(paths: Paths) -> None:
+    networks = ExtraNetworks(paths, None, outputs_rescan_after=60)
+    style = networks.find("lora", "Style.safetensors")
+    assert networks.preview(style) == (None, "")
+    write_image(paths.outputs_dir / "txt2img-images" / "00001.png", "x <lora:Style:1>\nSteps: 1")
+    assert networks.preview(style) == (None, "")  # the walk of a moment ago is reused
+    networks.uses.rescan_after = 0
+    assert networks.preview(style)[1] == "output"

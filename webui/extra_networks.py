@@ -65,7 +65,7 @@ def _human(size: int) -> str:
 
 
 def _card_html(networks: "ExtraNetworks", card: "Card") -> str:
-    metadata, _ = networks.user_metadata(card)
+    metadata, _ = networks.user_metadata(card, guess_version=False)  # the card needs no sd version
     action = {"lora": "insert", "embedding": "insert", "checkpoint": "checkpoint", "vae": "vae"}[card.kind]
     picture = networks.thumbnail_data_uri(card)
     image = (f'<img src="{picture}" alt="" loading="lazy">' if picture

@@ -128,10 +128,11 @@ class _AliasCache:
 class ExtraNetworks:
     """Cards per kind from the studio's model folders, their previews and metadata (owned by its caller)."""
 
-    def __init__(self, paths: "Paths", catalog: "CheckpointCatalog | None" = None) -> None:
+    def __init__(self, paths: "Paths", catalog: "CheckpointCatalog | None" = None, *,
+                 outputs_rescan_after: float = 2.0) -> None:
         self.paths = paths
         self.catalog = catalog
-        self.uses = OutputUses(paths.outputs_dir)
+        self.uses = OutputUses(paths.outputs_dir, rescan_after=outputs_rescan_after)
         self.writer = MetadataWriter()
         self._aliases = _AliasCache()
 
@@ -261,10 +262,11 @@ class ExtraNetworks:
         return target
 
     # -- metadata -----------------------------------------------------------------------------
-    def user_metadata(self, card: Card) -> tuple[UserMetadata, str]:
-        """(the user's metadata, a note when its file could not be read)."""
+    def user_metadata(self, card: Card, *, guess_version: bool = True) -> tuple[UserMetadata, str]:
+        """(the user's metadata, a note when its file could not be read); a LoRA's unknown ``sd version`` is
+        guessed from its training metadata unless ``guess_version`` is False (a header read per card)."""
         metadata, note = read_user_metadata(card.path)
-        if metadata.sd_version == "Unknown" and card.kind == "lora":
+        if guess_version and metadata.sd_version == "Unknown" and card.kind == "lora":
             metadata = metadata.model_copy(update={"sd_version": guess_sd_version(training_metadata(card.path))})
         return metadata, note
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -46,23 +47,30 @@ def beside_preview(model: Path, root: Path) -> Path | None:
 class OutputUses:
     """Which output image first used a LoRA, an embedding or a checkpoint, from the images' infotexts.
 
-    The infotexts are read once per image (the history index caches them by mtime); the name -> image
-    tables are rebuilt only when the set of images changes. Owned by its caller.
+    The infotexts are read once per image (the history index caches them by mtime); outputs/ is walked at
+    most once every ``rescan_after`` seconds (a page of cards asks once per card); the name -> image tables
+    are rebuilt only when the set of images changes. Owned by its caller.
     """
 
-    def __init__(self, outputs_dir: Path) -> None:
+    def __init__(self, outputs_dir: Path, rescan_after: float = 2.0) -> None:
         from modules.gallery.history import HistoryIndex
 
         self._index = HistoryIndex(outputs_dir)
+        self.rescan_after = rescan_after  # seconds during which the last walk of outputs/ is reused
+        self._scanned_at = float("-inf")
         self._lock = threading.Lock()
         self._signature: int | None = None
         self._oldest_first: list["HistoryEntry"] = []
         self._tables: dict[str, dict[str, tuple[int, Path]]] = {}
 
     def _entries(self) -> list["HistoryEntry"]:
+        with self._lock:
+            if time.monotonic() - self._scanned_at < self.rescan_after:
+                return self._oldest_first  # one walk of outputs/ serves a whole page of cards
         entries = self._index.scan()  # newest first
         signature = hash(tuple((e.relative, e.mtime) for e in entries))
         with self._lock:
+            self._scanned_at = time.monotonic()
             if signature != self._signature:
                 self._signature = signature
                 self._oldest_first = [e for e in reversed(entries) if e.kind != "extras-images"]
