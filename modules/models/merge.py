@@ -14,9 +14,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 Method = Literal["weighted_sum", "add_difference"]
 
@@ -57,6 +58,7 @@ def check_inputs(inputs: MergeInputs) -> None:
 
 def merge(inputs: MergeInputs, on_progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
     """The merged state dict (see the module docstring)."""
+    import torch
     from safetensors import safe_open
 
     check_inputs(inputs)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import TYPE_CHECKING, Literal, Mapping
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class ConversionError(ValueError):
@@ -27,6 +28,8 @@ class ConversionError(ValueError):
 
 def read_pickled_tensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a pickled checkpoint, read without running its code (see the module docstring)."""
+    import torch
+
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -48,6 +51,8 @@ def read_pickled_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def to_dtype(state: dict[str, torch.Tensor], dtype: Literal["fp16", "bf16", "fp32"]) -> dict[str, torch.Tensor]:
+    import torch
+
     target = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     return {k: (v.to(target) if v.is_floating_point() else v) for k, v in state.items()}
 

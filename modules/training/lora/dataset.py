@@ -11,10 +11,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from modules.folder_access import image_files
-
-
-class DatasetError(ValueError):
-    """The training folder cannot be used (no images, an unreadable image); message for the user."""
+from modules.training.lora.errors import DatasetError
 
 
 @dataclass(frozen=True)

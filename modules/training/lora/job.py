@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any
 from modules.folder_access import FolderNotAllowed, resolve_folder, roots_of
 from modules.jobs.kinds import JobKind
 from modules.models.errors import ModelLoadError
-from modules.training.lora.dataset import DatasetError
+from modules.training.lora.errors import DatasetError, SessionError, TrainingError
 from modules.training.lora.request import TrainLoraRequest
-from modules.training.lora.session import Session, SessionError
-from modules.training.lora.trainer import TrainingError
+from modules.training.lora.session import Session
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext

@@ -14,19 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pydantic import BaseModel
+
+from modules.training.lora.errors import SessionError
 
 from modules.training.lora.request import TrainLoraRequest
 
 #: request fields that may change between runs of one session (the rest must match)
 RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "overwrite", "sample_every", "sample_prompts",
                                "sample_steps"})
-
-
-class SessionError(ValueError):
-    """A session that cannot be resumed with this request; message for the user."""
 
 
 @dataclass
@@ -81,6 +77,8 @@ class Session:
     def save_state(self, state: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         partial = self.state_file.with_suffix(".partial")
+        import torch
+
         torch.save(state, partial)
         os.replace(partial, self.state_file)
         _atomic_write(self.folder / "step.json", json.dumps({"step": int(state["step"])}).encode())
@@ -95,6 +93,8 @@ class Session:
     def load_state(self) -> dict[str, Any] | None:
         if not self.state_file.is_file():
             return None
+        import torch
+
         return torch.load(self.state_file, map_location="cpu", weights_only=True)  # tensors and plain data only
 
     def log(self, record: dict[str, Any]) -> None:

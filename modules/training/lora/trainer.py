@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from modules.training.lora.dataset import TrainingImage
+from modules.training.lora.errors import TrainingError
 from modules.training.lora.request import TrainLoraRequest
 from modules.training.lora.session import Session
 from modules.training.sampling import model_scale, render_samples
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 
 #: the UNet layers the adapter wraps (diffusers' DreamBooth-LoRA recipe)
 TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
-
-
-class TrainingError(ValueError):
-    """Training cannot run with this model or request; message for the user."""
 
 
 @dataclass
