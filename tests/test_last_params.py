@@ -7,7 +7,6 @@ import json
 import threading
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import gradio as gr
 from PIL import Image

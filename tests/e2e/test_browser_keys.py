@@ -44,7 +44,8 @@ def _count_done(page: Any) -> None:
 
 
 def test_scripts_are_loaded_in_name_order(page: Any) -> None:
-    names = page.evaluate("[...document.querySelectorAll('script[data-atelier-script]')].map(s => s.dataset.atelierScript)")
+    names = page.evaluate(
+        "[...document.querySelectorAll('script[data-atelier-script]')].map(s => s.dataset.atelierScript)")
     assert names == sorted(names) and names[0] == "atelier.js"
     assert {"token_counter.js", "keys.js", "attention.js", "generate_forever.js", "png_drop.js",
             "job_title.js"} <= set(names)
