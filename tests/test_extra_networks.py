@@ -169,14 +169,15 @@ def test_user_metadata_as_a1111_keeps_it(networks: ExtraNetworks, paths: Paths) 
     assert networks.prompt_text(detail) == "<lora:Detail:1>"
     target = metadata_path(detail.path)
     assert target == paths.lora_dir / "characters" / "Detail.json"
-    target.write_text(json.dumps({"negative text": "lowres", "description": "old"}), encoding="utf-8")
+    target.write_text(json.dumps({"extension key": [1, 2], "description": "old"}), encoding="utf-8")
     saved = networks.save_user_metadata(detail, UserMetadata(description="Sharper details", activation_text="detailed",
-                                                             preferred_weight=0.6, notes="from civitai",
-                                                             sd_version="SD1"))
+                                                             negative_text="lowres", preferred_weight=0.6,
+                                                             notes="from civitai", sd_version="SD1"))
     assert saved == target
     data = json.loads(target.read_text(encoding="utf-8"))
-    assert data == {"negative text": "lowres", "description": "Sharper details", "activation text": "detailed",
-                    "preferred weight": 0.6, "notes": "from civitai", "sd version": "SD1"}
+    assert data == {"extension key": [1, 2], "description": "Sharper details", "activation text": "detailed",
+                    "negative text": "lowres", "preferred weight": 0.6, "notes": "from civitai", "sd version": "SD1"}
+    assert networks.negative_text(detail) == "lowres"
     assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]
     assert networks.prompt_text(detail) == "<lora:Detail:0.6> detailed"
     assert networks.prompt_text(networks.find("embedding", "bad-hands.safetensors")) == "bad-hands"
@@ -255,6 +256,7 @@ def test_api_lists_cards_serves_previews_and_saves_metadata(studio_factory) -> N
                            json={"preferred weight": 0.5, "activation text": "intricate"})
         assert saved.status_code == 200, saved.text
         assert saved.json()["prompt"] == "<lora:Detail:0.5> intricate"
+        assert saved.json()["negative_prompt"] == ""
         refused = client.put("/api/v1/extra-networks/metadata", params={"kind": "lora", "id": "sub/Detail.safetensors"},
                              json={"preferred weight": 99})
         assert refused.status_code == 422

@@ -75,7 +75,8 @@ def _card_html(networks: "ExtraNetworks", card: "Card") -> str:
     when = datetime.fromtimestamp(card.mtime).strftime("%Y-%m-%d") if card.mtime else ""
     title = description or card.id
     attributes = {"class": "atelier-en-card", "data-kind": card.kind, "data-id": card.id, "data-action": action,
-                  "data-name": card.name, "data-prompt": networks.prompt_text(card, metadata), "title": title,
+                  "data-name": card.name, "data-prompt": networks.prompt_text(card, metadata),
+                  "data-negative": networks.negative_text(card, metadata), "title": title,
                   "role": "button", "tabindex": "0"}
     attrs = " ".join(f'{k}="{html.escape(v, quote=True)}"' for k, v in attributes.items())
     return (f"<div {attrs}>{image}"
@@ -141,6 +142,8 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
                 description = gr.Textbox(label="Description", lines=2, elem_id=f"{tab}_en_description", scale=2)
                 activation = gr.Textbox(label="Activation text", lines=2, elem_id=f"{tab}_en_activation", scale=2,
                                         info="added after the LoRA's tag")
+                negative = gr.Textbox(label="Negative text", lines=2, elem_id=f"{tab}_en_negative", scale=2,
+                                      info="a LoRA's: added to the negative prompt")
             with gr.Row():
                 weight = gr.Number(label="Preferred weight", value=0, minimum=-10, maximum=10, step=0.05,
                                    elem_id=f"{tab}_en_weight", info="0: the default weight (1)")
@@ -176,7 +179,7 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
 
     def on_action(text: str, request: gr.Request) -> tuple[Any, ...]:
         """edit / checkpoint / vae sent by the page script: (status, editor, title, fields..., training, editing)."""
-        skip_editor = [gr.skip()] * 9
+        skip_editor = [gr.skip()] * 10
         try:
             data = json.loads(text or "{}")
             if not isinstance(data, dict):
@@ -190,7 +193,7 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
             title = f"<h4>{html.escape(card.name)} <small>({html.escape(ctx.paths.shown(card.path))})</small></h4>"
             message = status_html(note, "warn") if note else ""
             return (message, gr.update(visible=True), title, metadata.description, metadata.activation_text,
-                    metadata.preferred_weight, metadata.sd_version, metadata.notes,
+                    metadata.negative_text, metadata.preferred_weight, metadata.sd_version, metadata.notes,
                     _training_html(networks.training_metadata(card)), (card.kind, card.id))
         if what == "checkpoint":
             return (_switch(ctx, card, request), *skip_editor)
@@ -202,8 +205,8 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
             return (status_html(f"VAE: {card.path.name} (used from the next generation)", "ok"), *skip_editor)
         return (status_html(f"unknown action {what!r}", "error"), *skip_editor)
 
-    def on_save(target: Any, description_v: str, activation_v: str, weight_v: Any, version_v: str, notes_v: str,
-                *values: Any) -> tuple[Any, ...]:
+    def on_save(target: Any, description_v: str, activation_v: str, negative_v: str, weight_v: Any, version_v: str,
+                notes_v: str, *values: Any) -> tuple[Any, ...]:
         from modules.models.network_metadata import MetadataError, UserMetadata
 
         if not target:
@@ -212,7 +215,7 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
         try:
             card = networks.find(*target)
             metadata = UserMetadata(description=description_v or "", activation_text=activation_v or "",
-                                    preferred_weight=float(weight_v or 0), sd_version=version_v or "Unknown",
+                                    negative_text=negative_v or "", preferred_weight=float(weight_v or 0), sd_version=version_v or "Unknown",
                                     notes=notes_v or "")
             path = networks.save_user_metadata(card, metadata)
         except (ValueError, LookupError, MetadataError) as exc:
@@ -220,7 +223,8 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
         html_v, folders = render(*values)
         return status_html(f"Saved {ctx.paths.shown(path)}", "ok"), html_v, folders, gr.update(visible=False)
 
-    editor_fields = [editor, editor_title, description, activation, weight, sd_version, notes, training, editing]
+    editor_fields = [editor, editor_title, description, activation, negative, weight, sd_version, notes, training,
+                     editing]
     panel.expand(render, inputs=view_inputs, outputs=[cards, folder], api_visibility="private",
                  show_progress="hidden")
     for component in (kind, folder, sort, descending):
@@ -231,7 +235,7 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
     refresh.click(do_refresh, inputs=view_inputs, outputs=[cards, folder, status], api_visibility="private")
     action_go.click(on_action, inputs=[action], outputs=[status, *editor_fields], api_visibility="private",
                     concurrency_limit=None, show_progress="hidden")
-    save.click(on_save, inputs=[editing, description, activation, weight, sd_version, notes, *view_inputs],
+    save.click(on_save, inputs=[editing, description, activation, negative, weight, sd_version, notes, *view_inputs],
                outputs=[status, cards, folder, editor], api_visibility="private")
     close.click(lambda: (gr.update(visible=False), None), outputs=[editor, editing], api_visibility="private")
     def on_replace_preview(target: Any, gallery: Any, index: Any, *values: Any) -> tuple[Any, ...]:

@@ -2,7 +2,7 @@
 :mod:`modules.models.extra_networks` directly).
 
 * ``GET /api/v1/extra-networks?kind=lora&search=&folder=&sort=name&descending=false``: the cards, the
-  sub-folders, each card's prompt text and user metadata (A1111's keys);
+  sub-folders, each card's prompt (and negative prompt) text and user metadata (A1111's keys);
 * ``GET /api/v1/extra-networks/item?kind=lora&id=sub/x.safetensors``: one card with its training metadata;
 * ``GET /api/v1/extra-networks/preview?kind=lora&id=...``: its picture (a small JPEG/PNG), 404 when none;
 * ``PUT /api/v1/extra-networks/metadata?kind=lora&id=...``: save its ``<name>.json`` (A1111's keys).
@@ -42,6 +42,7 @@ class CardView(BaseModel):
     size: int
     mtime: float
     prompt: str
+    negative_prompt: str
     preview: Literal["file", "output"] | None
     preview_url: str | None
     metadata: dict[str, Any]
@@ -66,7 +67,8 @@ def _view(ctx: "AppContext", networks: ExtraNetworks, card: Card) -> CardView:
     url = "/api/v1/extra-networks/preview?" + urlencode({"kind": card.kind, "id": card.id}) if source else None
     return CardView(kind=card.kind, id=card.id, name=card.name, alias=card.alias, folder=card.folder,
                     path=ctx.paths.shown(card.path), size=card.size, mtime=card.mtime,
-                    prompt=networks.prompt_text(card, metadata), preview=source or None, preview_url=url,
+                    prompt=networks.prompt_text(card, metadata),
+                    negative_prompt=networks.negative_text(card, metadata), preview=source or None, preview_url=url,
                     metadata=metadata.as_file(), metadata_note=note)
 
 

@@ -290,3 +290,11 @@ class ExtraNetworks:
         if card.kind == "embedding":
             return card.name
         return ""
+
+    def negative_text(self, card: Card, metadata: UserMetadata | None = None) -> str:
+        """What a click on a LoRA card adds to the negative prompt (its "negative text"; "" for none)."""
+        if card.kind != "lora":
+            return ""
+        if metadata is None:
+            metadata = self.user_metadata(card, guess_version=False)[0]
+        return metadata.negative_text.strip()

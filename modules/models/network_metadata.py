@@ -1,9 +1,9 @@
 """What a user writes about a model file, kept beside it as A1111 keeps it, and what the file says about itself.
 
 **User metadata** lives in ``<name>.json`` next to the model (``models/Lora/sub/Detail.json`` for
-``Detail.safetensors``), with A1111's keys: ``"description"``, ``"activation text"``, ``"preferred weight"``,
-``"notes"``, ``"sd version"``. Keys the studio does not edit (A1111's ``"negative text"``, an extension's)
-are kept as they were when the file is saved again. Writes are atomic (a temp file, then ``os.replace``).
+``Detail.safetensors``), with A1111's keys: ``"description"``, ``"activation text"``, ``"negative text"``,
+``"preferred weight"``, ``"notes"``, ``"sd version"``. Keys the studio does not edit (an extension's) are
+kept as they were when the file is saved again. Writes are atomic (a temp file, then ``os.replace``).
 
 **Training metadata** is the ``__metadata__`` block of a safetensors header (kohya's ``ss_*`` keys and the
 like), read without loading a tensor; shown read-only.
@@ -43,6 +43,8 @@ class UserMetadata(BaseModel):
 
     description: str = Field("", max_length=MAX_TEXT)
     activation_text: str = Field("", alias="activation text", max_length=MAX_TEXT)
+    negative_text: str = Field("", alias="negative text", max_length=MAX_TEXT,
+                               description="a LoRA's: added to the negative prompt with its tag")
     preferred_weight: float = Field(0.0, alias="preferred weight", ge=WEIGHT_RANGE[0], le=WEIGHT_RANGE[1],
                                     description="0: the default weight")
     notes: str = Field("", max_length=MAX_TEXT)

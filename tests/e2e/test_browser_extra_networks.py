@@ -96,6 +96,7 @@ def test_metadata_editor_saves_json_and_the_next_click_uses_it(page: Any, studio
     wait_text(page, f"#{tab}_en_training", r"ss_output_name\s+add_detail")
     page.fill(f"#{tab}_en_description textarea", "Sharper details")
     page.fill(f"#{tab}_en_activation textarea", "intricate")
+    page.fill(f"#{tab}_en_negative textarea", "lowres")
     weight = page.locator(f"#{tab}_en_weight input")
     weight.fill("0.6")
     weight.blur()
@@ -103,13 +104,20 @@ def test_metadata_editor_saves_json_and_the_next_click_uses_it(page: Any, studio
     wait_text(page, f"#{tab}_en_status", r"Saved models/Lora/sub/Detail\.json")
     stored = json.loads((studio.root / "data" / "models" / "Lora" / "sub" / "Detail.json").read_text("utf-8"))
     assert stored["preferred weight"] == 0.6 and stored["activation text"] == "intricate"
+    assert stored["negative text"] == "lowres"
     assert stored["description"] == "Sharper details" and stored["sd version"] == "SD1"
     card = page.locator(LORA_CARD.format(tab=tab))
     page.wait_for_function("(sel) => (document.querySelector(sel)?.dataset.prompt || '').includes('0.6')",
                            arg=LORA_CARD.format(tab=tab), timeout=15_000)
     assert card.get_attribute("title") == "Sharper details"
+    page.fill(f"#{tab}_neg_prompt textarea", "blurry")
+    page.locator(f"#{tab}_prompt textarea").click()
     card.locator(".atelier-en-name").click()
     _wait_prompt(page, tab, "<lora:Detail:0.6> intricate")
+    _wait_prompt(page, tab, "blurry lowres", which="neg_prompt")  # the negative text goes with the tag
+    card.locator(".atelier-en-name").click()
+    _wait_prompt(page, tab, "")
+    _wait_prompt(page, tab, "blurry", which="neg_prompt")  # and is taken out with it
 
 
 def test_search_and_folder_filter(page: Any, studio: Any) -> None:

@@ -1,7 +1,8 @@
 /* Atelier: the extra networks browser's clicks (webui/extra_networks.py renders the cards).
    - A LoRA or embedding card puts its text (data-prompt) into the prompt box of its tab that had the focus
      last (the positive prompt until the negative one is focused); a second click takes it out again, as
-     A1111 does. Gradio learns the new value from an "input" event.
+     A1111 does; a LoRA's negative text (data-negative) goes into the negative prompt with it. Gradio
+     learns the new values from "input" events.
    - The pencil on a card, a checkpoint card and a VAE card ask the server: a JSON action goes into the
      tab's hidden box #<tab>_en_action and the hidden button #<tab>_en_action_go sends it. When a checkpoint
      card's model is loaded, the checkpoint picker at the top is refreshed. */
@@ -39,8 +40,19 @@
     if (pattern.test(prompt)) {
       return prompt.replace(pattern, card.dataset.kind === "lora" ? "" : "$1").replace(/\s{2,}/g, " ").trim();
     }
+    return appended(prompt, text);
+  };
+
+  const appended = (prompt, text) => {
     if (!prompt.trim()) return text;
-    return /[\s]$/.test(prompt) ? prompt + text : `${prompt} ${text}`;
+    return /\s$/.test(prompt) ? prompt + text : `${prompt} ${text}`;
+  };
+
+  // a LoRA's negative text follows its tag: added with it, taken out with it
+  const withNegative = (prompt, text, add) => {
+    const has = prompt.includes(text);
+    if (add) return has ? prompt : appended(prompt, text);
+    return has ? prompt.replace(text, "").replace(/\s{2,}/g, " ").replace(/^[\s,]+|[\s,]+$/g, "") : prompt;
   };
 
   // once a checkpoint card's model is loaded, the checkpoint picker at the top is refreshed to show it
@@ -78,8 +90,17 @@
       return;
     }
     if (card.dataset.action === "insert") {
-      const box = textarea(`${tab}_${lastPrompt[tab] || "prompt"}`);
-      if (box) setValue(box, toggled(box.value, card.dataset.prompt || "", card));
+      const which = lastPrompt[tab] || "prompt";
+      const box = textarea(`${tab}_${which}`);
+      if (!box) return;
+      const before = box.value;
+      const after = toggled(before, card.dataset.prompt || "", card);
+      setValue(box, after);
+      const negative = card.dataset.negative || "";
+      const negativeBox = textarea(`${tab}_neg_prompt`);
+      if (negative && which === "prompt" && negativeBox) {
+        setValue(negativeBox, withNegative(negativeBox.value, negative, after.length > before.length));
+      }
     } else {
       send(tab, {...payload, do: card.dataset.action});
     }
