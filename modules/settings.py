@@ -42,6 +42,12 @@ class Settings(BaseModel):
                                              description="Live preview every N steps (-1: only at the end)")
     sd_prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", description="Override the prediction type of SD 1.x, SD 2.x and SDXL checkpoints")
+    memory_mode: Literal["none", "model_offload", "sequential_offload", "auto"] = Field(
+        "none", description="GPU memory mode: none, model offload (--medvram), sequential offload (--lowvram), or "
+                            "auto by free memory; on a CPU there is nothing to offload")
+    vae_slicing: bool = Field(False, description="Decode a batch's images one at a time (less memory)")
+    vae_tiling: bool = Field(False, description="Decode large images in tiles (much less memory; seams are blended)")
+    attention_slicing: bool = Field(False, description="Compute attention in slices (less memory, slower)")
     sd_backend: Literal["torch", "onnx", "openvino"] = Field(
         "torch", description="Backend of the UNet: PyTorch, ONNX Runtime or OpenVINO (exported once per model, "
                              "checked against PyTorch on first use; LoRA and ControlNet need PyTorch); --backend "

@@ -19,6 +19,7 @@ from modules.generation.sampling.samplers import SamplerError
 from modules.generation.validation import InvalidRequestError
 from modules.images.upscalers import UpscalerError
 from modules.backends.choice import backend_for
+from modules.backends.memory import MemoryPlan, PeakMemory, apply_plan, mode_from, resolve_mode
 from modules.backends.registry import BackendError
 from modules.backends.scope import backend_scope
 from modules.jobs.kinds import JobKind
@@ -63,9 +64,33 @@ def generate_once(ctx: "AppContext", req: Any, control: Any, output: Any, runner
     hooks = [*(ctx.addons.hooks_for(req, settings.sd_vae) if ctx.addons else ()), *extra_hooks]
     scope = ctx.addons.job_scope(active.model, req, settings.sd_vae) if ctx.addons else contextlib.nullcontext()
     backend, precision = backend_for(ctx, active.info.name)
-    with scope, backend_scope(ctx.backends, active, backend, req, precision):
-        return runner(req, active, control, output, styles=ctx.styles, hooks=hooks, refiners=ctx.models,
-                      upscalers=ctx.upscalers)
+    plan = memory_plan(ctx, active)
+    peak = PeakMemory()
+    with scope, backend_scope(ctx.backends, active, backend, req, precision), peak.measure(plan.device):
+        apply_plan(active.model.pipeline, plan, plan.device)
+        result = runner(req, active, control, output, styles=ctx.styles, hooks=hooks, refiners=ctx.models,
+                        upscalers=ctx.upscalers)
+    if hasattr(result, "peak_memory_mb"):
+        result.memory_mode, result.peak_memory_mb = plan.describe(), peak.peak_mb
+        result.warnings.extend(note for note in plan.notes if note not in result.warnings)
+    return result
+
+
+def memory_plan(ctx: "AppContext", active: Any) -> Any:
+    """The memory mode and switches for a job on ``active`` (settings and --lowvram/--medvram)."""
+    settings = ctx.settings.current
+    pipe = active.model.pipeline
+    device = str(getattr(pipe, "device", "cpu"))
+    unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    size = sum(p.numel() * p.element_size() for p in unet.parameters()) if unet is not None else 0
+    free = None
+    if device.startswith("cuda"):
+        import torch
+
+        free = torch.cuda.mem_get_info()[0]
+    mode, note = resolve_mode(mode_from(ctx.flags, settings), device, size, free)
+    return MemoryPlan(mode, vae_slicing=settings.vae_slicing, vae_tiling=settings.vae_tiling,
+                      attention_slicing=settings.attention_slicing, notes=[note] if note else [], device=device)
 
 
 def generate(ctx: "AppContext", job: Job, control: JobControl, runner: Callable[..., Any], outputs: str) -> Any:
@@ -122,7 +147,8 @@ def describe_generation(result: Any) -> dict[str, Any] | None:
             "interrupted": bool(result.interrupted), "seconds": round(float(result.seconds), 3),
             "sampler_name": result.sampler_name, "schedule_label": result.schedule_label,
             "model_name": result.model_name, "model_hash": result.model_hash,
-            "job_timestamp": result.job_timestamp}
+            "job_timestamp": result.job_timestamp, "memory_mode": getattr(result, "memory_mode", ""),
+            "peak_memory_mb": getattr(result, "peak_memory_mb", None)}
 
 
 TXT2IMG = JobKind(

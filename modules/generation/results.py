@@ -53,6 +53,8 @@ class GenerationResult:
     clip_skip: int | None = None  # the clip skip used (None: the request's)
     #: what the request asked for that was changed or not applied (e.g. a size fitted to the model)
     warnings: list[str] = field(default_factory=list)
+    memory_mode: str = ""              # the memory mode in force (modules/backends/memory.py)
+    peak_memory_mb: float | None = None  # the job's peak memory (GPU allocator, or the process's RAM peak)
 
 
 class ImageHooks(Protocol):
