@@ -158,3 +158,33 @@ def test_page_channel_counts_the_prompt_with_the_chosen_styles(tmp_path: Path, c
     assert ask(text="cat", styles=["rgb"]) == 7
     assert ask(text="cat", styles=["rgb"], negative=True) == 3  # "cat, fog"
     assert ask(text="cat", styles=["gone"]) == 1  # an unknown style: the text as typed
+
+
+def test_an_embedding_counts_its_vectors(tmp_path: Path, model_cache_dir: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from modules.generation.prompts.token_count import embedding_vector_counts, with_embedding_vectors
+
+    folder = tmp_path / "embeddings"
+    (folder / "sub").mkdir(parents=True)
+    save_file({"emb_params": torch.zeros(8, 768)}, str(folder / "sub" / "EasyNeg.safetensors"))
+    (folder / "broken.pt").write_bytes(b"not a torch file")
+    vectors = embedding_vector_counts([folder])
+    assert vectors(["a cat, easyneg", "broken"]) == {"EasyNeg": 8}  # any case; an unreadable one stays text
+    assert vectors(["easynegative"]) == {}  # a whole word only
+    assert with_embedding_vectors(["x EasyNeg, y"], {"EasyNeg": 3}) == ["x a a a, y"]
+    counter = TokenCounter(lambda: None, model_cache_dir, vectors=vectors)
+    assert counter.count("cat, easyneg").text == "10/75"  # cat , and 8 vectors
+    assert counter.count(words(67) + " easyneg").text == "75/75"
+    assert counter.count(words(68) + " EasyNeg").text == "76/150"
+    assert embedding_vector_counts([tmp_path / "none"])(["easyneg"]) == {}
+    read: list[str] = []
+
+    class Cache:  # the jobs' EmbeddingCache: files read once for jobs and counts alike
+        def get(self, path: Path, parse: Any) -> Any:
+            read.append(path.name)
+            return parse(path)
+
+    assert embedding_vector_counts([folder], lambda: Cache())(["easyneg"]) == {"EasyNeg": 8}
+    assert read == ["EasyNeg.safetensors"]

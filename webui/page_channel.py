@@ -76,9 +76,13 @@ def _with_styles(ctx: "AppContext", text: str, names: Any, negative: bool) -> st
 
 def build_page_channel(ctx: "AppContext") -> None:
     """The hidden question box, its button and the answer box (inside the page's Blocks)."""
-    from modules.generation.prompts.token_count import TokenCounter
+    from modules.generation.prompts.token_count import TokenCounter, embedding_vector_counts
 
-    counter = TokenCounter(lambda: ctx.models.active, ctx.paths.cache_dir)
+    def cache() -> Any:  # the jobs' embedding cache, looked up only when embedding files exist
+        return ctx.addons.caches.embeddings if ctx.addons is not None else None
+
+    counter = TokenCounter(lambda: ctx.models.active, ctx.paths.cache_dir,
+                           vectors=embedding_vector_counts([ctx.paths.embeddings_dir], cache))
     with gr.Row(visible="hidden", elem_id="atelier_page_channel"):
         question = gr.Textbox(elem_id="atelier_page_call", visible="hidden", max_lines=1, show_label=False)
         ask = gr.Button("ask", elem_id="atelier_page_call_button", visible="hidden")

@@ -3,8 +3,9 @@
 The prompt is read as the generation reads it: ``<lora:...>``-style tags are removed, ``AND`` sub-prompts
 and prompt editing (``[a:b:10]``, ``[a|b]``) are resolved into the texts the sampler will encode, and the
 longest one is counted. For CLIP (SD 1.x/2.x/SDXL) the count is A1111's: emphasis brackets and weights
-are not tokens, ``BREAK`` fills the chunk it ends, and the limit is the next multiple of 75 (the
-chunking of :class:`modules.generation.prompts.conditioning.ChunkTokenizer` itself). For FLUX the T5
+are not tokens, a textual-inversion embedding counts its vectors, ``BREAK`` fills the chunk it ends,
+and the limit is the next multiple of 75 (the chunking of
+:class:`modules.generation.prompts.conditioning.ChunkTokenizer` itself). For FLUX the T5
 prompt has no weights (:func:`~modules.generation.prompts.parser.strip_attention`); its count includes
 the end-of-text token and the limit is the family's ``max_sequence_length`` (text past it is cut off).
 
@@ -16,10 +17,11 @@ tokenizer, safe beside the worker), else the tokenizer files shipped in ``config
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from modules.generation.prompts.parser import (
     extract_extra_networks,
@@ -70,13 +72,57 @@ def clip_target(count: int) -> int:
     return math.ceil(max(count, 1) / CLIP_CHUNK) * CLIP_CHUNK
 
 
-def clip_token_count(tokenizer: Any, prompt: str, steps: int = 20) -> TokenCount:
-    """The A1111 count of ``prompt`` with a CLIP tokenizer (the longest of its encoded texts)."""
+#: what stands for one embedding vector in a counted text: one CLIP token, never a comma
+VECTOR_WORD = "a"
+
+
+def with_embedding_vectors(texts: Sequence[str], vectors: Mapping[str, int]) -> list[str]:
+    """Each embedding name (a whole word, any case, as the generation finds it) replaced by one
+    one-token word per vector of the embedding: A1111 counts an embedding as its vectors."""
+    if not vectors:
+        return list(texts)
+    lookup = {name.lower(): " ".join([VECTOR_WORD] * max(1, count)) for name, count in vectors.items()}
+    names = sorted(vectors, key=len, reverse=True)
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(n) for n in names) + r")(?!\w)", re.IGNORECASE)
+    return [pattern.sub(lambda m: lookup[m.group(0).lower()], text) for text in texts]
+
+
+def clip_token_count(tokenizer: Any, prompt: str, steps: int = 20,
+                     vectors: Callable[[Sequence[str]], Mapping[str, int]] | None = None) -> TokenCount:
+    """The A1111 count of ``prompt`` with a CLIP tokenizer (the longest of its encoded texts);
+    ``vectors`` gives the vector count of each embedding named in the texts."""
     from modules.generation.prompts.conditioning import ChunkTokenizer
 
     chunker = ChunkTokenizer(tokenizer)
-    count = max(chunker.tokenize_line(text)[1] for text in encoded_texts(prompt, steps))
+    texts = encoded_texts(prompt, steps)
+    if vectors is not None:
+        texts = with_embedding_vectors(texts, vectors(texts))
+    count = max(chunker.tokenize_line(text)[1] for text in texts)
     return TokenCount(count, clip_target(count), "clip")
+
+
+def embedding_vector_counts(dirs: Sequence[Path], cache: Callable[[], Any] | None = None
+                            ) -> Callable[[Sequence[str]], dict[str, int]]:
+    """For :class:`TokenCounter`: the vector count of each embedding file (in ``dirs``) named in some texts;
+    an unreadable file is left as text, as the generation leaves it. ``cache`` returns the studio's
+    ``EmbeddingCache`` (or None); it is called only when there are embedding files."""
+    def counts(texts: Sequence[str]) -> dict[str, int]:
+        from modules.generation.addons.network_files import list_files
+
+        if not list_files(dirs, (".safetensors", ".pt", ".bin")):
+            return {}  # no embeddings: torch is not imported for a count
+        from modules.generation.addons.embeddings import EmbeddingError, EmbeddingLibrary, read_embedding
+
+        found: dict[str, int] = {}
+        files = cache() if cache is not None else None
+        for name, path in EmbeddingLibrary(tuple(Path(d) for d in dirs)).used_in(texts).items():
+            try:
+                found[name] = (files.get(path, read_embedding) if files is not None else read_embedding(path)).count
+            except (EmbeddingError, OSError):
+                continue
+        return found
+
+    return counts
 
 
 def t5_token_count(tokenizer: Any, prompt: str, limit: int, steps: int = 20) -> TokenCount:
@@ -95,8 +141,10 @@ class TokenCounter:
     """
 
     def __init__(self, active: Callable[[], "ActiveModel | None"], cache_dir: Path,
-                 default_family: str = DEFAULT_FAMILY) -> None:
+                 default_family: str = DEFAULT_FAMILY,
+                 vectors: Callable[[Sequence[str]], Mapping[str, int]] | None = None) -> None:
         self._active = active
+        self._vectors = vectors
         self._cache_dir = Path(cache_dir)
         self._default_family = default_family
         self._shipped: dict[str, Any] = {}
@@ -118,8 +166,8 @@ class TokenCounter:
                                           MAX_SEQUENCE_LENGTH.get(model.family.id, 512), steps)
             tokenizer = (getattr(model.pipeline, "tokenizer", None) or getattr(model.pipeline, "tokenizer_2", None)
                          or self._shipped_clip(model.family.id))
-            return clip_token_count(tokenizer, prompt, steps)
-        return clip_token_count(self._shipped_clip(self._default_family), prompt, steps)
+            return clip_token_count(tokenizer, prompt, steps, self._vectors)
+        return clip_token_count(self._shipped_clip(self._default_family), prompt, steps, self._vectors)
 
     def _shipped_clip(self, family_id: str) -> Any:
         from modules.models.families import get_family
