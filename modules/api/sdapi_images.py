@@ -86,10 +86,17 @@ def add_image_routes(router: APIRouter, ctx: "AppContext") -> None:
 
     @router.post("/interrogate", response_model=InterrogateResponse, responses=error_responses(400, 404, 413, 422))
     def interrogate(payload: InterrogatePayload, principal: str | None = Depends(principal_of)) -> InterrogateResponse:
-        from modules.api.sdapi_common import finished_result, run_sdapi_job
-        from modules.understanding.interrogate_job import InterrogateRequest
+        from modules.api.sdapi_common import finished_result, raise_for_submit_error, run_sdapi_job
+        from modules.understanding.backends.base import BackendError
+        from modules.understanding.interrogate import UnknownInterrogateModel
+        from modules.understanding.interrogate_job import interrogate_request
 
-        job = run_sdapi_job(ctx, InterrogateRequest(image=payload.image, model=payload.model or "clip"), principal)
+        try:  # over the chosen understanding backend (Settings → understanding_backend)
+            request = interrogate_request(ctx, payload.image, payload.model)
+        except (UnknownInterrogateModel, BackendError) as exc:
+            raise_for_submit_error(exc, (BackendError,))
+            raise
+        job = run_sdapi_job(ctx, request, principal)
         return InterrogateResponse(caption=finished_result(job).caption)
 
     @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse,

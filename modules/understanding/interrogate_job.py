@@ -80,3 +80,21 @@ INTERROGATE = JobKind(
     user_errors=(InterrogatorMissing, UnknownInterrogateModel, InterrogateImageError))
 
 KINDS = (INTERROGATE,)
+
+
+def interrogate_request(ctx: "AppContext", image: str, model: str | None) -> BaseModel:
+    """What ``/sdapi/v1/interrogate`` queues for A1111's ``model`` over the chosen understanding backend
+    (Settings → ``understanding_backend``): the offline default is this ``interrogate`` kind (the shapes
+    classifier); any other backend gets an ``understand_caption`` request, a detailed caption for ``clip``
+    (and ``atelier-shapes-vit``), tags for ``deepdanbooru``. Both results carry ``caption``."""
+    from modules.understanding.tasks.caption import CaptionRequest
+    from modules.understanding.tasks.common import chosen_backend
+
+    backend = chosen_backend(ctx, None)
+    if backend == "default":
+        return InterrogateRequest(image=image, model=model or "clip")  # its precheck names a bad image first
+    name = (model or "clip").strip().lower()
+    if name not in CAPTION_MODELS + TAG_MODELS:
+        raise UnknownInterrogateModel(f"Model not found: {model!r}; this server interrogates with "
+                                      f"{', '.join(CAPTION_MODELS + TAG_MODELS)}")
+    return CaptionRequest(image=image, detail="tags" if name in TAG_MODELS else "detailed", backend=backend)

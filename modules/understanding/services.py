@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from modules.understanding.backends.base import BackendError, BackendUnavailable, VisionBackend
 from modules.understanding.backends.ocr import OCR_MODEL, OcrBackend, OcrEngine
+from modules.understanding.chat_store import ChatStore
 from modules.understanding.streams import TextStreams
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class UnderstandingServices:
         self.vlm_roots = tuple(dict.fromkeys([self._data_dir / "models" / "VLM", Path(repo_root) / "models" / "VLM"]))
         self.ocr = OcrEngine()
         self.streams = TextStreams()
+        self.chats = ChatStore(self._data_dir)  # the Understand tab's chats (<data>/understanding/chats)
 
     # -- naming -------------------------------------------------------------------------------
     def local_models(self) -> list[str]:

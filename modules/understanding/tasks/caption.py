@@ -20,6 +20,8 @@ from modules.understanding.tasks.common import (USER_ERRORS, BackendRun, Underst
 from modules.understanding.tasks.tags import format_tags, split_tags
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from modules.app_context import AppContext
     from modules.jobs.model import Job
     from modules.jobs.progress import JobControl
@@ -80,34 +82,43 @@ def _precheck(ctx: "AppContext", request: CaptionRequest) -> None:
 
 
 def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> CaptionResult:
-    from modules.understanding.backends.shapes import label_tags, short_caption
-
     request: CaptionRequest = job.request
     image = decode_images([request.image])[0]
-    name = chosen_backend(ctx, request.backend)
-    run = BackendRun(backend=name)
     control.begin(1, 1, text=f"captioning ({request.detail})")
+    result = caption_image(ctx, job, control, request, image)
+    control.step(1)
+    return result
+
+
+def caption_image(ctx: "AppContext", job: "Job", control: "JobControl", options: Any, image: "Image.Image",
+                  *, stream: bool = True) -> CaptionResult:
+    """Caption one decoded image with ``options`` (a :class:`CaptionRequest`, or any request carrying its
+    fields: ``detail``, ``backend``, ``prompt``, the tag options, ``max_tokens``, ``temperature``)."""
+    from modules.understanding.backends.shapes import label_tags, short_caption
+
+    name = chosen_backend(ctx, options.backend)
+    run = BackendRun(backend=name)
     if name == "default":
         labels = ctx.interrogator.predict(image)
         run.backend = "default:atelier-shapes"
-        if request.max_tokens != 300 or request.temperature != 0.0:
+        if options.max_tokens != 300 or options.temperature != 0.0:
             run.notes.append("max_tokens and temperature do not apply to the offline default")
         raw_tags = label_tags(labels)
-        text = short_caption(labels) if request.detail == "short" else caption_from_labels(labels)
+        text = short_caption(labels) if options.detail == "short" else caption_from_labels(labels)
     else:
         backend = services(ctx).open(name)
-        answer = run_backend(ctx, job, control, backend, single_turn(request.prompt or PROMPTS[request.detail]),
-                             [image], max_tokens=request.max_tokens, temperature=request.temperature)
+        answer = run_backend(ctx, job, control, backend, single_turn(options.prompt or PROMPTS[options.detail]),
+                             [image], max_tokens=options.max_tokens, temperature=options.temperature,
+                             stream=stream)
         note_evictions(run, backend)
         run.add(answer)
         text = answer.text.strip()
         raw_tags = split_tags(text)
-    control.step(1)
-    if request.detail == "tags":
-        tags = format_tags(raw_tags, underscores=request.underscores, escape_brackets=request.escape_brackets,
-                           blacklist=request.blacklist, max_tags=request.max_tags)
+    if options.detail == "tags":
+        tags = format_tags(raw_tags, underscores=options.underscores, escape_brackets=options.escape_brackets,
+                           blacklist=options.blacklist, max_tags=options.max_tags)
         return CaptionResult(caption=", ".join(tags), detail="tags", tags=tags, run=run)
-    return CaptionResult(caption=text, detail=request.detail, run=run)
+    return CaptionResult(caption=text, detail=options.detail, run=run)
 
 
 def _describe(result: Any) -> dict[str, Any] | None:
