@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 #: the sections in the order the tab shows them (A1111's names where it has the section)
-SECTIONS: tuple[str, ...] = ("Stable Diffusion", "VAE", "Saving images/grids", "Infotext", "Live previews",
-                             "User interface", "Notifications", "System", "Extensions", "Other")
+SECTIONS: tuple[str, ...] = ("Stable Diffusion", "Sampler parameters", "VAE", "Optimizations", "Saving images/grids",
+                             "Infotext", "Live previews", "User interface", "Notifications", "System", "Extensions",
+                             "Other")
 OTHER = "Other"
 
 #: the section of each of the studio's own settings (A1111's page for the same key)
@@ -28,6 +29,7 @@ FIELD_SECTIONS: Mapping[str, str] = {
     "sd_checkpoint_hash": "Stable Diffusion",
     "CLIP_stop_at_last_layers": "Stable Diffusion",
     "sd_prediction_type": "Stable Diffusion",
+    "randn_source": "Sampler parameters",
     "sd_vae": "VAE",
     "samples_save": "Saving images/grids",
     "samples_format": "Saving images/grids",
@@ -44,6 +46,13 @@ FIELD_SECTIONS: Mapping[str, str] = {
     "send_size": "User interface",
     "theme": "User interface",
     "min_free_space_mb": "System",
+    "memory_mode": "Optimizations",
+    "attention_slicing": "Optimizations",
+    "vae_slicing": "Optimizations",
+    "vae_tiling": "Optimizations",
+    "sd_backend": "Optimizations",
+    "openvino_precision": "Optimizations",
+    "backend_by_model": "Optimizations",
     "notification_audio": "Notifications",
     "notification_browser": "Notifications",
 }

@@ -10,19 +10,21 @@ import pytest
 from pydantic import BaseModel, Field
 
 from modules.settings import Settings, SettingsError, SettingsStore
-from modules.settings_layout import (DEFAULT_QUICKSETTINGS, OTHER, SECTIONS, SettingEntry, entries_of, grouped,
-                                     quicksettings, search, section_of)
+from modules.settings_layout import (DEFAULT_QUICKSETTINGS, FIELD_SECTIONS, OTHER, SECTIONS, SettingEntry,
+                                     entries_of, grouped, quicksettings, search, section_of)
 
 
-def test_every_studio_setting_has_a_known_section() -> None:
+def test_the_studios_settings_sit_in_a1111s_sections() -> None:
     entries = entries_of(Settings.model_fields)
     assert {e.key for e in entries} == set(Settings.model_fields)
-    unplaced = [e.key for e in entries if e.section == OTHER]
-    assert not unplaced, f"settings without a section: {unplaced}"
     by_key = {e.key: e for e in entries}
+    unknown = {key: section for key, section in FIELD_SECTIONS.items() if section not in SECTIONS}
+    assert not unknown, f"the table names sections the tab does not list: {unknown}"
     assert by_key["sd_vae"].section == "VAE"
     assert by_key["CLIP_stop_at_last_layers"].section == "Stable Diffusion"
     assert by_key["CLIP_stop_at_last_layers"].label == "Clip skip"
+    assert by_key["samples_save"].section == by_key["grid_save"].section == "Saving images/grids"
+    assert by_key["quicksettings_list"].section == "User interface"
 
 
 def test_a_field_names_its_own_section_and_unknown_sections_come_last() -> None:
@@ -42,7 +44,7 @@ def test_a_field_names_its_own_section_and_unknown_sections_come_last() -> None:
 def test_search_matches_key_label_or_section_every_word() -> None:
     entries = entries_of(Settings.model_fields)
     assert search(entries, "clip") == {"CLIP_stop_at_last_layers"}
-    assert search(entries, "VAE") == {"sd_vae"}
+    assert "sd_vae" in search(entries, "VAE") and "samples_save" not in search(entries, "VAE")
     assert search(entries, "grid") == {"return_grid", "grid_save", "samples_save", "samples_format"}
     assert search(entries, "save grid") == {"grid_save", "samples_save"}
     assert search(entries, "infotext model hash") == {"add_model_hash_to_info"}
@@ -68,3 +70,18 @@ def test_new_settings_persist_and_are_checked(tmp_path: Path) -> None:
         (["sd_model_checkpoint", "sd_vae"], False, True, "dark")
     with pytest.raises(SettingsError, match="theme"):
         store.update({"theme": "purple"})
+
+
+def test_settings_tab_reads_tables_and_lists_as_json_and_sliders_as_ints() -> None:
+    from webui.settings_tab import coerce
+
+    class Model(BaseModel):
+        table: dict[str, int] = Field(default_factory=dict)
+        steps: int = 1
+
+    fields = Model.model_fields
+    assert coerce(fields["table"], '{"a.safetensors": 2}') == {"a.safetensors": 2}
+    assert coerce(fields["table"], {"kept": 1}) == {"kept": 1}
+    assert coerce(fields["steps"], 3.0) == 3 and isinstance(coerce(fields["steps"], 3.0), int)
+    with pytest.raises(ValueError, match="not JSON"):
+        coerce(fields["table"], "{broken")

@@ -79,3 +79,36 @@ def test_stored_images_only_existing_files_under_the_outputs(tmp_path: Path) -> 
         {"path": None, "seed": 8, "infotext": ""}]}
     found = stored_images(job, outputs)
     assert [(item.path, item.seed, item.infotext) for item in found] == [(kept.resolve(), 5, "a\nSteps: 2")]
+
+
+def test_a_job_finished_before_a_restart_shows_its_saved_images(tmp_path: Path) -> None:
+    """The page side (webui/results.py follow): a finished job rebuilt from the job store has no pixels; its
+    images are read back from the outputs folder, the grid first for a batch; the line names the job."""
+    from types import SimpleNamespace
+
+    from modules.settings import Settings
+    from webui.results import follow
+
+    outputs = tmp_path / "outputs"
+    (outputs / "day").mkdir(parents=True)
+    paths = []
+    for seed, colour in ((11, "red"), (12, "blue")):
+        paths.append(outputs / "day" / f"0000{seed}-{seed}.png")
+        Image.new("RGB", (8, 8), colour).save(paths[-1])
+    job = _queue().submit(_txt("stored"), owner="webui")
+    job.state, job.result = JobState.SUCCEEDED, None
+    job.result_meta = {"images": [{"path": str(p), "seed": s, "infotext": f"stored\nSteps: 2, Seed: {s}"}
+                                  for p, s in zip(paths, (11, 12))]}
+    job.done.set()
+    ctx = SimpleNamespace(paths=SimpleNamespace(outputs_dir=outputs),
+                          settings=SimpleNamespace(current=Settings(return_grid=True)))
+    (gallery, status, infotext, texts, seeds, job_id), = list(follow(ctx, job, previews=False))
+    assert [caption for _, caption in gallery] == ["grid", "seed 11", "seed 12"]
+    assert gallery[0][0].size == (16, 8) and gallery[2][0].getpixel((0, 0)) == (0, 0, 255)
+    assert seeds == [11, 11, 12] and infotext.startswith("stored") and texts[2].endswith("Seed: 12")
+    assert 'data-state="done"' in status and "finished while the page was away" in status
+    assert f'data-job="{job.id}"' in status and job_id == ""
+
+    job.state, job.error = JobState.FAILED, "out of memory"
+    (_, status, *_rest), = list(follow(ctx, job, previews=False))
+    assert 'data-state="failed"' in status and "out of memory" in status

@@ -23,8 +23,9 @@ def test_generate_through_the_page(ui_server) -> None:
     client = Client(ui_server.base_url + "/", verbose=False)
     gallery, status, infotext = client.predict(
         "a red circle", "", "Euler", "Automatic", 2, 64, 64, 1, 2, 7, 42, api_name="/run")
-    assert len(gallery) == 2
-    first = Image.open(gallery[0]["image"])
+    assert len(gallery) == 3 and gallery[0]["caption"] == "grid", "the batch's grid first (setting return_grid)"
+    assert Image.open(gallery[0]["image"]).size == (128, 64)
+    first = Image.open(gallery[1]["image"])
     assert first.size == (64, 64)
     assert "Seed: 42, Size: 64x64" in infotext
     assert "2 image(s)" in status

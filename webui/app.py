@@ -94,7 +94,7 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
                                      elem_id="setting_sd_model_checkpoint", scale=4)
             refresh = gr.Button("", icon=icon("refresh"), scale=0, min_width=48,
                                 elem_id="refresh_sd_model_checkpoint", elem_classes=[ICON_ONLY_CLASS])
-            build_quicksettings(ctx)  # the quicksettings_list setting: VAE, clip skip... (webui/quicksettings.py)
+            quick = build_quicksettings(ctx)  # the quicksettings_list setting: VAE, clip skip (webui/quicksettings.py)
             model_status = gr.HTML("", elem_id="model_status")
             loading = gr.Timer(1.0, active=False)  # follows a model load until it is done
         gr.HTML(lambda: _studio_notice(ctx), elem_id="studio_notice")  # evaluated at every page load
@@ -118,7 +118,7 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
                 build_extensions_tab(ctx)
         build_page_channel(ctx)  # the page scripts' questions (token counts, page options): webui/js/*.js
         _wire_header(ctx, demo, checkpoint, refresh, model_status, loading, models.picker)
-        wire_page_load(ctx, demo, txt2img.results, img2img.results)  # theme, re-attach to running jobs
+        wire_page_load(ctx, demo, txt2img, img2img, quick)  # theme, clip skip, re-attach to running jobs
         _wire_send_to(ctx, tabs, txt2img.results, img2img, extras)
         _wire_send_to(ctx, tabs, img2img.results, img2img, extras)
         _wire_infotext_sends(ctx, tabs, txt2img.fields, img2img, extras, history)

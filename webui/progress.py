@@ -28,15 +28,17 @@ def _eta(seconds: float | None) -> str:
     return f"ETA {seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"ETA {seconds} s"
 
 
-def bar_html(state: str, fraction: float, text: str) -> str:
-    """The progress element (``data-state``: queued, running, stopping, done, interrupted, cancelled, failed)."""
+def bar_html(state: str, fraction: float, text: str, job_id: str | None = None) -> str:
+    """The progress element (``data-state``: queued, running, stopping, done, interrupted, cancelled, failed;
+    ``data-job``: the job shown, which webui/js/reattach.js keeps in the browser until its result is shown)."""
     percent = max(0.0, min(1.0, fraction)) * 100
     colour = {"failed": "#b91c1c", "cancelled": "#6b7280", "interrupted": "#b45309"}.get(state, "#ea580c")
     bar = ("" if state in ("done", "failed", "cancelled", "interrupted") else
            '<div style="background:var(--neutral-200,#e5e7eb);border-radius:4px;height:10px;overflow:hidden;'
            f'margin-bottom:4px"><div style="width:{percent:.1f}%;height:100%;background:{colour}"></div></div>')
     text_colour = colour if state in ("failed", "interrupted") else "inherit"
-    return (f'<div class="atelier-progress" data-state="{state}" data-percent="{percent:.0f}">{bar}'
+    job = f' data-job="{html.escape(job_id)}"' if job_id else ""
+    return (f'<div class="atelier-progress" data-state="{state}" data-percent="{percent:.0f}"{job}>{bar}'
             f'<span style="color:{text_colour}">{html.escape(text)}</span></div>')
 
 
@@ -44,10 +46,10 @@ def running_html(ctx: "AppContext", job: "Job") -> str:
     """The bar for a waiting or running job."""
     position = ctx.queue.position(job.id)
     if position is not None and position > 0:
-        return bar_html("queued", 0.0, f"Waiting in queue: {position} job(s) ahead of this one")
+        return bar_html("queued", 0.0, f"Waiting in queue: {position} job(s) ahead of this one", job.id)
     snap = job.progress
     if not snap.total_steps:
-        return bar_html("running", 0.0, (snap.text or "Starting").capitalize() + "…")
+        return bar_html("running", 0.0, (snap.text or "Starting").capitalize() + "…", job.id)
     parts = [f"{snap.fraction * 100:.0f}%", f"step {snap.step}/{snap.total_steps}"]
     if snap.job_count > 1:
         parts.append(f"batch {snap.job_no + 1}/{snap.job_count}")
@@ -56,7 +58,7 @@ def running_html(ctx: "AppContext", job: "Job") -> str:
         parts.append(eta)
     if snap.text:
         parts.append(snap.text)
-    return bar_html("running", snap.fraction, " · ".join(parts))
+    return bar_html("running", snap.fraction, " · ".join(parts), job.id)
 
 
 @dataclass
@@ -93,18 +95,18 @@ def final_status(job: "Job") -> tuple[str, bool]:
 
     result = job.result
     if job.state is JobState.FAILED:
-        return bar_html("failed", 1.0, f"Failed: {job.error or 'unknown error'}"), False
+        return bar_html("failed", 1.0, f"Failed: {job.error or 'unknown error'}", job.id), False
     if job.state is JobState.CANCELLED or result is None:
         made = len(getattr(result, "images", []) or [])
         note = f" ({made} image(s) kept)" if made else ""
-        return bar_html("cancelled", 0.0, f"Cancelled: {job.error or 'stopped'}{note}"), False
+        return bar_html("cancelled", 0.0, f"Cancelled: {job.error or 'stopped'}{note}", job.id), False
     seconds = float(getattr(result, "seconds", 0.0) or 0.0)
     count = len(result.images)
     summary = getattr(result, "batch", None)  # a batch job's summary (modules.jobs.batch_summary)
     tail = f" · batch: {summary.text()}" if summary is not None and hasattr(summary, "text") else ""
     if getattr(result, "interrupted", False):
-        return bar_html("interrupted", 1.0, f"Interrupted: {count} image(s) in {seconds:.1f} s{tail}"), True
-    return bar_html("done", 1.0, f"{count} image(s) in {seconds:.1f} s{tail}"), True
+        return bar_html("interrupted", 1.0, f"Interrupted: {count} image(s) in {seconds:.1f} s{tail}", job.id), True
+    return bar_html("done", 1.0, f"{count} image(s) in {seconds:.1f} s{tail}", job.id), True
 
 
 def wait_started(job: "Job", timeout: float = 5.0) -> None:

@@ -17,9 +17,8 @@ if TYPE_CHECKING:
     from modules.jobs.model import Job
 
 
-#: what the browser keeps once the page has shown its job's result (Gradio's BrowserState stores only a
-#: non-empty value: an empty one would leave the old job id in the browser)
-FORGOTTEN = "-"
+#: the browser's memory of the job a tab follows (localStorage key; webui/js/reattach.js writes it)
+STORAGE_KEY = "atelier_{tab}_job"
 
 
 @dataclass
@@ -34,16 +33,17 @@ class Results:
     send_img2img: Any
     send_inpaint: Any
     send_extras: Any
-    remembered: Any = None  # gr.BrowserState: the job this browser waits for (survives a reload)
+    remembered: Any = None  # hidden: at page load, the job this browser waited for (webui/js/reattach.js)
     upscale: Any = None     # ✨ hires upscale of the selected image (txt2img)
     zip: Any = None         # Zip of the shown images
     zip_file: Any = None
     tab: str = ""
+    send_understand: Any = None  # the selected image to the Understand tab (webui/understand_tab.py)
 
     @property
     def outputs(self) -> list[Any]:
         """The outputs of a generation event, in the order :func:`run_job` yields them."""
-        return [self.gallery, self.status, self.infotext, self.texts, self.seeds, self.job_id, self.remembered]
+        return [self.gallery, self.status, self.infotext, self.texts, self.seeds, self.job_id]
 
 
 def build_results(tab: str) -> Results:
@@ -58,6 +58,7 @@ def build_results(tab: str) -> Results:
                                  min_width=0)
         send_extras = gr.Button("extras", icon=icon("upscale"), size="sm", elem_id=f"{tab}_send_to_extras",
                                 min_width=0)
+        send_understand = gr.Button("understand", size="sm", elem_id=f"{tab}_send_to_understand", min_width=0)
         upscale = (gr.Button("", icon=icon("sparkles"), size="sm", elem_id=f"{tab}_upscale", min_width=40, scale=0,
                              elem_classes=[ICON_ONLY_CLASS]) if tab == "txt2img" else None)
         zip_button = gr.Button("", icon=icon("zip"), size="sm", elem_id=f"{tab}_zip", min_width=40, scale=0,
@@ -66,7 +67,7 @@ def build_results(tab: str) -> Results:
     infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{tab}_infotext",
                           buttons=["copy"])
     texts, seeds, selected, job_id = gr.State([]), gr.State([]), gr.State(0), gr.State("")
-    remembered = gr.BrowserState("", storage_key=f"atelier_{tab}_job")
+    remembered = gr.Textbox("", visible=False, elem_id=f"{tab}_remembered_job")
 
     def on_select(evt: gr.SelectData, texts_v: list[str]) -> tuple[int, str]:
         index = int(evt.index) if isinstance(evt.index, int) else 0
@@ -75,7 +76,7 @@ def build_results(tab: str) -> Results:
     gallery.select(on_select, inputs=[texts], outputs=[selected, infotext], queue=False, show_progress="hidden",
                    api_visibility="private")
     return Results(gallery, status, infotext, texts, seeds, selected, job_id, send_img2img, send_inpaint, send_extras,
-                   remembered, upscale, zip_button, zip_file, tab)
+                   remembered, upscale, zip_button, zip_file, tab, send_understand)
 
 
 def _gallery_files(gallery: Any) -> list[str]:
@@ -138,12 +139,12 @@ def _stored_outcome(ctx: "AppContext", job: "Job") -> Iterator[tuple[Any, ...]]:
     if job.state is not JobState.SUCCEEDED:
         state = "failed" if job.state is JobState.FAILED else "cancelled"
         text = f"{job.state.value.capitalize()}: {job.error or 'stopped'}"
-        yield skip, bar_html(state, 1.0, text), skip, skip, skip, "", FORGOTTEN
+        yield skip, bar_html(state, 1.0, text, job.id), skip, skip, skip, ""
         return
     stored = stored_images(job, ctx.paths.outputs_dir)
     if not stored:
-        yield skip, bar_html("done", 1.0, "Finished; its images are no longer in the outputs folder."), skip, skip, \
-            skip, "", FORGOTTEN
+        yield skip, bar_html("done", 1.0, "Finished; its images are no longer in the outputs folder.", job.id), \
+            skip, skip, skip, ""
         return
     images = []
     for item in stored:
@@ -155,13 +156,13 @@ def _stored_outcome(ctx: "AppContext", job: "Job") -> Iterator[tuple[Any, ...]]:
         from modules.gallery.batch_grid import make_grid
 
         items, texts, seeds = [(make_grid(images), "grid"), *items], [texts[0], *texts], [seeds[0], *seeds]
-    yield items, bar_html("done", 1.0, f"{len(stored)} image(s), finished while the page was away"), \
-        (texts[0] if texts else ""), texts, seeds, "", FORGOTTEN
+    yield items, bar_html("done", 1.0, f"{len(stored)} image(s), finished while the page was away", job.id), \
+        (texts[0] if texts else ""), texts, seeds, ""
 
 
 def follow(ctx: "AppContext", job: "Job", *, previews: bool, toast: bool = True) -> Iterator[tuple[Any, ...]]:
-    """Follow a submitted (or re-attached) job: yields (gallery, status, infotext, texts, seeds, job_id,
-    remembered) until it has shown the result; ``toast``: a failed job also raises a ``gr.Error``."""
+    """Follow a submitted (or re-attached) job: yields (gallery, status, infotext, texts, seeds, job_id) until
+    it has shown the result; ``toast``: a failed job also raises a ``gr.Error``."""
     from modules.jobs.model import JobState
 
     skip = gr.skip()
@@ -171,14 +172,14 @@ def follow(ctx: "AppContext", job: "Job", *, previews: bool, toast: bool = True)
     if not job.done.is_set():
         from webui.progress import running_html
 
-        yield skip, running_html(ctx, job), skip, skip, skip, job.id, job.id
+        yield skip, running_html(ctx, job), skip, skip, skip, job.id
     for tick in watch(ctx, job, previews=previews):
         shown = [(tick.preview, f"preview, step {tick.step}")] if tick.preview is not None else skip
-        yield shown, tick.status, skip, skip, skip, skip, skip
+        yield shown, tick.status, skip, skip, skip, skip
     status, ok = final_status(job)
     result = job.result
     if not ok and (result is None or not getattr(result, "images", None)):
-        yield skip, status, skip, skip, skip, "", FORGOTTEN
+        yield skip, status, skip, skip, skip, ""
         if toast and job.state is JobState.FAILED:
             raise error(job.error or "generation failed")
         return
@@ -186,12 +187,11 @@ def follow(ctx: "AppContext", job: "Job", *, previews: bool, toast: bool = True)
     items, texts, seeds, note = _with_grid(ctx, job, results_gallery(result), list(result.images), texts, seeds)
     if note:
         status = status.replace("</span>", f"{note}</span>", 1)
-    yield items, status, (texts[0] if texts else ""), texts, seeds, "", FORGOTTEN
+    yield items, status, (texts[0] if texts else ""), texts, seeds, ""
 
 
 def run_job(ctx: "AppContext", submit: Callable[[], "Job"], *, previews: bool) -> Iterator[tuple[Any, ...]]:
-    """Submit through ``submit`` and follow the job: yields (gallery, status, infotext, texts, seeds, job_id,
-    remembered).
+    """Submit through ``submit`` and follow the job: yields (gallery, status, infotext, texts, seeds, job_id).
 
     A refused request and a failed job both end with the reason in the status line and in a
     ``gr.Error`` toast.
@@ -201,9 +201,9 @@ def run_job(ctx: "AppContext", submit: Callable[[], "Job"], *, previews: bool) -
         job = submit()
     except Exception as exc:  # noqa: BLE001 - every refusal is shown as a readable message
         # in the status line (it stays) and in a toast (it draws the eye)
-        yield skip, bar_html("failed", 0.0, f"Not started: {readable(exc)}"), skip, skip, skip, "", skip
+        yield skip, bar_html("failed", 0.0, f"Not started: {readable(exc)}"), skip, skip, skip, ""
         raise error(exc) from None
-    yield skip, bar_html("queued", 0.0, "Queued…"), skip, skip, skip, job.id, job.id
+    yield skip, bar_html("queued", 0.0, "Queued…", job.id), skip, skip, skip, job.id
     yield from follow(ctx, job, previews=previews)
 
 
@@ -217,17 +217,19 @@ def wire_reattach(ctx: "AppContext", demo: gr.Blocks, results: Results, kinds: t
         from modules.jobs.reattach import job_to_reattach
 
         owner, seen = owner_of(request), set()
-        job = job_to_reattach(ctx.queue, owner, kinds, None if remembered in ("", FORGOTTEN) else remembered)
+        job = job_to_reattach(ctx.queue, owner, kinds, (remembered or "").strip() or None)
         if job is None:
-            yield (*([gr.skip()] * 6), FORGOTTEN)
+            yield tuple(gr.skip() for _ in results.outputs)
             return
         while job is not None:
             seen.add(job.id)
             yield from follow(ctx, job, previews=previews(), toast=False)
             job = job_to_reattach(ctx.queue, owner, kinds, None, exclude=seen)
 
-    demo.load(reattach, inputs=[results.remembered], outputs=results.outputs, concurrency_limit=None,
-              show_progress="hidden", api_visibility="private")
+    # the page's script hands over what the browser remembers; the server decides what to follow
+    remembered_js = f"() => [localStorage.getItem('{STORAGE_KEY.format(tab=results.tab)}') || '']"
+    demo.load(reattach, inputs=[results.remembered], outputs=results.outputs, js=remembered_js,
+              concurrency_limit=None, show_progress="hidden", api_visibility="private")
 
 
 def stop_job(ctx: "AppContext", job_id: str, request: gr.Request | None, *, skip: bool = False) -> str:

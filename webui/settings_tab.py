@@ -2,14 +2,16 @@
 new options appear by themselves), in sections with a search box, saved with ``ctx.settings.update`` to
 ``<data dir>/config.json``.
 
-The layout (sections, labels, search, the quicksettings bar's keys) is :mod:`modules.settings_layout`;
-this module only builds the widgets. Settings are read by every job when it starts, so a change applies
+The layout (sections, labels, the search rule, the quicksettings bar's keys) is
+:mod:`modules.settings_layout`; this module only builds the widgets; the search box filters in the page
+(``webui/js/settings_search.js``, the same rule as ``settings_layout.matches``). Settings are read by every job when it starts, so a change applies
 to the next generation without a restart; changing ``sd_model_checkpoint`` also queues the switch, as
 A1111's ``onchange`` does. :func:`widget_for` also builds the quicksettings bar's widgets (webui/app.py).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 from dataclasses import dataclass, field
@@ -69,8 +71,11 @@ def widget_for(ctx: "AppContext", name: str, info: Any, value: Any, read_only: b
               **extra}
     annotation = info.annotation
     value = shown_value(ctx, name, value)
-    if name == "sd_model_checkpoint":
-        return gr.Dropdown(checkpoint_titles(ctx), value=value, allow_custom_value=True, **common)
+    if name == "sd_model_checkpoint":  # the loaded model, looked up at every page load
+        def loaded() -> Any:
+            return shown_value(ctx, name, ctx.settings.current.sd_model_checkpoint)
+
+        return gr.Dropdown(checkpoint_titles(ctx), value=loaded, allow_custom_value=True, **common)
     if name == "sd_vae":
         choices = vae_choices(ctx)
         return gr.Dropdown(choices if value in choices else [*choices, value], value=value, **common)
@@ -86,13 +91,25 @@ def widget_for(ctx: "AppContext", name: str, info: Any, value: Any, read_only: b
         if low is not None and high is not None and high - low <= 1000:
             return gr.Slider(low, high, value=value, step=1 if annotation is int else 0.01, **common)
         return gr.Number(value=value, precision=0 if annotation is int else None, **common)
+    if _structured(annotation):  # a table or a list: edited as JSON
+        return gr.Textbox(value=json.dumps(value if value is not None else None), lines=2, **common)
     return gr.Textbox(value="" if value is None else str(value), **common)
 
 
+def _structured(annotation: Any) -> bool:
+    return annotation in (dict, list) or typing.get_origin(annotation) in (dict, list)
+
+
 def coerce(info: Any, value: Any) -> Any:
-    """A widget's value as the setting's type (sliders give floats)."""
+    """A widget's value as the setting's type (sliders give floats, JSON text for tables and lists); text that
+    is not JSON raises ValueError."""
     if info.annotation is int and isinstance(value, float) and value.is_integer():
         return int(value)
+    if _structured(info.annotation) and isinstance(value, str):
+        try:
+            return json.loads(value or "null")
+        except json.JSONDecodeError:
+            raise ValueError(f"not JSON: {value[:60]!r}") from None
     return value
 
 
@@ -128,7 +145,7 @@ def apply_changes(ctx: "AppContext", changes: dict[str, Any]) -> tuple[bool, str
 
 def build_settings_tab(ctx: "AppContext") -> SettingsTab:
     from modules.settings import READ_ONLY, Settings
-    from modules.settings_layout import entries_of, grouped, quicksettings, search
+    from modules.settings_layout import entries_of, grouped, quicksettings
 
     current = ctx.settings.as_dict()
     fields = Settings.model_fields
@@ -136,6 +153,7 @@ def build_settings_tab(ctx: "AppContext") -> SettingsTab:
     # the quicksettings bar has the A1111 ids (setting_<key>); their copies here get settings_<key>
     quick = set(quicksettings(current.get("quicksettings_list"), fields))
     with gr.Row(equal_height=True):
+        # filtered in the page as the user types: webui/js/settings_search.js
         query = gr.Textbox(placeholder="Search settings (name, key or section)", show_label=False, scale=3,
                            elem_id="settings_search", container=False, max_lines=1)
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", scale=1)
@@ -145,7 +163,6 @@ def build_settings_tab(ctx: "AppContext") -> SettingsTab:
                      elem_id="settings_status")
     components: dict[str, Any] = {}
     sections: dict[str, Any] = {}
-    members: dict[str, list[str]] = {}
     with gr.Column(elem_id="settings"):
         for section, listed in grouped(entries):
             with gr.Group(elem_id=section_id(section), elem_classes=["atelier-settings-section"]) as group:
@@ -155,31 +172,35 @@ def build_settings_tab(ctx: "AppContext") -> SettingsTab:
                                                        entry.key in READ_ONLY, label=entry.label,
                                                        elem_id=f"settings_{entry.key}" if entry.key in quick else None)
             sections[section] = group
-            members[section] = [entry.key for entry in listed]
     names = [name for name in fields if name in components]  # /settings takes the values in the model's order
 
-    def on_search(text: str) -> list[Any]:
-        found = search(entries, text)
-        return ([gr.update(visible=any(key in found for key in members[s])) for s in sections]
-                + [gr.update(visible=name in found) for name in names])
+    def shown(name: str, value: Any) -> Any:
+        value = shown_value(ctx, name, value)
+        return json.dumps(value) if _structured(fields[name].annotation) and name != "quicksettings_list" else value
 
     def on_apply(*values: Any) -> list[Any]:
         now = ctx.settings.as_dict()
-        changes = {name: coerce(fields[name], value) for name, value in zip(names, values)
-                   if name not in READ_ONLY and coerce(fields[name], value) != shown_value(ctx, name, now.get(name))}
+        changes = {}
+        for name, value in zip(names, values):
+            if name in READ_ONLY:
+                continue
+            try:
+                value = coerce(fields[name], value)
+            except ValueError as exc:
+                return [gr.skip() for _ in names] + [status_html(f"{name}: {exc}", "error")]
+            if value != shown_value(ctx, name, now.get(name)):
+                changes[name] = value
         ok, message = apply_changes(ctx, changes)
         if not ok:
             return [gr.skip() for _ in names] + [status_html(message, "error")]
         data = ctx.settings.as_dict()
-        return [gr.update(value=shown_value(ctx, n, data.get(n))) for n in names] + [status_html(
+        return [gr.update(value=shown(n, data.get(n))) for n in names] + [status_html(
             message, "ok" if changes else "info")]
 
     def on_reload() -> list[Any]:
         data = ctx.settings.as_dict()
-        return [gr.update(value=shown_value(ctx, n, data.get(n))) for n in names] + [status_html("Reloaded.")]
+        return [gr.update(value=shown(n, data.get(n))) for n in names] + [status_html("Reloaded.")]
 
-    query.input(on_search, inputs=[query], outputs=[*sections.values(), *(components[n] for n in names)], queue=False,
-                show_progress="hidden", api_visibility="private")
     widgets = [components[n] for n in names]
     apply.click(on_apply, inputs=widgets, outputs=[*widgets, status], api_name="settings")
     reload.click(on_reload, outputs=[*widgets, status], api_visibility="private")

@@ -23,11 +23,13 @@ class StyleEditor:
     save: Any
     rename: Any
     delete: Any
+    section: Any = None
 
 
 def build_style_editor(ctx: "AppContext", tab: str) -> StyleEditor:
     names = ctx.styles.names() if ctx.styles is not None else []
-    with gr.Accordion("Edit styles", open=False, elem_id=f"{tab}_style_editor", visible=ctx.styles is not None):
+    with gr.Accordion("Edit styles", open=False, elem_id=f"{tab}_style_editor",
+                      visible=ctx.styles is not None) as section:
         pick = gr.Dropdown(names, value=None, label="Style", elem_id=f"{tab}_style_edit_pick")
         name = gr.Textbox(label="Name (type a new one, then Rename)", max_lines=1, elem_id=f"{tab}_style_edit_name")
         prompt = gr.Textbox(label="Prompt", lines=2, elem_id=f"{tab}_style_edit_prompt")
@@ -36,7 +38,7 @@ def build_style_editor(ctx: "AppContext", tab: str) -> StyleEditor:
             save = gr.Button("Save", size="sm", min_width=0, elem_id=f"{tab}_style_edit_save")
             rename = gr.Button("Rename", size="sm", min_width=0, elem_id=f"{tab}_style_edit_rename")
             delete = gr.Button("Delete", size="sm", min_width=0, variant="stop", elem_id=f"{tab}_style_edit_delete")
-    return StyleEditor(pick, name, prompt, negative, save, rename, delete)
+    return StyleEditor(pick, name, prompt, negative, save, rename, delete, section)
 
 
 def wire_style_editor(ctx: "AppContext", editor: StyleEditor, styles_dropdown: Any, note: Any) -> None:
@@ -87,6 +89,9 @@ def wire_style_editor(ctx: "AppContext", editor: StyleEditor, styles_dropdown: A
         return (*refreshed(None), status_html(f"Deleted style '{name}'.", "ok"))
 
     private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+    # opening the editor lists the styles as the files have them now (saved from another tab or page)
+    if editor.section is not None:
+        editor.section.expand(lambda: gr.update(choices=store.names()), outputs=[editor.pick], **private)
     outputs = [editor.pick, styles_dropdown, note]
     editor.pick.input(show, inputs=[editor.pick], outputs=[editor.name, editor.prompt, editor.negative], **private)
     editor.save.click(save, inputs=[editor.pick, editor.name, editor.prompt, editor.negative], outputs=outputs,

@@ -36,17 +36,26 @@ CONFIRM_CLEAR_JS = ("(prompt, negative) => ((!prompt && !negative) || confirm('D
                     " ? ['', ''] : [prompt, negative]")
 
 
-def wire_page_load(ctx: "AppContext", demo: gr.Blocks, txt2img: Results, img2img: Results) -> None:
-    """What a page does when it (re)loads: apply the theme (``--theme``, else the ``theme`` setting), and
-    follow this user's running txt2img and img2img jobs into their tabs (progress survives a reload)."""
+def wire_page_load(ctx: "AppContext", demo: gr.Blocks, txt2img: Any, img2img: Any,
+                   quick: dict[str, Any] | None = None) -> None:
+    """What a page does when it (re)loads: apply the theme (``--theme``, else the ``theme`` setting); set the
+    tabs' clip skip from the ``CLIP_stop_at_last_layers`` setting (A1111 has clip skip only as that setting;
+    the quicksettings bar's clip skip sets both tabs' too); follow this user's running txt2img and img2img
+    jobs into their tabs (progress survives a reload)."""
     from modules.jobs.reattach import TAB_KINDS
     from webui.look import APPLY_THEME_JS, page_theme
 
+    private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
     theme = gr.Textbox(visible=False, elem_id="atelier_theme")
-    demo.load(lambda: page_theme(ctx.flags.theme, ctx.settings.current.theme), outputs=[theme], queue=False,
-              show_progress="hidden", api_visibility="private").then(
-        None, inputs=[theme], js=APPLY_THEME_JS, queue=False, show_progress="hidden", api_visibility="private")
-    for results in (txt2img, img2img):
+    demo.load(lambda: page_theme(ctx.flags.theme, ctx.settings.current.theme), outputs=[theme], **private).then(
+        None, inputs=[theme], js=APPLY_THEME_JS, **private)
+    clip = [tab.fields.components["clip_skip"] for tab in (txt2img, img2img) if "clip_skip" in tab.fields.components]
+    if clip:
+        demo.load(lambda: [ctx.settings.current.CLIP_stop_at_last_layers] * len(clip), outputs=clip, **private)
+        widget = (quick or {}).get("CLIP_stop_at_last_layers")
+        if widget is not None:
+            widget.input(lambda value: [value] * len(clip), inputs=[widget], outputs=clip, **private)
+    for results in (txt2img.results, img2img.results):
         wire_reattach(ctx, demo, results, TAB_KINDS[results.tab], lambda: _previews(ctx))
 
 

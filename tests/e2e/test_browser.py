@@ -29,7 +29,7 @@ def test_generate_by_clicking_then_find_it_in_history(page: Any, studio: Any) ->
     page.wait_for_selector("#txt2img_status .atelier-progress[data-state=done]", timeout=120_000)
     images = page.locator("#txt2img_gallery img")
     images.first.wait_for(state="visible")
-    assert images.count() == 2, "both images of the batch are in the gallery"
+    assert images.count() == 3, "the batch's grid (setting return_grid), then both images"
     assert "2 image(s)" in page.inner_text("#txt2img_status")
     infotext = page.input_value("#txt2img_infotext textarea")
     assert infotext.startswith(PROMPT) and "Steps: 20" in infotext and "Size: 64x64" in infotext
