@@ -287,6 +287,7 @@ def test_cards_html_escapes_every_value(networks: ExtraNetworks, paths: Paths) -
     assert page.count('class="atelier-en-card"') == 3
     empty = cards_html(networks, "txt2img", "lora", [])
     assert "No Lora found. Put files in models/Lora and press Refresh." in empty
+    assert "No Lora matches the search" in cards_html(networks, "txt2img", "lora", [], filtered=True)
 
 
 def test_save_preview_beside_the_model(networks: ExtraNetworks, paths: Paths, tmp_path: Path) -> None:

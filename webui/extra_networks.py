@@ -88,11 +88,15 @@ def _card_html(networks: "ExtraNetworks", card: "Card") -> str:
             + "</div></div>")
 
 
-def cards_html(networks: "ExtraNetworks", tab: str, kind: str, cards: list["Card"]) -> str:
-    """The cards of one kind as the panel's HTML (every value escaped)."""
+def cards_html(networks: "ExtraNetworks", tab: str, kind: str, cards: list["Card"], *, filtered: bool = False) -> str:
+    """The cards of one kind as the panel's HTML (every value escaped); ``filtered``: a search or a folder
+    chose them (an empty result then says so)."""
     from modules.models.extra_networks import KIND_LABELS
 
-    if not cards:
+    if not cards and filtered:
+        body = (f'<div class="atelier-en-empty">No {html.escape(KIND_LABELS[kind])} matches the search and the '
+                "folder.</div>")
+    elif not cards:
         where = ", ".join(networks.paths.shown(p) for p in networks.roots(kind))
         body = (f'<div class="atelier-en-empty">No {html.escape(KIND_LABELS[kind])} found. Put files in '
                 f"{html.escape(where)} and press Refresh.</div>")
@@ -169,7 +173,7 @@ def build_extra_networks(ctx: "AppContext", tab: str, row: "PromptRow") -> Extra
         chosen = folder_v if folder_v in folders else ""
         found = networks.cards(which, search=query or "", folder=chosen, sort=SORT_LABELS.get(sort_label, "name"),
                                descending=bool(desc))
-        return (cards_html(networks, tab, which, found),
+        return (cards_html(networks, tab, which, found, filtered=bool((query or "").strip() or chosen)),
                 gr.update(choices=[ALL_FOLDERS, *folders], value=chosen or ALL_FOLDERS))
 
     def do_refresh(*values: Any) -> tuple[str, Any, str]:

@@ -125,12 +125,13 @@ def test_search_and_folder_filter(page: Any, studio: Any) -> None:
     _open(page, tab)
     cards = page.locator(f"#{tab}_en_cards .atelier-en-card")
     assert cards.count() == 2
+    assert page.get_attribute(f"#{tab}_en_refresh", "title") == "Rescan the model folders"
     page.fill(f"#{tab}_en_search input, #{tab}_en_search textarea", "add_detail")  # the LoRA's alias
     page.wait_for_function("(sel) => document.querySelectorAll(sel).length === 1",
                            arg=f"#{tab}_en_cards .atelier-en-card", timeout=15_000)
     assert cards.first.get_attribute("data-id") == "sub/Detail.safetensors"
     page.fill(f"#{tab}_en_search input, #{tab}_en_search textarea", "nothing-like-this")
-    wait_text(page, f"#{tab}_en_cards", "No Lora found")
+    wait_text(page, f"#{tab}_en_cards", "No Lora matches the search")
 
 
 def test_checkpoint_card_switches_the_model(page: Any, studio: Any) -> None:

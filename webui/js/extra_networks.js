@@ -106,6 +106,15 @@
     }
   };
 
+  // the panel's icon-only refresh button gets a tooltip and an accessible name
+  const label = () => {
+    for (const button of document.querySelectorAll("[id$='_en_refresh']:not([title])")) {
+      button.title = "Rescan the model folders";
+      button.setAttribute("aria-label", button.title);
+    }
+  };
+  new MutationObserver(label).observe(document.documentElement, {childList: true, subtree: true});
+
   document.addEventListener("click", (event) => {
     const card = event.target instanceof Element ? event.target.closest(".atelier-en-card") : null;
     if (!card) return;
