@@ -38,6 +38,15 @@ def _follow(ctx: "AppContext", make: Any, request: gr.Request) -> Iterator[str]:
             yield bar_html("done", 1.0, f"Done: {shown}")
 
 
+def _known_choices() -> list[tuple[str, str]]:
+    from modules.models.known_models import known_catalogue
+
+    try:
+        return known_catalogue().choices()
+    except (OSError, ValueError):  # a damaged catalogue file leaves the picker empty, never the tab broken
+        return []
+
+
 def build_model_files(ctx: "AppContext") -> None:
     """Download / Merge / Convert accordions (call inside the Models tab)."""
     with gr.Accordion("Download a model", open=False, elem_id="models_download"):
@@ -48,6 +57,9 @@ def build_model_files(ctx: "AppContext") -> None:
             kind = gr.Dropdown(MODEL_KINDS, value="checkpoint", label="Kind (its folder)", elem_id="download_kind")
             source = gr.Radio(["URL", "Hugging Face", "Civitai"], value="URL", label="Source",
                               elem_id="download_source")
+        known = gr.Dropdown(_known_choices(), value=None, elem_id="download_known",
+                            label="Known-good models (fills the form; nothing downloads until you press Download)")
+        known_note = gr.Markdown("", elem_id="download_known_note")
         location = gr.Textbox(label="URL, repo id (owner/name) or Civitai version id", elem_id="download_location")
         with gr.Row():
             hf_file = gr.Textbox(label="File in the repo (Hugging Face)", elem_id="download_hf_file")
@@ -78,6 +90,18 @@ def build_model_files(ctx: "AppContext") -> None:
 
     start.click(download, inputs=[kind, source, location, hf_file, sha, filename], outputs=[download_status],
                 api_visibility="private", concurrency_limit=None)
+
+    def fill_known(choice: str | None) -> tuple[Any, ...]:
+        from modules.models.known_models import known_catalogue
+
+        try:
+            form = known_catalogue().form(choice or "")
+        except (LookupError, OSError, ValueError):
+            return (gr.skip(),) * 6 + ("",)
+        return (form["kind"], form["source"], form["location"], form["hf_file"], form["sha256"], "", form["note"])
+
+    known.input(fill_known, inputs=[known], outputs=[kind, source, location, hf_file, sha, filename, known_note],
+                api_visibility="private")
 
     with gr.Accordion("Checkpoint Merger", open=False, elem_id="models_merge"):
         titles = checkpoint_titles(ctx)
@@ -117,7 +141,10 @@ def build_model_files(ctx: "AppContext") -> None:
             convert_source = gr.Dropdown(checkpoint_titles(ctx), label="Checkpoint", elem_id="convert_source")
             operation = gr.Radio([("to .safetensors (from .ckpt/.pt, without running its code)", "to_safetensors"),
                                   ("fp16", "fp16"), ("bf16", "bf16"), ("prune EMA", "prune_ema"),
-                                  ("EMA only", "ema_only")], value="to_safetensors", label="Operation",
+                                  ("EMA only", "ema_only"),
+                                  ("diffusers folder → single file (original layout)", "to_single_file"),
+                                  ("single file → diffusers folder", "to_diffusers")],
+                                 value="to_safetensors", label="Operation",
                                  elem_id="convert_operation")
             convert_output = gr.Textbox(label="New name (optional)", elem_id="convert_output")
         convert_button = gr.Button("Convert", variant="primary", elem_id="convert_start")

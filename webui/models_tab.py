@@ -185,6 +185,10 @@ def build_models_tab(ctx: "AppContext") -> ModelsTab:
     from webui.model_files_ui import build_model_files
 
     build_model_files(ctx)
+    from modules.models.library import ModelLibrary
+    from webui.model_library_ui import build_model_library
+
+    build_model_library(ctx, ctx.library or ModelLibrary(ctx.paths, ctx.catalog, ctx.hashes))
 
     def show() -> tuple[Any, Any]:
         return gr.update(choices=checkpoint_titles(ctx), value=active_title(ctx)), rows(ctx, families)

@@ -85,6 +85,19 @@ class KnownCatalogue(BaseModel):
         return [(f"{m.label} — {f.file_name} ({f.kind})", f"{m.id}/{i}")
                 for m in self.models for i, f in enumerate(m.files)]
 
+    def form(self, choice: str) -> dict[str, Any]:
+        """What the Download form shows for a ``choices()`` value: kind, source ("URL" or "Hugging Face"),
+        location, repo file, SHA-256 and a note (the recommended settings and the model's other files)."""
+        model, file = self.pick(choice)
+        others = [f"{f.file_name} ({f.kind})" for f in model.files if f is not file]
+        settings = ", ".join(f"{k} {v}" for k, v in model.recommended.items())
+        note = " ".join(part for part in (
+            model.notes, f"Recommended: {settings}." if settings else "",
+            f"Also needed: {', '.join(others)}." if others else "") if part)
+        return {"kind": file.kind, "source": "URL" if file.url else "Hugging Face",
+                "location": file.url or file.hf_repo or "", "hf_file": file.hf_file or "",
+                "sha256": file.sha256 or "", "note": note}
+
     def pick(self, choice: str) -> tuple[KnownModel, KnownFile]:
         """The model and file of a ``choices()`` value."""
         model_id, _, index = (choice or "").rpartition("/")

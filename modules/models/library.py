@@ -264,6 +264,33 @@ class ModelLibrary:
                 "preview": self.paths.shown(preview) if preview is not None else None,
                 "loaded": self._is_loaded(entry)}
 
+    def preview_data_uri(self, entry: Entry, size: int = 192) -> str:
+        """The preview beside the file as a small ``data:`` URI ("" when there is none)."""
+        import base64
+
+        from modules.gallery.thumbnails import thumbnail
+        from modules.models.network_previews import beside_preview
+
+        picture = beside_preview(entry.path, entry.root)
+        if picture is None:
+            return ""
+        try:
+            small = thumbnail(picture, self.paths.cache_dir / "extra-networks", size)
+            mime = {".png": "image/png", ".webp": "image/webp"}.get(small.suffix.lower(), "image/jpeg")
+            return f"data:{mime};base64," + base64.b64encode(small.read_bytes()).decode("ascii")
+        except (OSError, ValueError):
+            return ""
+
+    def rows(self, kind: str, search: str = "") -> list[list[Any]]:
+        """Table rows: id, family, size, AutoV2, addnet (LoRA), "✓" for the loaded checkpoint."""
+        out = []
+        for entry in self.entries(kind, search):
+            hashes = self.cached_hashes(entry)
+            out.append([entry.id, self.family(entry), human_size(entry.size),
+                        hashes["autov2"] or ("—" if entry.is_folder else "not hashed yet"), hashes["addnet"] or "",
+                        "✓" if kind == "checkpoint" and self._is_loaded(entry) else ""])
+        return out
+
     def _is_loaded(self, entry: Entry) -> bool:
         loaded = self._loaded()
         try:
