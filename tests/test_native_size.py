@@ -43,3 +43,15 @@ def test_modelspec_resolution_wins(tiny_model, tmp_path: Path) -> None:
 def test_embedded_model_is_64_not_the_families_512() -> None:
     size, _ = native_size(EMBEDDED, detect_checkpoint(EMBEDDED))
     assert size == (64, 64)
+
+
+def test_models_inspector_shows_it(studio_factory) -> None:
+    from webui.models_tab import inspect_html
+
+    srv = studio_factory(["--nowebui"], models=("sd1",), load=False, name="native-size")
+    info = srv.ctx.catalog.find(srv.checkpoints[0].name)
+    (width, height), _ = native_size(info.path, detect_checkpoint(info.path))
+    shown = inspect_html(srv.ctx, info)
+    assert f"<th style='text-align:left;padding-right:1em;vertical-align:top'>Native size</th><td " in shown
+    assert f"{width}x{height} (from the file&#x27;s UNet and VAE)" in shown
+    assert (width, height) != (512, 512)
