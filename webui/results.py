@@ -112,6 +112,8 @@ def _with_grid(ctx: "AppContext", job: "Job", items: list[Any], images: list[Any
     from modules.gallery.batch_grid import make_grid, save_grid, wants_grid
 
     settings = ctx.settings.current
+    if getattr(job.request, "script", None) is not None:  # a script's run (X/Y/Z plot...) makes its own grids
+        return items, texts, seeds, ""
     if not wants_grid(len(images), return_grid=settings.return_grid, grid_save=settings.grid_save):
         return items, texts, seeds, ""
     grid = make_grid(images)
@@ -152,7 +154,7 @@ def _stored_outcome(ctx: "AppContext", job: "Job") -> Iterator[tuple[Any, ...]]:
             images.append(image.copy())
     texts, seeds = [item.infotext for item in stored], [item.seed if item.seed is not None else -1 for item in stored]
     items = [(image, f"seed {seed}") for image, seed in zip(images, seeds)]
-    if ctx.settings.current.return_grid and len(images) > 1:
+    if ctx.settings.current.return_grid and len(images) > 1 and getattr(job.request, "script", None) is None:
         from modules.gallery.batch_grid import make_grid
 
         items, texts, seeds = [(make_grid(images), "grid"), *items], [texts[0], *texts], [seeds[0], *seeds]

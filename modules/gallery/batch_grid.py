@@ -2,13 +2,12 @@
 first in the result gallery and saved to ``outputs/<tab>-grids/YYYY-MM-DD/NNNNN.png`` with the first
 image's infotext.
 
-Rows as A1111 lays them out by default (``n_rows`` -1): about the square root of the count, lowered until
-the images fill every row. Cells take the largest image's size; smaller images sit in their cell's top left.
+The sheet is :mod:`modules.images.grid`'s (the scripts' grids use it too): rows as A1111 lays a batch out by
+default (``n_rows`` -1: the rounded square root of the count), cells of the largest image's size.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -17,29 +16,12 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
-def grid_rows(count: int) -> int:
-    """How many rows a grid of ``count`` images has."""
-    if count <= 1:
-        return 1
-    rows = max(1, round(math.sqrt(count)))
-    while count % rows:
-        rows -= 1
-    return rows
-
-
 def make_grid(images: Sequence["Image.Image"]) -> "Image.Image":
-    """One image with ``images`` in rows (see :func:`grid_rows`); needs at least one image."""
-    from PIL import Image
+    """One image with ``images`` in A1111's rows for a batch (:func:`modules.images.grid.grid_rows`); needs at
+    least one image."""
+    from modules.images.grid import grid_rows, image_grid
 
-    if not images:
-        raise ValueError("a grid needs at least one image")
-    rows = grid_rows(len(images))
-    cols = math.ceil(len(images) / rows)
-    width, height = max(im.width for im in images), max(im.height for im in images)
-    sheet = Image.new("RGB", (cols * width, rows * height), "black")
-    for index, image in enumerate(images):
-        sheet.paste(image.convert("RGB"), ((index % cols) * width, (index // cols) * height))
-    return sheet
+    return image_grid(images, grid_rows(len(images)))
 
 
 def wants_grid(count: int, *, return_grid: bool, grid_save: bool) -> bool:
