@@ -29,6 +29,7 @@ class HistoryTab:
     show: Callable[..., list[Any]]   # fn, inputs and outputs that list the first page (on tab select)
     show_inputs: list[Any]
     show_outputs: list[Any]
+    send_understand: Any = None  # the shown image to the Understand tab
 
 
 def _day(text: str, label: str) -> date | None:
@@ -81,6 +82,7 @@ def build_history_tab(ctx: "AppContext") -> HistoryTab:
             with gr.Row():
                 send_txt2img = gr.Button("Send to txt2img", size="sm", elem_id="history_send_to_txt2img")
                 send_img2img = gr.Button("Send to img2img", size="sm", elem_id="history_send_to_img2img")
+                send_understand = gr.Button("Send to Understand", size="sm", elem_id="history_send_to_understand")
                 delete = gr.Button("Delete (to trash)", icon=icon("trash"), size="sm", variant="stop",
                                    elem_id="history_delete")
 
@@ -144,4 +146,5 @@ def build_history_tab(ctx: "AppContext") -> HistoryTab:
 
     delete.click(remove, inputs=[selected, *filters, page], outputs=[image, infotext, selected, where, *outputs],
                  api_visibility="private")
-    return HistoryTab(image, infotext, send_txt2img, send_img2img, lambda *v: run(*v, 0), filters, outputs)
+    return HistoryTab(image, infotext, send_txt2img, send_img2img, lambda *v: run(*v, 0), filters, outputs,
+                      send_understand)

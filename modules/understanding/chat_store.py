@@ -105,6 +105,12 @@ class ChatStore:
             chat.title = " ".join(text.split())[:TITLE_CHARS]
         return message
 
+    def pop_message(self, chat: Chat) -> None:
+        """Take back the last message (one whose answer failed) and its saved images."""
+        if chat.messages:
+            for name in chat.messages.pop().images:
+                (self.root / name).unlink(missing_ok=True)
+
     def save(self, chat: Chat) -> None:
         path = self._path(chat.id)
         self.root.mkdir(parents=True, exist_ok=True)
