@@ -70,8 +70,11 @@ def test_sketch_colours_reach_the_init_image(page: Any, studio: Any, tmp_path: P
     before = len(_img2img_jobs(studio, "img2img"))
     open_tab(page, "img2img")
     open_tab(page, "Sketch")
+    page.locator("#img2img_sketch canvas").first.wait_for(state="visible")
+    page.wait_for_timeout(1000)  # the editor sets up its drawing surface once its tab is shown
     page.locator("#img2img_sketch input[type=file]").first.set_input_files(str(grey))
-    page.wait_for_timeout(1500)  # the background is drawn onto the canvas
+    page.locator("#img2img_sketch").get_by_text("Upload an image").wait_for(state="hidden")
+    page.wait_for_timeout(500)  # the background is drawn onto the canvas
     _draw_stroke(page, "#img2img_sketch", [(0.3, 0.5), (0.5, 0.5), (0.7, 0.5)])
     set_number(page, "img2img_steps", "2")
     page.fill("#img2img_prompt textarea", "a sketch")
@@ -96,7 +99,8 @@ def test_extras_batch_process_upscales_every_upload(page: Any, studio: Any, tmp_
         files.append(str(path))
     open_tab(page, "Extras")
     open_tab(page, "Batch Process")
-    assert page.locator("#extras_batch_generate").is_visible() and not page.locator("#extras_generate").is_visible()
+    page.locator("#extras_batch_generate").wait_for(state="visible")
+    assert not page.locator("#extras_generate").is_visible()
     page.locator("#extras_image_batch input[type=file]").set_input_files(files)
     page.locator("#extras_image_batch").get_by_text("up-1").first.wait_for()
     page.click("#extras_batch_generate")
