@@ -142,10 +142,14 @@ def test_generate_forever_runs_several_jobs_and_stops(page: Any, studio: Any) ->
     page.click("#txt2img_generate", button="right")
     page.locator("#txt2img_generate_menu", has_text="Cancel generate forever").click()
     assert not page.is_checked("#txt2img_generate_forever")
+    page.wait_for_timeout(1000)  # a job started just before the cancel still runs to its end
+    for job in studio.ctx.queue.list_jobs(limit=20):
+        assert job.done.wait(120)
     _wait_state(page, FINAL)
     done = page.evaluate("window.__done")
     page.wait_for_timeout(2500)
     assert page.evaluate("window.__done") == done and _state(page) in FINAL, "no job after the cancel"
+    assert studio.ctx.queue.current() is None
     assert len(studio.ctx.queue.list_jobs(limit=500)) - before >= 3
 
 

@@ -7,7 +7,8 @@
    - tabOf(id), activeTab(), visible(el): which generation tab ("txt2img"/"img2img") is in front;
    - jobState(tab): the state of the tab's progress line ("queued", "running", "done", "failed",
      "interrupted", "cancelled", or "" before any job) and its percent (webui/progress.py bar_html);
-   - onJobState(callback): callback({tab, state, percent, previous}) whenever a tab's progress line changes;
+   - onJobState(callback): callback({tab, state, percent, job, previous}) whenever a tab's progress line
+     changes (job: the line's data-job, where the line names its job);
    - everySecond(callback): one shared 1 s timer (new prompt boxes, values set by the server). */
 (() => {
   const TABS = ["txt2img", "img2img"];
@@ -57,8 +58,9 @@
 
   atelier.jobState = (tab) => {
     const bar = document.querySelector(`#${tab}_status .atelier-progress`);
-    return bar ? {state: bar.dataset.state || "", percent: Number(bar.dataset.percent || 0), text: bar.innerText}
-               : {state: "", percent: 0, text: ""};
+    return bar ? {state: bar.dataset.state || "", percent: Number(bar.dataset.percent || 0), text: bar.innerText,
+                  job: bar.dataset.job || ""}
+               : {state: "", percent: 0, text: "", job: ""};
   };
 
   const listeners = [];
@@ -74,10 +76,11 @@
       new MutationObserver(() => {
         const now = atelier.jobState(tab);
         const before = last[tab] || {state: "", percent: 0, text: ""};
-        if (now.state === before.state && now.percent === before.percent && now.text === before.text) return;
+        if (now.state === before.state && now.percent === before.percent && now.text === before.text
+            && now.job === before.job) return;
         last[tab] = now;
         for (const callback of listeners) {
-          try { callback({tab, state: now.state, percent: now.percent, previous: before.state}); }
+          try { callback({tab, state: now.state, percent: now.percent, job: now.job, previous: before.state}); }
           catch (e) { console.error(e); }
         }
       }).observe(status, {childList: true, subtree: true, characterData: true, attributes: true});

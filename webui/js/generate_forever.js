@@ -15,6 +15,7 @@
   const generate = (tab) => {
     const state = forever[tab];
     state.sawJob = false;
+    state.before = atelier.jobState(tab).job;  // a line naming another job is the new one's
     document.querySelector(`#${tab}_generate`)?.click();
   };
 
@@ -34,9 +35,10 @@
   };
   atelier.generateForever = {start, stop, isOn: (tab) => !!(forever[tab] && forever[tab].on)};
 
-  atelier.onJobState(({tab, state}) => {
+  atelier.onJobState(({tab, state, job}) => {
     const loop = forever[tab];
     if (!loop || !loop.on) return;
+    if (job && job !== loop.before) loop.sawJob = true;
     if (state === "queued" || state === "running") { loop.sawJob = true; return; }
     if (state === "failed") { stop(tab, "the job failed"); return; }
     if (!loop.sawJob) return;  // the line of the job before the click
