@@ -4,7 +4,7 @@ kept when a tab submits a job, filled back into a tab by ↙ (Paste) with an emp
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -28,8 +28,8 @@ def remember_submission(ctx: "AppContext", request: gr.Request | None, tab: str,
         log.warning("could not keep the last generation's parameters: %s", ctx.paths.scrub(str(exc)))
 
 
-def last_params_updates(ctx: "AppContext", fields: "Fields", request: gr.Request | None,
-                        skip: Iterable[str] = ()) -> tuple[list[Any], str, bool]:
+def last_params_updates(ctx: "AppContext", fields: "Fields",
+                        request: gr.Request | None) -> tuple[list[Any], str, bool]:
     """(one update per field, a note, whether anything was found) from the user's last generation.
 
     Fields the last generation did not have (another tab's) are left alone, and so is a value a
@@ -41,11 +41,10 @@ def last_params_updates(ctx: "AppContext", fields: "Fields", request: gr.Request
     last = recall(ctx.paths.data_dir, owner_of(request))
     if last is None:
         return [gr.skip() for _ in fields.names], "No earlier generation to restore: generate once first.", False
-    skipped_names = set(skip)
     updates: list[Any] = []
     filled, not_applied = 0, []
     for name, component in fields.components.items():
-        if name not in last.fields or name in skipped_names:
+        if name not in last.fields:
             updates.append(gr.skip())
             continue
         value = last.fields[name]
