@@ -15,6 +15,7 @@ def builtin_kinds() -> list[JobKind]:
     from modules.generation import job_kinds as generation
     from modules.images import extras_job
     from modules.models import download_job, file_jobs, load_job
+    from modules.providers import bfl_job
     from modules.training import embedding_job as train_embedding_job
     from modules.training.lora import job as train_lora_job
     from modules.understanding import interrogate_job
@@ -23,4 +24,4 @@ def builtin_kinds() -> list[JobKind]:
     return [*generation.KINDS, *load_job.KINDS, *extras_job.KINDS, *interrogate_job.KINDS,
             *controlnet_detect_job.KINDS, *understanding.KINDS,
             *train_lora_job.KINDS, *train_embedding_job.KINDS, *download_job.KINDS,
-            *file_jobs.KINDS]
+            *file_jobs.KINDS, *bfl_job.KINDS]
