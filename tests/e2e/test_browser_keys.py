@@ -244,3 +244,29 @@ def test_the_count_includes_the_chosen_styles(page: Any, studio: Any) -> None:
     wait_text(page, COUNTER, r"^1/75$", timeout=15_000)
     choose(page, "txt2img_styles", "counted-rgb", multiselect=True)
     wait_text(page, COUNTER, r"^7/75$", timeout=15_000)  # "cat, red, green, blue"
+
+
+FAKE_NOTIFICATIONS = """() => {
+    window.__notes = []; window.__asked = 0;
+    window.Notification = class { constructor(title, options) { window.__notes.push([title, options.body]); } };
+    window.Notification.permission = "default";
+    window.Notification.requestPermission = () => { window.__asked++; window.Notification.permission = "granted"; };
+    document.hasFocus = () => false;  // the user is in another window
+}"""
+
+
+def test_a_browser_notification_when_a_job_ends_while_the_page_is_away(page: Any, studio: Any) -> None:
+    studio.ctx.settings.update({"notification_browser": True})
+    try:
+        page.reload()  # the page reads the settings when it loads (and after each job)
+        page.wait_for_selector("#txt2img_generate", state="visible", timeout=60_000)
+        page.evaluate(FAKE_NOTIFICATIONS)
+        page.wait_for_timeout(2500)  # the page's first question for its options
+        _quick_job(page, "a job that ends with a notification")
+        page.click("#txt2img_generate")  # the click is the user's gesture that asks for permission
+        page.wait_for_function("() => window.__notes.length === 1", timeout=120_000)
+        title, body = page.evaluate("window.__notes[0]")
+        assert page.evaluate("window.__asked") == 1
+        assert title == "Atelier: txt2img done" and "image(s)" in body
+    finally:
+        studio.ctx.settings.update({"notification_browser": False})
