@@ -110,3 +110,24 @@ def test_extras_batch_process_upscales_every_upload(page: Any, studio: Any, tmp_
     job = [j for j in studio.ctx.queue.jobs() if j.kind == "extras"][-1]
     assert [image.size for image in job.result.images] == [(64, 64), (64, 64)]
     assert job.result.names == ["up-0.png", "up-1.png"]
+
+
+def test_copy_image_between_modes(page: Any, studio: Any, tmp_path: Path) -> None:
+    source = tmp_path / "copy.png"
+    Image.new("RGB", (64, 48), (20, 120, 220)).save(source)
+    open_tab(page, "img2img")
+    page.locator("#img2img_image input[type=file]").first.set_input_files(str(source))
+    page.locator("#img2img_image img").first.wait_for(state="visible")
+    page.click("#img2img_copy_to_sketch")
+    page.locator("#img2img_sketch canvas").first.wait_for(state="visible")  # the Sketch tab opened
+    page.locator("#img2img_sketch").get_by_text("Upload an image").wait_for(state="hidden")
+    page.wait_for_timeout(500)
+    before = len(_img2img_jobs(studio, "img2img"))
+    set_number(page, "img2img_steps", "2")
+    page.click("#img2img_generate")
+    wait_text(page, "#img2img_status .atelier-progress[data-state=done]", r"image\(s\)", timeout=180_000)
+    job = _img2img_jobs(studio, "img2img")[before]
+    init = Image.open(io.BytesIO(base64.b64decode(job.request.init_images[0]))).convert("RGB")
+    assert init.size == (64, 48), "the copied image is the init image"
+    # the canvas may shift a colour by a step or two
+    assert max(abs(a - b) for a, b in zip(init.getpixel((5, 5)), (20, 120, 220))) <= 4, init.getpixel((5, 5))
