@@ -88,6 +88,18 @@ def test_details_metadata_trigger_words_notes_preview(library: ModelLibrary) -> 
     assert trigger_words({"ss_tag_frequency": "not json"}) == []
 
 
+def test_rows_and_preview_for_the_page(library: ModelLibrary, paths: Paths) -> None:
+    from PIL import Image
+
+    rows = library.rows("lora")
+    assert rows == [["chars/Toon.safetensors", "SD1", rows[0][2], "not hashed yet", "", ""]]
+    entry = library.find("lora", "chars/Toon.safetensors")
+    (paths.lora_dir / "chars" / "Toon.preview.png").unlink()
+    assert library.preview_data_uri(entry) == ""  # no picture beside it
+    Image.new("RGB", (300, 200), "red").save(paths.lora_dir / "chars" / "Toon.preview.png")
+    assert library.preview_data_uri(entry).startswith("data:image/")
+
+
 def test_background_hashing_matches_hashlib_and_fills_the_listing(library: ModelLibrary, paths: Paths) -> None:
     worker = HashWorker(library.hashes, library_targets(library))
     assert worker.start()
@@ -180,6 +192,10 @@ def test_known_models_catalogue() -> None:
         DownloadModelRequest(**file.download_fields())  # every entry makes a valid download request
     with pytest.raises(LookupError):
         catalogue.pick("flux1-schnell/99")
+    form = catalogue.form("flux1-schnell/1")
+    assert (form["kind"], form["source"], form["location"], form["hf_file"]) == (
+        "vae", "Hugging Face", "black-forest-labs/FLUX.1-schnell", "ae.safetensors")
+    assert "clip_l.safetensors" in form["note"] and "steps 4" in form["note"]
 
 
 @pytest.mark.slow
