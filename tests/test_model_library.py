@@ -138,9 +138,11 @@ def test_hashing_never_blocks_a_reader(library: ModelLibrary) -> None:
     assert worker.wait(30) and worker.progress().done == worker.progress().total
 
 
-def test_rename_keeps_extension_and_sidecars(library: ModelLibrary, paths: Paths) -> None:
+def test_rename_keeps_extension_sidecars_and_hashes(library: ModelLibrary, paths: Paths) -> None:
+    sha = library.hashes.sha256(paths.lora_dir / "chars" / "Toon.safetensors")
     renamed = library.rename("lora", "chars/Toon.safetensors", "Cartoon")
     assert renamed.id == "chars/Cartoon.safetensors"
+    assert library.cached_hashes(renamed)["sha256"] == sha  # carried over: the renamed file is not read again
     folder = paths.lora_dir / "chars"
     assert sorted(p.name for p in folder.iterdir()) == ["Cartoon.json", "Cartoon.preview.png", "Cartoon.safetensors"]
     for bad in ("../evil", "a/b", "", ".hidden", "x\\y"):

@@ -98,6 +98,22 @@ class HashCache:
         """The cached addnet hash if still valid; never reads the file."""
         return self._lookup(path, "addnet")
 
+    def carry(self, old: Path | str, new: Path | str) -> bool:
+        """After a rename (same bytes, same size and mtime): the hashes known for ``old`` become ``new``'s,
+        so a renamed model is not read again. False when nothing valid was known."""
+        source, target = os.path.abspath(old), os.path.abspath(new)
+        try:
+            stat = os.stat(target)
+        except FileNotFoundError:
+            return False
+        with self._lock:
+            entry = self._entries.get(source)
+            if entry is None or entry.get("size") != stat.st_size or entry.get("mtime") != stat.st_mtime:
+                return False
+            self._entries[target] = dict(entry)
+            self._write_file(target, dict(entry))
+        return True
+
     def _lookup(self, path: Path | str, field: str) -> str | None:
         key = os.path.abspath(path)
         try:

@@ -330,6 +330,7 @@ class ModelLibrary:
                 raise LibraryError(f"{dest.name} exists already in that folder: pick another name")
         for source, dest in moves:
             os.replace(source, dest)
+        self.hashes.carry(entry.path, target)
         self._refresh(kind)
         return self.find(kind, target.relative_to(entry.root).as_posix())
 
