@@ -44,25 +44,36 @@ def single_lane(kind: str) -> LaneSpec:
 
 @dataclass(eq=False)
 class Lane:
-    """One lane's waiting room, running job and worker, with the worker's health."""
+    """One lane's waiting room, its running jobs and workers (``width`` of them: one unless the lane is
+    spread over several devices, e.g. Ray actors), with the workers' health."""
 
     name: str
     waiting: RoundRobin = field(default_factory=RoundRobin)
-    current: Job | None = None
-    worker: threading.Thread | None = None
+    width: int = 1                  # worker threads, so jobs running at once
+    running_jobs: dict[int, Job] = field(default_factory=dict)              # worker slot -> its job
+    workers: dict[int, threading.Thread] = field(default_factory=dict)     # worker slot -> its thread
     error: str | None = None        # why its worker last crashed or stopped
     restarts: int = 0
     crashes_in_a_row: int = 0
     paused: str | None = None       # why its waiting jobs are held back (a full disk)
 
     @property
+    def current(self) -> Job | None:
+        """The running job of its first busy worker (the device lane's: what A1111's progress shows)."""
+        return self.running_jobs[min(self.running_jobs)] if self.running_jobs else None
+
+    @property
+    def started(self) -> bool:
+        return bool(self.workers)
+
+    @property
     def busy(self) -> bool:
         """A job of this lane waits or runs (what the kinds that yield to it pause for)."""
-        return self.current is not None or bool(self.waiting)
+        return bool(self.running_jobs) or bool(self.waiting)
 
     @property
     def alive(self) -> bool:
-        return self.worker is not None and self.worker.is_alive()
+        return bool(self.workers) and all(worker.is_alive() for worker in self.workers.values())
 
 
 class Lanes:
@@ -70,12 +81,18 @@ class Lanes:
 
     def __init__(self) -> None:
         self._lanes: dict[str, Lane] = {DEVICE_LANE: Lane(DEVICE_LANE)}
+        self._widths: dict[str, int] = {}
 
     def get(self, name: str) -> Lane:
         lane = self._lanes.get(name)
         if lane is None:
-            lane = self._lanes[name] = Lane(name)
+            lane = self._lanes[name] = Lane(name, width=self._widths.get(name, 1))
         return lane
+
+    def set_width(self, name: str, width: int) -> None:
+        """Run ``width`` jobs of lane ``name`` at once (before its workers start)."""
+        self._widths[name] = max(1, int(width))
+        self.get(name).width = self._widths[name]
 
     def __iter__(self) -> Iterator[Lane]:
         return iter(list(self._lanes.values()))
@@ -89,7 +106,7 @@ class Lanes:
         return sum(len(lane.waiting) if owner is None else lane.waiting.count(owner) for lane in self._lanes.values())
 
     def running(self) -> list[Job]:
-        return [lane.current for lane in self._lanes.values() if lane.current is not None]
+        return [job for lane in self._lanes.values() for _, job in sorted(lane.running_jobs.items())]
 
     def running_job(self, job_id: str) -> Job | None:
         return next((job for job in self.running() if job.id == job_id), None)
@@ -97,7 +114,7 @@ class Lanes:
     def position(self, job_id: str) -> int | None:
         """0 when running, 1.. in its lane's waiting order, None when neither."""
         for lane in self._lanes.values():
-            if lane.current is not None and lane.current.id == job_id:
+            if any(job.id == job_id for job in lane.running_jobs.values()):
                 return 0
             found = lane.waiting.position(job_id)
             if found is not None:
@@ -107,12 +124,13 @@ class Lanes:
     def update_yields(self, policy: LanePolicy) -> None:
         """Ask each running job that yields to a busy lane to pause; release those whose lanes are idle."""
         for lane in self._lanes.values():
-            job = lane.current
-            if job is None:
-                continue
-            yields_to = policy(job.kind).yields_to
-            busy = [name for name in yields_to if name != lane.name and name in self._lanes and self._lanes[name].busy]
-            if busy:
-                job.control.request_pause(f"waiting for the {', '.join(busy)} lane")
-            else:
-                job.control.release_pause()
+            for job in lane.running_jobs.values():
+                self._update_yield(lane, job, policy)
+
+    def _update_yield(self, lane: Lane, job: Job, policy: LanePolicy) -> None:
+        yields_to = policy(job.kind).yields_to
+        busy = [name for name in yields_to if name != lane.name and name in self._lanes and self._lanes[name].busy]
+        if busy:
+            job.control.request_pause(f"waiting for the {', '.join(busy)} lane")
+        else:
+            job.control.release_pause()

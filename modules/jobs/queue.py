@@ -151,7 +151,7 @@ class JobQueue:
     def worker_status(self) -> WorkerStatus:
         """All lanes together: alive while every started lane's worker runs; the error of a stopped lane first."""
         with self._cond:
-            lanes = [lane for lane in self._lanes if lane.worker is not None] or [self._lanes.device]
+            lanes = [lane for lane in self._lanes if lane.started] or [self._lanes.device]
             errors = [_lane_note(lane, lane.error) for lane in sorted(lanes, key=lambda l: l.alive) if lane.error]
             paused = next((_lane_note(lane, lane.paused) for lane in lanes if lane.paused), None)
             return WorkerStatus(alive=all(lane.alive for lane in lanes), error=errors[0] if errors else None,
@@ -169,6 +169,14 @@ class JobQueue:
             self._handlers = handlers  # kept as given: a live mapping dispatches kinds registered later
             if lanes is not None:
                 self._lane_of = lanes
+
+    def set_lane_width(self, lane: str, width: int) -> None:
+        """Before :meth:`start`: run ``width`` jobs of ``lane`` at once, one worker thread each (a lane spread
+        over several devices: :mod:`modules.distributed`). Fairness, limits and the store are unchanged."""
+        with self._cond:
+            if self._started:
+                raise RuntimeError("a lane's width is set before the queue starts")
+            self._lanes.set_width(lane, width)
 
     def _lane_for(self, job: Job) -> Lane:
         """The lane ``job`` runs in (its kind's), recorded on the job. Under the lock."""
@@ -221,9 +229,15 @@ class JobQueue:
     def _start_worker_locked(self, lane: Lane) -> None:
         if not self._started or self._stopping or lane.alive:
             return
-        name = f"atelier-{self._name}" if lane.name == DEVICE_LANE else f"atelier-{self._name}-{lane.name}"
-        lane.worker = threading.Thread(target=self._supervise, args=(lane,), name=name, daemon=True)
-        lane.worker.start()
+        base = f"atelier-{self._name}" if lane.name == DEVICE_LANE else f"atelier-{self._name}-{lane.name}"
+        for slot in range(lane.width):
+            worker = lane.workers.get(slot)
+            if worker is not None and worker.is_alive():
+                continue
+            name = base if slot == 0 else f"{base}-{slot}"
+            worker = lane.workers[slot] = threading.Thread(target=self._supervise, args=(lane, slot), name=name,
+                                                           daemon=True)
+            worker.start()
 
     def _ensure_worker(self) -> None:
         """The liveness check (on every submit): a lane worker that ended is started again, and why is logged."""
@@ -231,7 +245,7 @@ class JobQueue:
             if not self._started or self._stopping:
                 return
             for lane in self._lanes:
-                if lane.worker is None or lane.alive:
+                if not lane.started or lane.alive:
                     continue
                 log.error("the job worker %s had stopped (%s); starting it again", self._worker_name(lane),
                           lane.error or "no reason recorded")
@@ -257,15 +271,15 @@ class JobQueue:
         when they cannot resume) and everyone waiting on a job is released."""
         self.begin_shutdown()
         deadline = None if timeout is None else time.monotonic() + timeout
-        for lane in self._lanes:  # the lanes stop together: each was interrupted above
-            worker = lane.worker
-            if worker is None or worker is threading.current_thread():
+        for lane, slot, worker in [(lane, slot, worker) for lane in self._lanes  # all stop together: each
+                                   for slot, worker in list(lane.workers.items())]:  # was interrupted above
+            if worker is threading.current_thread():
                 continue
             worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if worker.is_alive():
                 log.warning("the running job did not stop within %s s; recording it as interrupted", timeout)
                 with self._cond:
-                    job = lane.current
+                    job = lane.running_jobs.get(slot)
                 if job is not None:
                     error = f"{SHUTDOWN_REASON}; {REQUEUED_NOTE}" if job.resumable else SHUTDOWN_REASON
                     self._complete(job, JobState.FAILED, error=error, requeue=job.resumable)
@@ -439,7 +453,7 @@ class JobQueue:
                 return False
             lane = self._lanes.get(job.lane)
             if job.state is JobState.RUNNING:
-                if job is not lane.current:  # its handler has returned: the outcome is decided
+                if job not in lane.running_jobs.values():  # its handler has returned: the outcome is decided
                     return False
                 job.control.cancel_event.set()
                 return True
@@ -471,18 +485,18 @@ class JobQueue:
         return job if job is not None and (owner is None or job.owner == owner) else None
 
     # -- worker --------------------------------------------------------------------------
-    def _supervise(self, lane: Lane) -> None:
+    def _supervise(self, lane: Lane, slot: int = 0) -> None:
         """A lane's worker thread: runs the loop; an exception that escapes it is logged, the job it hit is
         failed (its waiter released) and the loop restarted, until it crashes too often in a row."""
         name = self._worker_name(lane)
         while True:
             try:
-                self._loop(lane)
+                self._loop(lane, slot)
                 self._release_waiting()  # stopping: release the waiters of jobs that will not run here
                 return
             except BaseException as exc:  # noqa: BLE001 - the supervisor's whole job: nothing ends the worker unseen
                 reason = _reason(exc)
-                self._abandon_current(lane, f"the job worker crashed: {reason}")
+                self._abandon_current(lane, slot, f"the job worker crashed: {reason}")
                 with self._cond:
                     lane.error = f"crashed: {reason}"
                     lane.crashes_in_a_row += 1
@@ -498,17 +512,17 @@ class JobQueue:
                     log.error("the job worker %s crashed (%s); restarting it", name, reason, exc_info=exc)
                     self._cond.wait(CRASH_BACKOFF_SECONDS[min(crashes, len(CRASH_BACKOFF_SECONDS)) - 1])
 
-    def _loop(self, lane: Lane) -> None:
+    def _loop(self, lane: Lane, slot: int) -> None:
         while not self._stopping:
             if self._recorder.pending:
                 self._recorder.flush()
-            job = self._take_job(lane)
+            job = self._take_job(lane, slot)
             if job is not None:
-                self._run_job(job, lane)
+                self._run_job(job, lane, slot)
                 with self._cond:
                     lane.crashes_in_a_row = 0
 
-    def _take_job(self, lane: Lane) -> Job | None:
+    def _take_job(self, lane: Lane, slot: int = 0) -> Job | None:
         """The lane's next job, marked running; None when there is none yet (or the disk is too full)."""
         with self._cond:
             if not lane.waiting and not self._stopping:
@@ -534,17 +548,17 @@ class JobQueue:
                 return None
             job.state = JobState.RUNNING
             job.started_at = time.time()
-            lane.current = job
+            lane.running_jobs[slot] = job
             self._lanes.update_yields(self._lane_of)
             return job
 
-    def _run_job(self, job: Job, lane: Lane) -> None:
+    def _run_job(self, job: Job, lane: Lane, slot: int = 0) -> None:
         started_at = job.started_at or time.time()
         self._recorder.write("start", job.id, lambda store: store.mark_started(job.id, started_at))
         self._publish("started", job, kind=job.kind, state=job.state.value)
-        self._execute(job, lane)
+        self._execute(job, lane, slot)
 
-    def _execute(self, job: Job, lane: Lane) -> None:
+    def _execute(self, job: Job, lane: Lane, slot: int = 0) -> None:
         handler = self._handlers[job.kind]
         state, error, result, user_error, requeue = JobState.SUCCEEDED, None, None, False, False
         job.control.listener = lambda: self._progress_event(job)
@@ -575,15 +589,15 @@ class JobQueue:
                 state, error = JobState.CANCELLED, "cancelled while running"
             job.result = result
             job.user_error = user_error
-            lane.current = None
+            lane.running_jobs.pop(slot, None)
             job.control.release_pause()
             self._lanes.update_yields(self._lane_of)
         self._complete(job, state, error=error, requeue=requeue)
 
-    def _abandon_current(self, lane: Lane, error: str) -> None:
+    def _abandon_current(self, lane: Lane, slot: int, error: str) -> None:
         """After a worker crash: the job it was running fails with ``error`` (its waiter is released)."""
         with self._cond:
-            job, lane.current = lane.current, None
+            job = lane.running_jobs.pop(slot, None)
             self._lanes.update_yields(self._lane_of)
         if job is not None and not job.done.is_set():
             self._complete(job, JobState.FAILED, error=error)
