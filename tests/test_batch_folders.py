@@ -3,7 +3,6 @@ symlinks resolved, ``..`` cannot climb out; the batch summary; PNG info taken pe
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -92,14 +91,14 @@ def test_batch_summary_text() -> None:
     assert summary.as_dict()["failed"] == [{"name": "c.png", "reason": "not an image file"}]
 
 
-def test_png_info_changes() -> None:
+def test_png_info_changes(tmp_path) -> None:
     from modules.generation.batch_inputs import png_info_changes
     from modules.generation.requests import Img2ImgBatchRequest
 
     image = Image.new("RGB", (8, 8))
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", "a cat\nNegative prompt: blurry\nSteps: 7, Sampler: Euler, CFG scale: 4, Seed: 42")
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"pnginfo-{os.getpid()}.png"
+    path = tmp_path / "pnginfo.png"
     image.save(path, pnginfo=info)
     with Image.open(path) as loaded:
         loaded.load()
@@ -107,7 +106,6 @@ def test_png_info_changes() -> None:
                                   png_info_props=["Prompt", "Seed", "Steps"])
         assert png_info_changes(loaded, req) == {"prompt": "style a cat", "seed": 42, "steps": 7}
         assert png_info_changes(loaded, req.model_copy(update={"use_png_info": False})) == {}
-    path.unlink()
 
 
 def test_batch_request_needs_one_source() -> None:

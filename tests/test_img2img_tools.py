@@ -98,3 +98,59 @@ def test_soft_overlay_mask_preservation_keeps_more_of_the_original() -> None:
     high = np.asarray(soft_overlay_mask(mask, 6, 1.0), dtype=np.int16)
     assert low[32, 5] == 255 and low[32, 60] == 0
     assert 0 < high[32, 32] < low[32, 32] < 255  # the edge band: preservation keeps more of the original
+
+
+def _mode_values(**kw):
+    from webui.img2img_modes import ModeValues
+
+    values = dict(files=[], input_dir="", output_dir="", mask_dir="", use_png_info=False,
+                  png_info_props=["Prompt"], resize_kind="to", scale=1.0)
+    values.update(kw)
+    return ModeValues(**values)
+
+
+def test_resize_by_and_mask_options_in_the_request_data() -> None:
+    from webui.img2img_modes import finish_request_data
+
+    data = {"width": None, "height": None, "mask_blur": 4, "inpainting_fill": 1, "soft_inpainting": True,
+            "prompt": "x"}
+    image = Image.new("RGB", (100, 60))
+    plain = finish_request_data("sketch", dict(data), image, _mode_values(resize_kind="by", scale=2.0))
+    assert (plain["width"], plain["height"]) == (200, 120)
+    assert "soft_inpainting" not in plain and "mask_blur" not in plain and plain["mask"] is None
+    masked = finish_request_data("inpaint_sketch", dict(data), image, _mode_values())
+    assert masked["soft_inpainting"] is True and masked["width"] is None
+
+
+def test_batch_request_from_the_page(tmp_path) -> None:
+    from webui.img2img_modes import batch_request
+
+    path = tmp_path / "one.png"
+    Image.new("RGB", (8, 8)).save(path)
+    data = {"prompt": "x", "mask_blur": 4, "soft_inpainting": False, "steps": 3}
+    req = batch_request(dict(data), _mode_values(files=[str(path)], use_png_info=True))
+    assert req.batch_names == ["one.png"] and len(req.batch_images) == 1 and req.use_png_info
+    assert req.png_info_props == ["Prompt"] and req.input_dir is None
+    folder = batch_request(dict(data), _mode_values(input_dir=" in ", mask_dir="masks"))
+    assert folder.input_dir == "in" and folder.mask_dir == "masks" and folder.batch_images == []
+    with pytest.raises(InputError, match="not both"):
+        batch_request(dict(data), _mode_values(files=[str(path)], input_dir="in"))
+    with pytest.raises(InputError, match="upload images"):
+        batch_request(dict(data), _mode_values())
+    with pytest.raises(InputError, match="Resize by"):
+        batch_request(dict(data), _mode_values(input_dir="in", resize_kind="by"))
+
+
+def test_extras_batch_request_from_the_page(tmp_path) -> None:
+    from webui.extras_batch import batch_extras_request
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(path)
+    uploads = batch_extras_request("batch", [str(path)], "", "", upscaling_resize=2.0)
+    assert uploads.names == ["a.png"] and uploads.input_dir is None and uploads.save_images
+    folder = batch_extras_request("directory", None, " in ", "", upscaling_resize=2.0)
+    assert folder.input_dir == "in" and folder.images == [] and folder.output_dir is None
+    with pytest.raises(ValueError, match="input directory"):
+        batch_extras_request("directory", None, " ", "")
+    with pytest.raises(ValueError, match="upload"):
+        batch_extras_request("batch", [], "", "")
