@@ -168,3 +168,14 @@ def test_soft_inpainting_job_writes_its_infotext_and_keeps_far_pixels(studio) ->
 
     failed = _run(studio.ctx, Img2ImgRequest(init_images=[_b64(original)], soft_inpainting=True, steps=2))
     assert failed.state is JobState.FAILED and "soft inpainting" in (failed.error or "")
+
+
+def test_native_api_callers_cannot_use_server_folders(studio) -> None:
+    from modules.jobs.submit import submit
+
+    src = studio.allowed / "api-in"
+    src.mkdir()
+    _noise(1, 16).save(src / "x.png")
+    job = submit(studio.ctx, ExtrasRequest(input_dir=str(src), upscaler_1="Lanczos"), source="api")[0]
+    studio.ctx.queue.wait(job.id, 60)
+    assert job.state is JobState.FAILED and "not available through the API" in (job.error or "")

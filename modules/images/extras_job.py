@@ -49,7 +49,8 @@ class ExtrasRequest(BaseModel):
     images: list[str] = Field(default_factory=list, max_length=64, description="base64 images (or data URIs)")
     names: list[str] = Field(default_factory=list, description="what each image is called in messages")
     input_dir: str | None = Field(None, description="Batch from Directory: a server folder of images (under the "
-                                                    "data dir or an --allowed-dir root), instead of images")
+                                                    "data dir or an --allowed-dir root), instead of images; the "
+                                                    "studio's page only, refused to API callers")
     output_dir: str | None = Field(None, description="save each result as <output_dir>/<input name>.png (a folder "
                                                      "under an allowed root); None: outputs/extras-images")
     resize_mode: int = Field(0, description="0: scale by upscaling_resize; 1: scale to width x height")
@@ -152,6 +153,9 @@ def _precheck(ctx: "AppContext", request: ExtrasRequest) -> None:
 def _run(ctx: "AppContext", job: Job, control: JobControl) -> ExtrasResult:
     request: ExtrasRequest = job.request
     params = request.params()
+    if job.source == "api" and (request.input_dir or request.output_dir):
+        # server folders are for the studio's own page and scripts; API callers send their images
+        raise UpscaleError("input_dir and output_dir are not available through the API: send the images instead")
     folders = _folders(ctx, request, create_output=True)
     files = _folder_files(ctx, request, folders)
     count = len(files) or len(request.images)
