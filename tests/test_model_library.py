@@ -235,3 +235,35 @@ def test_models_api(studio_factory) -> None:
     known = client.get("/api/v1/models/known").json()
     flux = next(m for m in known["models"] if m["id"] == "flux1-schnell")
     assert flux["files"][0]["download"]["kind"] == "download_model"
+
+
+@pytest.mark.slow
+def test_the_launcher_hashes_in_the_background_after_the_port_opens(tmp_path: Path) -> None:
+    import time
+
+    import httpx
+
+    from tests.helpers.processes import start_launch, wait_up
+    from tests.helpers.server import free_port
+
+    data = tmp_path / "data"
+    lora = _safetensors(data / "models" / "Lora" / "Bg.safetensors", n=4096)
+    port = free_port()
+    log = tmp_path / "launch.log"
+    proc = start_launch(["--nowebui", "--data-dir", str(data), "--port", str(port), "--skip-load-model-at-start"],
+                        log)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            wait_up(http, proc, log)
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                progress = http.get("/api/v1/models/hashing").json()
+                if progress["finished_at"] is not None:
+                    break
+                time.sleep(0.2)
+            assert progress["started_at"] is not None and not progress["running"], progress  # started by itself
+            item = http.get("/api/v1/models/item", params={"kind": "lora", "id": "Bg.safetensors"}).json()
+            assert item["sha256"] == hashlib.sha256(lora.read_bytes()).hexdigest()
+    finally:
+        proc.terminate()
+        proc.wait(20)
