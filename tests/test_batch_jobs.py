@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

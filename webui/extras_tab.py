@@ -70,7 +70,7 @@ def build_extras_tab(ctx: "AppContext", ui: "UiDefaults") -> ExtrasTab:
                 with gr.Column():
                     source_mode = gr.Radio(["single", "batch", "directory"], value="single", visible=False,
                                            label="Source", elem_id="extras_source_mode")
-                    with gr.Tabs(elem_id="extras_source_tabs") as source_tabs:
+                    with gr.Tabs(elem_id="extras_source_tabs"):
                         with gr.Tab("Single Image", id="single", elem_id="extras_single_tab") as tab_single:
                             image = gr.Image(label="Source", type="pil", image_mode=None,
                                              sources=["upload", "clipboard"], elem_id="extras_image", height=320)
