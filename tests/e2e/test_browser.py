@@ -20,6 +20,7 @@ PROMPT = "a large red circle on a blue background"  # the embedded model's capti
 
 
 def test_generate_by_clicking_then_find_it_in_history(page: Any, studio: Any) -> None:
+    studio.ctx.settings.update({"grid_save": False})  # History then lists the two images, not their grid too
     page.fill("#txt2img_prompt textarea", PROMPT)
     set_number(page, "txt2img_width", SIZE)
     set_number(page, "txt2img_height", SIZE)

@@ -114,6 +114,7 @@ def test_styles_and_pasting_an_infotext(page: Any, studio: Any) -> None:
     page.click("#txt2img_style_create")
     wait_text(page, "#txt2img_paste_note", "Saved style 'e2e yellow'")
     assert "e2e yellow" in studio.ctx.paths.data_dir.joinpath("styles.csv").read_text(encoding="utf-8")
+    page.once("dialog", lambda dialog: dialog.accept())  # Clear asks "Delete prompt?" first
     page.click("#txt2img_clear_prompt")
     page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === ''")
     page.fill("#txt2img_neg_prompt textarea", "")
