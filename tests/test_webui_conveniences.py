@@ -112,3 +112,33 @@ def test_user_css_is_added_after_the_studios(tmp_path: Path) -> None:
     assert css_paths(tmp_path) == [STYLE_CSS]
     (tmp_path / "user.css").write_text("body { outline: 1px solid red; }", encoding="utf-8")
     assert css_paths(tmp_path) == [STYLE_CSS, tmp_path / "user.css"]
+
+
+def test_the_result_gallery_gets_a_grid_only_for_a_generation_batch(tmp_path: Path) -> None:
+    """webui/results.py: a txt2img batch shows its grid first and saves it (return_grid, grid_save); one image,
+    a folder batch, or a run that saves no grid (grid_save off) get none saved; return_grid off shows none."""
+    from types import SimpleNamespace
+
+    from modules.generation.requests import Txt2ImgRequest
+    from modules.settings import Settings
+    from webui.results import _with_grid
+
+    def run(kind: str, count: int, **settings: bool) -> tuple[list, list, list, list[Path]]:
+        outputs = tmp_path / kind / str(len(list(tmp_path.glob(f"{kind}/*"))))
+        ctx = SimpleNamespace(settings=SimpleNamespace(current=Settings(**settings)), paths=SimpleNamespace(
+            output_dir=lambda name: outputs / name, scrub=str))
+        job = SimpleNamespace(kind=kind, request=Txt2ImgRequest(prompt="x"))
+        images = [Image.new("RGB", (8, 8), c) for c in ("red", "blue", "green")[:count]]
+        items, texts, seeds, _ = _with_grid(ctx, job, [(im, "seed") for im in images], images,
+                                            [f"t{i}" for i in range(count)], list(range(count)))
+        return items, texts, seeds, list(outputs.rglob("*.png"))
+
+    items, texts, seeds, saved = run("txt2img", 3)
+    assert [c for _, c in items] == ["grid", "seed", "seed", "seed"] and texts[0] == "t0" and seeds[:2] == [0, 0]
+    assert len(saved) == 1 and saved[0].parent.parent.name == "txt2img-grids"
+    assert [c for _, c in run("txt2img", 1)[0]] == ["seed"] and run("txt2img", 1)[3] == []
+    assert [c for _, c in run("img2img_batch", 3)[0]] == ["seed"] * 3
+    items, _, _, saved = run("img2img", 2, return_grid=False)
+    assert [c for _, c in items] == ["seed", "seed"] and len(saved) == 1
+    items, _, _, saved = run("txt2img", 2, grid_save=False)
+    assert items[0][1] == "grid" and saved == []

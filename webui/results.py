@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 #: the browser's memory of the job a tab follows (localStorage key; webui/js/reattach.js writes it)
 STORAGE_KEY = "atelier_{tab}_job"
+#: the job kinds whose batches get a grid (shown first, saved to outputs/<kind>-grids)
+GRID_KINDS = ("txt2img", "img2img")
 
 
 @dataclass
@@ -112,13 +114,13 @@ def _with_grid(ctx: "AppContext", job: "Job", items: list[Any], images: list[Any
     from modules.gallery.batch_grid import make_grid, save_grid, wants_grid
 
     settings = ctx.settings.current
-    if getattr(job.request, "script", None) is not None:  # a script's run (X/Y/Z plot...) makes its own grids
-        return items, texts, seeds, ""
+    if job.kind not in GRID_KINDS or getattr(job.request, "script", None) is not None:
+        return items, texts, seeds, ""  # a folder batch has no grid; a script's run (X/Y/Z...) makes its own
     if not wants_grid(len(images), return_grid=settings.return_grid, grid_save=settings.grid_save):
         return items, texts, seeds, ""
     grid = make_grid(images)
     note = ""
-    if settings.grid_save and job.kind in ("txt2img", "img2img"):
+    if settings.grid_save:
         try:
             save_grid(grid, ctx.paths.output_dir(f"{job.kind}-grids"), texts[0] if texts else "")
         except OSError as exc:
@@ -154,7 +156,8 @@ def _stored_outcome(ctx: "AppContext", job: "Job") -> Iterator[tuple[Any, ...]]:
             images.append(image.copy())
     texts, seeds = [item.infotext for item in stored], [item.seed if item.seed is not None else -1 for item in stored]
     items = [(image, f"seed {seed}") for image, seed in zip(images, seeds)]
-    if ctx.settings.current.return_grid and len(images) > 1 and getattr(job.request, "script", None) is None:
+    if (ctx.settings.current.return_grid and len(images) > 1 and job.kind in GRID_KINDS
+            and getattr(job.request, "script", None) is None):
         from modules.gallery.batch_grid import make_grid
 
         items, texts, seeds = [(make_grid(images), "grid"), *items], [texts[0], *texts], [seeds[0], *seeds]
