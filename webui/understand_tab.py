@@ -149,7 +149,8 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
                 with gr.Tab("Chat", id="understand_chat"):
                     chat_id = gr.State("")
                     with gr.Row():
-                        chat_pick = gr.Dropdown([], label="Saved chats", elem_id="understand_chat_saved", scale=3)
+                        chat_pick = gr.Dropdown(_chat_choices(ctx), label="Saved chats", elem_id="understand_chat_saved",
+                                                scale=3)
                         chat_open = gr.Button("Open", size="sm", elem_id="understand_chat_open", scale=0)
                         chat_new = gr.Button("New chat", size="sm", elem_id="understand_chat_new", scale=0)
                         chat_delete = gr.Button("Delete", size="sm", variant="stop", elem_id="understand_chat_delete",
@@ -238,8 +239,7 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
                 yield status, streamed
 
     def chat_list() -> Any:
-        listing = ctx.understanding.chats.list()
-        return gr.update(choices=[(f"{c.title} · {c.messages} message(s)", c.id) for c in listing])
+        return gr.update(choices=_chat_choices(ctx))
 
     def chat_view(chat: Any) -> tuple[list[dict[str, str]], list[Any]]:
         from PIL import Image
@@ -408,3 +408,7 @@ def wire_send_to_understand(tabs: Any, understand: UnderstandTab, galleries: tup
                                           api_visibility="private")
     if getattr(history, "send_understand", None) is not None:
         history.send_understand.click(from_history, inputs=[history.image], outputs=outputs, api_visibility="private")
+
+
+def _chat_choices(ctx: "AppContext") -> list[tuple[str, str]]:
+    return [(f"{c.title} · {c.messages} message(s)", c.id) for c in ctx.understanding.chats.list()]
