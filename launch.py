@@ -18,6 +18,7 @@ import sys
 import time
 from types import FrameType
 
+from modules.distributed.errors import RayStartError
 from modules.flags import FlagError, parse_flags
 from modules.lazy_imports import install_import_hook
 
@@ -80,6 +81,9 @@ def main(argv: list[str]) -> int:
         serve(ctx, on_ready=ready)
     except StopRequested as stop:
         log.info("%s: stopping cleanly", stop)
+    except RayStartError as exc:  # --ray: Ray or its actors could not start
+        print(f"launch.py: error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # e.g. the port is taken
         print(f"launch.py: error: cannot serve on {url}: {exc.strerror or exc}", file=sys.stderr)
         return 1

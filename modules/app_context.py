@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 from modules.understanding.interrogate import CLASSIFIER_NAME, Interrogator
@@ -61,6 +62,7 @@ class AppContext:
     understanding: UnderstandingServices | None = None  # backends, OCR, answer streams (modules/understanding)
     library: ModelLibrary | None = None  # every kind of model file: list, inspect, rename, delete (models/library)
     hashing: HashWorker | None = None  # background hashing of the model files (models/hash_worker)
+    cluster: Any = None  # with --ray: the Ray actors running the device lane (modules/distributed/dispatch.py)
     started_at: float = field(default_factory=time.time)
 
     def close(self) -> None:
@@ -70,6 +72,8 @@ class AppContext:
             self.hashing.stop()  # the background hashing ends after the file it reads
         try:
             self.queue.shutdown()
+            if self.cluster is not None:
+                self.cluster.close()  # after the queue: the running jobs were interrupted through it
         finally:
             try:
                 self.store.checkpoint()
@@ -148,7 +152,17 @@ def create_app_context(flags: Flags) -> AppContext:
     ctx.hashing = HashWorker(hashes, library_targets(ctx.library), shown=paths.shown)  # started after the port opens
     models.loaded_listeners.append(ctx.scripts.model_loaded)
     ctx.scripts.start()  # the built-in scripts and the approved extensions; no unapproved code runs
-    queue.attach_handlers(kinds.handlers(ctx))  # the handlers need the context, which holds the queue
+    handlers = kinds.handlers(ctx)
+    if flags.ray:  # only then is Ray imported
+        from modules.distributed.dispatch import start_dispatch
+
+        try:
+            ctx.cluster = start_dispatch(ctx)
+        except BaseException:
+            store.close()
+            raise
+        handlers = ctx.cluster.handlers(handlers)
+    queue.attach_handlers(handlers)  # the handlers need the context, which holds the queue
     queue.restore()
     queue.start()
     return ctx

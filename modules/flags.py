@@ -55,6 +55,8 @@ class Flags:
     model_memory_mb: int | None = None  # None: most of the device's memory (modules.models.slots)
     theme: str | None = None  # "light" or "dark": the page's theme, over the theme setting
     allowed_dirs: tuple[Path, ...] = ()  # folders batch jobs may read and write besides the data dir
+    ray: str | None = None  # --ray auto|ADDRESS: the device lane's generations run on Ray actors (modules/distributed)
+    ray_cpu_actors: int | None = None  # --ray-cpu-actors N: N CPU actors instead of one per GPU (tests, CPU hosts)
 
     @property
     def host(self) -> str:
@@ -136,6 +138,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="never touch the network (the default behaviour is already offline for models)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow loading pickle .ckpt/.pt files (with torch weights_only=True)")
+    p.add_argument("--ray", metavar="auto|ADDRESS", default=None,
+                   help="run generations on a Ray cluster's GPUs: 'auto' (a local Ray, or the one RAY_ADDRESS names) "
+                        "or a cluster's address (see docs/scaling.md)")
+    p.add_argument("--ray-cpu-actors", type=int, metavar="N", default=None,
+                   help="with --ray: N CPU actors instead of one actor per GPU")
     p.add_argument("--skip-load-model-at-start", action="store_true",
                    help="do not load a checkpoint at start")
     p.add_argument("--api-key", action="append", default=None, metavar="KEY",
@@ -313,9 +320,22 @@ def parse_flags(argv: Sequence[str]) -> Flags:
         model_memory_mb=_positive("--model-memory-mb", ns.model_memory_mb) if ns.model_memory_mb is not None else None,
         theme=ns.theme,
         allowed_dirs=_allowed_dirs(ns.allowed_dir),
+        ray=_ray_address(ns.ray, ns.ray_cpu_actors),
+        ray_cpu_actors=_positive("--ray-cpu-actors", ns.ray_cpu_actors) if ns.ray_cpu_actors is not None else None,
     )
     _check_exposure(flags)
     return flags
+
+
+def _ray_address(value: str | None, cpu_actors: int | None) -> str | None:
+    if value is None:
+        if cpu_actors is not None:
+            raise FlagError("--ray-cpu-actors needs --ray auto (or --ray ADDRESS)")
+        return None
+    value = value.strip()
+    if not value or any(ch.isspace() for ch in value):
+        raise FlagError("--ray expects 'auto' or a Ray cluster's address (host:port or ray://host:10001)")
+    return value
 
 
 def _check_exposure(flags: Flags) -> None:

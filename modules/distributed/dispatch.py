@@ -1,0 +1,230 @@
+"""The device lane's handlers with ``--ray``: generations run on Ray actors, the rest on this host.
+
+One worker thread of the device lane per actor (:meth:`~modules.jobs.queue.JobQueue.set_lane_width`), so
+the queue's fairness picks each job as ever. A txt2img or img2img job goes to a free actor
+(:class:`~modules.distributed.pool.ActorPool`: model affinity); its worker thread polls the actor's
+progress and preview every :data:`POLL_SECONDS`, passes cancel, interrupt and skip to that actor only, and
+saves the images the actor sends back with the job's output options. An actor that dies mid-job is
+marked dead and the job runs again first on another actor, once; a second death fails it with the reason.
+Other device kinds (and generations with scripts, which run in the studio's script host) run here, one
+at a time.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+from modules.distributed.pool import ActorPool, ActorSlot, NoActorLeft
+from modules.distributed.worker import REMOTE_KINDS
+from modules.jobs.lanes import DEVICE_LANE
+from modules.jobs.model import Handler, Job, JobFailure
+from modules.jobs.progress import JobControl
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+    from modules.distributed.ray_workers import Started
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2
+#: what an actor's progress or state call may take before it is asked again (a busy CPU actor answers late)
+CALL_TIMEOUT = 10.0
+DEFAULT_CHECKPOINT = "(default)"
+
+
+class ActorDied(Exception):
+    """The actor running a job died (killed, its node lost, out of memory)."""
+
+
+class RayDispatch:
+    """The studio's Ray actors and the device lane's handlers that use them."""
+
+    def __init__(self, ctx: "AppContext", started: "Started") -> None:
+        self._ctx = ctx
+        self._ray = started.ray
+        self._owns_ray = started.owns_ray
+        self.pool = ActorPool([ActorSlot(name, handle, resources) for name, handle, resources in started.actors])
+        self._local_lock = threading.Lock()  # the device kinds that stay here run one at a time
+        self.retried = 0                      # jobs run again after their actor died
+
+    # -- handlers ------------------------------------------------------------------------------
+    def handlers(self, local: Mapping[str, Handler]) -> Mapping[str, Handler]:
+        """``local`` (the registry's dispatch, read live) with the generations sent to the actors."""
+        return _Handlers(self, local)
+
+    def handler_for(self, name: str, local: Handler) -> Handler:
+        if name in REMOTE_KINDS:
+            return lambda job, control: self.run_remote(job, control, local)
+        return lambda job, control: self.run_local(job, control, local)
+
+    def run_local(self, job: Job, control: JobControl, local: Handler) -> Any:
+        with self._local_lock:
+            return local(job, control)
+
+    def run_remote(self, job: Job, control: JobControl, local: Handler) -> Any:
+        from modules.generation.job_kinds import output_options
+        from modules.distributed.wire import unpack_result
+
+        request = job.request
+        if request is None or getattr(request, "script", None) or getattr(request, "alwayson_scripts", None):
+            return self.run_local(job, control, local)  # scripts run in this studio's script host
+        kind = self._ctx.kinds.get(job.kind)
+        try:
+            if kind.precheck is not None:
+                kind.precheck(self._ctx, request)
+        except kind.user_errors as exc:
+            raise JobFailure(str(exc)) from None
+        checkpoint = getattr(request, "checkpoint", None) or self._ctx.settings.current.sd_model_checkpoint \
+            or DEFAULT_CHECKPOINT
+        request_json = request.model_dump_json()
+        deaths: list[str] = []
+        while True:
+            control.progress.text = "waiting for a Ray actor"
+            try:
+                slot = self.pool.acquire(job.id, checkpoint, retry=bool(deaths), stop=control.should_stop)
+            except NoActorLeft as exc:
+                raise JobFailure(f"{exc}{'; ' + deaths[-1] if deaths else ''}") from None
+            if slot is None:  # cancelled or interrupted before an actor was free
+                raise JobFailure("stopped before a Ray actor was free") if not control.cancel_event.is_set() \
+                    else JobFailure("cancelled while waiting for a Ray actor")
+            try:
+                answer = self._follow(slot, job, control, request_json)
+            except ActorDied as exc:
+                reason = f"the Ray actor {slot.name} running it died: {exc}"
+                log.warning("job %s: %s", job.id, reason)
+                self.pool.mark_dead(slot, str(exc))
+                deaths.append(reason)
+                if len(deaths) > 1:
+                    raise JobFailure(f"{reason} (it had already been run again once after {deaths[0]})") from None
+                self.retried += 1
+                control.progress.text = f"{reason}; running it again on another actor"
+                continue
+            finally:
+                self.pool.release(slot, checkpoint)
+            break
+        if "error" in answer:
+            raise JobFailure(answer["error"])
+        return unpack_result(answer["result"], output_options(self._ctx, job, job.kind))
+
+    def _follow(self, slot: ActorSlot, job: Job, control: JobControl, request_json: str) -> dict[str, Any]:
+        """Run ``job`` on ``slot``'s actor: poll its progress, pass stops on; its answer (raises ActorDied)."""
+        ray = self._ray
+        exceptions = ray.exceptions
+        preview_every = getattr(control, "preview_every", 1)
+        pending = slot.handle.run.remote(job.id, job.kind, request_json, preview_every, job.keep_outputs)
+        sent: set[str] = set()
+        mirror = _ProgressMirror(control)
+        while True:
+            try:
+                ready, _ = ray.wait([pending], timeout=POLL_SECONDS)
+                if ready:
+                    return ray.get(ready[0])
+                for how, event in (("cancel", control.cancel_event), ("interrupt", control.interrupt_event)):
+                    if event.is_set() and how not in sent:
+                        slot.handle.stop.remote(job.id, how)
+                        sent.add(how)
+                if control.skip_event.is_set():
+                    control.skip_event.clear()
+                    slot.handle.stop.remote(job.id, "skip")
+                progress = ray.get(slot.handle.progress.remote(job.id), timeout=CALL_TIMEOUT)
+                if progress is not None:
+                    mirror.update(progress)
+            except exceptions.GetTimeoutError:
+                continue
+            except exceptions.RayActorError as exc:
+                raise ActorDied(_short(exc)) from None
+            except exceptions.RayTaskError as exc:  # a bug on the actor: the job fails with its reason
+                raise RuntimeError(f"on Ray actor {slot.name}: {_short(exc)}") from None
+
+    # -- operations ----------------------------------------------------------------------------
+    def state(self) -> list[dict[str, Any]]:
+        """Each actor: its device, loaded models, current job and counters (dead ones with why)."""
+        rows = []
+        for slot in self.pool.slots:
+            row: dict[str, Any] = {"name": slot.name, "resources": slot.resources, "alive": slot.alive,
+                                   "job": slot.job, "jobs": slot.jobs}
+            if slot.alive:
+                try:
+                    row.update(self._ray.get(slot.handle.state.remote(), timeout=CALL_TIMEOUT))
+                    row["job"] = slot.job
+                except Exception as exc:  # noqa: BLE001 - a busy or lost actor is shown as such
+                    row["error"] = _short(exc)
+            else:
+                row["error"] = slot.died
+            rows.append(row)
+        return rows
+
+    def close(self) -> None:
+        for slot in self.pool.slots:
+            try:
+                self._ray.kill(slot.handle)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        if self._owns_ray:
+            self._ray.shutdown()
+
+
+class _ProgressMirror:
+    """An actor's progress copied into the studio's JobControl (so routes, events and previews see it)."""
+
+    def __init__(self, control: JobControl) -> None:
+        self._control = control
+        self._shape: tuple[int, int] | None = None
+        self._preview_id = 0
+
+    def update(self, progress: dict[str, Any]) -> None:
+        control = self._control
+        shape = (progress["job_count"], progress["total_steps"])
+        if shape != self._shape:
+            control.begin(*shape, text=progress["text"])
+            self._shape = shape
+        if progress["job_no"] != control.progress.job_no:
+            control.begin_batch(progress["job_no"])
+        control.progress.text = progress["text"]
+        data = progress.get("preview")
+        if data is not None and progress["preview_id"] != self._preview_id:
+            self._preview_id = progress["preview_id"]
+            control.step(progress["step"], preview_source=lambda data=data: _decode(data))
+        elif progress["step"] != control.progress.step:
+            control.step(progress["step"])
+
+
+def _decode(data: bytes) -> Any:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+class _Handlers(Mapping[str, Handler]):
+    def __init__(self, dispatch: RayDispatch, local: Mapping[str, Handler]) -> None:
+        self._dispatch = dispatch
+        self._local = local
+
+    def __getitem__(self, name: str) -> Handler:
+        return self._dispatch.handler_for(name, self._local[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._local)
+
+    def __len__(self) -> int:
+        return len(self._local)
+
+
+def start_dispatch(ctx: "AppContext") -> RayDispatch:
+    """Start Ray and the actors and widen the device lane to one worker per actor (before the queue starts)."""
+    from modules.distributed.ray_workers import start_actors
+
+    started = start_actors(ctx)
+    dispatch = RayDispatch(ctx, started)
+    ctx.queue.set_lane_width(DEVICE_LANE, len(started.actors))
+    return dispatch
+
+
+def _short(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__

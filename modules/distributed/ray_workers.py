@@ -1,0 +1,130 @@
+"""Starting Ray and the studio's actors (imported only with ``--ray``: this is where Ray is imported).
+
+``--ray auto`` joins the Ray cluster ``RAY_ADDRESS`` names or one already running on this machine, else
+starts a local one (its dashboard off, its ports on this machine only); ``--ray ADDRESS`` joins that
+cluster. One actor per GPU (``num_gpus=1``), or ``--ray-cpu-actors N`` single-threaded CPU actors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modules.distributed.errors import RayStartError
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+
+log = logging.getLogger(__name__)
+
+#: seconds to wait for the actors to build their studios (each imports torch and diffusers)
+ACTOR_START_TIMEOUT = 300.0
+
+
+@dataclass
+class Started:
+    ray: Any                 # the ray module
+    actors: list[tuple[str, Any, str]]  # (name, handle, resources in words)
+    owns_ray: bool           # this studio started the local Ray (and shuts it down)
+
+
+def worker_argv(ctx: "AppContext", cpu: bool) -> list[str]:
+    """The flags an actor builds its studio from: the same data dir path (every node reads it) and the
+    model and memory flags."""
+    flags, paths = ctx.flags, ctx.paths
+    argv = ["--data-dir", str(paths.data_dir)]
+    if flags.ckpt_dir is not None:
+        argv += ["--ckpt-dir", str(flags.ckpt_dir.resolve())]
+    if flags.lora_dir is not None:
+        argv += ["--lora-dir", str(flags.lora_dir.resolve())]
+    for name in ("no_half", "lowvram", "medvram", "allow_pickle", "offline"):
+        if getattr(flags, name):
+            argv.append("--" + name.replace("_", "-"))
+    if flags.backend:
+        argv += ["--backend", flags.backend]
+    if flags.model_memory_mb:
+        argv += ["--model-memory-mb", str(flags.model_memory_mb)]
+    if cpu:
+        argv += ["--use-cpu", "all"]
+    elif flags.use_cpu:
+        argv += ["--use-cpu", *flags.use_cpu]
+    return argv
+
+
+def _init(ray: Any, address: str, cpu_actors: int | None) -> bool:
+    """Join or start Ray; True when this process started it."""
+    repo = str(ctx_repo_root())
+    runtime_env = {"env_vars": {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}}
+    common = {"runtime_env": runtime_env, "log_to_driver": False, "ignore_reinit_error": True}
+    if address != "auto":
+        ray.init(address=address, **common)
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(**common)
+        return False
+    try:
+        ray.init(address="auto", **common)
+        return False
+    except ConnectionError:
+        pass
+    local: dict[str, Any] = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}
+    if cpu_actors:
+        local["num_cpus"] = max(cpu_actors, 1)
+    ray.init(**local, **common)
+    return True
+
+
+def ctx_repo_root() -> Any:
+    from modules.paths import REPO_ROOT
+
+    return REPO_ROOT
+
+
+def start_actors(ctx: "AppContext") -> Started:
+    """Ray and the actors, each with its studio built (raises :class:`RayStartError` saying why not)."""
+    try:
+        import ray
+    except ImportError:
+        raise RayStartError("--ray needs Ray: pip install -r requirements-ray.txt") from None
+    from modules.distributed.worker import StudioWorker
+
+    flags = ctx.flags
+    address = flags.ray or "auto"
+    try:
+        owns = _init(ray, address, flags.ray_cpu_actors)
+    except Exception as exc:  # noqa: BLE001 - Ray says why in its own words
+        raise RayStartError(f"could not join or start Ray at {address!r}: {exc}") from None
+    Actor = ray.remote(StudioWorker)
+    actors: list[tuple[str, Any, str]] = []
+    if flags.ray_cpu_actors:
+        argv = worker_argv(ctx, cpu=True)
+        for index in range(flags.ray_cpu_actors):
+            name = f"cpu-{index}"
+            handle = Actor.options(num_cpus=1, num_gpus=0, max_concurrency=4, max_restarts=0).remote(name, argv, 1)
+            actors.append((name, handle, "1 CPU"))
+    else:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus < 1:
+            raise RayStartError("the Ray cluster has no GPU: add GPU nodes, or use --ray-cpu-actors N for CPU actors")
+        argv = worker_argv(ctx, cpu=False)
+        for index in range(gpus):
+            name = f"gpu-{index}"
+            handle = Actor.options(num_cpus=1, num_gpus=1, max_concurrency=4, max_restarts=0).remote(name, argv)
+            actors.append((name, handle, "1 GPU"))
+    try:
+        ray.get([handle.state.remote() for _, handle, _ in actors], timeout=ACTOR_START_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001
+        for _, handle, _ in actors:
+            ray.kill(handle)
+        if owns:
+            ray.shutdown()
+        raise RayStartError(f"the Ray actors did not start: {_short(exc)}") from None
+    log.info("Ray: %d actors ready (%s)", len(actors), ", ".join(name for name, _, _ in actors))
+    return Started(ray=ray, actors=actors, owns_ray=owns)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__

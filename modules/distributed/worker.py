@@ -1,0 +1,144 @@
+"""What one Ray actor is: a minimal studio of its own (model manager, add-ons, runners) on the same
+data dir path, that runs the generations the studio sends it and answers how far they are.
+
+A plain class (:mod:`.ray_workers` makes it an actor), so it holds no Ray import. It builds no queue and
+no job store: the studio's SQLite queue stays the only one, and the actor never writes images (it sends
+them back: :mod:`.wire`). Cancel, interrupt and skip reach it by job id, so they stop only that job.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+
+#: the job kinds an actor runs (the device lane's other kinds run on the studio's host)
+REMOTE_KINDS = ("txt2img", "img2img")
+
+
+def build_worker_context(argv: Sequence[str]) -> "AppContext":
+    """The pieces of a studio a generation needs, from the studio's own flags: no queue, store or scripts."""
+    from modules.app_context import AppContext, open_styles, upscaler_dirs
+    from modules.backends.scope import BackendCache
+    from modules.flags import parse_flags
+    from modules.generation.addons.registry import JobAddons
+    from modules.models.catalog import CheckpointCatalog
+    from modules.models.hashing import HashCache
+    from modules.models.loader_options import load_options_for
+    from modules.models.manager import ModelManager
+    from modules.models.slots import MB, ModelSlots
+    from modules.paths import resolve_paths
+    from modules.settings import SettingsStore
+    from modules.images.upscalers import UpscalerSet
+
+    flags = parse_flags(list(argv))
+    paths = resolve_paths(flags.data_dir, flags.ckpt_dir, flags.lora_dir)
+    settings = SettingsStore(paths.settings_file)
+    hashes = HashCache(paths.hash_cache_file)
+    catalog = CheckpointCatalog(paths.ckpt_dirs, hashes)
+    slots = ModelSlots(flags.model_memory_mb * MB if flags.model_memory_mb else None)
+    models = ModelManager(catalog, hashes, lambda: load_options_for(flags, settings, paths), slots=slots)
+    return AppContext(flags=flags, paths=paths, settings=settings, hashes=hashes, catalog=catalog, models=models,
+                      kinds=None, queue=None, store=None, events=None, interrogator=None,  # type: ignore[arg-type]
+                      upscalers=UpscalerSet(upscaler_dirs(paths), device="cpu"),
+                      styles=open_styles(paths.data_dir / "styles.csv"),
+                      addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle, slots=slots),
+                      backends=BackendCache(paths.cache_dir))
+
+
+class StudioWorker:
+    """One actor's studio: runs one generation at a time and answers progress, state and stops meanwhile."""
+
+    def __init__(self, name: str, argv: Sequence[str], threads: int | None = None) -> None:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.name = name
+        self._ctx = build_worker_context(argv)
+        self._lock = threading.Lock()
+        self._job_id: str | None = None
+        self._control: Any = None
+        self._loads = 0
+        self._jobs = 0
+        self._ctx.models.loaded_listeners.append(self._loaded)
+
+    def _loaded(self, active: Any) -> None:
+        with self._lock:
+            self._loads += 1
+
+    def run(self, job_id: str, kind: str, request_json: str, preview_every: int = 1,
+            keep_outputs: bool = False) -> dict[str, Any]:
+        """Run one generation; ``{"result": packed}``, or ``{"error": message}`` for a request that cannot run."""
+        from modules.distributed.wire import pack_result
+        from modules.generation.job_kinds import GENERATION_ERRORS, generate_once, output_options
+        from modules.generation.requests import Img2ImgRequest, Txt2ImgRequest
+        from modules.jobs.model import Job
+        from modules.jobs.progress import JobControl
+
+        if kind == "txt2img":
+            from modules.generation.runners.txt2img import run_txt2img as runner
+            request: Any = Txt2ImgRequest.model_validate_json(request_json)
+        elif kind == "img2img":
+            from modules.generation.runners.img2img import run_img2img as runner
+            request = Img2ImgRequest.model_validate_json(request_json)
+        else:
+            return {"error": f"a Ray actor does not run {kind!r} jobs"}
+        job = Job(id=job_id, kind=kind, request=request, keep_outputs=keep_outputs)
+        control = JobControl()
+        control.preview_every = preview_every  # type: ignore[attr-defined] - read by the sampler, as submit sets it
+        with self._lock:
+            if self._job_id is not None:
+                return {"error": f"actor {self.name} is busy with job {self._job_id}"}
+            self._job_id, self._control = job_id, control
+        try:
+            output = replace(output_options(self._ctx, job, kind), save=False)  # the studio saves the images
+            result = generate_once(self._ctx, request, control, output, runner)
+            return {"result": pack_result(result)}
+        except GENERATION_ERRORS as exc:
+            return {"error": str(exc)}
+        finally:
+            with self._lock:
+                self._job_id, self._control = None, None
+                self._jobs += 1
+
+    def progress(self, job_id: str) -> dict[str, Any] | None:
+        """How far job ``job_id`` is (with its latest preview), or None when this actor is not running it."""
+        from modules.distributed.wire import progress_of
+
+        with self._lock:
+            control = self._control if self._job_id == job_id else None
+        return progress_of(control) if control is not None else None
+
+    def stop(self, job_id: str, how: str) -> bool:
+        """``how``: cancel, interrupt or skip; only when this actor is running ``job_id``."""
+        with self._lock:
+            control = self._control if self._job_id == job_id else None
+        if control is None:
+            return False
+        {"cancel": control.cancel_event, "interrupt": control.interrupt_event, "skip": control.skip_event}[how].set()
+        return True
+
+    def state(self) -> dict[str, Any]:
+        """The actor's device, loaded models, current job and counters (for /api/v1/cluster and the UI)."""
+        from modules.models.devices import device_choice
+
+        ctx = self._ctx
+        active = ctx.models.active
+        with self._lock:
+            job_id, loads, jobs = self._job_id, self._loads, self._jobs
+        device = device_choice(ctx.flags)[0]
+        if device.startswith("cuda"):
+            import torch
+
+            device = f"{device} ({torch.cuda.get_device_name(0)})"
+        return {"name": self.name, "node": socket.gethostname(), "pid": os.getpid(), "device": device,
+                "checkpoint": active.info.name if active is not None else None,
+                "loaded": ctx.models.slots.names(), "job": job_id, "loads": loads, "jobs": jobs,
+                "at": time.time()}

@@ -1,0 +1,169 @@
+"""The device lane on a local Ray cluster (issue 30): two single-threaded CPU actors on 127.0.0.1, tiny models.
+
+The studio's SQLite queue stays the source of truth; the actors run the generations and send the images
+back, the studio saves them. Skipped, saying why, where Ray is not installed (requirements-ray.txt).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modules.generation.requests import Txt2ImgRequest
+from modules.jobs.model import JobState
+from modules.jobs.submit import submit_job
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+SECOND = "tiny-sd1-b.safetensors"
+
+
+def _ray_missing() -> str | None:
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        return f"Ray is not installed (pip install -r requirements-ray.txt): {exc}"
+    return None
+
+
+needs_ray = pytest.mark.skipif(_ray_missing() is not None, reason=str(_ray_missing()))
+
+
+@pytest.fixture(scope="module")
+def ray_studio(studio_factory: Any) -> Any:
+    def second_checkpoint(data: Path, ckpt_dir: Path) -> None:
+        shutil.copyfile(next(ckpt_dir.glob("*.safetensors")), ckpt_dir / SECOND)
+
+    return studio_factory(("--nowebui", "--api", "--ray", "auto", "--ray-cpu-actors", "2"), load=False,
+                          prepare=second_checkpoint, name="ray")
+
+
+def _request(checkpoint: str, steps: int = 3, **extra: Any) -> Txt2ImgRequest:
+    fields: dict[str, Any] = {"prompt": "a red square", "steps": steps, "width": 64, "height": 64, "seed": 1,
+                              "checkpoint": checkpoint, "save_images": True, **extra}
+    return Txt2ImgRequest(**fields)
+
+
+def _first(srv: Any) -> str:
+    return srv.checkpoints[0].name
+
+
+def _wait_running_on_actor(ctx: Any, job: Any, timeout: float = 60) -> Any:
+    """The actor slot running ``job`` once it has made a step."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        slot = next((s for s in ctx.cluster.pool.slots if s.job == job.id), None)
+        if slot is not None and job.control.progress.step > 0:
+            return slot
+        assert not job.done.is_set(), f"the job ended before it could be seen running: {job.error}"
+        time.sleep(0.05)
+    raise AssertionError("the job never ran on an actor")
+
+
+@needs_ray
+def test_jobs_from_several_clients_all_succeed_and_both_actors_serve(ray_studio: Any) -> None:
+    ctx = ray_studio.ctx
+    jobs = [submit_job(ctx, _request(_first(ray_studio) if i % 2 else SECOND, seed=i), owner=f"client-{i % 4}")
+            for i in range(16)]
+    for job in jobs:
+        ctx.queue.wait(job.id, 120)
+    assert [job.state for job in jobs] == [JobState.SUCCEEDED] * 16, [job.error for job in jobs]
+    for job in jobs:
+        assert len(job.result.images) == 1
+        path = job.result.paths[0]
+        assert path is not None and path.is_file()  # written by the studio, under its own outputs
+        assert Path(path).resolve().is_relative_to(ctx.paths.outputs_dir.resolve())
+        assert "Steps: 3" in job.result.infotexts[0]
+        assert job.result_meta["images"][0]["path"] == str(path)  # recorded in the job store as ever
+    served = {row["name"]: row["jobs"] for row in ctx.cluster.state()}
+    assert len(served) == 2 and all(count > 0 for count in served.values()), served
+    # the A1111 route sees the same studio: its image comes back from an actor
+    with ray_studio.client() as client:
+        answer = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64, "height": 64,
+                                                         "override_settings": {"sd_model_checkpoint": SECOND}})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["images"]) == 1
+
+
+@needs_ray
+def test_cluster_route_shows_each_actor(ray_studio: Any) -> None:
+    with ray_studio.client() as client:
+        answer = client.get("/api/v1/cluster")
+    assert answer.status_code == 200, answer.text
+    actors = answer.json()["actors"]
+    assert [a["name"] for a in actors] == ["cpu-0", "cpu-1"]
+    assert all(a["alive"] and a["device"] == "cpu" and a["loaded"] for a in actors), actors
+
+
+@needs_ray
+def test_model_affinity_avoids_reloads(ray_studio: Any) -> None:
+    ctx = ray_studio.ctx
+    before = sum(row["loads"] for row in ctx.cluster.state())
+    for i in range(6):  # one at a time, alternating: each goes to the free actor that holds its checkpoint
+        job = submit_job(ctx, _request(_first(ray_studio) if i % 2 else SECOND), owner="affinity")
+        ctx.queue.wait(job.id, 60)
+        assert job.state is JobState.SUCCEEDED, job.error
+    loads = sum(row["loads"] for row in ctx.cluster.state()) - before
+    assert loads <= 2, f"{loads} model loads for 6 jobs on 2 checkpoints"  # without affinity: one per job
+    holding = sorted(str(row["checkpoint"]) for row in ctx.cluster.state())
+    assert len(set(holding)) == 2, holding
+
+
+@needs_ray
+def test_a_cancel_stops_only_its_job(ray_studio: Any) -> None:
+    ctx = ray_studio.ctx
+    doomed = submit_job(ctx, _request(SECOND, steps=400), owner="a")
+    other = submit_job(ctx, _request(_first(ray_studio), steps=40), owner="b")
+    _wait_running_on_actor(ctx, doomed)
+    _wait_running_on_actor(ctx, other)
+    assert ctx.queue.cancel(doomed.id)
+    ctx.queue.wait(doomed.id, 60)
+    ctx.queue.wait(other.id, 120)
+    assert doomed.state is JobState.CANCELLED
+    assert other.state is JobState.SUCCEEDED and not other.result.interrupted, other.error
+    assert all(row["alive"] for row in ctx.cluster.state())
+
+
+@needs_ray
+def test_an_actor_killed_mid_job_reruns_that_job_on_the_other(ray_studio: Any) -> None:
+    import ray
+
+    ctx = ray_studio.ctx
+    long = submit_job(ctx, _request(SECOND, steps=150), owner="a")
+    slot = _wait_running_on_actor(ctx, long)
+    queued = [submit_job(ctx, _request(_first(ray_studio)), owner="b") for _ in range(3)]
+    ray.kill(slot.handle)
+    ctx.queue.wait(long.id, 120)
+    for job in queued:
+        ctx.queue.wait(job.id, 120)
+    assert long.state is JobState.SUCCEEDED, long.error
+    assert long.result.paths[0] is not None and long.result.paths[0].is_file()
+    assert [job.state for job in queued] == [JobState.SUCCEEDED] * 3  # nothing lost
+    assert ctx.cluster.retried == 1
+    rows = {row["name"]: row for row in ctx.cluster.state()}
+    assert rows[slot.name]["alive"] is False and rows[slot.name]["error"]
+    assert sum(row["alive"] for row in rows.values()) == 1
+
+
+def test_without_ray_nothing_imports_ray(tmp_path: Path) -> None:
+    code = f"""
+import json, sys
+from modules.flags import parse_flags
+from modules.app_context import create_app_context
+from modules.server import create_http_app
+ctx = create_app_context(parse_flags(['--api', '--data-dir', {str(tmp_path)!r}]))
+create_http_app(ctx)
+print(json.dumps({{"ray": "ray" in sys.modules, "cluster": ctx.cluster is None}}))
+ctx.close()
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {"ray": False, "cluster": True}
