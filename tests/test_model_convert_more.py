@@ -32,12 +32,23 @@ def _unet_output(pipe) -> torch.Tensor:
     sample = torch.randn(1, unet.config.in_channels, size, size, generator=gen, dtype=unet.dtype)
     context = torch.randn(1, 7, unet.config.cross_attention_dim, generator=gen, dtype=unet.dtype)
     with torch.no_grad():
-        return unet(sample, torch.tensor([10]), encoder_hidden_states=context).sample
+        return unet(sample, torch.tensor([10]), encoder_hidden_states=context,
+                    added_cond_kwargs=_added_cond(pipe)).sample
 
 
 def _te_output(pipe) -> torch.Tensor:
     with torch.no_grad():
         return pipe.text_encoder(torch.tensor([[0, 5, 9, 2]])).last_hidden_state
+
+
+def _added_cond(pipe) -> dict | None:
+    """SDXL's extra UNet inputs (pooled text embeds and size ids) for a tiny model."""
+    if getattr(pipe, "text_encoder_2", None) is None:
+        return None
+    config = pipe.unet.config
+    gen = torch.Generator().manual_seed(6)
+    pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+    return {"text_embeds": torch.randn(1, pooled, generator=gen), "time_ids": torch.tensor([[64., 64, 0, 0, 64, 64]])}
 
 
 def _same_networks(a, b) -> None:
@@ -47,8 +58,10 @@ def _same_networks(a, b) -> None:
         assert all(sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa), name
 
 
-def test_diffusers_to_single_file_and_back_is_exact(tiny_model, model_cache_dir: Path, tmp_path: Path) -> None:
-    folder = tiny_model("sd1", fmt="diffusers")
+@pytest.mark.parametrize("family_id", ["sd1", "sd2-768-v", "sdxl"])
+def test_diffusers_to_single_file_and_back_is_exact(tiny_model, model_cache_dir: Path, tmp_path: Path,
+                                                    family_id: str) -> None:
+    folder = tiny_model(family_id, fmt="diffusers")
     options = LoadOptions(cache_dir=model_cache_dir)
     original = load_model(folder, options)
     single = folder_to_single_file(folder, tmp_path / "single.safetensors", cache_dir=model_cache_dir)
@@ -56,13 +69,16 @@ def test_diffusers_to_single_file_and_back_is_exact(tiny_model, model_cache_dir:
         keys = list(handle.keys())
         metadata = handle.metadata()
     assert any(k.startswith("model.diffusion_model.") for k in keys)  # the original LDM layout
-    assert any(k.startswith("cond_stage_model.transformer.text_model.") for k in keys)
+    te_prefix = {"sd1": "cond_stage_model.transformer.text_model.", "sd2-768-v": "cond_stage_model.model.transformer.",
+                 "sdxl": "conditioner.embedders.0.transformer.text_model."}[family_id]
+    assert any(k.startswith(te_prefix) for k in keys)
     assert metadata["atelier_operation"] == "to_single_file"
     from modules.models.header import read_safetensors_header
 
     assert {t.dtype for t in read_safetensors_header(single).tensors.values()} == {"F16"}  # the folder's dtype kept
     from_single = load_model(single, options)
-    assert from_single.family.id == original.family.id
+    assert from_single.family.id == original.family.id == family_id
+    assert from_single.prediction_type == original.prediction_type
     _same_networks(original.pipeline, from_single.pipeline)
     assert torch.equal(_unet_output(original.pipeline), _unet_output(from_single.pipeline))
     back = single_file_to_folder(single, tmp_path / "back", cache_dir=model_cache_dir)
@@ -84,6 +100,27 @@ def sd1(model_cache_dir: Path):
     pipe = tiny_pipeline("sd1", build_tiny_components("sd1"), model_cache_dir)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="module")
+def sdxl(model_cache_dir: Path):
+    pipe = tiny_pipeline("sdxl", build_tiny_components("sdxl"), model_cache_dir)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_sdxl_lora_with_sgm_names_round_trips(sdxl) -> None:
+    kohya = kohya_lora_state(sdxl, rank=2, alpha=2.0, sgm_names=True)
+    peft, meta, family = convert_lora_state(kohya, {}, to="peft")
+    assert family == "sdxl" and any(k.startswith("text_encoder_2.") for k in peft)
+    assert any(k.startswith("unet.down_blocks.") for k in peft)  # SGM names mapped to diffusers module paths
+    back, back_meta, _ = convert_lora_state(peft, meta, to="kohya")
+    assert any(k.startswith("lora_te1_text_model_") for k in back) and any(k.startswith("lora_te2_text_model_")
+                                                                         for k in back)
+    expected = _outputs_with(sdxl, kohya, {})
+    for state, metadata in ((peft, meta), (back, back_meta)):
+        got = _outputs_with(sdxl, state, metadata)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
 def _outputs_with(pipe, state, metadata) -> tuple[torch.Tensor, torch.Tensor]:
