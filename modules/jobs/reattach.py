@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from modules.jobs.queue import JobQueue
 
 #: the job kinds a generation tab shows (img2img folder batches are followed where they were started)
-TAB_KINDS: dict[str, tuple[str, ...]] = {"txt2img": ("txt2img",), "img2img": ("img2img",)}
+TAB_KINDS: dict[str, tuple[str, ...]] = {"txt2img": ("txt2img",), "img2img": ("img2img", "img2img_batch")}
 #: how many of an owner's newest jobs are looked through
 LOOK_BACK = 50
 
