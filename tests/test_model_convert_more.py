@@ -86,13 +86,20 @@ def test_diffusers_to_single_file_and_back_is_exact(tiny_model, model_cache_dir:
     _same_networks(load_model(back, options).pipeline, load_model(folder, options).pipeline)
 
 
-def test_a_broken_folder_is_refused(tmp_path: Path, model_cache_dir: Path) -> None:
+def test_broken_and_flux_folders_are_refused(tmp_path: Path, model_cache_dir: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model_index.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ConversionError, match="cannot read broken"):
         folder_to_single_file(broken, tmp_path / "x.safetensors", cache_dir=model_cache_dir)
     assert not (tmp_path / "x.safetensors").exists()
+
+    from tests.fixtures.flux_models import build_tiny_flux
+
+    flux = build_tiny_flux("schnell", tmp_path / "flux" / "models", fmt="diffusers")
+    with pytest.raises(ConversionError, match="FLUX.*only SD 1.x, SD 2.x and SDXL"):
+        folder_to_single_file(flux, tmp_path / "flux.safetensors", cache_dir=model_cache_dir)
+    assert not (tmp_path / "flux.safetensors").exists()
 
 
 @pytest.fixture(scope="module")

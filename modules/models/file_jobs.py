@@ -125,6 +125,10 @@ def precheck_convert(ctx: "AppContext", req: ConvertModelRequest) -> None:
     if req.operation not in ("to_safetensors", "to_single_file") and source.suffix.lower() != ".safetensors":
         raise ConversionError(f"{source.name}: convert it to .safetensors first")
     _target(ctx, _convert_name(req, source), folder=req.operation == "to_diffusers")
+    if req.operation in ("to_single_file", "to_diffusers"):
+        from modules.models.convert.formats import check_layout
+
+        check_layout(source, ctx.flags.allow_pickle)  # header only: FLUX and the like refused before queueing
 
 
 def _convert_name(req: ConvertModelRequest, source: Path) -> str:

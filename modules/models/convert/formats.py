@@ -73,16 +73,29 @@ def _configs(pipe: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def check_layout(path: Path, allow_pickle: bool = False) -> None:
+    """Refuse, before anything is loaded, a model whose family has no LDM single-file layout (FLUX, ...)."""
+    from modules.models.detect import detect_checkpoint
+    from modules.models.errors import ModelLoadError
+
+    try:
+        family = detect_checkpoint(path, allow_pickle=allow_pickle).family
+    except ModelLoadError as exc:
+        raise ConversionError(f"cannot read {path.name}: {exc.reason}") from None
+    if family.architecture != "ldm-unet":
+        raise ConversionError(f"{path.name} is a {family.label} model: only SD 1.x, SD 2.x and SDXL models are "
+                              f"converted between a diffusers folder and a single file")
+
+
 def folder_to_single_file(folder: Path, target: Path, *, cache_dir: Path, dtype: str | None = None,
                           on_progress: Callable[[int], None] = lambda step: None) -> Path:
     """Load the diffusers ``folder`` and write it as one LDM-layout ``target`` safetensors file."""
     from modules.models.convert.ldm import components_metadata, diffusers_to_ldm, save_ldm_checkpoint
 
+    check_layout(folder)
     loaded = _load(folder, cache_dir, dtype, allow_pickle=False)
     on_progress(1)
     family = loaded.family
-    if family.architecture != "ldm-unet":
-        raise ConversionError(f"{folder.name} is a {family.label} model: it has no single-file LDM layout here")
     pipe = loaded.pipeline
     states = {name: getattr(pipe, name).state_dict() for name in NETWORKS if getattr(pipe, name, None) is not None}
     try:
@@ -102,6 +115,7 @@ def single_file_to_folder(source: Path, target: Path, *, cache_dir: Path, dtype:
                           allow_pickle: bool = False, on_progress: Callable[[int], None] = lambda step: None) -> Path:
     """Load the single file ``source`` and save its pipeline as the diffusers folder ``target`` (written
     beside it under a temporary name, then renamed: never half a folder under the final name)."""
+    check_layout(source, allow_pickle)
     loaded = _load(source, cache_dir, dtype, allow_pickle)
     on_progress(1)
     target.parent.mkdir(parents=True, exist_ok=True)
