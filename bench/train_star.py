@@ -46,12 +46,15 @@ def load(cache: Path):
     return model, lambda: resolve_sampler("DPM++ 2M").build(model.scheduler_config, model.prediction_type)
 
 
-def star_rate(pipe, judge: WorldClassifier, prompts: list[str], seeds: list[int], shape: str = "star") -> float:
+def star_rate(pipe, judge: WorldClassifier, prompts: list[str], seeds: list[int], shape: str = "star",
+              seen: dict[str, int] | None = None) -> float:
     hits = total = 0
     for prompt in prompts:
         for got in judge.predict(generate(pipe, [prompt] * len(seeds), seeds, steps=20, guidance=7.0)):
             hits += int(got["shape"] == shape)
             total += 1
+            if seen is not None:
+                seen[got["shape"]] = seen.get(got["shape"], 0) + 1
     return hits / total
 
 
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--ti-steps", type=int, default=300)
     parser.add_argument("--ti-lr", type=float, default=2e-2)
     parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--ti-vectors", type=int, default=2)
     parser.add_argument("--skip", default="", help="lora,ti")
     args = parser.parse_args()
     from modules.jobs.progress import JobControl
@@ -109,7 +113,7 @@ def main() -> None:
 
         model, sampler = load(cache)
         req = TrainEmbeddingRequest(name="zwxstar", dataset=str(data), steps=args.ti_steps, learning_rate=args.ti_lr,
-                                    num_vectors_per_token=2, init_text="shape", caption_template="a {filewords} {token}",
+                                    num_vectors_per_token=args.ti_vectors, init_text="shape", caption_template="a {filewords} {token}",
                                     checkpoint_every=10_000)
         images = load_dataset(data, [work], 64, "")
         images = [type(i)(i.path, i.caption.split()[1], i.pixels) for i in images]  # the colour: "a blue {token}"
@@ -118,10 +122,13 @@ def main() -> None:
                                            init_vectors(model, req.init_text, req.vector_count()))
         seconds = round(time.perf_counter() - started, 1)
         model.pipeline.scheduler = sampler()
+        seen: dict[str, int] = {}
         with apply_embeddings(model.pipeline, [Embedding("zwxstar", work / "zwxstar", {"": vectors})]) as names:
-            rate = star_rate(model.pipeline, judge, replace_names(["a red zwxstar", "a blue zwxstar"], names), seeds)
+            rate = star_rate(model.pipeline, judge, replace_names(["a red zwxstar", "a blue zwxstar"], names), seeds,
+                             seen=seen)
         out["ti"] = {"steps": outcome.last_step, "lr": args.ti_lr, "seconds": seconds,
-                     "last_loss": outcome.losses[-1], "star_rate": rate}
+                     "vectors": args.ti_vectors, "last_loss": outcome.losses[-1], "star_rate": rate,
+                     "shapes_drawn": seen}
     print(json.dumps(out), flush=True)
 
 
