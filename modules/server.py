@@ -40,6 +40,7 @@ class PingResponse(BaseModel):
 
 def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAPI:
     """The whole studio as one ASGI app. ``with_ui`` defaults to ``not --nowebui``."""
+    from modules.api.cluster_routes import build_cluster_router
     from modules.api.controlnet_routes import build_controlnet_router
     from modules.api.extra_networks_routes import build_extra_networks_router
     from modules.api.jobs_api import build_jobs_router
@@ -63,6 +64,7 @@ def create_http_app(ctx: "AppContext", *, with_ui: bool | None = None) -> FastAP
         app.include_router(build_openai_router(ctx))
         app.include_router(build_extra_networks_router(ctx))
         app.include_router(build_model_library_router(ctx))
+        app.include_router(build_cluster_router(ctx))
     ui_app = None
     if with_ui:
         from webui.mount import mount_ui

@@ -132,6 +132,9 @@ def build_models_tab(ctx: "AppContext") -> ModelsTab:
         load = gr.Button("Load", variant="primary", elem_id="models_load", size="md")
         hash_button = gr.Button("# Hash", elem_id="models_hash", size="md")
     status = gr.HTML("", elem_id="models_status")
+    from webui.cluster_line import build_cluster_line
+
+    build_cluster_line(ctx, refresh)  # with --ray: each actor's device, model and job
     details = gr.HTML("", elem_id="models_details")
     table = gr.Dataframe(headers=COLUMNS, value=None, interactive=False, wrap=True,
                          elem_id="models_table", label="Checkpoints")

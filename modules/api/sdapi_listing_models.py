@@ -100,6 +100,8 @@ class MemoryResponse(BaseModel):
     cuda: dict[str, Any] = Field(..., description="system/active/allocated/reserved/inactive/events, or an error")
     models: dict[str, Any] | None = Field(None, description="Atelier: the loaded model slots (name, bytes, last_used; "
                                           "least recently used first), the bytes they use and their budget")
+    cluster: list[dict[str, Any]] | None = Field(None, description="Atelier with --ray: each Ray actor's device, "
+                                                 "loaded models and current job (as GET /api/v1/cluster)")
 
 
 class ExtrasBase(Pydantic1Payload):

@@ -183,7 +183,10 @@ def add_listing_routes(router: APIRouter, ctx: "AppContext") -> None:
 
     @router.get("/memory", response_model=MemoryResponse)
     def memory() -> dict[str, Any]:
-        return {**_memory(), "models": ctx.models.slots.report().as_dict()}
+        from modules.distributed.status import cluster_view
+
+        actors = cluster_view(ctx)["actors"] if getattr(ctx, "cluster", None) is not None else None
+        return {**_memory(), "models": ctx.models.slots.report().as_dict(), "cluster": actors}
 
     for name in ("refresh-checkpoints", "refresh-vae", "refresh-loras", "refresh-embeddings"):
         router.add_api_route(f"/{name}", _refresh(ctx, name), methods=["POST"], response_model=None,

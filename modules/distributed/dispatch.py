@@ -84,7 +84,7 @@ class RayDispatch:
         while True:
             control.progress.text = "waiting for a Ray actor"
             try:
-                slot = self.pool.acquire(job.id, checkpoint, retry=bool(deaths), stop=control.should_stop)
+                slot = self.pool.acquire(job.id, checkpoint, retry=bool(deaths), stop=lambda: control.should_stop)
             except NoActorLeft as exc:
                 raise JobFailure(f"{exc}{'; ' + deaths[-1] if deaths else ''}") from None
             if slot is None:  # cancelled or interrupted before an actor was free
