@@ -97,6 +97,33 @@ def test_caption_through_the_tab_event(ctx, tab, tmp_path) -> None:
     assert 'data-state="failed"' in remote and "no OpenAI-compatible service is set" in remote
 
 
+def test_caption_streamed_from_a_remote_service_with_its_usage(ctx, tab, tmp_path, monkeypatch) -> None:
+    from tests.helpers.fake_openai import FakeOpenAI
+
+    image = upload(tmp_path, "r.png")
+    monkeypatch.setenv("TEST_VLM_KEY", "sk-tab-secret")
+    with FakeOpenAI(answer="A red circle on blue.") as fake:
+        ctx.settings.update({"vlm_api_base_url": fake.url("ok"), "vlm_api_model": "fake-vlm",
+                             "vlm_api_key_env": "TEST_VLM_KEY"})
+        try:
+            steps = last(tab.caption(image, "short", "remote", "", False, True, "", 50))
+        finally:
+            ctx.settings.update({"vlm_api_base_url": "", "vlm_api_model": ""})
+    status, caption, note = steps[-1]
+    assert caption == "A red circle on blue." and "tokens: 17 in, 5 out" in note and "backend: remote" in note
+    assert fake.requests[-1]["body"]["stream"] is True  # the page follows the answer as it streams
+    assert all("sk-tab-secret" not in str(step) for step in steps)
+
+
+def test_send_to_understand_picks_the_selected_file() -> None:
+    from webui.understand_tab import gallery_pick
+
+    assert gallery_pick([], 0) is None and gallery_pick(None, 0) is None
+    gallery = [("/cache/a.png", "seed 1"), ("/cache/b.png", "seed 2")]
+    assert gallery_pick(gallery, 1) == "/cache/b.png" and gallery_pick(gallery, 7) == "/cache/a.png"
+    assert gallery_pick([({"path": "/cache/c.png"}, "x")], 0) == "/cache/c.png"
+
+
 def test_ask_extract_and_check(ctx, tab, tmp_path) -> None:
     image = upload(tmp_path, "b.png", "square", "green", prompt="a green square on a blue background")
     status, answer, note = last(tab.ask(image, "What shape is it?", True, "default"))[-1]

@@ -390,11 +390,10 @@ def wire_send_to_understand(tabs: Any, understand: UnderstandTab, galleries: tup
     from webui.common import error
 
     def from_gallery(gallery: Any, index: int) -> tuple[Any, Any, Any]:
-        if not gallery:
+        picture = gallery_pick(gallery, index)
+        if picture is None:
             raise error("Generate an image first, then send it.")
-        item = gallery[index] if 0 <= (index or 0) < len(gallery) else gallery[0]
-        picture = item[0] if isinstance(item, (tuple, list)) else item
-        return getattr(picture, "path", picture), gr.Tabs(selected="understand_caption"), gr.Tabs(selected="understand")
+        return picture, gr.Tabs(selected="understand_caption"), gr.Tabs(selected="understand")
 
     def from_history(picture: Any) -> tuple[Any, Any, Any]:
         if picture is None:
@@ -412,3 +411,14 @@ def wire_send_to_understand(tabs: Any, understand: UnderstandTab, galleries: tup
 
 def _chat_choices(ctx: "AppContext") -> list[tuple[str, str]]:
     return [(f"{c.title} · {c.messages} message(s)", c.id) for c in ctx.understanding.chats.list()]
+
+
+def gallery_pick(gallery: Any, index: int | None) -> Any:
+    """The file of the selected (or first) item of a gallery value, as the studio showed it (None: empty)."""
+    if not gallery:
+        return None
+    item = gallery[index] if index is not None and 0 <= index < len(gallery) else gallery[0]
+    picture = item[0] if isinstance(item, (tuple, list)) else item
+    if isinstance(picture, dict):
+        picture = picture.get("path") or (picture.get("image") or {}).get("path")
+    return getattr(picture, "path", picture)

@@ -8,7 +8,7 @@ from typing import Any
 
 from modules.world.render import render_scene
 from modules.world.spec import Scene, Shape
-from tests.e2e.conftest import open_tab, screenshot, wait_text
+from tests.e2e.conftest import open_tab, screenshot, set_number, wait_text
 
 
 def test_caption_an_uploaded_image(page: Any, studio: Any, tmp_path: Path) -> None:
@@ -28,3 +28,25 @@ def test_caption_an_uploaded_image(page: Any, studio: Any, tmp_path: Path) -> No
     caption = page.locator("#understand_caption_output textarea").input_value()
     assert caption == "a large red circle in the centre on a blue background"
     screenshot(page, "understand-caption")
+
+
+def test_send_a_generated_image_to_understand_and_check_it(page: Any, studio: Any) -> None:
+    """txt2img → "understand" under the gallery → Check against the image's own prompt (its infotext came along)."""
+    page.fill("#txt2img_prompt textarea", "a large red circle on a blue background")
+    set_number(page, "txt2img_width", "64")
+    set_number(page, "txt2img_height", "64")
+    set_number(page, "txt2img_steps", "8")
+    page.click("#txt2img_generate")
+    page.wait_for_selector("#txt2img_status .atelier-progress[data-state=done]", timeout=120_000)
+    page.locator("#txt2img_gallery img").first.wait_for(state="visible")
+    page.click("#txt2img_send_to_understand")
+    page.locator("#understand_image img").wait_for(state="visible", timeout=30_000)
+    assert page.get_by_role("tab", name="Understand", exact=True).first.get_attribute("aria-selected") == "true"
+    if studio.ctx.interrogator.find() is None:
+        return
+    open_tab(page, "Check")
+    page.check("#understand_check_own input")
+    page.click("#understand_check_run")
+    wait_text(page, "#understand_check_status", "Done in|Failed")
+    view = page.inner_text("#understand_check_output")
+    assert "Score:" in view and "a large red circle on a blue background" in view
