@@ -121,6 +121,14 @@ def test_interrupt_stops_with_a_summary(ctx):
     assert len(list(folder.glob("*.txt"))) == len([i for i in result.items if i.status == "written"])
 
 
+def test_an_unset_service_fails_the_batch_once(ctx):
+    folder = dataset(ctx.paths.data_dir / "sets" / "remote")
+    job = submit_job(ctx, BatchCaptionRequest(folder="sets/remote", preview=False, backend="remote"), owner="test")
+    ctx.queue.wait(job.id, 120)
+    assert job.state is JobState.FAILED and "no OpenAI-compatible service is set" in job.error
+    assert not list(folder.glob("*.txt"))
+
+
 def test_write_caption_is_atomic(tmp_path):
     target = tmp_path / "a.txt"
     write_caption(target, "one")

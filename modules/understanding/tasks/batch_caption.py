@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from modules.jobs.kinds import JobKind
-from modules.understanding.backends.base import Usage
+from modules.understanding.backends.base import BackendUnavailable, Usage
 from modules.understanding.interrogate import InterrogatorMissing
 from modules.understanding.tasks.caption import Detail, caption_image
 from modules.understanding.tasks.common import (USER_ERRORS, BackendRun, UnderstandingRequestError, backend_field,
@@ -179,6 +179,8 @@ def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> BatchCaptionRe
             answer = caption_image(ctx, job, control, request, image, stream=False)
             if not request.preview:
                 write_caption(target, answer.caption)
+        except BackendUnavailable:
+            raise  # no service, no model folder: every image would fail the same way, so the job says it once
         except USER_ERRORS as exc:
             if control.should_stop:
                 result.interrupted = True
