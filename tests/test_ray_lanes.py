@@ -97,10 +97,21 @@ def test_jobs_from_several_clients_all_succeed_and_both_actors_serve(ray_studio:
 def test_cluster_route_shows_each_actor(ray_studio: Any) -> None:
     with ray_studio.client() as client:
         answer = client.get("/api/v1/cluster")
+        memory = client.get("/sdapi/v1/memory").json()
     assert answer.status_code == 200, answer.text
     actors = answer.json()["actors"]
     assert [a["name"] for a in actors] == ["cpu-0", "cpu-1"]
-    assert all(a["alive"] and a["device"] == "cpu" and a["loaded"] for a in actors), actors
+    assert all(a["alive"] and a["device"] == "cpu" and a["loaded"] and a["job"] is None for a in actors), actors
+    assert [a["name"] for a in memory["cluster"]] == ["cpu-0", "cpu-1"]
+    # the UI's line (the Models tab) says the same
+    import gradio as gr
+
+    from webui.cluster_line import build_cluster_line, cluster_html
+
+    with gr.Blocks():
+        assert build_cluster_line(ray_studio.ctx, gr.Button()) is not None
+    line = cluster_html(ray_studio.ctx)
+    assert "cpu-0 [cpu]" in line and "cpu-1 [cpu]" in line and "idle" in line
 
 
 @needs_ray
@@ -120,7 +131,7 @@ def test_model_affinity_avoids_reloads(ray_studio: Any) -> None:
 @needs_ray
 def test_a_cancel_stops_only_its_job(ray_studio: Any) -> None:
     ctx = ray_studio.ctx
-    doomed = submit_job(ctx, _request(SECOND, steps=400), owner="a")
+    doomed = submit_job(ctx, _request(SECOND, steps=150, width=128, height=128), owner="a")
     other = submit_job(ctx, _request(_first(ray_studio), steps=40), owner="b")
     _wait_running_on_actor(ctx, doomed)
     _wait_running_on_actor(ctx, other)

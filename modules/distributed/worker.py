@@ -12,22 +12,37 @@ import os
 import socket
 import threading
 import time
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Sequence
-
-if TYPE_CHECKING:
-    from modules.app_context import AppContext
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
 
 #: the job kinds an actor runs (the device lane's other kinds run on the studio's host)
 REMOTE_KINDS = ("txt2img", "img2img")
 
 
-def build_worker_context(argv: Sequence[str]) -> "AppContext":
+@dataclass
+class WorkerContext:
+    """What :func:`~modules.generation.job_kinds.generate_once` reads of a studio (an AppContext's fields of
+    the same names), built by an actor for itself."""
+
+    flags: Any
+    paths: Any
+    settings: Any
+    hashes: Any
+    catalog: Any
+    models: Any
+    upscalers: Any
+    styles: Any
+    addons: Any
+    backends: Any
+
+
+def build_worker_context(argv: Sequence[str]) -> WorkerContext:
     """The pieces of a studio a generation needs, from the studio's own flags: no queue, store or scripts."""
-    from modules.app_context import AppContext, open_styles, upscaler_dirs
     from modules.backends.scope import BackendCache
     from modules.flags import parse_flags
     from modules.generation.addons.registry import JobAddons
+    from modules.generation.prompts.styles import StyleError, StyleStore
+    from modules.images.upscalers import UpscalerSet
     from modules.models.catalog import CheckpointCatalog
     from modules.models.hashing import HashCache
     from modules.models.loader_options import load_options_for
@@ -35,7 +50,6 @@ def build_worker_context(argv: Sequence[str]) -> "AppContext":
     from modules.models.slots import MB, ModelSlots
     from modules.paths import resolve_paths
     from modules.settings import SettingsStore
-    from modules.images.upscalers import UpscalerSet
 
     flags = parse_flags(list(argv))
     paths = resolve_paths(flags.data_dir, flags.ckpt_dir, flags.lora_dir)
@@ -44,12 +58,16 @@ def build_worker_context(argv: Sequence[str]) -> "AppContext":
     catalog = CheckpointCatalog(paths.ckpt_dirs, hashes)
     slots = ModelSlots(flags.model_memory_mb * MB if flags.model_memory_mb else None)
     models = ModelManager(catalog, hashes, lambda: load_options_for(flags, settings, paths), slots=slots)
-    return AppContext(flags=flags, paths=paths, settings=settings, hashes=hashes, catalog=catalog, models=models,
-                      kinds=None, queue=None, store=None, events=None, interrogator=None,  # type: ignore[arg-type]
-                      upscalers=UpscalerSet(upscaler_dirs(paths), device="cpu"),
-                      styles=open_styles(paths.data_dir / "styles.csv"),
-                      addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle, slots=slots),
-                      backends=BackendCache(paths.cache_dir))
+    try:
+        styles = StyleStore([paths.data_dir / "styles.csv"])
+    except (StyleError, OSError, UnicodeDecodeError):
+        styles = None  # as the studio: generations run without styles
+    upscaler_dirs = list(dict.fromkeys([paths.data_dir / "models" / "ESRGAN", paths.data_dir / "models" / "RealESRGAN",
+                                        paths.repo_root / "models" / "ESRGAN"]))  # the studio's folders
+    return WorkerContext(flags=flags, paths=paths, settings=settings, hashes=hashes, catalog=catalog, models=models,
+                         upscalers=UpscalerSet(upscaler_dirs, device="cpu"), styles=styles,
+                         addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle, slots=slots),
+                         backends=BackendCache(paths.cache_dir))
 
 
 class StudioWorker:
