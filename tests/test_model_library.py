@@ -83,7 +83,7 @@ def test_details_metadata_trigger_words_notes_preview(library: ModelLibrary) -> 
     assert info["family"] == "SD1" and info["training"]["ss_network_dim"] == "4"
     assert info["trigger_words"][:3] == ["toon", "smile", "red hair"]
     assert info["user_metadata"]["notes"] == "my note"
-    assert info["preview"].endswith("Toon.preview.png")
+    assert info["preview"].endswith("Toon.preview.png") and info["preview_source"] == "file"
     assert info["sha256"] is None and info["autov2"] is None  # the details never hash
     assert trigger_words({"ss_tag_frequency": "not json"}) == []
 
@@ -98,6 +98,22 @@ def test_rows_and_preview_for_the_page(library: ModelLibrary, paths: Paths) -> N
     assert library.preview_data_uri(entry) == ""  # no picture beside it
     Image.new("RGB", (300, 200), "red").save(paths.lora_dir / "chars" / "Toon.preview.png")
     assert library.preview_data_uri(entry).startswith("data:image/")
+
+
+def test_preview_from_the_first_image_made_with_it(library: ModelLibrary, paths: Paths) -> None:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    entry = library.find("embedding", "bad-hands.safetensors")
+    info = PngInfo()
+    info.add_text("parameters", "a cow\nNegative prompt: bad-hands\nSteps: 4, Seed: 3, Model: m")
+    image = paths.outputs_dir / "txt2img-images" / "2026-01-01" / "00001.png"
+    image.parent.mkdir(parents=True)
+    Image.new("RGB", (64, 64), "blue").save(image, pnginfo=info)
+    details = library.details(entry)
+    assert details["preview_source"] == "output" and details["preview"].endswith("00001.png")
+    assert library.preview_data_uri(entry).startswith("data:image/")
+    assert library.details(library.find("vae", "kl-f8.safetensors"))["preview"] is None
 
 
 def test_background_hashing_matches_hashlib_and_fills_the_listing(library: ModelLibrary, paths: Paths) -> None:

@@ -59,7 +59,9 @@ class ModelDetail(ModelEntryView):
     trigger_words: list[str] = Field(default_factory=list, description="most frequent training tags")
     user_metadata: dict[str, Any] = Field(default_factory=dict, description="<name>.json (A1111's keys)")
     user_metadata_note: str = ""
-    preview: str | None = None
+    preview: str | None = Field(None, description="the picture: <name>.preview.png beside it, or the first output "
+                                "image made with it")
+    preview_source: Literal["file", "output"] | None = None
     loaded: bool = False
 
 

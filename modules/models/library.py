@@ -165,6 +165,7 @@ class ModelLibrary:
         self._loaded = loaded
         self._lock = threading.Lock()
         self._families: dict[tuple[str, float, int], str] = {}
+        self._networks: Any = None  # the extra networks' cards (previews from the outputs), made on first use
 
     @property
     def trash_dir(self) -> Path:
@@ -254,24 +255,48 @@ class ModelLibrary:
 
         metadata = self.header_metadata(entry)
         user, note = read_user_metadata(entry.path)
-        preview = beside_preview(entry.path, entry.root)
+        preview, source = self.preview(entry)
         return {"kind": entry.kind, "id": entry.id, "name": entry.name, "path": self.paths.shown(entry.path),
                 "is_folder": entry.is_folder, "size": entry.size, "size_text": human_size(entry.size),
                 "mtime": entry.mtime, "family": self.family(entry), **self.cached_hashes(entry),
                 "training": {k: v for k, v in training_metadata(entry.path).items() if k.startswith("ss_")},
                 "metadata": {k: v for k, v in training_metadata(entry.path).items() if not k.startswith("ss_")},
                 "trigger_words": trigger_words(metadata), "user_metadata": user.as_file(), "user_metadata_note": note,
-                "preview": self.paths.shown(preview) if preview is not None else None,
+                "preview": self.paths.shown(preview) if preview is not None else None, "preview_source": source or None,
                 "loaded": self._is_loaded(entry)}
 
+    def _card(self, entry: Entry) -> Any:
+        """The extra networks' card of a LoRA, embedding, checkpoint or VAE (None for other kinds)."""
+        from modules.models.extra_networks import KINDS, ExtraNetworkError, ExtraNetworks
+
+        if entry.kind not in KINDS:
+            return None
+        with self._lock:
+            if self._networks is None:
+                self._networks = ExtraNetworks(self.paths, self.catalog)
+            networks = self._networks
+        try:
+            return networks.find(entry.kind, entry.id)
+        except ExtraNetworkError:
+            return None
+
+    def preview(self, entry: Entry) -> tuple[Path | None, str]:
+        """(the picture, "file" when it is beside the model or "output" for the first image made with it)."""
+        from modules.models.network_previews import beside_preview
+
+        card = self._card(entry)
+        if card is not None:
+            return self._networks.preview(card)
+        picture = beside_preview(entry.path, entry.root)
+        return (picture, "file") if picture is not None else (None, "")
+
     def preview_data_uri(self, entry: Entry, size: int = 192) -> str:
-        """The preview beside the file as a small ``data:`` URI ("" when there is none)."""
+        """The preview as a small ``data:`` URI ("" when there is none)."""
         import base64
 
         from modules.gallery.thumbnails import thumbnail
-        from modules.models.network_previews import beside_preview
 
-        picture = beside_preview(entry.path, entry.root)
+        picture, _ = self.preview(entry)
         if picture is None:
             return ""
         try:
