@@ -116,12 +116,12 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
                 build_train_tab(ctx)
             _build_extension_tabs(ctx)
             with gr.Tab("Settings", id="settings"):
-                build_settings_tab(ctx)
+                settings = build_settings_tab(ctx)
             with gr.Tab("Extensions", id="extensions"):
                 build_extensions_tab(ctx)
         build_page_channel(ctx)  # the page scripts' questions (token counts, page options): webui/js/*.js
         _wire_header(ctx, demo, checkpoint, refresh, model_status, loading, models.picker)
-        wire_page_load(ctx, demo, txt2img, img2img, quick)  # theme, clip skip, re-attach to running jobs
+        wire_page_load(ctx, demo, txt2img, img2img, quick, settings)  # theme, settings, re-attach to jobs
         _wire_send_to(ctx, tabs, txt2img.results, img2img, extras)
         _wire_send_to(ctx, tabs, img2img.results, img2img, extras)
         _wire_infotext_sends(ctx, tabs, txt2img.fields, img2img, extras, history)

@@ -33,7 +33,8 @@ def build_quicksettings(ctx: "AppContext") -> dict[str, Any]:
     for key in quicksettings(current.get("quicksettings_list"), fields):
         if key in BUILT_BY_HEADER:
             continue
-        widgets[key] = widget_for(ctx, key, fields[key], current.get(key), key in READ_ONLY, scale=2, min_width=160)
+        widgets[key] = widget_for(ctx, key, fields[key], current.get(key), key in READ_ONLY, live=True, scale=2,
+                                  min_width=160)
 
     for key, widget in widgets.items():
         def save(value: Any, key: str = key) -> None:

@@ -4,9 +4,10 @@ new options appear by themselves), in sections with a search box, saved with ``c
 
 The layout (sections, labels, the search rule, the quicksettings bar's keys) is
 :mod:`modules.settings_layout`; this module only builds the widgets; the search box filters in the page
-(``webui/js/settings_search.js``, the same rule as ``settings_layout.matches``). Settings are read by every job when it starts, so a change applies
-to the next generation without a restart; changing ``sd_model_checkpoint`` also queues the switch, as
-A1111's ``onchange`` does. :func:`widget_for` also builds the quicksettings bar's widgets (webui/app.py).
+(``webui/js/settings_search.js``, the same rule as ``settings_layout.matches``). Settings are read by every
+job when it starts, so a change applies to the next generation without a restart; changing
+``sd_model_checkpoint`` also queues the switch, as A1111's ``onchange`` does. :func:`widget_for` also builds
+the quicksettings bar's widgets (webui/quicksettings.py); both read their values at every page load.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import gradio as gr
 
 from webui.common import active_title, checkpoint_titles, readable, status_html
+from webui.ext_settings_section import build_extension_options
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -36,6 +38,10 @@ class SettingsTab:
     status: Any
     search: Any = None
     sections: dict[str, Any] = field(default_factory=dict)
+    #: ``() -> updates`` for :attr:`widgets`: the values in force (webui/tools.py wire_page_load calls it at page
+    #: load, one event for the whole tab)
+    refresh: Any = None
+    widgets: list[Any] = field(default_factory=list)
 
 
 def _bounds(info: Any) -> tuple[float | None, float | None]:
@@ -62,8 +68,9 @@ def shown_value(ctx: "AppContext", name: str, value: Any) -> Any:
 
 
 def widget_for(ctx: "AppContext", name: str, info: Any, value: Any, read_only: bool, *, label: str | None = None,
-               elem_id: str | None = None, **extra: Any) -> Any:
-    """The Gradio widget for one settings field (label: its description, info: its key)."""
+               elem_id: str | None = None, live: bool = False, **extra: Any) -> Any:
+    """The Gradio widget for one settings field (label: its description, info: its key); ``live``: its value is
+    read from the settings at every page load (a :class:`modules.settings.Settings` field)."""
     from modules.settings import Settings
 
     label, hint = label or info.description or name, name
@@ -76,24 +83,40 @@ def widget_for(ctx: "AppContext", name: str, info: Any, value: Any, read_only: b
             return shown_value(ctx, name, ctx.settings.current.sd_model_checkpoint)
 
         return gr.Dropdown(checkpoint_titles(ctx), value=loaded, allow_custom_value=True, **common)
+    shown: Any = _widget_value(name, annotation, value)
+    if live:  # read at every page load: a change made elsewhere (the API, the other bar) shows after a reload
+        def now() -> Any:
+            return _widget_value(name, annotation, shown_value(ctx, name, getattr(ctx.settings.current, name, None)))
+
+        shown = now
     if name == "sd_vae":
         choices = vae_choices(ctx)
-        return gr.Dropdown(choices if value in choices else [*choices, value], value=value, **common)
+        return gr.Dropdown(choices if value in choices else [*choices, value], value=shown, **common)
     if name == "quicksettings_list":
-        return gr.Dropdown([key for key in Settings.model_fields], value=list(value or []), multiselect=True,
-                           **common)
+        return gr.Dropdown([key for key in Settings.model_fields], value=shown, multiselect=True, **common)
     if typing.get_origin(annotation) is typing.Literal:
-        return gr.Dropdown(list(typing.get_args(annotation)), value=value, **common)
+        return gr.Dropdown(list(typing.get_args(annotation)), value=shown, **common)
     if annotation is bool:
-        return gr.Checkbox(value=value, **common)
+        return gr.Checkbox(value=shown, **common)
     if annotation is int or annotation is float:
         low, high = _bounds(info)
         if low is not None and high is not None and high - low <= 1000:
-            return gr.Slider(low, high, value=value, step=1 if annotation is int else 0.01, **common)
-        return gr.Number(value=value, precision=0 if annotation is int else None, **common)
-    if _structured(annotation):  # a table or a list: edited as JSON
-        return gr.Textbox(value=json.dumps(value if value is not None else None), lines=2, **common)
-    return gr.Textbox(value="" if value is None else str(value), **common)
+            return gr.Slider(low, high, value=shown, step=1 if annotation is int else 0.01, **common)
+        return gr.Number(value=shown, precision=0 if annotation is int else None, **common)
+    return gr.Textbox(value=shown, lines=2 if _structured(annotation) else 1, **common)
+
+
+def _widget_value(name: str, annotation: Any, value: Any) -> Any:
+    """A setting's value as its widget takes it: a list for the quicksettings, JSON text for other tables and
+    lists, text for a text box."""
+    if name == "quicksettings_list":
+        return list(value or [])
+    if _structured(annotation):
+        return json.dumps(value)
+    if (annotation in (bool, int, float) or typing.get_origin(annotation) is typing.Literal
+            or name in ("sd_vae", "sd_model_checkpoint")):
+        return value
+    return "" if value is None else str(value)
 
 
 def _structured(annotation: Any) -> bool:
@@ -172,11 +195,11 @@ def build_settings_tab(ctx: "AppContext") -> SettingsTab:
                                                        entry.key in READ_ONLY, label=entry.label,
                                                        elem_id=f"settings_{entry.key}" if entry.key in quick else None)
             sections[section] = group
+    build_extension_options(ctx)  # approved extensions' ui_settings options, with their own Apply button
     names = [name for name in fields if name in components]  # /settings takes the values in the model's order
 
     def shown(name: str, value: Any) -> Any:
-        value = shown_value(ctx, name, value)
-        return json.dumps(value) if _structured(fields[name].annotation) and name != "quicksettings_list" else value
+        return _widget_value(name, fields[name].annotation, shown_value(ctx, name, value))
 
     def on_apply(*values: Any) -> list[Any]:
         now = ctx.settings.as_dict()
@@ -197,11 +220,14 @@ def build_settings_tab(ctx: "AppContext") -> SettingsTab:
         return [gr.update(value=shown(n, data.get(n))) for n in names] + [status_html(
             message, "ok" if changes else "info")]
 
-    def on_reload() -> list[Any]:
+    def current_values() -> list[Any]:
         data = ctx.settings.as_dict()
-        return [gr.update(value=shown(n, data.get(n))) for n in names] + [status_html("Reloaded.")]
+        return [gr.update(value=shown(n, data.get(n))) for n in names]
+
+    def on_reload() -> list[Any]:
+        return current_values() + [status_html("Reloaded.")]
 
     widgets = [components[n] for n in names]
     apply.click(on_apply, inputs=widgets, outputs=[*widgets, status], api_name="settings")
     reload.click(on_reload, outputs=[*widgets, status], api_visibility="private")
-    return SettingsTab(components, apply, status, query, sections)
+    return SettingsTab(components, apply, status, query, sections, current_values, widgets)

@@ -37,11 +37,11 @@ CONFIRM_CLEAR_JS = ("(prompt, negative) => ((!prompt && !negative) || confirm('D
 
 
 def wire_page_load(ctx: "AppContext", demo: gr.Blocks, txt2img: Any, img2img: Any,
-                   quick: dict[str, Any] | None = None) -> None:
+                   quick: dict[str, Any] | None = None, settings: Any = None) -> None:
     """What a page does when it (re)loads: apply the theme (``--theme``, else the ``theme`` setting); set the
     tabs' clip skip from the ``CLIP_stop_at_last_layers`` setting (A1111 has clip skip only as that setting;
     the quicksettings bar's clip skip sets both tabs' too); follow this user's running txt2img and img2img
-    jobs into their tabs (progress survives a reload)."""
+    jobs into their tabs (progress survives a reload); show the settings in force in the Settings tab."""
     from modules.jobs.reattach import TAB_KINDS
     from webui.look import APPLY_THEME_JS, page_theme
 
@@ -55,6 +55,8 @@ def wire_page_load(ctx: "AppContext", demo: gr.Blocks, txt2img: Any, img2img: An
         widget = (quick or {}).get("CLIP_stop_at_last_layers")
         if widget is not None:
             widget.input(lambda value: [value] * len(clip), inputs=[widget], outputs=clip, **private)
+    if settings is not None and settings.refresh is not None:  # the Settings tab shows the values in force
+        demo.load(settings.refresh, outputs=settings.widgets, **private)
     for results in (txt2img.results, img2img.results):
         wire_reattach(ctx, demo, results, TAB_KINDS[results.tab], lambda: _previews(ctx))
 

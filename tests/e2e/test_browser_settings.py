@@ -52,6 +52,16 @@ def test_checkpoint_field_shows_the_loaded_model_and_vae_is_a_dropdown(page: Any
     options = [text.replace("✓", "").strip() for text in page.locator("li[role=option]").all_inner_texts()]
     assert "Automatic" in options and "None" in options, options
     page.keyboard.press("Escape")
+    # a change made elsewhere (the API) shows at the next page load
+    studio.ctx.settings.update({"send_seed": False})
+    try:
+        page.reload()
+        page.wait_for_selector("#txt2img_generate", state="visible", timeout=60_000)
+        open_tab(page, "Settings")
+        page.wait_for_function(
+            "() => document.querySelector('#setting_send_seed input[type=checkbox]')?.checked === false")
+    finally:
+        studio.ctx.settings.update({"send_seed": True})
 
 
 def test_quicksettings_bar_saves_at_once(page: Any, studio: Any) -> None:
@@ -68,6 +78,8 @@ def test_quicksettings_bar_saves_at_once(page: Any, studio: Any) -> None:
         assert studio.ctx.settings.current.CLIP_stop_at_last_layers == 2
         page.reload()  # a new page takes the tabs' clip skip from the setting
         page.wait_for_selector("#txt2img_generate", state="visible", timeout=60_000)
+        page.wait_for_function(
+            "() => document.querySelector('#setting_CLIP_stop_at_last_layers input[type=number]').value === '2'")
         page.locator("#txt2img_advanced").get_by_text("Advanced").first.click()
         page.wait_for_function("() => document.querySelector('#txt2img_clip_skip input[type=number]')?.value === '2'")
     finally:
