@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 #: the built-in scripts as shipped (file name -> SHA-256 of its bytes); ``python -m modules.scripts.sources``
 #: prints the current values after an edit (a test checks they match the files)
 BUILTIN_DIGESTS: dict[str, str] = {
+    "loopback.py": "7cbddf76d130838f5b66b645767915c6edb49566c0c21b8474d0ffaeabfbbf53",
     "prompt_matrix.py": "1941ed421ddf5a638978a8729986b4467b95dccb8409dfda5b1e3b7e5065c05a",
     "prompts_from_file.py": "a503ce1e799a88b4cedf8bbb1ce0ec4a4abc763d7c70ee8a8f66208b12bf004f",
     "xyz_grid.py": "2d507772db6ef3d8d37bd93ef3eeba5607e929248436163f18a0516b07d2c650",
