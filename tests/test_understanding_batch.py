@@ -129,6 +129,25 @@ def test_an_unset_service_fails_the_batch_once(ctx):
     assert not list(folder.glob("*.txt"))
 
 
+def test_the_native_job_api_runs_and_refuses_a_batch(ctx, tmp_path):
+    from modules.server import create_http_app
+
+    dataset(ctx.paths.data_dir / "sets" / "api")
+    http = TestClient(create_http_app(ctx, with_ui=False), base_url="http://127.0.0.1:7860")
+    outside = http.post("/api/v1/jobs", json={"kind": "understand_batch_caption",
+                                              "request": {"folder": str(dataset(tmp_path / "elsewhere"))}})
+    assert outside.status_code == 400 and "outside the folders" in outside.json()["detail"]
+    assert str(ctx.paths.data_dir) not in outside.text  # it names the path as typed, not the server's folders
+    made = http.post("/api/v1/jobs", json={"kind": "understand_batch_caption",
+                                           "request": {"folder": "sets/api", "limit": 2}})
+    assert made.status_code in (200, 201, 202), made.text
+    job = ctx.queue.wait(made.json()["id"], 120)
+    assert job.state is JobState.SUCCEEDED
+    result = http.get(f"/api/v1/jobs/{job.id}/result").json()
+    info = result["info"]
+    assert info["previewed"] == 2 and info["folder"] == "sets/api" and len(info["items"]) == 2
+
+
 def test_write_caption_is_atomic(tmp_path):
     target = tmp_path / "a.txt"
     write_caption(target, "one")
