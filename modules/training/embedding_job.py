@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modules.folder_access import FolderNotAllowed, resolve_folder, roots_of
-from modules.generation.addons.embeddings import EmbeddingError
+from modules.generation.validation import InvalidRequestError  # EmbeddingError's base: no torch at start-up
 from modules.jobs.kinds import JobKind
 from modules.models.errors import ModelLoadError
 from modules.training.embedding_request import TrainEmbeddingRequest
-from modules.training.lora.dataset import DatasetError
+from modules.training.lora.errors import DatasetError, SessionError, TrainingError
 from modules.training.lora.job import TRAINING_LANE
-from modules.training.lora.session import Session, SessionError
-from modules.training.lora.trainer import TrainingError
+from modules.training.lora.session import Session
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
     from modules.jobs.progress import JobControl
 
 USER_ERRORS: tuple[type[Exception], ...] = (FolderNotAllowed, DatasetError, SessionError, TrainingError,
-                                            ModelLoadError, EmbeddingError)
+                                            ModelLoadError, InvalidRequestError)
 
 
 def output_path(ctx: "AppContext", name: str) -> Path:
