@@ -178,3 +178,19 @@ ctx.close()
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1]) == {"ray": False, "cluster": True}
+
+
+@needs_ray
+def test_when_the_last_actor_dies_mid_job_the_job_fails_saying_why(ray_studio: Any) -> None:
+    import ray
+
+    ctx = ray_studio.ctx
+    job = submit_job(ctx, _request(SECOND, steps=150), owner="a")
+    slot = _wait_running_on_actor(ctx, job)
+    ray.kill(slot.handle)
+    ctx.queue.wait(job.id, 60)
+    assert job.state is JobState.FAILED
+    assert "no Ray actor is left" in job.error and f"the Ray actor {slot.name} running it died" in job.error
+    late = submit_job(ctx, _request(SECOND), owner="b")
+    ctx.queue.wait(late.id, 30)
+    assert late.state is JobState.FAILED and "no Ray actor is left" in late.error

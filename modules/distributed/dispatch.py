@@ -77,8 +77,10 @@ class RayDispatch:
                 kind.precheck(self._ctx, request)
         except kind.user_errors as exc:
             raise JobFailure(str(exc)) from None
-        checkpoint = getattr(request, "checkpoint", None) or self._ctx.settings.current.sd_model_checkpoint \
-            or DEFAULT_CHECKPOINT
+        checkpoint = self._checkpoint_of(request)
+        if checkpoint is not None and not request.checkpoint:  # "the loaded one": the studio's choice, by name
+            request = request.model_copy(update={"checkpoint": checkpoint})
+        checkpoint = checkpoint or DEFAULT_CHECKPOINT
         request_json = request.model_dump_json()
         deaths: list[str] = []
         while True:
@@ -87,9 +89,8 @@ class RayDispatch:
                 slot = self.pool.acquire(job.id, checkpoint, retry=bool(deaths), stop=lambda: control.should_stop)
             except NoActorLeft as exc:
                 raise JobFailure(f"{exc}{'; ' + deaths[-1] if deaths else ''}") from None
-            if slot is None:  # cancelled or interrupted before an actor was free
-                raise JobFailure("stopped before a Ray actor was free") if not control.cancel_event.is_set() \
-                    else JobFailure("cancelled while waiting for a Ray actor")
+            if slot is None:  # cancelled (the queue records it so) or interrupted before an actor was free
+                return None if control.cancel_event.is_set() else _nothing_made(request)
             try:
                 answer = self._follow(slot, job, control, request_json)
             except ActorDied as exc:
@@ -109,12 +110,22 @@ class RayDispatch:
             raise JobFailure(answer["error"])
         return unpack_result(answer["result"], output_options(self._ctx, job, job.kind))
 
+    def _checkpoint_of(self, request: Any) -> str | None:
+        """The checkpoint a request runs on: its own, else the studio's loaded one, else the setting's."""
+        if getattr(request, "checkpoint", None):
+            return str(request.checkpoint)
+        active = self._ctx.models.active
+        if active is not None:
+            return self._ctx.catalog.title(active.info)
+        return self._ctx.settings.current.sd_model_checkpoint or None
+
     def _follow(self, slot: ActorSlot, job: Job, control: JobControl, request_json: str) -> dict[str, Any]:
         """Run ``job`` on ``slot``'s actor: poll its progress, pass stops on; its answer (raises ActorDied)."""
         ray = self._ray
         exceptions = ray.exceptions
         preview_every = getattr(control, "preview_every", 1)
-        pending = slot.handle.run.remote(job.id, job.kind, request_json, preview_every, job.keep_outputs)
+        pending = slot.handle.run.remote(job.id, job.kind, request_json, preview_every, job.keep_outputs,
+                                         self._ctx.settings.current.model_dump_json())
         sent: set[str] = set()
         mirror = _ProgressMirror(control)
         while True:
@@ -190,6 +201,13 @@ class _ProgressMirror:
             control.step(progress["step"], preview_source=lambda data=data: _decode(data))
         elif progress["step"] != control.progress.step:
             control.step(progress["step"])
+
+
+def _nothing_made(request: Any) -> Any:
+    """What a generation interrupted before it started returns: no images, ``interrupted``."""
+    from modules.generation.results import GenerationResult
+
+    return GenerationResult(width=request.width, height=request.height, interrupted=True)
 
 
 def _decode(data: bytes) -> Any:

@@ -19,6 +19,27 @@ from typing import Any, Sequence
 REMOTE_KINDS = ("txt2img", "img2img")
 
 
+class SentSettings:
+    """The studio's settings as the last job sent them (an actor does not read the settings file again, so a
+    change in the studio applies to its next job); read through ``.current`` as a SettingsStore is."""
+
+    def __init__(self, initial: Any) -> None:
+        self._lock = threading.Lock()
+        self._settings = initial
+
+    @property
+    def current(self) -> Any:
+        with self._lock:
+            return self._settings.model_copy()
+
+    def replace(self, settings_json: str) -> None:
+        from modules.settings import Settings
+
+        settings = Settings.model_validate_json(settings_json)
+        with self._lock:
+            self._settings = settings
+
+
 @dataclass
 class WorkerContext:
     """What :func:`~modules.generation.job_kinds.generate_once` reads of a studio (an AppContext's fields of
@@ -53,7 +74,7 @@ def build_worker_context(argv: Sequence[str]) -> WorkerContext:
 
     flags = parse_flags(list(argv))
     paths = resolve_paths(flags.data_dir, flags.ckpt_dir, flags.lora_dir)
-    settings = SettingsStore(paths.settings_file)
+    settings = SentSettings(SettingsStore(paths.settings_file).current)
     hashes = HashCache(paths.hash_cache_file)
     catalog = CheckpointCatalog(paths.ckpt_dirs, hashes)
     slots = ModelSlots(flags.model_memory_mb * MB if flags.model_memory_mb else None)
@@ -92,8 +113,9 @@ class StudioWorker:
             self._loads += 1
 
     def run(self, job_id: str, kind: str, request_json: str, preview_every: int = 1,
-            keep_outputs: bool = False) -> dict[str, Any]:
-        """Run one generation; ``{"result": packed}``, or ``{"error": message}`` for a request that cannot run."""
+            keep_outputs: bool = False, settings_json: str | None = None) -> dict[str, Any]:
+        """Run one generation with the studio's settings (``settings_json``); ``{"result": packed}``, or
+        ``{"error": message}`` for a request that cannot run."""
         from modules.distributed.wire import pack_result
         from modules.generation.job_kinds import GENERATION_ERRORS, generate_once, output_options
         from modules.generation.requests import Img2ImgRequest, Txt2ImgRequest
@@ -116,6 +138,8 @@ class StudioWorker:
                 return {"error": f"actor {self.name} is busy with job {self._job_id}"}
             self._job_id, self._control = job_id, control
         try:
+            if settings_json is not None:
+                self._ctx.settings.replace(settings_json)
             output = replace(output_options(self._ctx, job, kind), save=False)  # the studio saves the images
             result = generate_once(self._ctx, request, control, output, runner)
             return {"result": pack_result(result)}
