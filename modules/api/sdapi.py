@@ -36,7 +36,7 @@ def _generation_routes(router: APIRouter, ctx: "AppContext") -> None:
     def txt2img(payload: SdTxt2ImgPayload = Body(...),
                 principal: str | None = Depends(principal_of)) -> TextToImageResponse:
         try:
-            req = payload.to_request()
+            req = payload.to_request(ctx.settings.current.CLIP_stop_at_last_layers)
         except ValueError as exc:  # pydantic ValidationError is a ValueError
             raise ApiError(422, first_error(exc), "ValidationError") from None
         req, notes = lenient_request(ctx, payload, req)

@@ -32,7 +32,7 @@ def add_img2img_route(router: APIRouter, ctx: "AppContext") -> None:
         if not payload.init_images:
             raise ApiError(404, "Init image not found", "InitImageNotFound")
         try:
-            req = payload.to_request()
+            req = payload.to_request(ctx.settings.current.CLIP_stop_at_last_layers)
         except ValueError as exc:
             raise ApiError(422, first_error(exc), "ValidationError") from None
         req, notes = lenient_request(ctx, payload, req)

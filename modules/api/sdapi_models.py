@@ -82,11 +82,12 @@ class _SdGenerationPayload(Pydantic1Payload):
     # SD.Next's name for clip skip (SillyTavern sends it too); override_settings.CLIP_stop_at_last_layers wins
     clip_skip: int | None = None
 
-    def _common(self) -> dict[str, Any]:
+    def _common(self, default_clip_skip: int = 1) -> dict[str, Any]:
         """The typed request fields shared by txt2img and img2img (after the infotext is applied)."""
         fields = self._with_infotext()
         overrides = fields.get("override_settings") or {}
-        clip_skip = _clip_skip(overrides.get("CLIP_stop_at_last_layers", fields.get("clip_skip") or 1))
+        # A1111: the CLIP_stop_at_last_layers setting unless the request overrides it
+        clip_skip = _clip_skip(overrides.get("CLIP_stop_at_last_layers", fields.get("clip_skip") or default_clip_skip))
         checkpoint = overrides.get("sd_model_checkpoint") or fields.get("checkpoint")
         common = dict(
             prompt=fields["prompt"], negative_prompt=fields["negative_prompt"],
@@ -171,7 +172,7 @@ class SdTxt2ImgPayload(_SdGenerationPayload):
     firstphase_height: int = 0
     firstpass_image: str | None = None
 
-    def to_request(self) -> Txt2ImgRequest:
+    def to_request(self, default_clip_skip: int = 1) -> Txt2ImgRequest:
         fields = self._with_infotext()
         hires = dict(enable_hr=fields["enable_hr"], hr_scale=fields["hr_scale"],
                      hr_upscaler=fields.get("hr_upscaler") or "Latent",
@@ -183,7 +184,7 @@ class SdTxt2ImgPayload(_SdGenerationPayload):
         if fields["enable_hr"] and hr_checkpoint not in (None, *_NO_CHECKPOINT):
             raise ValueError("hr_checkpoint_name: a different checkpoint for the hires pass is not supported; "
                              "leave it empty")
-        return Txt2ImgRequest(**self._common(), **hires)
+        return Txt2ImgRequest(**self._common(default_clip_skip), **hires)
 
 
 class SdImg2ImgPayload(_SdGenerationPayload):
@@ -206,13 +207,14 @@ class SdImg2ImgPayload(_SdGenerationPayload):
     latent_mask: str | None = None
     flux_kontext: bool = Field(False, description="Atelier: FLUX.1 Kontext editing with the init images as reference")
 
-    def to_request(self) -> Any:  # -> Img2ImgRequest
+    def to_request(self, default_clip_skip: int = 1) -> Any:  # -> Img2ImgRequest
         from modules.generation.requests import Img2ImgRequest
 
         fields = self._with_infotext()
         noise = fields.get("initial_noise_multiplier")
         return Img2ImgRequest(
-            **self._common(), init_images=list(fields.get("init_images") or []), mask=fields.get("mask"),
+            **self._common(default_clip_skip), init_images=list(fields.get("init_images") or []),
+            mask=fields.get("mask"),
             resize_mode=fields["resize_mode"], image_cfg_scale=fields.get("image_cfg_scale"),
             mask_blur=fields.get("mask_blur"), mask_blur_x=fields["mask_blur_x"], mask_blur_y=fields["mask_blur_y"],
             mask_round=fields["mask_round"], inpainting_fill=fields["inpainting_fill"],
