@@ -87,7 +87,7 @@ def screenshot(page: Any, name: str, *, full_page: bool = False) -> Path:
 
 #: the screenshots the README shows
 DOC_SHOTS = ("txt2img-generated", "txt2img-progress", "txt2img-queued", "history", "pnginfo", "error-message",
-             "extra-networks")
+             "extra-networks", "txt2img-progress-after-reload")
 DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 
 
