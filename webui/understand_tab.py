@@ -158,8 +158,9 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
                     chat_model = gr.Dropdown(_chat_models(ctx), value=(_chat_models(ctx) or [None])[0], label="Model",
                                              elem_id="understand_chat_model")
                     chatbot = gr.Chatbot(label="Chat", height=320, elem_id="understand_chatbot")
-                    chat_images = gr.Gallery(label="Images in this chat (in context)", columns=6, height=110,
-                                             interactive=False, elem_id="understand_chat_images", format="png")
+                    chat_images = gr.Gallery(label="Images in this chat (in context)", columns=6, height=150,
+                                             object_fit="contain", allow_preview=True, interactive=False,
+                                             fit_columns=False, elem_id="understand_chat_images", format="png")
                     with gr.Row():
                         chat_image = gr.Image(label="Attach an image", type="filepath", sources=["upload", "clipboard"],
                                               height=140, elem_id="understand_chat_image", scale=1)

@@ -50,3 +50,25 @@ def test_send_a_generated_image_to_understand_and_check_it(page: Any, studio: An
     wait_text(page, "#understand_check_status", "Done in|Failed")
     view = page.inner_text("#understand_check_output")
     assert "Score:" in view and "a large red circle on a blue background" in view
+
+
+def test_chat_with_an_image_is_kept_and_listed(page: Any, studio: Any, tmp_path: Path) -> None:
+    if studio.ctx.interrogator.find() is None:
+        return
+    picture = tmp_path / "square.png"
+    render_scene(Scene(background="white", shapes=(Shape(shape="square", colour="green", position="centre",
+                                                         size="large"),)), size=64).save(picture)
+    open_tab(page, "Understand")
+    open_tab(page, "Chat")
+    page.locator("#understand_chat_image input[type=file]").set_input_files(str(picture))
+    page.locator("#understand_chat_image img").wait_for(state="visible")
+    page.fill("#understand_chat_text textarea", "What shape is this?")
+    page.click("#understand_chat_send")
+    wait_text(page, "#understand_chat_status", "Done in")
+    wait_text(page, "#understand_chatbot", "square")
+    page.locator("#understand_chat_images img").first.wait_for(state="visible")
+    assert page.input_value("#understand_chat_text textarea") == ""
+    assert studio.ctx.understanding.chats.list()[0].title == "What shape is this?"
+    width = page.evaluate("() => document.querySelector('#understand_chat_images img').getBoundingClientRect().width")
+    assert 0 < width < 200, "the chat's images are thumbnails, not one image cut off by the strip"
+    screenshot(page, "understand-chat")
