@@ -112,7 +112,7 @@ def _wire_interrogate(ctx: "AppContext", row: PromptRow, images: list[Any], capt
             request: gr.Request) -> Iterator[tuple[Any, str]]:
         """Queue an ``interrogate`` job (the classifier runs on the device); its caption becomes the prompt."""
         from modules.images.codec import encode_png_base64
-        from modules.understanding.interrogate_job import InterrogateRequest
+        from modules.understanding.interrogate_job import interrogate_request
         from webui.img2img_inputs import mode_image
         from webui.progress import run_and_follow
 
@@ -120,7 +120,11 @@ def _wire_interrogate(ctx: "AppContext", row: PromptRow, images: list[Any], capt
         if picture is None:
             yield gr.skip(), status_html(f"Upload an image into the {mode_v} tab first.", "warn")
             return
-        job_request = InterrogateRequest(image=encode_png_base64(picture, None), model=model)
+        try:  # over the chosen understanding backend (Settings → understanding_backend), as /sdapi/v1/interrogate
+            job_request = interrogate_request(ctx, encode_png_base64(picture, None), model)
+        except Exception as exc:  # noqa: BLE001 - an unknown backend in Settings: said in the page
+            yield gr.skip(), status_html(ctx.paths.scrub(str(exc)), "error")
+            return
         for job, status in run_and_follow(ctx, job_request, owner_of(request)):
             if job is None or status:
                 yield gr.skip(), status
