@@ -181,3 +181,26 @@ def test_batch_preview_through_the_tab(ctx, tab) -> None:
     assert "1 of 1 captioned and written" in status and (folder / "one.txt").is_file()
     refused = last(tab.batch("/etc", True, False, 0, "tags", "default", "", False, True, "", 50))
     assert "outside the folders this studio may use" in refused[-1][0]
+
+
+def test_batch_stop_interrupts_with_a_summary(ctx, tab) -> None:
+    import threading
+    import time
+
+    folder = ctx.paths.data_dir / "sets" / "long"
+    for index in range(40):
+        upload(folder, f"{index:02d}.png", "circle", "red")
+    shown: list = []
+    worker = threading.Thread(target=lambda: shown.extend(
+        tab.batch("sets/long", False, False, 0, "tags", "default", "", False, True, "", 50)))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(folder.glob("*.txt")):
+        time.sleep(0.05)
+    assert "Interrupting" in tab.batch_stop(None)
+    worker.join(120)
+    status, rows = shown[-1]
+    assert 'data-state="interrupted"' in status and "interrupted: run again to resume" in status
+    written = len(list(folder.glob("*.txt")))
+    assert 0 < written < 40 and len(rows) == written
+    assert "Nothing to stop" in tab.batch_stop(None)

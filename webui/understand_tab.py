@@ -38,6 +38,7 @@ class UnderstandTab:
     chat_open: Callable[..., tuple[Any, ...]]
     chat_list: Callable[[], Any]
     batch: Callable[..., Iterator[tuple[Any, ...]]]
+    batch_stop: Callable[..., str]
 
 
 def follow(ctx: "AppContext", build: Callable[[], Any], owner: str) -> Iterator[tuple[str, str, "Job | None"]]:
@@ -376,7 +377,8 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
     bt_write.click(batch_write, inputs=batch_inputs, outputs=[bt_status, bt_table], api_visibility="private",
                    show_progress="hidden")
     bt_stop.click(batch_stop, outputs=[bt_status], api_visibility="private", queue=False)
-    return UnderstandTab(image, tabs, caption, ask, extract, check, chat_send_, chat_open_, chat_list, batch)
+    return UnderstandTab(image, tabs, caption, ask, extract, check, chat_send_, chat_open_, chat_list, batch,
+                         batch_stop)
 
 
 def _chat_models(ctx: "AppContext") -> list[str]:
