@@ -7,12 +7,13 @@ started by a local Ray on 127.0.0.1, one of them held out of the pool for the 1-
 generation's own seconds), median, Ray minus local: what sending the request, polling progress and
 returning and saving the images add.
 
-    .venv/bin/python -m bench.scale [--jobs 8] [--rounds 3] [--steps 10] [--size 64]
+    .venv/bin/python -m bench.scale [--jobs 8] [--rounds 3] [--steps 10 30] [--size 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -59,14 +60,34 @@ def _run(ctx: Any, ckpt: str, steps: int, size: int, count: int, *, together: bo
     return total, [(job.finished_at - job.started_at) - job.result.seconds for job in jobs]
 
 
+def _measure(local: Any, cluster: Any, ckpt: str, steps: int, size: int, jobs: int, rounds: int) -> dict[str, Any]:
+    """Interleaved rounds: 3 single jobs on each lane alternately (overhead), then ``jobs`` jobs together with
+    one actor held out of the pool (a 1-actor lane), then with both."""
+    one, two, local_over, ray_over = [], [], [], []
+    for _ in range(rounds):  # drift and other work on the machine hit every figure alike
+        for _ in range(3):
+            local_over += _run(local, ckpt, steps, size, 1, together=False)[1]
+            ray_over += _run(cluster, ckpt, steps, size, 1, together=False)[1]
+        held = cluster.cluster.pool.acquire("bench-hold", ckpt)
+        try:
+            one.append(jobs / _run(cluster, ckpt, steps, size, jobs, together=True)[0])
+        finally:
+            cluster.cluster.pool.release(held, held.checkpoint)
+        two.append(jobs / _run(cluster, ckpt, steps, size, jobs, together=True)[0])
+        print(f"{steps} steps: 1 actor {one[-1]:.2f}/s, 2 actors {two[-1]:.2f}/s", flush=True)
+    return {"one": one, "two": two, "local_ms": statistics.median(local_over) * 1000,
+            "ray_ms": statistics.median(ray_over) * 1000}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=8, help="jobs per throughput batch")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, nargs="+", default=[10, 30])
     ap.add_argument("--size", type=int, default=64)
     args = ap.parse_args()
     torch.set_num_threads(1)  # the local lane as single-threaded as each actor
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_dir = Path(tmp) / "Stable-diffusion"
         ckpt_dir.mkdir()
@@ -74,46 +95,39 @@ def main() -> None:
         local = _studio(Path(tmp) / "local", ckpt_dir, [])
         cluster = _studio(Path(tmp) / "ray", ckpt_dir, ["--ray", "auto", "--ray-cpu-actors", "2"])
         try:
-            _run(local, ckpt, args.steps, args.size, 1, together=True)    # warm: the model loaded
-            _run(cluster, ckpt, args.steps, args.size, 2, together=True)  # warm: each actor loads it
-            one, two, local_over, ray_over = [], [], [], []
-            for _ in range(args.rounds):  # interleaved: drift and other work on the machine hit all alike
-                for _ in range(3):  # overhead: one job at a time on each lane, alternating
-                    local_over += _run(local, ckpt, args.steps, args.size, 1, together=False)[1]
-                    ray_over += _run(cluster, ckpt, args.steps, args.size, 1, together=False)[1]
-                held = cluster.cluster.pool.acquire("bench-hold", ckpt)  # one actor kept out: a 1-actor lane
-                try:
-                    one.append(args.jobs / _run(cluster, ckpt, args.steps, args.size, args.jobs, together=True)[0])
-                finally:
-                    cluster.cluster.pool.release(held, held.checkpoint)
-                two.append(args.jobs / _run(cluster, ckpt, args.steps, args.size, args.jobs, together=True)[0])
-                print(f"1 actor {one[-1]:.2f}/s, 2 actors {two[-1]:.2f}/s", flush=True)
+            _run(local, ckpt, 2, args.size, 1, together=True)    # warm: the model loaded
+            _run(cluster, ckpt, 2, args.size, 2, together=True)  # warm: each actor loads it
+            figures = {steps: _measure(local, cluster, ckpt, steps, args.size, args.jobs, args.rounds)
+                       for steps in args.steps}
         finally:
             cluster.close()
             local.close()
-    one_med, two_med = statistics.median(one), statistics.median(two)
-    local_ms, ray_ms = statistics.median(local_over) * 1000, statistics.median(ray_over) * 1000
+    load_after = os.getloadavg()[0]
+    rows = []
+    for steps, f in figures.items():
+        one, two = statistics.median(f["one"]), statistics.median(f["two"])
+        rows.append(f"| {steps} | {one:.2f} ({', '.join(f'{v:.2f}' for v in f['one'])}) | "
+                    f"{two:.2f} ({', '.join(f'{v:.2f}' for v in f['two'])}) | **{two / one:.2f}×** | "
+                    f"{f['local_ms']:.0f} ms | {f['ray_ms']:.0f} ms | **{f['ray_ms'] - f['local_ms']:.0f} ms** |")
+    table = "\n".join(rows)
     body = f"""{machine_line()}
 
-`bench/scale.py`: tiny SD 1.x model (real architecture, random weights), {args.size}×{args.size}, {args.steps}
-steps, Euler. Two single-threaded CPU actors (`--ray auto --ray-cpu-actors 2`, a local Ray on 127.0.0.1) and,
-for the overhead, a studio without Ray in the same process (its lane also one torch thread). {args.rounds}
-rounds, interleaved: in each, 3 single jobs on each lane alternately, then {args.jobs} jobs from 4 clients
-submitted together with one actor held out of the pool (a 1-actor lane), then with both.
-Overhead per job: its wall time in the queue minus its generation's own seconds (what sending the typed
-request, polling progress and sending back and saving the images add), median.
+`bench/scale.py`: tiny SD 1.x model (real architecture, random weights), {args.size}×{args.size}, Euler. Two
+single-threaded CPU actors (`--ray auto --ray-cpu-actors 2`, a local Ray on 127.0.0.1) and, for the overhead,
+a studio without Ray in the same process (its lane also one torch thread). {args.rounds} rounds per row,
+interleaved: in each, 3 single jobs on each lane alternately, then {args.jobs} jobs from 4 clients submitted
+together with one actor held out of the pool (a 1-actor lane), then with both. Overhead per job: its wall
+time in the queue minus its generation's own seconds (what sending the typed request, polling progress and
+sending back and saving the images add), median. Goals: ≥ 1.7× with 2 actors, ≤ 50 ms overhead.
 
-| | median | rounds |
-| --- | --- | --- |
-| throughput, 1 actor | {one_med:.2f} jobs/s | {", ".join(f"{v:.2f}" for v in one)} |
-| throughput, 2 actors | {two_med:.2f} jobs/s | {", ".join(f"{v:.2f}" for v in two)} |
-| **2 actors / 1 actor** | **{two_med / one_med:.2f}×** (goal ≥ 1.7×) | |
-| overhead per job, local lane | {local_ms:.0f} ms | |
-| overhead per job, Ray lane | {ray_ms:.0f} ms | |
-| **dispatch overhead, Ray − local** | **{ray_ms - local_ms:.0f} ms** (goal ≤ 50 ms) | |
+| steps | 1 actor, jobs/s (rounds) | 2 actors, jobs/s (rounds) | 2 / 1 | overhead, local lane | overhead, Ray lane | Ray − local |
+| --- | --- | --- | --- | --- | --- | --- |
+{table}
 
-The two actors share the machine's 2 cores with the studio process and Ray's daemons (and with whatever
-else runs on the machine), so the speedup is bounded by the cores left spare.
+The two actors share the machine's 2 cores with the studio process (which decodes and saves every image),
+Ray's daemons and whatever else runs on the machine, so the speedup is bounded by the cores left spare: the
+1-minute load average was {load_before:.1f} at the start of this run and {load_after:.1f} at its end (other
+work shared the machine), which is why rounds differ; read the figures as what this machine gave then.
 """
     print(body)
     write_section("Ray lanes: throughput and dispatch overhead (issue 30)", body)

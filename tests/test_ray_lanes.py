@@ -144,6 +144,20 @@ def test_a_cancel_stops_only_its_job(ray_studio: Any) -> None:
 
 
 @needs_ray
+def test_an_interrupt_reaches_only_the_actor_running_that_job(ray_studio: Any) -> None:
+    ctx = ray_studio.ctx
+    stopped = submit_job(ctx, _request(SECOND, steps=150, width=128, height=128), owner="a")
+    other = submit_job(ctx, _request(_first(ray_studio), steps=40), owner="b")
+    _wait_running_on_actor(ctx, stopped)
+    _wait_running_on_actor(ctx, other)
+    assert ctx.queue.interrupt(job_id=stopped.id) is stopped
+    ctx.queue.wait(stopped.id, 60)
+    ctx.queue.wait(other.id, 120)
+    assert stopped.state is JobState.SUCCEEDED and stopped.result.interrupted  # kept what it made, as in A1111
+    assert other.state is JobState.SUCCEEDED and not other.result.interrupted, other.error
+
+
+@needs_ray
 def test_an_actor_killed_mid_job_reruns_that_job_on_the_other(ray_studio: Any) -> None:
     import ray
 

@@ -106,6 +106,7 @@ class StudioWorker:
         self._control: Any = None
         self._loads = 0
         self._jobs = 0
+        self._early: dict[str, set[str]] = {}  # stops that arrived before their job did (applied when it starts)
         self._ctx.models.loaded_listeners.append(self._loaded)
 
     def _loaded(self, active: Any) -> None:
@@ -137,6 +138,8 @@ class StudioWorker:
             if self._job_id is not None:
                 return {"error": f"actor {self.name} is busy with job {self._job_id}"}
             self._job_id, self._control = job_id, control
+            for how in self._early.pop(job_id, ()):
+                _event(control, how).set()
         try:
             if settings_json is not None:
                 self._ctx.settings.replace(settings_json)
@@ -162,9 +165,12 @@ class StudioWorker:
         """``how``: cancel, interrupt or skip; only when this actor is running ``job_id``."""
         with self._lock:
             control = self._control if self._job_id == job_id else None
-        if control is None:
-            return False
-        {"cancel": control.cancel_event, "interrupt": control.interrupt_event, "skip": control.skip_event}[how].set()
+            if control is None:  # its run call may not have begun yet: kept for it
+                self._early.setdefault(job_id, set()).add(how)
+                while len(self._early) > 64:  # stops for jobs that had already ended here: forgotten
+                    self._early.pop(next(iter(self._early)))
+                return False
+        _event(control, how).set()
         return True
 
     def state(self) -> dict[str, Any]:
@@ -184,3 +190,7 @@ class StudioWorker:
                 "checkpoint": active.info.name if active is not None else None,
                 "loaded": ctx.models.slots.names(), "job": job_id, "loads": loads, "jobs": jobs,
                 "at": time.time()}
+
+
+def _event(control: Any, how: str) -> Any:
+    return {"cancel": control.cancel_event, "interrupt": control.interrupt_event, "skip": control.skip_event}[how]
