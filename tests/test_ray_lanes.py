@@ -208,3 +208,13 @@ def test_when_the_last_actor_dies_mid_job_the_job_fails_saying_why(ray_studio: A
     late = submit_job(ctx, _request(SECOND), owner="b")
     ctx.queue.wait(late.id, 30)
     assert late.state is JobState.FAILED and "no Ray actor is left" in late.error
+
+
+@needs_ray
+def test_an_unreachable_cluster_stops_the_launch_with_one_line(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "launch.py", "--nowebui", "--ray", "127.0.0.1:1", "--data-dir",
+                          str(tmp_path), "--skip-load-model-at-start"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1
+    assert "launch.py: error: cannot reach the Ray cluster at 127.0.0.1:1" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -59,6 +59,7 @@ def _init(ray: Any, address: str, cpu_actors: int | None) -> bool:
     runtime_env = {"env_vars": {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}}
     common = {"runtime_env": runtime_env, "log_to_driver": False, "ignore_reinit_error": True}
     if address != "auto":
+        _reachable(address)  # Ray itself retries an unreachable address for minutes
         ray.init(address=address, **common)
         return False
     if os.environ.get("RAY_ADDRESS"):
@@ -74,6 +75,23 @@ def _init(ray: Any, address: str, cpu_actors: int | None) -> bool:
         local["num_cpus"] = max(cpu_actors, 1)
     ray.init(**local, **common)
     return True
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Raise :class:`RayStartError` when nothing answers at ``address`` (``host:port`` or ``ray://host:port``)."""
+    import socket
+
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayStartError(f"--ray {address!r}: expected host:port (the head's GCS, e.g. HEAD:6379) or "
+                            "ray://host:10001, or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise RayStartError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); is it started "
+                            "(ray start --head, ray up) and is that port open to this machine?") from None
 
 
 def ctx_repo_root() -> Any:
@@ -94,6 +112,8 @@ def start_actors(ctx: "AppContext") -> Started:
     address = flags.ray or "auto"
     try:
         owns = _init(ray, address, flags.ray_cpu_actors)
+    except RayStartError:
+        raise
     except Exception as exc:  # noqa: BLE001 - Ray says why in its own words
         raise RayStartError(f"could not join or start Ray at {address!r}: {exc}") from None
     Actor = ray.remote(StudioWorker)
