@@ -135,6 +135,12 @@ def test_a_cancel_stops_only_its_job(ray_studio: Any) -> None:
     other = submit_job(ctx, _request(_first(ray_studio), steps=40), owner="b")
     _wait_running_on_actor(ctx, doomed)
     _wait_running_on_actor(ctx, other)
+    deadline = time.time() + 30  # the actor's progress and live preview reach the studio's JobControl
+    while (preview := doomed.control.preview_png()) is None:
+        assert time.time() < deadline and not doomed.done.is_set(), "no preview came back from the actor"
+        time.sleep(0.1)
+    assert preview.startswith(b"\x89PNG") and doomed.control.snapshot().total_steps == 150
+    assert ctx.queue.position(doomed.id) == 0 and ctx.queue.position(other.id) == 0  # both running at once
     assert ctx.queue.cancel(doomed.id)
     ctx.queue.wait(doomed.id, 60)
     ctx.queue.wait(other.id, 120)
