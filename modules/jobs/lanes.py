@@ -3,6 +3,8 @@
 Every job kind declares its lane (:attr:`modules.jobs.kinds.JobKind.lane`, ``"device"`` unless it says
 otherwise). Each lane has its own worker thread, its own round-robin waiting room
 (:class:`~modules.jobs.fairness.RoundRobin`) and its own running job; the queue's lock guards them all.
+A lane may be *wide* (``width`` workers, each with its running job, all fed from the one waiting room):
+with ``--ray`` the device lane has one worker per Ray actor (:mod:`modules.distributed`).
 A kind may also declare lanes it *yields to*: while one of those lanes has work (a job waiting or
 running), the running job of that kind is asked to pause at its next step
 (:meth:`~modules.jobs.progress.JobControl.pause_point`), and is released when that lane is idle again,

@@ -2,7 +2,8 @@
 
 The UI, the A1111 API and the native API all submit typed requests here. One worker thread
 per lane (:mod:`modules.jobs.lanes`: ``device`` for generation and every device job, ``training``
-beside it, ...) runs the handler registered for each job's kind. Waiting jobs are served
+beside it, ...; a wide lane has several, :meth:`JobQueue.set_lane_width`) runs the handler registered
+for each job's kind. Waiting jobs are served
 round-robin across owners within their lane (:mod:`modules.jobs.fairness`); every job has its own
 id, progress, cancel and result, so one client can never stop another's job by accident
 (``interrupt()`` stops only the job running in the device lane, as A1111's button does, or the job
