@@ -209,7 +209,7 @@ def test_round_trip_build_parse() -> None:
     assert fields["clip_skip"] == 2
     assert fields["checkpoint"] == "my model"
     assert fields["model_hash"] == "abcdef1234"
-    assert fields["extra"]["RNG"] == "CPU"
+    assert fields["randn_source"] == "CPU" and "RNG" not in fields["extra"]  # RNG is a request field now
     assert fields["extra"]["Version"] == "atelier-0.1"
     assert "Mask mode" not in fields["extra"]
 
