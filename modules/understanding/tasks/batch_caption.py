@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modules.jobs.kinds import JobKind
 from modules.understanding.backends.base import BackendUnavailable, Usage
 from modules.understanding.interrogate import InterrogatorMissing
-from modules.understanding.tasks.caption import Detail, caption_image
+from modules.understanding.tasks.caption import Detail, caption_image, check_caption_options
 from modules.understanding.tasks.common import (USER_ERRORS, BackendRun, UnderstandingRequestError, backend_field,
                                                 chosen_backend, max_tokens_field, temperature_field)
 
@@ -135,20 +135,7 @@ def _precheck(ctx: "AppContext", request: BatchCaptionRequest) -> None:
     folder = _folder(ctx, request)
     if not _images(ctx, folder):
         raise UnderstandingRequestError(f"the caption folder {request.folder!r} holds no images")
-    backend = chosen_backend(ctx, request.backend)
-    if request.detail != "tags":
-        changed = [name for name, default in (("underscores", False), ("escape_brackets", True), ("blacklist", []),
-                                             ("max_tags", 50)) if getattr(request, name) != default]
-        if changed:
-            raise UnderstandingRequestError(f"{', '.join(changed)} apply to detail=tags only")
-    if backend == "default":
-        if request.prompt:
-            raise UnderstandingRequestError("the offline default captions without a prompt; choose a VLM backend "
-                                            "(remote or local:<folder>) to give your own")
-        if ctx.interrogator.find() is None:
-            ctx.interrogator.missing()
-    if backend == "ocr":
-        raise UnderstandingRequestError("ocr reads text and does not caption; use the default or a VLM backend")
+    check_caption_options(ctx, request)
 
 
 def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> BatchCaptionResult:

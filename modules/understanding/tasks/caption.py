@@ -65,6 +65,12 @@ class CaptionResult:
 
 def _precheck(ctx: "AppContext", request: CaptionRequest) -> None:
     decode_images([request.image])
+    check_caption_options(ctx, request)
+
+
+def check_caption_options(ctx: "AppContext", request: Any) -> None:
+    """What a caption request (one image or a folder) may ask of its backend: tag options with tags only, a
+    prompt only for a VLM, no captions from OCR."""
     backend = chosen_backend(ctx, request.backend)
     if request.detail != "tags":
         changed = [name for name, default in (("underscores", False), ("escape_brackets", True), ("blacklist", []),
