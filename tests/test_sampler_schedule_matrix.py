@@ -67,15 +67,6 @@ def test_every_pair_runs_on_tiny_sd1(tiny_checkpoints, model_cache_dir: Path, tm
                 twice=lambda sampler, schedule: sampler in STOCHASTIC or schedule == "Automatic")
 
 
-@pytest.mark.slow
-def test_every_pair_runs_on_the_embedded_default(model_cache_dir: Path, tmp_path: Path) -> None:
-    if not EMBEDDED.is_file():
-        pytest.skip(f"the embedded default {EMBEDDED.name} is not present")
-    # every pair runs; determinism (a property of the sampler code, checked on tiny SD 1.x) is checked again
-    # here for each sampler on its own schedule
-    _run_matrix(_active(EMBEDDED, model_cache_dir), tmp_path, twice=lambda sampler, schedule: schedule == "Automatic")
-
-
 @pytest.mark.parametrize("counts_calls", [False, True])
 def test_every_sampler_finishes_from_any_start(counts_calls: bool) -> None:
     """Driven like img2img (begin at a step) or SDXL's refiner (begin at a model call), every A1111

@@ -64,8 +64,11 @@ def test_batch_grid_zip_and_hires_rerun(page: Any, studio: Any) -> None:
     assert len(names) == 3 and all(name.endswith(".png") for name in names), names
 
     # ✨: the second image (index 2, after the grid) again, with the hires fix at the tab's scale
+    shown = page.input_value("#txt2img_infotext textarea")  # the first image's, selected by default
     images.nth(2).click()
-    page.wait_for_function("() => /Seed: \\d+/.test(document.querySelector('#txt2img_infotext textarea').value)")
+    # the selection's infotext arrives after the click: wait for it to change before reading its seed
+    page.wait_for_function("(before) => { const v = document.querySelector('#txt2img_infotext textarea').value;"
+                           " return /Seed: \\d+/.test(v) && v !== before; }", arg=shown)
     seed = page.input_value("#txt2img_infotext textarea").split("Seed: ")[1].split(",")[0]
     page.keyboard.press("Escape")
     page.click("#txt2img_upscale")
