@@ -33,11 +33,12 @@ def _active(path: Path, cache_dir: Path) -> ActiveModel:
     return ActiveModel(info=CheckpointInfo(path, path.name, False), model=model, sha256="0" * 64, load_seconds=0)
 
 
-def _run_matrix(active: ActiveModel, tmp_path: Path, *, twice: Callable[[str, str], bool] = lambda *_: True) -> None:
+def _run_matrix(active: ActiveModel, tmp_path: Path, *, twice: Callable[[str, str], bool] = lambda *_: True,
+                steps: int = 2) -> None:
     """Run every pair; the pairs ``twice`` selects run a second time and must give the same pixels."""
     failures: list[str] = []
     for sampler, schedule in PAIRS:
-        req = Txt2ImgRequest(prompt="a red circle", steps=2, width=64, height=64, seed=7, sampler_name=sampler,
+        req = Txt2ImgRequest(prompt="a red circle", steps=steps, width=64, height=64, seed=7, sampler_name=sampler,
                              scheduler=schedule)
         runs = [run_txt2img(req, active, JobControl(), OutputOptions(save=False, outdir=tmp_path))
                 for _ in range(2 if twice(sampler, schedule) else 1)]
