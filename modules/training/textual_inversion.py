@@ -26,7 +26,7 @@ from torch import nn
 from modules.training.embedding_request import TrainEmbeddingRequest
 from modules.training.lora.dataset import TrainingImage
 from modules.training.lora.session import Session
-from modules.training.lora.trainer import TrainingError, TrainingOutcome, encode_latents
+from modules.training.lora.trainer import TrainingError, TrainingOutcome, encode_latents, seeded_batch
 
 if TYPE_CHECKING:
     from modules.jobs.progress import JobControl
@@ -100,7 +100,6 @@ def train_embedding(req: TrainEmbeddingRequest, model: "LoadedModel", images: li
     encoder.requires_grad_(False)
     latents = encode_latents(model, images, req.seed)
     noise_scheduler = DDPMScheduler.from_config(dict(model.scheduler_config), prediction_type=model.prediction_type)
-    timesteps_total = int(noise_scheduler.config.num_train_timesteps)
     tokens = placeholder_tokens(int(initial.shape[0]))
     tokenizer = copy.deepcopy(pipe.tokenizer)
     tokenizer.add_tokens(tokens)
@@ -135,13 +134,8 @@ def train_embedding(req: TrainEmbeddingRequest, model: "LoadedModel", images: li
             if control.should_stop:
                 outcome.stopped = True
                 break
-            generator = torch.Generator("cpu").manual_seed(req.seed * 1_000_003 + step)
-            index = torch.randint(len(latents), (req.batch_size,), generator=generator)
-            clean = latents[index]
-            noise = torch.randn(clean.shape, generator=generator).to(device, clean.dtype)
-            timesteps = torch.randint(0, timesteps_total, (req.batch_size,), generator=generator).to(device)
-            noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-            target = noise if model.prediction_type == "epsilon" else noise_scheduler.get_velocity(clean, noise, timesteps)
+            index, noisy, timesteps, target = seeded_batch(req.seed, step, latents, req.batch_size, noise_scheduler,
+                                                           model.prediction_type, device)
             embeds = encoder(input_ids[index].to(device))[0].to(unet.dtype)
             prediction = unet(noisy, timesteps, encoder_hidden_states=embeds).sample
             loss = F.mse_loss(prediction.float(), target.float())

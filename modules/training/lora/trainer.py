@@ -72,6 +72,21 @@ def encode(model: "LoadedModel", images: list[TrainingImage], seed: int) -> tupl
     return latents, torch.cat(embeds).to(pipe.unet.dtype)
 
 
+def seeded_batch(seed: int, step: int, latents: torch.Tensor, batch_size: int, noise_scheduler: Any,
+                 prediction_type: str, device: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step ``step``'s (image indices, noisy latents, timesteps, target), drawn from a generator seeded by
+    (seed, step) alone: what makes a resumed run equal a straight one."""
+    generator = torch.Generator("cpu").manual_seed(seed * 1_000_003 + step)
+    index = torch.randint(len(latents), (batch_size,), generator=generator)
+    clean = latents[index]
+    noise = torch.randn(clean.shape, generator=generator).to(device, clean.dtype)
+    total = int(noise_scheduler.config.num_train_timesteps)
+    timesteps = torch.randint(0, total, (batch_size,), generator=generator).to(device)
+    noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+    target = noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(clean, noise, timesteps)
+    return index, noisy, timesteps, target
+
+
 def add_adapter(unet: Any, rank: int, alpha: float, seed: int) -> list[torch.nn.Parameter]:
     from peft import LoraConfig
 
@@ -101,7 +116,6 @@ def train(req: TrainLoraRequest, model: "LoadedModel", images: list[TrainingImag
     unet = pipe.unet
     latents, embeds = encode(model, images, req.seed)
     noise_scheduler = DDPMScheduler.from_config(dict(model.scheduler_config), prediction_type=model.prediction_type)
-    timesteps_total = int(noise_scheduler.config.num_train_timesteps)
     params = add_adapter(unet, req.rank, req.alpha, req.seed)
     optimizer = torch.optim.AdamW(params, lr=req.learning_rate, weight_decay=1e-2)
     warmup = max(1, min(20, req.steps // 10))
@@ -130,13 +144,8 @@ def train(req: TrainLoraRequest, model: "LoadedModel", images: list[TrainingImag
         if control.should_stop:
             outcome.stopped = True
             break
-        generator = torch.Generator("cpu").manual_seed(req.seed * 1_000_003 + step)
-        index = torch.randint(len(latents), (req.batch_size,), generator=generator)
-        clean = latents[index]
-        noise = torch.randn(clean.shape, generator=generator).to(device, clean.dtype)
-        timesteps = torch.randint(0, timesteps_total, (req.batch_size,), generator=generator).to(device)
-        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        target = noise if model.prediction_type == "epsilon" else noise_scheduler.get_velocity(clean, noise, timesteps)
+        index, noisy, timesteps, target = seeded_batch(req.seed, step, latents, req.batch_size, noise_scheduler,
+                                                       model.prediction_type, device)
         prediction = unet(noisy, timesteps, encoder_hidden_states=embeds[index]).sample
         loss = F.mse_loss(prediction.float(), target.float())
         loss.backward()
