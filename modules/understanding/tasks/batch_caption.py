@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from modules.jobs.kinds import JobKind
 from modules.understanding.backends.base import BackendUnavailable, Usage
 from modules.understanding.interrogate import InterrogatorMissing
-from modules.understanding.tasks.caption import Detail, caption_image, check_caption_options
-from modules.understanding.tasks.common import (USER_ERRORS, BackendRun, UnderstandingRequestError, backend_field,
-                                                chosen_backend, max_tokens_field, temperature_field)
+from modules.understanding.tasks.caption import CaptionOptions, Detail, caption_image, check_caption_options
+from modules.understanding.tasks.common import USER_ERRORS, BackendRun, UnderstandingRequestError, chosen_backend
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 CAPTION_SUFFIX = ".txt"
 
 
-class BatchCaptionRequest(BaseModel):
+class BatchCaptionRequest(CaptionOptions):
     """Caption the images of a folder into ``.txt`` files beside them (or only preview the captions)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -46,15 +45,6 @@ class BatchCaptionRequest(BaseModel):
                                                "skipped: a second run resumes)")
     limit: int | None = Field(None, ge=1, le=100_000, description="at most this many images to caption")
     detail: Detail = Field("tags", description="short, detailed, or tags (kohya style)")
-    backend: str | None = backend_field()
-    prompt: str | None = Field(None, max_length=4000, description="your own instruction (VLM backends only)")
-    underscores: bool = Field(False, description="tags: underscores between words instead of spaces")
-    escape_brackets: bool = Field(True, description="tags: escape ( ) [ ] for A1111 prompts")
-    blacklist: list[str] = Field(default_factory=list, max_length=500,
-                                 description="tags: tags to leave out (case-insensitive, * wildcards)")
-    max_tags: int = Field(50, ge=1, le=500, description="tags: at most this many")
-    max_tokens: int = max_tokens_field(300)
-    temperature: float = temperature_field()
 
 
 @dataclass

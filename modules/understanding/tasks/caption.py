@@ -37,13 +37,10 @@ PROMPTS: dict[str, str] = {
 }
 
 
-class CaptionRequest(BaseModel):
-    """Caption one image. The tag options apply to ``detail="tags"`` only."""
+class CaptionOptions(BaseModel):
+    """What a caption is asked with (one image or a folder): backend, prompt, tag formatting, sampling."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["understand_caption"] = "understand_caption"
-    image: str = Field(..., description="base64 image (or data URI)")
-    detail: Detail = Field("detailed", description="short (one sentence), detailed, or tags")
     backend: str | None = backend_field()
     prompt: str | None = Field(None, max_length=4000, description="your own instruction (VLM backends only)")
     underscores: bool = Field(False, description="tags: underscores between words instead of spaces")
@@ -53,6 +50,15 @@ class CaptionRequest(BaseModel):
     max_tags: int = Field(50, ge=1, le=500, description="tags: at most this many")
     max_tokens: int = max_tokens_field(300)
     temperature: float = temperature_field()
+
+
+class CaptionRequest(CaptionOptions):
+    """Caption one image. The tag options apply to ``detail="tags"`` only."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["understand_caption"] = "understand_caption"
+    image: str = Field(..., description="base64 image (or data URI)")
+    detail: Detail = Field("detailed", description="short (one sentence), detailed, or tags")
 
 
 @dataclass
