@@ -112,7 +112,9 @@ def build_model_files(ctx: "AppContext") -> None:
                                    elem_id="merge_tertiary")
         with gr.Row():
             method = gr.Radio([("Weighted sum: A·(1−M) + B·M", "weighted_sum"),
-                               ("Add difference: A + (B − C)·M", "add_difference")], value="weighted_sum",
+                               ("Add difference: A + (B − C)·M", "add_difference"),
+                               ("Train difference: A + 1.8·M·(B − C)·|B − A| / (|B − C| + |B − A|)",
+                                "train_difference")], value="weighted_sum",
                               label="Interpolation method", elem_id="merge_method")
             multiplier = gr.Slider(0, 1, value=0.5, step=0.05, label="Multiplier (M)", elem_id="merge_multiplier")
         with gr.Row():

@@ -42,9 +42,11 @@ class MergeModelsRequest(BaseModel):
     kind: Literal["merge_models"] = "merge_models"
     primary: str = Field(..., description="checkpoint A (title or name)")
     secondary: str = Field(..., description="checkpoint B")
-    tertiary: str | None = Field(None, description="checkpoint C (add difference)")
-    method: Literal["weighted_sum", "add_difference"] = "weighted_sum"
-    multiplier: float = Field(0.5, ge=0.0, le=1.0, description="M: A*(1-M)+B*M, or A+(B-C)*M")
+    tertiary: str | None = Field(None, description="checkpoint C (add difference, train difference)")
+    method: Literal["weighted_sum", "add_difference", "train_difference"] = Field("weighted_sum", description=(
+        "weighted_sum: A*(1-M)+B*M; add_difference: A+(B-C)*M; train_difference (supermerger's): "
+        "A+1.8*M*(B-C)*|B-A|/(|B-C|+|B-A|)"))
+    multiplier: float = Field(0.5, ge=0.0, le=1.0, description="M (see method)")
     output: str = Field(..., description="the new checkpoint's name (models/Stable-diffusion/<output>.safetensors)")
     dtype: Literal["keep", "fp16", "bf16"] = "keep"
     bake_vae: str | None = Field(None, description="a VAE file of models/VAE to bake in")
@@ -88,8 +90,8 @@ def _target(ctx: "AppContext", name: str, folder: bool = False) -> Path:
 def precheck_merge(ctx: "AppContext", req: MergeModelsRequest) -> None:
     from modules.models.merge import MergeInputs, check_inputs
 
-    if req.method == "add_difference" and not req.tertiary:
-        raise MergeError("add difference needs a third checkpoint (tertiary, C)")
+    if req.method != "weighted_sum" and not req.tertiary:
+        raise MergeError(f"{req.method.replace('_', ' ')} needs a third checkpoint (tertiary, C)")
     _target(ctx, req.output)
     check_inputs(_merge_inputs(ctx, req, MergeInputs))
     if req.bake_vae and not (ctx.paths.vae_dir / req.bake_vae).is_file():
@@ -253,7 +255,7 @@ def _describe(result: Any) -> dict[str, Any] | None:
 
 MERGE_MODELS = JobKind(
     name="merge_models", request=MergeModelsRequest, run=run_merge, precheck=precheck_merge, describe=_describe,
-    summary="Merge checkpoints (weighted sum or add difference) into a new .safetensors checkpoint.",
+    summary="Merge checkpoints (weighted sum, add difference or train difference) into a new .safetensors checkpoint.",
     user_errors=(MergeError, ConversionError, ModelLoadError), lane=MODELS_LANE)
 
 CONVERT_MODEL = JobKind(

@@ -1,6 +1,13 @@
-"""Checkpoint merging (A1111's Checkpoint Merger): weighted sum and add difference, tensor by tensor.
+"""Checkpoint merging (A1111's Checkpoint Merger): weighted sum, add difference and train difference,
+tensor by tensor.
 
-``weighted_sum``: ``A * (1 - M) + B * M``. ``add_difference``: ``A + (B - C) * M``. Every tensor of A is
+``weighted_sum``: ``A * (1 - M) + B * M``. ``add_difference``: ``A + (B - C) * M``. ``train_difference``
+(the sd-webui-supermerger extension's "trainDifference" calculation mode of its add-difference merge):
+``A + 1.8 * M * (B - C) * |B - A| / (|B - C| + |B - A|)`` element by element, with 0 where both distances
+are 0. The difference B - C is scaled, weight by weight, by how far B is from A relative to how far it is
+from C: where A already sits at B nothing is added; where A is far from B (compared with C) nearly the
+whole difference is, as if fine-tuning A towards what B learned over C. The 1.8 factor is supermerger's.
+Every tensor of A is
 written; a key B (or C) lacks is copied from A as it is (A1111 does the same). Shapes that differ (an
 inpainting model's 9-channel input against a 4-channel one) are refused, naming the tensor, as are
 checkpoints of different families. A VAE can be baked in (its weights replace ``first_stage_model.*``).
@@ -19,7 +26,13 @@ from typing import TYPE_CHECKING, Callable, Literal
 if TYPE_CHECKING:
     import torch
 
-Method = Literal["weighted_sum", "add_difference"]
+Method = Literal["weighted_sum", "add_difference", "train_difference"]
+
+#: the recipe's ``interp_method`` for each method (A1111 names its two; the third is supermerger's)
+METHOD_NAMES = {"weighted_sum": "Weighted sum", "add_difference": "Add difference",
+                "train_difference": "Train difference"}
+#: supermerger's scale on the train difference
+TRAIN_DIFFERENCE_SCALE = 1.8
 
 
 class MergeError(ValueError):
@@ -47,8 +60,9 @@ def check_inputs(inputs: MergeInputs) -> None:
     for path in (inputs.primary, inputs.secondary, inputs.tertiary):
         if path is not None and path.suffix.lower() != ".safetensors":
             raise MergeError(f"{path.name}: only .safetensors checkpoints are merged (convert a .ckpt first)")
-    if inputs.method == "add_difference" and inputs.tertiary is None:
-        raise MergeError("add difference needs a third checkpoint (C): A + (B - C) x multiplier")
+    if inputs.method != "weighted_sum" and inputs.tertiary is None:
+        raise MergeError(f"{METHOD_NAMES[inputs.method].lower()} needs a third checkpoint (C): the difference B - C "
+                         "is what is added to A")
     families = {path.name: _family(path) for path in (inputs.primary, inputs.secondary, inputs.tertiary)
                 if path is not None}
     if len(set(families.values())) > 1:
@@ -83,7 +97,10 @@ def merge(inputs: MergeInputs, on_progress: Callable[[int, int], None] | None = 
                         tc = c.get_tensor(key)
                         if tc.shape != ta.shape:
                             raise MergeError(f"tensor {key} has another shape in {inputs.tertiary.name}")  # type: ignore[union-attr]
-                        ta = (ta.float() + (tb.float() - tc.float()) * m).to(ta.dtype)
+                        if inputs.method == "train_difference":
+                            ta = train_difference(ta, tb, tc, m)
+                        else:
+                            ta = (ta.float() + (tb.float() - tc.float()) * m).to(ta.dtype)
                 if dtype is not None and ta.is_floating_point():
                     ta = ta.to(dtype)
                 out[key] = ta.contiguous()
@@ -95,6 +112,19 @@ def merge(inputs: MergeInputs, on_progress: Callable[[int, int], None] | None = 
     if inputs.vae is not None:
         bake_vae(out, inputs.vae)
     return out
+
+
+def train_difference(a: "torch.Tensor", b: "torch.Tensor", c: "torch.Tensor", m: float) -> "torch.Tensor":
+    """``A + 1.8 * M * (B - C) * |B - A| / (|B - C| + |B - A|)`` (0 where both distances are 0), in A's dtype."""
+    import torch
+
+    af, bf, cf = a.float(), b.float(), c.float()
+    diff = bf - cf
+    to_a = (bf - af).abs()
+    total = diff.abs() + to_a
+    share = torch.where(total > 0, to_a / torch.where(total > 0, total, torch.ones_like(total)),
+                        torch.zeros_like(total))
+    return (af + diff * share * (TRAIN_DIFFERENCE_SCALE * m)).to(a.dtype)
 
 
 def bake_vae(state: dict[str, torch.Tensor], vae: Path) -> None:
@@ -119,9 +149,11 @@ def save_merged(path: Path, state: dict[str, torch.Tensor], inputs: MergeInputs)
 
     recipe = {"type": "webui", "primary_model": inputs.primary.name, "secondary_model": inputs.secondary.name,
               "tertiary_model": inputs.tertiary.name if inputs.tertiary else None,
-              "interp_method": {"weighted_sum": "Weighted sum", "add_difference": "Add difference"}[inputs.method],
+              "interp_method": METHOD_NAMES[inputs.method],
               "multiplier": inputs.multiplier, "save_as_half": inputs.dtype == "fp16",
               "bake_in_vae": inputs.vae.name if inputs.vae else None}
+    if inputs.method == "train_difference":
+        recipe["train_difference_scale"] = TRAIN_DIFFERENCE_SCALE
     partial = path.with_name(path.name + ".partial")
     save_file(state, str(partial), metadata={"sd_merge_recipe": json.dumps(recipe), "format": "pt"})
     os.replace(partial, path)
