@@ -16,6 +16,7 @@ from typing import Any
 
 
 from modules.understanding.interrogate import CLASSIFIER_NAME, Interrogator
+from modules.understanding.search.auto_index import start_auto_index
 from modules.understanding.services import UnderstandingServices
 from modules.flags import Flags
 from modules.generation.addons.registry import JobAddons
@@ -163,6 +164,7 @@ def create_app_context(flags: Flags) -> AppContext:
             raise
         handlers = ctx.cluster.handlers(handlers)
     queue.attach_handlers(handlers)  # the handlers need the context, which holds the queue
-    queue.restore()
+    queue.restore(offers_resume=kinds.offers_resume)  # a kind may offer to resume its interrupted jobs
     queue.start()
+    start_auto_index(ctx)  # new images join the gallery's search index once it was built
     return ctx

@@ -198,7 +198,9 @@ def build_train_tab(ctx: "AppContext") -> TrainTab:
     def sessions() -> tuple[Any, Any]:
         found = list_sessions(ctx)
         keys = [f"{s.kind}/{s.name}" for s in found]
-        return [s.row() for s in found], gr.update(choices=keys, value=keys[0] if keys else None)
+        # a session a crash interrupted is picked first: Resume continues it from its last checkpoint
+        first = next((f"{s.kind}/{s.name}" for s in found if s.state == "interrupted"), keys[0] if keys else None)
+        return [s.row() for s in found], gr.update(choices=keys, value=first)
 
     def _split(key: str) -> tuple[str, str]:
         kind, _, name = (key or "").partition("/")

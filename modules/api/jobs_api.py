@@ -6,7 +6,8 @@
 * ``GET /api/v1/jobs/{id}/result``: images as base64 PNG (read back from the saved files), infotexts,
   paths, seeds. Jobs submitted here always save their images, so nothing finished is lost.
 * ``GET /api/v1/jobs/{id}/preview``: the latest preview PNG. ``DELETE /api/v1/jobs/{id}`` or
-  ``POST /api/v1/jobs/{id}/cancel`` cancels that job only.
+  ``POST /api/v1/jobs/{id}/cancel`` cancels that job only. ``POST /api/v1/jobs/{id}/resume`` resumes a job a
+  crash interrupted (state ``interrupted``: kinds with their own checkpoints, such as training).
 * ``GET /api/v1/jobs/{id}/events`` and ``GET /api/v1/events``: server-sent events (see
   :mod:`modules.api.jobs_events`).
 
@@ -108,6 +109,23 @@ def build_jobs_router(ctx: "AppContext") -> APIRouter:
     @router.post("/jobs/{job_id}/cancel", response_model=CancelResult, responses=error_responses(404))
     def cancel_job(job: Job = Depends(visible_job), principal: str | None = Depends(principal_of)) -> CancelResult:
         return cancel(job, principal)
+
+    @router.post("/jobs/{job_id}/resume", status_code=201, response_model=JobSubmitted,
+                 responses=error_responses(400, 404, 409, 429, 507))
+    def resume_job(job: Job = Depends(visible_job), principal: str | None = Depends(principal_of)) -> JobSubmitted:
+        """Resume a job a crash interrupted (state ``interrupted``, e.g. a training session): its request is
+        submitted again and the new job continues from the last checkpoint."""
+        from modules.api.sdapi_common import raise_for_submit_error
+        from modules.jobs.interrupted import NotResumable, resume
+
+        try:
+            new = resume(ctx, job.id, owner=api_owner(principal), source="api")
+        except NotResumable as exc:
+            raise ApiError(409, str(exc), "NotResumable") from None
+        except Exception as exc:  # noqa: BLE001 - mapped to 4xx or re-raised
+            raise_for_submit_error(exc, ctx.kinds.get(job.kind).user_errors if job.kind in ctx.kinds.names() else ())
+            raise
+        return JobSubmitted(id=new.id, kind=new.kind, state=new.state, position=ctx.queue.position(new.id))
 
     @router.get("/queue", response_model=QueueStatus)
     def queue_status(principal: str | None = Depends(principal_of)) -> QueueStatus:

@@ -35,6 +35,9 @@ class JobStatus(BaseModel):
     text: str | None = None
     preview_id: int = Field(0, description="changes whenever a new preview is available")
     error: str | None = None
+    resume_offered: bool = Field(False, description="interrupted by a crash and not resumed yet: "
+                                                    "POST /api/v1/jobs/{id}/resume continues it")
+    resumed_as: str | None = Field(None, description="the job that resumed this interrupted one")
     created: datetime
     started: datetime | None = None
     finished: datetime | None = None

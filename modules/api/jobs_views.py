@@ -34,7 +34,9 @@ def job_status(ctx: "AppContext", job: Job) -> JobStatus:
         position=ctx.queue.position(job.id) if live else None, progress=round(progress, 4),
         step=snap.step, steps=snap.total_steps, batch=snap.job_no, batches=snap.job_count if snap.total_steps else 0,
         eta_seconds=snap.eta_seconds() if job.state is JobState.RUNNING else None, text=snap.text or None,
-        preview_id=job.control.progress.preview_id, error=job.error, created=timestamp(job.created_at),
+        preview_id=job.control.progress.preview_id, error=job.error,
+        resume_offered=job.state is JobState.INTERRUPTED and not (job.result_meta or {}).get("resumed_as"),
+        resumed_as=(job.result_meta or {}).get("resumed_as"), created=timestamp(job.created_at),
         started=timestamp(job.started_at), finished=timestamp(job.finished_at))
 
 

@@ -48,12 +48,15 @@ class JobKind:
     ``keeps_outputs``: submitted through the native API the job saves every image it makes (its
     request's ``save_images`` is set) and is resumed after a restart while still waiting.
     ``resumable``: a waiting job of this kind is run after a restart (as long as its request is kept),
-    even when not submitted with ``keeps_outputs``; a job *running* at a crash is always failed with the
-    reason, since its partial work is gone. ``previews``: the job shows live previews (the
+    even when not submitted with ``keeps_outputs``; a job *running* at a crash is failed with the
+    reason, since its partial work is gone (unless ``on_interrupted`` says otherwise). ``previews``: the job shows live previews (the
     ``show_progress_every_n_steps`` setting applies). ``api``: offered by ``POST /api/v1/jobs``.
     ``lane``: the queue lane whose worker runs it (``"device"``; a training kind runs in ``"training"``,
     beside generation). ``yields_to``: lanes this kind pauses for: while one of them has work, its running
     job is asked to pause at its next step (its run calls ``control.pause_point()``; :mod:`modules.jobs.lanes`).
+    ``on_interrupted``: what becomes of a job of this kind that was *running* when the process died:
+    ``"fail"`` (its partial work is gone) or ``"offer_resume"`` (it keeps its own checkpoints, e.g. a
+    training session: it is recorded as ``interrupted`` and offered to be resumed, :mod:`modules.jobs.interrupted`).
     """
 
     name: str
@@ -69,6 +72,7 @@ class JobKind:
     user_errors: tuple[type[Exception], ...] = ()
     lane: str = DEVICE_LANE
     yields_to: tuple[str, ...] = ()
+    on_interrupted: Literal["fail", "offer_resume"] = "fail"
 
     def checked(self, ctx: "AppContext", request: BaseModel) -> BaseModel:
         """``request`` after this kind's precheck (which raises for a request that cannot run)."""
@@ -145,6 +149,11 @@ class JobKindRegistry:
         a name no module declared)."""
         kind = self._kinds.get(name)
         return LaneSpec(kind.lane, kind.yields_to) if kind is not None else LaneSpec()
+
+    def offers_resume(self, name: str) -> bool:
+        """Whether a job of kind ``name`` left running by a dead process is offered to be resumed (not failed)."""
+        kind = self._kinds.get(name)
+        return kind is not None and kind.on_interrupted == "offer_resume"
 
     def request_types(self) -> dict[str, type[BaseModel]]:
         return {name: kind.request for name, kind in self._kinds.items()}

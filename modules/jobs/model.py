@@ -19,10 +19,12 @@ class JobState(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: was running when the process died, and its kind offers to resume it (``JobKind.on_interrupted``)
+    INTERRUPTED = "interrupted"
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED)
 
 
 class QueueFullError(RuntimeError):
@@ -48,6 +50,8 @@ class JobFailure(Exception):
 
 #: the reason recorded on a job that was running when the process died
 CRASH_REASON = "interrupted by a restart/crash"
+#: the reason recorded on such a job of a kind that offers to resume it (state ``interrupted``)
+INTERRUPTED_REASON = "interrupted by a restart/crash: resume it to continue from its last checkpoint"
 SHUTDOWN_REASON = "interrupted by a server shutdown"
 #: added to SHUTDOWN_REASON for a job that goes back to the queue (it runs again at the next start)
 REQUEUED_NOTE = "queued again: it runs again at the next start"

@@ -35,7 +35,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from pydantic import BaseModel
 
@@ -70,6 +70,7 @@ class RestoreReport:
     resumed: int = 0
     failed_running: int = 0
     dropped: int = 0
+    interrupted: int = 0   # were running, of kinds that offer to resume them (state ``interrupted``)
 
 
 @dataclass(frozen=True)
@@ -184,11 +185,13 @@ class JobQueue:
         job.lane = self._lane_of(job.kind).lane or DEVICE_LANE
         return self._lanes.get(job.lane)
 
-    def restore(self) -> RestoreReport:
-        """Before :meth:`start`: fail jobs a dead process left running, resume its queued ones."""
+    def restore(self, offers_resume: Callable[[str], bool] | None = None) -> RestoreReport:
+        """Before :meth:`start`: fail jobs a dead process left running (or, where ``offers_resume(kind)``,
+        record them as interrupted, to be offered for resuming), resume its queued ones."""
         if self._store is None:
             return RestoreReport()
         try:
+            interrupted = self._store.mark_interrupted(offers_resume) if offers_resume is not None else []
             failed, queued = self._store.recover(CRASH_REASON)
         except Exception as exc:
             if not is_disk_full(exc):
@@ -215,10 +218,11 @@ class JobQueue:
             self._store.prune(keep=10_000)
         except Exception:  # noqa: BLE001 - forgetting old jobs can wait for the next start
             log.warning("could not prune old jobs from %s", self._store.path, exc_info=True)
-        report = RestoreReport(resumed=resumed, failed_running=len(failed), dropped=dropped)
-        if resumed or failed or dropped:
-            log.info("job queue restored from %s: %d resumed, %d failed (were running), %d not resumed",
-                     self._store.path, resumed, len(failed), dropped)
+        report = RestoreReport(resumed=resumed, failed_running=len(failed), dropped=dropped,
+                               interrupted=len(interrupted))
+        if resumed or failed or dropped or interrupted:
+            log.info("job queue restored from %s: %d resumed, %d failed (were running), %d interrupted (offered "
+                     "to resume), %d not resumed", self._store.path, resumed, len(failed), len(interrupted), dropped)
         return report
 
     def start(self) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from modules.jobs.model import CRASH_REASON, JobState
+from modules.jobs.model import CRASH_REASON, INTERRUPTED_REASON, JobState
 from modules.jobs.store_repair import (RepairReport, calls_for_repair, check_file, is_disk_full, move_aside,
                                        readable_rows, salvage)
 
@@ -302,6 +302,20 @@ class JobStore:
         self._write(f"the outcome of job {job_id}",
                     "UPDATE jobs SET state = ?, finished_at = ?, error = ?, user_error = ?, result_json = ?"
                     " WHERE id = ?", (state.value, finished_at, error, int(user_error), meta, job_id))
+
+    def mark_interrupted(self, offers_resume: Callable[[str], bool], reason: str = INTERRUPTED_REASON) -> list[str]:
+        """Before :meth:`recover`: record the jobs left running by a dead process whose kind offers to resume
+        them (``offers_resume(kind)``) as ``interrupted`` instead of failed; returns their ids."""
+        def mark() -> list[str]:
+            rows = self._execute("SELECT id, kind FROM jobs WHERE state = ?", (JobState.RUNNING.value,))
+            ids = [r["id"] for r in rows if isinstance(r["kind"], str) and offers_resume(r["kind"])]
+            now = time.time()
+            for job_id in ids:
+                self._execute("UPDATE jobs SET state = ?, error = ?, finished_at = ? WHERE id = ? AND state = ?",
+                              (JobState.INTERRUPTED.value, reason, now, job_id, JobState.RUNNING.value))
+            return ids
+
+        return self._repairing("mark the interrupted jobs", mark, list)
 
     def recover(self, reason: str = CRASH_REASON) -> tuple[list[str], list[StoredJob]]:
         """Fail the jobs left running by a dead process; return (their ids, the queued jobs in order).

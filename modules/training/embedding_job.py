@@ -136,6 +136,7 @@ TRAIN_EMBEDDING = JobKind(
     name="train_embedding", request=TrainEmbeddingRequest, run=run, precheck=precheck, describe=describe,
     summary="Train a textual-inversion embedding on a folder of images (a resumable session; exported to "
             "models/embeddings as an A1111 embedding), or create one from an init text (steps 0).",
-    resumable=True, user_errors=USER_ERRORS, lane=TRAINING_LANE, yields_to=("device",))
+    resumable=True, user_errors=USER_ERRORS, lane=TRAINING_LANE, yields_to=("device",),
+    on_interrupted="offer_resume")
 
 KINDS = (TRAIN_EMBEDDING,)

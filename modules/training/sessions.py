@@ -41,11 +41,13 @@ class SessionInfo:
     step: int
     of: int
     last_loss: float | None
-    state: str          # "running" | "waiting" | "stopped" | "finished" | "new"
+    state: str          # "running" | "waiting" | "interrupted" | "stopped" | "finished" | "new"
+    interrupted_job: str | None = None  # the job a crash interrupted, offered to be resumed
 
     def row(self) -> list[Any]:
         loss = f"{self.last_loss:.4f}" if self.last_loss is not None else ""
-        return [self.kind, self.name, f"{self.step}/{self.of}", loss, self.state]
+        state = "interrupted — resume?" if self.state == "interrupted" else self.state
+        return [self.kind, self.name, f"{self.step}/{self.of}", loss, state]
 
 
 def training_root(data_dir: Path) -> Path:
@@ -83,7 +85,22 @@ def _jobs_of(ctx: "AppContext", kind: str, name: str) -> list["Job"]:
             and getattr(job.request, "name", None) == name]
 
 
-def session_info(ctx: "AppContext", kind: str, folder: Path) -> SessionInfo | None:
+def _interrupted_jobs(ctx: "AppContext") -> dict[tuple[str, str], str]:
+    """(session kind, name) -> the newest job of that session a crash interrupted, not resumed yet."""
+    from modules.jobs.interrupted import offered
+
+    kinds = {job_kind: kind for kind, job_kind in JOB_KINDS.items()}
+    found: dict[tuple[str, str], str] = {}
+    for job in offered(ctx):
+        name = getattr(job.request, "name", None)
+        if job.kind in kinds and isinstance(name, str):
+            found.setdefault((kinds[job.kind], name), job.id)
+    return found
+
+
+def session_info(ctx: "AppContext", kind: str, folder: Path,
+                 interrupted: dict[tuple[str, str], str] | None = None) -> SessionInfo | None:
+    """The session in ``folder``; ``interrupted``: :func:`_interrupted_jobs`, when already read."""
     config = _read_json(folder / "config.json")
     if not isinstance(config, dict):
         return None
@@ -91,21 +108,27 @@ def session_info(ctx: "AppContext", kind: str, folder: Path) -> SessionInfo | No
     step = int(saved["step"]) if isinstance(saved, dict) and isinstance(saved.get("step"), int) else 0
     of = int(config.get("steps", 0) or 0)
     jobs = _jobs_of(ctx, kind, folder.name)
+    interrupted_job = None
+    if not jobs and step < of:
+        interrupted_job = (interrupted if interrupted is not None else _interrupted_jobs(ctx)).get((kind, folder.name))
     if any(job.started_at is not None for job in jobs):
         state = "running"
     elif jobs:
         state = "waiting"
+    elif interrupted_job is not None:
+        state = "interrupted"
     elif step == 0 and not (folder / "state.pt").is_file():
         state = "new"
     else:
         state = "finished" if step >= of else "stopped"
-    return SessionInfo(kind, folder.name, folder, step, of, _last_loss(folder), state)
+    return SessionInfo(kind, folder.name, folder, step, of, _last_loss(folder), state, interrupted_job)
 
 
 def list_sessions(ctx: "AppContext") -> list[SessionInfo]:
     """Every session with a config, newest first."""
     root = training_root(ctx.paths.data_dir)
     found: list[tuple[float, SessionInfo]] = []
+    interrupted = _interrupted_jobs(ctx)
     for kind in JOB_KINDS:
         base = root / kind
         if not base.is_dir():
@@ -113,7 +136,7 @@ def list_sessions(ctx: "AppContext") -> list[SessionInfo]:
         for folder in base.iterdir():
             if not folder.is_dir():
                 continue
-            info = session_info(ctx, kind, folder)
+            info = session_info(ctx, kind, folder, interrupted)
             if info is not None:
                 found.append(((folder / "config.json").stat().st_mtime, info))
     return [info for _, info in sorted(found, key=lambda item: -item[0])]
@@ -137,12 +160,16 @@ def stored_request(ctx: "AppContext", info: SessionInfo) -> BaseModel:
 
 def resume(ctx: "AppContext", kind: str, name: str, *, owner: str,
            submit: Callable[..., "Job"] | None = None) -> "Job":
-    """Queue the session's stored request again: the job continues from the saved step."""
+    """Queue the session's stored request again: the job continues from the saved step (a job a crash
+    interrupted is resumed, so it is no longer offered)."""
+    from modules.jobs import interrupted
     from modules.jobs.submit import submit_job
 
     info = find_session(ctx, kind, name)
     if info.state in ("running", "waiting"):
         raise SessionBusy(f"the session {name!r} is {info.state} already")
+    if info.interrupted_job is not None:
+        return interrupted.resume(ctx, info.interrupted_job, owner=owner, source="webui", submit=submit)
     return (submit or submit_job)(ctx, stored_request(ctx, info), owner=owner, source="webui")
 
 

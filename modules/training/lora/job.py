@@ -90,6 +90,7 @@ def describe(result: Any) -> dict[str, Any] | None:
 TRAIN_LORA = JobKind(
     name="train_lora", request=TrainLoraRequest, run=run, precheck=precheck, describe=describe,
     summary="Train a LoRA on a folder of images (a resumable session; exported to models/Lora in kohya keys).",
-    resumable=True, user_errors=USER_ERRORS, lane=TRAINING_LANE, yields_to=("device",))
+    resumable=True, user_errors=USER_ERRORS, lane=TRAINING_LANE, yields_to=("device",),
+    on_interrupted="offer_resume")
 
 KINDS = (TRAIN_LORA,)
