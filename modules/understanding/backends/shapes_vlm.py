@@ -1,0 +1,99 @@
+"""The embedded default for Ask, Chat and Check: the shapes VLM (``models/VLM/atelier-shapes-vlm``), a small
+LLaVA the project trains (``modules/embedded/train_vlm.py``), run through the same local VLM backend as any user
+VLM (processor, chat template, generation, streaming, multi-turn context).
+
+It knows the shapes world's words only: a question with a word outside its vocabulary is refused with a clear
+message instead of a guess. Where the folder is missing, the tasks fall back to the shapes classifier
+(:mod:`.shapes`), which also keeps making captions, tags and classifications.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from modules.understanding.backends.base import Answer, BackendError, Message, StreamCallback
+from modules.understanding.backends.shapes import SHAPES_MODEL, CannotAnswer
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from modules.app_context import AppContext
+    from modules.understanding.backends.base import VisionBackend
+    from modules.understanding.backends.local_vlm import LocalVLMBackend
+
+SHAPES_VLM = "atelier-shapes-vlm"
+#: what the default reads for a consistency check: (label, canonical question)
+LABEL_QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("shape", "what shape is this?"), ("colour", "what colour is the shape?"),
+    ("background", "what colour is the background?"), ("position", "where is the shape?"),
+    ("size", "what size is the shape?"),
+)
+
+
+class ShapesVLMBackend:
+    """:class:`~.base.VisionBackend` over the local shapes VLM, answering only in its own vocabulary."""
+
+    def __init__(self, local: "LocalVLMBackend") -> None:
+        self._local = local
+
+    @property
+    def name(self) -> str:
+        return SHAPES_MODEL
+
+    @property
+    def evicted(self) -> list[str]:
+        return self._local.evicted
+
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of ``text`` the model's tokenizer does not know."""
+        _, processor = self._local.loaded()
+        tokenizer = processor.tokenizer
+        pieces = tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text.lower())
+        return [word for word, _ in pieces if tokenizer.convert_tokens_to_ids(word) == tokenizer.unk_token_id]
+
+    def chat(self, messages: Sequence[Message], images: Sequence["Image.Image"] = (), *, max_tokens: int = 256,
+             temperature: float = 0.0, response_format: Mapping[str, Any] | None = None,
+             on_text: StreamCallback | None = None) -> Answer:
+        if response_format and response_format.get("type") != "text":
+            raise BackendError(f"{SHAPES_MODEL} answers in words only; structured output needs a VLM backend")
+        if not any(m.images for m in messages):
+            raise BackendError(f"{SHAPES_MODEL} needs an image to talk about")
+        for message in messages:
+            if message.role == "user":
+                unknown = self.unknown_words(message.text)
+                if unknown:
+                    raise CannotAnswer(
+                        f"the offline default only answers about the shape, colour, size, position, count and "
+                        f"background in the image, in the words of the shapes world (it does not know "
+                        f"{', '.join(repr(w) for w in unknown[:5])}); choose a VLM backend for other questions")
+        answer = self._local.chat([m for m in messages if m.role != "system"], images, max_tokens=min(max_tokens, 48),
+                                  temperature=temperature, on_text=on_text)
+        return Answer(text=answer.text, usage=answer.usage, model=SHAPES_MODEL, finish_reason=answer.finish_reason)
+
+    def labels(self, image: "Image.Image") -> dict[str, str]:
+        """The labels a consistency check compares (shape, colour, background, position, size), each asked."""
+        return {label: self._local.chat([Message("user", question, (0,))], [image], max_tokens=4).text
+                for label, question in LABEL_QUESTIONS}
+
+
+def installed_shapes_vlm(ctx: "AppContext") -> ShapesVLMBackend | None:
+    """The shapes VLM as the studio opens it (its ``vlm`` model slot, the memory budget), or None if missing."""
+    svc = getattr(ctx, "understanding", None)
+    if svc is None or f"local:{SHAPES_VLM}" not in svc.local_models():
+        return None
+    return ShapesVLMBackend(svc.local(SHAPES_VLM))
+
+
+def default_ready(ctx: "AppContext") -> bool:
+    """Whether the offline default can answer: the shapes VLM or, failing that, the shapes classifier."""
+    return installed_shapes_vlm(ctx) is not None or ctx.interrogator.find() is not None
+
+
+def default_backend(ctx: "AppContext") -> tuple["VisionBackend", str]:
+    """The offline default for Ask and Chat, and how a result names it."""
+    from modules.understanding.backends.shapes import ShapesBackend
+
+    vlm = installed_shapes_vlm(ctx)
+    if vlm is not None:
+        return vlm, f"default:{SHAPES_VLM}"
+    return ShapesBackend(ctx.interrogator), "default:atelier-shapes"
