@@ -20,8 +20,9 @@ def builtin_kinds() -> list[JobKind]:
     from modules.training.lora import job as train_lora_job
     from modules.understanding import interrogate_job
     from modules.understanding.tasks import kinds as understanding
+    from modules.understanding.classify import kinds as classify
 
     return [*generation.KINDS, *load_job.KINDS, *extras_job.KINDS, *interrogate_job.KINDS,
-            *controlnet_detect_job.KINDS, *understanding.KINDS,
+            *controlnet_detect_job.KINDS, *understanding.KINDS, *classify.KINDS,
             *train_lora_job.KINDS, *train_embedding_job.KINDS, *download_job.KINDS,
             *file_jobs.KINDS, *bfl_job.KINDS]

@@ -39,6 +39,7 @@ class UnderstandTab:
     chat_list: Callable[[], Any]
     batch: Callable[..., Iterator[tuple[Any, ...]]]
     batch_stop: Callable[..., str]
+    classify: Any = None       # the Classify sub-tab's handlers (webui.understand_classify.ClassifyTab)
 
 
 def follow(ctx: "AppContext", build: Callable[[], Any], owner: str) -> Iterator[tuple[str, str, "Job | None"]]:
@@ -99,8 +100,8 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
-            image = gr.Image(label="Image (Caption, Ask, Extract, Check)", type="filepath", sources=["upload", "clipboard"],
-                             height=360, elem_id="understand_image")
+            image = gr.Image(label="Image (Caption, Ask, Extract, Check, Classify)", type="filepath",
+                             sources=["upload", "clipboard"], height=360, elem_id="understand_image")
         with gr.Column(scale=3):
             with gr.Tabs(elem_id="understand_tabs") as tabs:
                 with gr.Tab("Caption", id="understand_caption"):
@@ -190,6 +191,9 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
                     bt_status = gr.HTML("", elem_id="understand_batch_status")
                     bt_table = gr.Dataframe(headers=BATCH_COLUMNS, value=None, interactive=False, wrap=True,
                                             elem_id="understand_batch_table")
+                from webui.understand_classify import build_classify_tab
+
+                classify_tab = build_classify_tab(ctx, image, follow)
 
     # -- handlers -------------------------------------------------------------------------------------------
     def caption(img: Any, detail: str, backend: str, prompt: str, underscores: bool, escape: bool, blacklist: str,
@@ -378,7 +382,7 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
                    show_progress="hidden")
     bt_stop.click(batch_stop, outputs=[bt_status], api_visibility="private", queue=False)
     return UnderstandTab(image, tabs, caption, ask, extract, check, chat_send_, chat_open_, chat_list, batch,
-                         batch_stop)
+                         batch_stop, classify_tab)
 
 
 def _chat_models(ctx: "AppContext") -> list[str]:

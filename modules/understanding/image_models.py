@@ -242,7 +242,7 @@ class ImageModel:
     labels: list[str]
     device: str = "cpu"
     evicted: list[str] = field(default_factory=list)   # slots loading it unloaded
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)   # one inference (or export) at a time
 
     @property
     def groups(self) -> dict[str, list[int]] | None:
@@ -269,7 +269,7 @@ class ImageModel:
         import torch
 
         rows = []
-        with self._lock, torch.inference_mode():
+        with self.lock, torch.inference_mode():
             for start in range(0, len(images), max(1, batch)):
                 px = self.pixels(images[start:start + max(1, batch)]).to(self.device)
                 rows.append(self.model(pixel_values=px).logits.float().cpu().numpy())
@@ -285,7 +285,7 @@ class ImageModel:
         import torch
 
         rows = []
-        with self._lock, torch.inference_mode():
+        with self.lock, torch.inference_mode():
             for start in range(0, len(images), max(1, batch)):
                 px = self.pixels(images[start:start + max(1, batch)]).to(self.device)
                 out = self.model.base_model(pixel_values=px)
