@@ -74,6 +74,34 @@ class Settings(BaseModel):
     understanding_backend: str = Field(
         "default", max_length=200, json_schema_extra={"section": "Image understanding"},
         description="Backend of understanding tasks that name none: default (offline), remote, ocr, local:<folder>")
+    # per task, over understanding_backend (empty: that one); a request that names a backend still wins
+    understanding_backend_caption: str = Field(
+        "", max_length=200, json_schema_extra={"section": "Image understanding"},
+        description="Backend of Caption requests that name none (empty: understanding_backend)")
+    understanding_backend_ask: str = Field(
+        "", max_length=200, json_schema_extra={"section": "Image understanding"},
+        description="Backend of Ask requests that name none (empty: understanding_backend)")
+    understanding_backend_extract: str = Field(
+        "", max_length=200, json_schema_extra={"section": "Image understanding"},
+        description="Backend of Extract requests that name none (empty: understanding_backend)")
+    understanding_backend_chat: str = Field(
+        "", max_length=200, json_schema_extra={"section": "Image understanding"},
+        description="Model the Chat sub-tab starts on: default, ocr or local:<folder> (empty: understanding_backend; "
+                    "a chat request always names its model)")
+    understanding_backend_check: str = Field(
+        "", max_length=200, json_schema_extra={"section": "Image understanding"},
+        description="Backend of Check requests that name none (empty: understanding_backend)")
+    understanding_backend_batch: str = Field(
+        "", max_length=200, json_schema_extra={"section": "Image understanding"},
+        description="Backend of Batch captioning requests that name none (empty: understanding_backend)")
+    # gallery search (modules/understanding/search)
+    gallery_search_model: str = Field(
+        "", max_length=300, json_schema_extra={"section": "Image understanding"},
+        description="Model that indexes and searches the gallery: an image classifier of models/classifier or "
+                    "clip:<folder of models/CLIP> (searches by text too); empty: the offline default")
+    gallery_index_on_save: bool = Field(True, json_schema_extra={"section": "Image understanding"},
+                                        description="Once the gallery is indexed, add new images to the index as "
+                                                    "they are saved (in the background)")
     vlm_api_base_url: str = Field("", max_length=500, json_schema_extra={"section": "Image understanding"},
                                   description="OpenAI-compatible service for image understanding "
                                               "(e.g. https://openrouter.ai/api/v1)")
@@ -92,6 +120,11 @@ class Settings(BaseModel):
     grid_save: bool = Field(True, description="Always save all generated image grids")
     theme: Literal["system", "light", "dark"] = Field(
         "system", description="Theme of the page (system: follow the browser; --theme overrides)")
+    # --ray (modules/distributed/model_transfer.py, docs/scaling.md)
+    ray_model_transfer: Literal["shared_path", "object_store"] = Field(
+        "shared_path", json_schema_extra={"section": "System"},
+        description="With --ray, how actors get checkpoints: shared_path (every node reads the data dir by the same "
+                    "path) or object_store (sent once through Ray's object store into each node's cache)")
 
     @property
     def preview_every(self) -> int:

@@ -6,6 +6,7 @@ subprocesses or run models at length (marked here for the server fixtures, with 
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
 # Tiny test models gain nothing from a second thread, and on a shared 2-core machine two
 # threads per process oversubscribe the CPU (tiny pipeline calls measured 0.06 s vs 22 s).
 torch.set_num_threads(1)
+
+# A Ray the tests start stays on 127.0.0.1, as `--ray auto` keeps it (modules/distributed/ray_workers.py
+# prepare_local_ray); the Ray test modules import Ray at collection, before a studio could say so.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session")

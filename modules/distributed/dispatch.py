@@ -17,11 +17,13 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
+from modules.distributed.model_transfer import Shipper, TransferError
 from modules.distributed.pool import ActorPool, ActorSlot, NoActorLeft
 from modules.distributed.worker import REMOTE_KINDS
 from modules.jobs.lanes import DEVICE_LANE
 from modules.jobs.model import Handler, Job, JobFailure
 from modules.jobs.progress import JobControl
+from modules.models.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -47,6 +49,7 @@ class RayDispatch:
         self._ray = started.ray
         self._owns_ray = started.owns_ray
         self.pool = ActorPool([ActorSlot(name, handle, resources) for name, handle, resources in started.actors])
+        self.shipper = Shipper(started.ray.put)  # checkpoints sent through the object store (ray_model_transfer)
         self._local_lock = threading.Lock()  # the device kinds that stay here run one at a time
         self.retried = 0                      # jobs run again after their actor died
 
@@ -80,6 +83,10 @@ class RayDispatch:
         checkpoint = self._checkpoint_of(request)
         if checkpoint is not None and not request.checkpoint:  # "the loaded one": the studio's choice, by name
             request = request.model_copy(update={"checkpoint": checkpoint})
+        try:
+            shipment = self._shipment(checkpoint)
+        except (TransferError, ModelLoadError) as exc:
+            raise JobFailure(str(exc)) from None
         checkpoint = checkpoint or DEFAULT_CHECKPOINT
         request_json = request.model_dump_json()
         deaths: list[str] = []
@@ -92,7 +99,7 @@ class RayDispatch:
             if slot is None:  # cancelled (the queue records it so) or interrupted before an actor was free
                 return None if control.cancel_event.is_set() else _nothing_made(request)
             try:
-                answer = self._follow(slot, job, control, request_json)
+                answer = self._follow(slot, job, control, request_json, shipment)
             except ActorDied as exc:
                 reason = f"the Ray actor {slot.name} running it died: {exc}"
                 log.warning("job %s: %s", job.id, reason)
@@ -119,13 +126,26 @@ class RayDispatch:
             return self._ctx.catalog.title(active.info)
         return self._ctx.settings.current.sd_model_checkpoint or None
 
-    def _follow(self, slot: ActorSlot, job: Job, control: JobControl, request_json: str) -> dict[str, Any]:
+    def _shipment(self, checkpoint: str | None) -> dict[str, Any] | None:
+        """With ``ray_model_transfer = object_store``: the job's checkpoint put into Ray's object store (once per
+        SHA-256) for the actor to fetch; None with ``shared_path`` or when the job names no checkpoint."""
+        if checkpoint is None or self._ctx.settings.current.ray_model_transfer != "object_store":
+            return None
+        info = self._ctx.models.resolve(checkpoint)
+        if info.is_folder:
+            raise TransferError(f"{info.name} is a diffusers folder: ray_model_transfer = object_store sends "
+                                "single-file checkpoints only; use shared_path for folders")
+        sha = self._ctx.hashes.sha256(info.path)  # cached by path, size and mtime
+        return self.shipper.shipment(info.path, info.name, sha).as_dict()
+
+    def _follow(self, slot: ActorSlot, job: Job, control: JobControl, request_json: str,
+                shipment: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run ``job`` on ``slot``'s actor: poll its progress, pass stops on; its answer (raises ActorDied)."""
         ray = self._ray
         exceptions = ray.exceptions
         preview_every = getattr(control, "preview_every", 1)
         pending = slot.handle.run.remote(job.id, job.kind, request_json, preview_every, job.keep_outputs,
-                                         self._ctx.settings.current.model_dump_json())
+                                         self._ctx.settings.current.model_dump_json(), shipment)
         sent: set[str] = set()
         mirror = _ProgressMirror(control)
         while True:
@@ -151,6 +171,11 @@ class RayDispatch:
                 raise RuntimeError(f"on Ray actor {slot.name}: {_short(exc)}") from None
 
     # -- operations ----------------------------------------------------------------------------
+    @property
+    def owns_ray(self) -> bool:
+        """Whether this studio started the Ray it uses (else it joined a running one)."""
+        return self._owns_ray
+
     def state(self) -> list[dict[str, Any]]:
         """Each actor: its device, loaded models, current job and counters (dead ones with why)."""
         rows = []

@@ -3,6 +3,14 @@
 ``--ray auto`` joins the Ray cluster ``RAY_ADDRESS`` names or one already running on this machine, else
 starts a local one (its dashboard off, its ports on this machine only); ``--ray ADDRESS`` joins that
 cluster. One actor per GPU (``num_gpus=1``), or ``--ray-cpu-actors N`` single-threaded CPU actors.
+
+Local ports: a Ray node's gRPC servers (GCS, raylet's node and object managers, every worker's core
+worker, the runtime-env agent) listen on 127.0.0.1 only when the node's IP is 127.0.0.1, else on every
+interface. ``ray.init(_node_ip_address="127.0.0.1")`` is not enough: Ray replaces a loopback address by the
+machine's own IP, unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is in the environment when Ray is imported
+(Ray's switch for single-machine use, the default on macOS and Windows). So ``--ray auto`` puts that
+variable in the environment before importing Ray (:func:`prepare_local_ray`); the processes Ray starts
+inherit it.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: seconds to wait for the actors to build their studios (each imports torch and diffusers)
 ACTOR_START_TIMEOUT = 300.0
+#: Ray's switch that keeps a node on 127.0.0.1 (read once, when Ray is imported)
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @dataclass
@@ -70,9 +80,12 @@ def _init(ray: Any, address: str, cpu_actors: int | None) -> bool:
         return False
     except ConnectionError:
         pass
-    local: dict[str, Any] = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}
+    local: dict[str, Any] = {"include_dashboard": False}
     if cpu_actors:
         local["num_cpus"] = max(cpu_actors, 1)
+    if not local_only(ray):
+        log.warning("Ray was imported before the studio could keep it on 127.0.0.1 (set %s=0 in the environment): "
+                    "the local Ray's ports listen on every interface", LOCAL_ONLY_ENV)
     ray.init(**local, **common)
     return True
 
@@ -100,8 +113,21 @@ def ctx_repo_root() -> Any:
     return REPO_ROOT
 
 
+def prepare_local_ray(address: str) -> None:
+    """Before Ray is imported: with ``--ray auto`` (and no ``RAY_ADDRESS``), keep a Ray this studio starts on
+    127.0.0.1 (see the module docstring). The user's own value of the variable is kept."""
+    if address == "auto" and not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault(LOCAL_ONLY_ENV, "0")
+
+
+def local_only(ray: Any) -> bool:
+    """Whether a Ray started from this process keeps its ports on 127.0.0.1."""
+    return not ray._private.ray_constants.ENABLE_RAY_CLUSTER
+
+
 def start_actors(ctx: "AppContext") -> Started:
     """Ray and the actors, each with its studio built (raises :class:`RayStartError` saying why not)."""
+    prepare_local_ray(ctx.flags.ray or "auto")
     try:
         import ray
     except ImportError:

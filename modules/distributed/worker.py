@@ -57,8 +57,10 @@ class WorkerContext:
     backends: Any
 
 
-def build_worker_context(argv: Sequence[str]) -> WorkerContext:
-    """The pieces of a studio a generation needs, from the studio's own flags: no queue, store or scripts."""
+def build_worker_context(argv: Sequence[str], model_cache: Any = None) -> WorkerContext:
+    """The pieces of a studio a generation needs, from the studio's own flags: no queue, store or scripts;
+    ``model_cache``, a folder of checkpoints fetched through the object store, is listed with the checkpoint
+    folders."""
     from modules.backends.scope import BackendCache
     from modules.flags import parse_flags
     from modules.generation.addons.registry import JobAddons
@@ -76,7 +78,7 @@ def build_worker_context(argv: Sequence[str]) -> WorkerContext:
     paths = resolve_paths(flags.data_dir, flags.ckpt_dir, flags.lora_dir)
     settings = SentSettings(SettingsStore(paths.settings_file).current)
     hashes = HashCache(paths.hash_cache_file)
-    catalog = CheckpointCatalog(paths.ckpt_dirs, hashes)
+    catalog = CheckpointCatalog([*paths.ckpt_dirs, *([model_cache] if model_cache is not None else [])], hashes)
     slots = ModelSlots(flags.model_memory_mb * MB if flags.model_memory_mb else None)
     models = ModelManager(catalog, hashes, lambda: load_options_for(flags, settings, paths), slots=slots)
     try:
@@ -95,12 +97,16 @@ class StudioWorker:
     """One actor's studio: runs one generation at a time and answers progress, state and stops meanwhile."""
 
     def __init__(self, name: str, argv: Sequence[str], threads: int | None = None) -> None:
+        from modules.distributed.model_transfer import cache_dir
+
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         self.name = name
-        self._ctx = build_worker_context(argv)
+        self._model_cache = cache_dir().resolve()
+        self._ctx = build_worker_context(argv, self._model_cache)
+        self._fetches = 0  # checkpoints fetched through the object store into the local cache
         self._lock = threading.Lock()
         self._job_id: str | None = None
         self._control: Any = None
@@ -114,11 +120,14 @@ class StudioWorker:
             self._loads += 1
 
     def run(self, job_id: str, kind: str, request_json: str, preview_every: int = 1,
-            keep_outputs: bool = False, settings_json: str | None = None) -> dict[str, Any]:
+            keep_outputs: bool = False, settings_json: str | None = None,
+            shipment: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run one generation with the studio's settings (``settings_json``); ``{"result": packed}``, or
-        ``{"error": message}`` for a request that cannot run."""
+        ``{"error": message}`` for a request that cannot run. ``shipment``: the checkpoint sent through the
+        object store (:mod:`.model_transfer`), fetched into this node's cache unless it is there already."""
         from modules.distributed.wire import pack_result
         from modules.generation.job_kinds import GENERATION_ERRORS, generate_once, output_options
+        from modules.distributed.model_transfer import TransferError
         from modules.generation.requests import Img2ImgRequest, Txt2ImgRequest
         from modules.jobs.model import Job
         from modules.jobs.progress import JobControl
@@ -143,15 +152,31 @@ class StudioWorker:
         try:
             if settings_json is not None:
                 self._ctx.settings.replace(settings_json)
+            if shipment is not None:
+                control.progress.text = f"getting {shipment['name']} (Ray object store)"
+                request = job.request = request.model_copy(update={"checkpoint": str(self._fetch(shipment))})
             output = replace(output_options(self._ctx, job, kind), save=False)  # the studio saves the images
             result = generate_once(self._ctx, request, control, output, runner)
             return {"result": pack_result(result)}
-        except GENERATION_ERRORS as exc:
+        except (*GENERATION_ERRORS, TransferError) as exc:
             return {"error": str(exc)}
         finally:
             with self._lock:
                 self._job_id, self._control = None, None
                 self._jobs += 1
+
+    def _fetch(self, shipment: dict[str, Any]) -> Any:
+        """The shipped checkpoint's path in this node's cache, fetched from the object store when missing."""
+        import ray  # an actor runs under Ray; the module itself stays free of it
+
+        from modules.distributed.model_transfer import ensure_local
+
+        path, fetched = ensure_local(self._model_cache, shipment, get=ray.get, hash_of=self._ctx.hashes.sha256)
+        if fetched:
+            with self._lock:
+                self._fetches += 1
+            self._ctx.catalog.refresh()
+        return path
 
     def progress(self, job_id: str) -> dict[str, Any] | None:
         """How far job ``job_id`` is (with its latest preview), or None when this actor is not running it."""
@@ -180,7 +205,7 @@ class StudioWorker:
         ctx = self._ctx
         active = ctx.models.active
         with self._lock:
-            job_id, loads, jobs = self._job_id, self._loads, self._jobs
+            job_id, loads, jobs, fetches = self._job_id, self._loads, self._jobs, self._fetches
         device = device_choice(ctx.flags)[0]
         if device.startswith("cuda"):
             import torch
@@ -188,7 +213,8 @@ class StudioWorker:
             device = f"{device} ({torch.cuda.get_device_name(0)})"
         return {"name": self.name, "node": socket.gethostname(), "pid": os.getpid(), "device": device,
                 "checkpoint": active.info.name if active is not None else None,
-                "loaded": ctx.models.slots.names(), "job": job_id, "loads": loads, "jobs": jobs,
+                "checkpoint_cached": active is not None and active.info.path.is_relative_to(self._model_cache),
+                "loaded": ctx.models.slots.names(), "job": job_id, "loads": loads, "jobs": jobs, "fetches": fetches,
                 "at": time.time()}
 
 
