@@ -52,7 +52,9 @@ def build_model_files(ctx: "AppContext") -> None:
     with gr.Accordion("Download a model", open=False, elem_id="models_download"):
         gr.Markdown("From a URL, a Hugging Face repo file or a Civitai model version. Interrupted downloads "
                     "continue where they stopped; a SHA-256 given (or known to the source) is checked. "
-                    "Tokens come from `HF_TOKEN` / `CIVITAI_API_KEY` in the environment, never from this page.")
+                    "Hugging Face files come through its client and cache (in the data dir); its token is the "
+                    "one saved in Settings → Hugging Face, else `HF_TOKEN`; Civitai's key comes from "
+                    "`CIVITAI_API_KEY`. Never typed in this page.")
         with gr.Row():
             kind = gr.Dropdown(MODEL_KINDS, value="checkpoint", label="Kind (its folder)", elem_id="download_kind")
             source = gr.Radio(["URL", "Hugging Face", "Civitai"], value="URL", label="Source",

@@ -22,6 +22,7 @@ import gradio as gr
 
 from webui.common import active_title, checkpoint_titles, readable, status_html
 from webui.ext_settings_section import build_extension_options
+from webui.hf_token_section import build_hf_token_section
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -196,6 +197,7 @@ def build_settings_tab(ctx: "AppContext") -> SettingsTab:
                                                        elem_id=f"settings_{entry.key}" if entry.key in quick else None)
             sections[section] = group
     build_extension_options(ctx)  # approved extensions' ui_settings options, with their own Apply button
+    build_hf_token_section(ctx)  # a password field: saved beside the settings, never shown back
     names = [name for name in fields if name in components]  # /settings takes the values in the model's order
 
     def shown(name: str, value: Any) -> Any:

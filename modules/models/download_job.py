@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from modules.jobs.kinds import JobKind
-from modules.models.download import DownloadError, Progress, fetch, resolve_source
+from modules.models.download import DownloadError, Progress, fetch, resolve_source, safe_filename
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -70,25 +70,37 @@ def precheck(ctx: "AppContext", req: DownloadModelRequest) -> None:
 
 def run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
     req: DownloadModelRequest = job.request
-    source = _source(ctx, req)
-    dest = model_folder(ctx, req.model_kind) / source.filename
-    control.begin(1, 1000, text=f"downloading {source.filename}")
+    if req.hf_repo:
+        filename = safe_filename(req.filename or req.hf_file or "")
+    else:
+        source = _source(ctx, req)
+        filename = source.filename
+    dest = model_folder(ctx, req.model_kind) / filename
+    control.begin(1, 1000, text=f"downloading {filename}")
 
     def report(progress: Progress) -> None:
         if progress.total:
             control.step(min(1000, progress.done * 1000 // progress.total))
-        control.progress.text = (f"downloading {source.filename}: {progress.done >> 20} MB"
+        control.progress.text = (f"downloading {filename}: {progress.done >> 20} MB"
                                  + (f" of {progress.total >> 20} MB" if progress.total else ""))
 
-    path = fetch(source, dest, on_progress=report, should_stop=lambda: control.should_stop)
+    if req.hf_repo:  # through huggingface_hub and its cache under the data dir (modules/models/hf_download.py)
+        from modules.models.hf_download import download_hf
+
+        done = download_hf(ctx.paths, req.hf_repo, req.hf_file or "", dest, revision=req.hf_revision,
+                           sha256=req.sha256, on_progress=report, should_stop=lambda: control.should_stop)
+        path, checked = done if done is not None else (None, False)
+    else:
+        path = fetch(source, dest, on_progress=report, should_stop=lambda: control.should_stop)
+        checked = bool(source.sha256)
     if path is None:
-        return {"file": source.filename, "stopped": True,
+        return {"file": filename, "stopped": True,
                 "note": "stopped: the part downloaded is kept; run the same download again to continue"}
     control.step(1000)
     if req.model_kind == "checkpoint":
         ctx.catalog.refresh()
-    return {"file": source.filename, "path": ctx.paths.shown(path), "bytes": path.stat().st_size,
-            "sha256_checked": bool(source.sha256)}
+    return {"file": filename, "path": ctx.paths.shown(path), "bytes": path.stat().st_size,
+            "sha256_checked": checked}
 
 
 DOWNLOAD_MODEL = JobKind(
