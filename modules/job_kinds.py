@@ -21,8 +21,9 @@ def builtin_kinds() -> list[JobKind]:
     from modules.understanding import interrogate_job
     from modules.understanding.tasks import kinds as understanding
     from modules.understanding.classify import kinds as classify
+    from modules.understanding.search import jobs as gallery_search
 
     return [*generation.KINDS, *load_job.KINDS, *extras_job.KINDS, *interrogate_job.KINDS,
-            *controlnet_detect_job.KINDS, *understanding.KINDS, *classify.KINDS,
+            *controlnet_detect_job.KINDS, *understanding.KINDS, *classify.KINDS, *gallery_search.KINDS,
             *train_lora_job.KINDS, *train_embedding_job.KINDS, *download_job.KINDS,
             *file_jobs.KINDS, *bfl_job.KINDS]

@@ -27,6 +27,7 @@ from webui.settings_tab import build_settings_tab
 from webui.tools import wire_page_load
 from webui.train_tab import build_train_tab
 from webui.txt2img_tab import build_txt2img_tab
+from webui.understand_search import wire_find_similar
 from webui.understand_tab import build_understand_tab, wire_send_to_understand
 from webui.ui_config import UiDefaults
 
@@ -126,6 +127,7 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
         _wire_send_to(ctx, tabs, img2img.results, img2img, extras)
         _wire_infotext_sends(ctx, tabs, txt2img.fields, img2img, extras, history)
         wire_send_to_understand(tabs, understand, (txt2img.results, img2img.results), history)
+        wire_find_similar(tabs, understand, history)  # History → Find similar: Understand → Search
         history_tab.select(history.show, inputs=history.show_inputs, outputs=history.show_outputs,
                            api_visibility="private")
         models_tab.select(models.show, outputs=[models.picker, models.table], api_visibility="private")

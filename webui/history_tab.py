@@ -30,6 +30,8 @@ class HistoryTab:
     show_inputs: list[Any]
     show_outputs: list[Any]
     send_understand: Any = None  # the shown image to the Understand tab
+    selected: Any = None         # gr.State: the shown image's path relative to outputs/
+    find_similar: Any = None     # the images most like the shown one (webui.understand_search)
 
 
 def _day(text: str, label: str) -> date | None:
@@ -83,6 +85,7 @@ def build_history_tab(ctx: "AppContext") -> HistoryTab:
                 send_txt2img = gr.Button("Send to txt2img", size="sm", elem_id="history_send_to_txt2img")
                 send_img2img = gr.Button("Send to img2img", size="sm", elem_id="history_send_to_img2img")
                 send_understand = gr.Button("Send to Understand", size="sm", elem_id="history_send_to_understand")
+                find_similar = gr.Button("Find similar", icon=icon("search"), size="sm", elem_id="history_find_similar")
                 delete = gr.Button("Delete (to trash)", icon=icon("trash"), size="sm", variant="stop",
                                    elem_id="history_delete")
 
@@ -147,4 +150,4 @@ def build_history_tab(ctx: "AppContext") -> HistoryTab:
     delete.click(remove, inputs=[selected, *filters, page], outputs=[image, infotext, selected, where, *outputs],
                  api_visibility="private")
     return HistoryTab(image, infotext, send_txt2img, send_img2img, lambda *v: run(*v, 0), filters, outputs,
-                      send_understand)
+                      send_understand, selected, find_similar)

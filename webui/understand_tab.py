@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import gradio as gr
 
 from webui.common import owner_of, readable, status_html
+from webui.understand_search import build_search_section
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -40,6 +41,7 @@ class UnderstandTab:
     batch: Callable[..., Iterator[tuple[Any, ...]]]
     batch_stop: Callable[..., str]
     classify: Any = None       # the Classify sub-tab's handlers (webui.understand_classify.ClassifyTab)
+    search: Any = None         # the Search sub-tab (webui.understand_search.SearchSection)
 
 
 def follow(ctx: "AppContext", build: Callable[[], Any], owner: str) -> Iterator[tuple[str, str, "Job | None"]]:
@@ -79,7 +81,8 @@ def follow(ctx: "AppContext", build: Callable[[], Any], owner: str) -> Iterator[
 def _backend(ctx: "AppContext", elem_id: str, *, ocr: bool = True) -> Any:
     from modules.understanding.page import backend_choices, default_backend
 
-    return gr.Dropdown(backend_choices(ctx, ocr=ocr), value=default_backend(ctx, ocr=ocr), label="Backend",
+    task = elem_id.split("_")[1]  # understand_<task>_backend: its Settings default (understanding_backend_<task>)
+    return gr.Dropdown(backend_choices(ctx, ocr=ocr), value=default_backend(ctx, ocr=ocr, task=task), label="Backend",
                        elem_id=elem_id, info="default: offline; remote: the OpenAI-compatible service in Settings; "
                                          "local:<folder>: a model of models/VLM")
 
@@ -157,8 +160,8 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
                         chat_new = gr.Button("New chat", size="sm", elem_id="understand_chat_new", scale=0)
                         chat_delete = gr.Button("Delete", size="sm", variant="stop", elem_id="understand_chat_delete",
                                                 scale=0)
-                    chat_model = gr.Dropdown(_chat_models(ctx), value=(_chat_models(ctx) or [None])[0], label="Model",
-                                             elem_id="understand_chat_model")
+                    chat_model = gr.Dropdown(_chat_models(ctx), value=page.default_chat_model(ctx, _chat_models(ctx)),
+                                             label="Model", elem_id="understand_chat_model")
                     chatbot = gr.Chatbot(label="Chat", height=320, elem_id="understand_chatbot")
                     chat_images = gr.Gallery(label="Images in this chat (in context)", columns=6, height=150,
                                              object_fit="contain", allow_preview=True, interactive=False,
@@ -194,6 +197,8 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
                 from webui.understand_classify import build_classify_tab
 
                 classify_tab = build_classify_tab(ctx, image, follow)
+                with gr.Tab("Search", id="understand_search"):
+                    search_section = build_search_section(ctx, image, follow)
 
     # -- handlers -------------------------------------------------------------------------------------------
     def caption(img: Any, detail: str, backend: str, prompt: str, underscores: bool, escape: bool, blacklist: str,
@@ -382,7 +387,7 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
                    show_progress="hidden")
     bt_stop.click(batch_stop, outputs=[bt_status], api_visibility="private", queue=False)
     return UnderstandTab(image, tabs, caption, ask, extract, check, chat_send_, chat_open_, chat_list, batch,
-                         batch_stop, classify_tab)
+                         batch_stop, classify_tab, search_section)
 
 
 def _chat_models(ctx: "AppContext") -> list[str]:

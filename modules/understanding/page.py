@@ -38,12 +38,25 @@ def backend_choices(ctx: "AppContext", *, ocr: bool = True) -> list[tuple[str, s
     return choices + [(name, name) for name in svc.local_models()]
 
 
-def default_backend(ctx: "AppContext", *, ocr: bool = True) -> str:
+def default_backend(ctx: "AppContext", *, ocr: bool = True, task: str | None = None) -> str:
+    """The backend a sub-tab starts on: Settings → ``understanding_backend_<task>``, else
+    ``understanding_backend`` (when it is one of the choices)."""
     from modules.understanding.tasks.common import services
 
-    name = services(ctx).default_backend_name()
+    name = services(ctx).default_backend_name(task)
     names = [value for _, value in backend_choices(ctx, ocr=ocr)]
     return name if name in names else "default"
+
+
+def default_chat_model(ctx: "AppContext", models: list[str]) -> str | None:
+    """The model the Chat sub-tab starts on: Settings → ``understanding_backend_chat`` (else
+    ``understanding_backend``) when it names a served model (``default`` is the first one)."""
+    from modules.understanding.backends.ocr import OCR_MODEL
+    from modules.understanding.tasks.common import services
+
+    name = services(ctx).default_backend_name("chat")
+    name = OCR_MODEL if name == "ocr" else name
+    return name if name in models else (models or [None])[0]
 
 
 def file_b64(path: Any, what: str = "image") -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable
 from modules.understanding.backends.base import BackendError, BackendUnavailable, VisionBackend
 from modules.understanding.backends.ocr import OCR_MODEL, OcrBackend, OcrEngine
 from modules.understanding.chat_store import ChatStore
+from modules.understanding.search.index import DB_NAME, EmbeddingIndex
 from modules.understanding.streams import TextStreams
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class UnderstandingServices:
         self.ocr = OcrEngine()
         self.streams = TextStreams()
         self.chats = ChatStore(self._data_dir)  # the Understand tab's chats (<data>/understanding/chats)
+        # the gallery's embeddings (<data>/understanding/embeddings.db; modules/understanding/search)
+        self.embeddings = EmbeddingIndex(self._data_dir / "understanding" / DB_NAME)
 
     # -- naming -------------------------------------------------------------------------------
     def local_models(self) -> list[str]:
@@ -50,8 +53,12 @@ class UnderstandingServices:
 
         return [f"local:{folder.name}" for folder in list_vlm_folders(self.vlm_roots)]
 
-    def default_backend_name(self) -> str:
-        return self._settings().understanding_backend or "default"
+    def default_backend_name(self, task: str | None = None) -> str:
+        """The backend of a request that names none: Settings → ``understanding_backend_<task>`` (caption, ask,
+        extract, chat, check, batch) when set, else ``understanding_backend``."""
+        settings = self._settings()
+        own = getattr(settings, f"understanding_backend_{task}", "") if task else ""
+        return own or settings.understanding_backend or "default"
 
     def check_name(self, name: str) -> str:
         """``name`` normalised, or UnknownBackend saying what exists."""

@@ -47,7 +47,7 @@ class AskResult:
 
 def _precheck(ctx: "AppContext", request: AskRequest) -> None:
     decode_images(request.images, "images")
-    name = chosen_backend(ctx, request.backend)
+    name = chosen_backend(ctx, request.backend, request.kind)
     if name == "default" and ctx.interrogator.find() is None:
         ctx.interrogator.missing()
     if name == "ocr":
@@ -60,7 +60,7 @@ def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> AskResult:
 
     request: AskRequest = job.request
     images = decode_images(request.images, "images")
-    name = chosen_backend(ctx, request.backend)
+    name = chosen_backend(ctx, request.backend, request.kind)
     run = BackendRun(backend=name)
     control.begin(1, 1, text="answering")
     question = request.question.strip()

@@ -137,7 +137,7 @@ def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> BatchCaptionRe
     if request.limit is not None:
         images = images[:request.limit]
     result = BatchCaptionResult(folder=ctx.paths.shown(folder), preview=request.preview, total=len(images),
-                                run=BackendRun(backend=chosen_backend(ctx, request.backend)))
+                                run=BackendRun(backend=chosen_backend(ctx, request.backend, request.kind)))
     control.begin(1, len(images), text="previewing captions" if request.preview else "captioning")
     started = time.monotonic()
     for index, path in enumerate(images):

@@ -77,7 +77,7 @@ def _precheck(ctx: "AppContext", request: CaptionRequest) -> None:
 def check_caption_options(ctx: "AppContext", request: Any) -> None:
     """What a caption request (one image or a folder) may ask of its backend: tag options with tags only, a
     prompt only for a VLM, no captions from OCR."""
-    backend = chosen_backend(ctx, request.backend)
+    backend = chosen_backend(ctx, request.backend, request.kind)
     if request.detail != "tags":
         changed = [name for name, default in (("underscores", False), ("escape_brackets", True), ("blacklist", []),
                                              ("max_tags", 50)) if getattr(request, name) != default]
@@ -108,7 +108,7 @@ def caption_image(ctx: "AppContext", job: "Job", control: "JobControl", options:
     fields: ``detail``, ``backend``, ``prompt``, the tag options, ``max_tokens``, ``temperature``)."""
     from modules.understanding.backends.shapes import label_tags, short_caption
 
-    name = chosen_backend(ctx, options.backend)
+    name = chosen_backend(ctx, options.backend, getattr(options, "kind", None))
     run = BackendRun(backend=name)
     if name == "default":
         labels = ctx.interrogator.predict(image)

@@ -91,7 +91,7 @@ def _image_and_text(request: CheckRequest) -> tuple["Image.Image", str]:
 
 def _precheck(ctx: "AppContext", request: CheckRequest) -> None:
     _image_and_text(request)
-    name = chosen_backend(ctx, request.backend)
+    name = chosen_backend(ctx, request.backend, request.kind)
     if name == "default" and ctx.interrogator.find() is None:
         ctx.interrogator.missing()
     if name == "ocr":
@@ -125,7 +125,7 @@ def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> CheckResult:
 
     request: CheckRequest = job.request
     image, text = _image_and_text(request)
-    name = chosen_backend(ctx, request.backend)
+    name = chosen_backend(ctx, request.backend, request.kind)
     control.begin(1, 1, text="checking")
     if name == "default":
         result = compare_labels(ctx.interrogator.predict(image), text)

@@ -89,10 +89,16 @@ def services(ctx: "AppContext") -> "UnderstandingServices":
     return found
 
 
-def chosen_backend(ctx: "AppContext", name: str | None) -> str:
-    """The request's backend name, checked (its default from Settings)."""
+#: a request kind -> its task's name in Settings (``understanding_backend_<task>``)
+TASK_OF_KIND = {"understand_caption": "caption", "understand_ask": "ask", "understand_extract": "extract",
+                "understand_check": "check", "understand_chat": "chat", "understand_batch_caption": "batch"}
+
+
+def chosen_backend(ctx: "AppContext", name: str | None, kind: str | None = None) -> str:
+    """The request's backend name, checked; a request naming none gets the Settings default of its task (the
+    request ``kind``'s), else Settings → ``understanding_backend``."""
     svc = services(ctx)
-    return svc.check_name(name or svc.default_backend_name())
+    return svc.check_name(name or svc.default_backend_name(TASK_OF_KIND.get(kind or "")))
 
 
 def run_backend(ctx: "AppContext", job: "Job", control: "JobControl", backend: "VisionBackend",

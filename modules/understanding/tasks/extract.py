@@ -73,7 +73,7 @@ def _precheck(ctx: "AppContext", request: ExtractRequest) -> None:
         raise UnderstandingRequestError(str(exc)) from None
     if request.schema_().get("type") != "object":
         raise UnderstandingRequestError("the JSON Schema must describe an object (\"type\": \"object\")")
-    name = chosen_backend(ctx, request.backend)
+    name = chosen_backend(ctx, request.backend, request.kind)
     if name in ("default", "ocr"):
         if request.instructions:
             raise UnderstandingRequestError("instructions apply to VLM backends; the offline default fills fields "
@@ -103,7 +103,7 @@ def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> ExtractResult:
     image = decode_images([request.image])[0]
     schema = request.schema_()
     schema_name = request.preset or str(schema.get("title") or "custom")
-    name = chosen_backend(ctx, request.backend)
+    name = chosen_backend(ctx, request.backend, request.kind)
     run = BackendRun(backend=name)
     if name in ("default", "ocr"):
         control.begin(1, 2, text="reading the text")
