@@ -19,14 +19,26 @@ class TrainingImage:
     path: Path
     caption: str
     pixels: torch.Tensor  # (3, size, size) in [-1, 1]
+    #: SDXL's micro-conditioning: the image's (height, width) before cropping, and the crop's (top, left)
+    #: in the frame resized so that its shorter side is ``size`` (diffusers' SDXL training recipe)
+    original_size: tuple[int, int] = (0, 0)
+    crop_top_left: tuple[int, int] = (0, 0)
+
+
+def square_crop(image: Image.Image, size: int) -> tuple[Image.Image, tuple[int, int], tuple[int, int]]:
+    """Centre crop to a square, then resize to ``size`` (Lanczos); with the original (height, width) and
+    the crop's (top, left) in the resized frame."""
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    scale = size / side
+    cropped = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+    return cropped, (image.height, image.width), (round(top * scale), round(left * scale))
 
 
 def square(image: Image.Image, size: int) -> Image.Image:
     """Centre crop to a square, then resize to ``size`` (Lanczos)."""
-    image = ImageOps.exif_transpose(image).convert("RGB")
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+    return square_crop(image, size)[0]
 
 
 def caption_for(path: Path, default: str) -> str:
@@ -46,10 +58,10 @@ def load_dataset(folder: Path, roots: Sequence[Path], size: int, default_caption
     for path in files:
         try:
             with Image.open(path) as opened:
-                picture = square(opened, size)
+                picture, original, crop = square_crop(opened, size)
         except (UnidentifiedImageError, OSError) as exc:
             raise DatasetError(f"{path.name} is not a readable image ({exc.__class__.__name__})") from None
         array = np.asarray(picture, dtype=np.float32) / 127.5 - 1.0
         images.append(TrainingImage(path, caption_for(path, default_caption),
-                                    torch.from_numpy(array).permute(2, 0, 1).contiguous()))
+                                    torch.from_numpy(array).permute(2, 0, 1).contiguous(), original, crop))
     return images

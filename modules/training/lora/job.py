@@ -49,8 +49,8 @@ def run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
     from modules.models.loader import load_model
     from modules.models.loader_options import load_options_for
     from modules.training.lora.dataset import load_dataset
-    from modules.training.lora.export import write_lora
-    from modules.training.lora.trainer import adapter_state, train
+    from modules.training.lora.export import export_lora
+    from modules.training.lora.trainer import train
 
     req: TrainLoraRequest = job.request
     roots = roots_of(ctx)
@@ -73,12 +73,9 @@ def run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
     if outcome.stopped or outcome.last_step < req.steps:
         result["note"] = "stopped: submit the same request to resume from the last saved step"
         return result
-    path = write_lora(_output(ctx, req), adapter_state(model.pipeline.unet), alpha=req.alpha, rank=req.rank, metadata={
-        "ss_output_name": req.name, "ss_steps": str(req.steps), "ss_learning_rate": str(req.learning_rate),
+    path = export_lora(_output(ctx, req), model.pipeline, req, family_id=model.family.id, metadata={
         "ss_resolution": f"({size}, {size})", "ss_num_train_images": str(len(images)),
-        "ss_base_model_version": "sd_v2" if model.family.id.startswith("sd2") else "sd_v1",
-        "ss_sd_model_name": info.name, "ss_training_comment": f"Atelier LoRA training of {req.instance_prompt!r}",
-        "atelier_recipe": req.model_dump(mode="json")})
+        "ss_sd_model_name": info.name, "ss_training_comment": f"Atelier LoRA training of {req.instance_prompt!r}"})
     result["lora"] = ctx.paths.shown(path)
     return result
 

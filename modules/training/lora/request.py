@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,79}$")
 
@@ -25,6 +25,10 @@ class TrainLoraRequest(BaseModel):
     resolution: int | None = Field(None, ge=64, le=2048, description="training size (square); None: the model's")
     rank: int = Field(4, ge=1, le=128, description="LoRA rank (network dim)")
     alpha: float = Field(4.0, gt=0, le=1024, description="LoRA alpha (scale = alpha / rank)")
+    train_text_encoder: bool = Field(False, description="false: the UNet only; true: the UNet and the text "
+                                                        "encoder(s) (exported as lora_te_* / lora_te1_*, lora_te2_*)")
+    text_encoder_lr: float | None = Field(None, gt=0, le=1.0, description="the text encoders' learning rate with "
+                                                                          "train_text_encoder; None: learning_rate")
     steps: int = Field(200, ge=1, le=100_000)
     batch_size: int = Field(1, ge=1, le=16)
     learning_rate: float = Field(1e-4, gt=0, le=1.0)
@@ -45,6 +49,12 @@ class TrainLoraRequest(BaseModel):
         if any(len(p) > 500 for p in cleaned):
             raise ValueError("sample_prompts: each prompt at most 500 characters")
         return cleaned
+
+    @model_validator(mode="after")
+    def _text_encoder_lr_needs_training(self) -> "TrainLoraRequest":
+        if self.text_encoder_lr is not None and not self.train_text_encoder:
+            raise ValueError("text_encoder_lr is only used with train_text_encoder: set it, or leave text_encoder_lr out")
+        return self
 
     def samples(self) -> list[str]:
         """The prompts rendered every ``sample_every`` steps."""

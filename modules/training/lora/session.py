@@ -65,7 +65,10 @@ class Session:
         except (OSError, ValueError):
             return
         new = req.model_dump(mode="json")
-        changed = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+        fields = type(req).model_fields
+        # a field added after the session was made counts as its default there
+        changed = sorted(k for k in new if k not in RESUMABLE_CHANGES
+                         and old.get(k, fields[k].get_default(call_default_factory=True) if k in fields else None) != new[k])
         if changed and self.state_file.is_file():
             raise SessionError(f"a training session named {self.folder.name!r} exists with other settings "
                                f"({', '.join(changed)}): resume it with the same settings, or pick another name")

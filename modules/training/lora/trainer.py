@@ -1,11 +1,15 @@
-"""The LoRA training loop on a checkpoint's UNet (SD 1.x and 2.x; epsilon and v-prediction).
+"""The LoRA training loop on a checkpoint's UNet (SD 1.x, 2.x and SDXL; epsilon and v-prediction), and
+optionally on its text encoder(s).
 
-Deterministic by construction: the adapter starts from weights drawn under the request's seed, and step
+Deterministic by construction: the adapters start from weights drawn under the request's seed, and step
 ``s`` draws its batch, noise and timesteps from a generator seeded by ``(seed, s)``. The optimizer and LR
-schedule are saved with the adapter, so a run stopped after any checkpoint and resumed reaches the same
-weights as a run that never stopped (``tests/test_train_lora.py``). The VAE and text encoder are frozen:
-latents and prompt embeddings are computed once. Between steps the loop honours pause (generation first),
-stop (the session is saved; the job can be resumed) and reports progress with the loss.
+schedule are saved with the adapters, so a run stopped after any checkpoint and resumed reaches the same
+weights as a run that never stopped (``tests/test_train_lora.py``). The VAE is frozen (latents are
+computed once); so are the text encoders unless ``train_text_encoder`` (then the captions go through their
+adapters at every step; else their embeddings are computed once). SDXL is conditioned on both encoders,
+the pooled embedding and the time ids (:mod:`.conditioning`). Between steps the loop honours pause
+(generation first), stop (the session is saved; the job can be resumed) and reports progress with the
+loss; loss, learning rate and sample images also go to TensorBoard in the session folder (:mod:`.tensorboard`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn.functional as F
 
+from modules.training.lora.conditioning import Captions, Conditioning, encode, frozen, is_sdxl, text_encoders, time_ids
 from modules.training.lora.dataset import TrainingImage
 from modules.training.lora.errors import TrainingError
 from modules.training.lora.request import TrainLoraRequest
@@ -29,6 +34,8 @@ if TYPE_CHECKING:
 
 #: the UNet layers the adapter wraps (diffusers' DreamBooth-LoRA recipe)
 TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
+#: the text encoders' layers (diffusers' recipe with --train_text_encoder)
+TEXT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
 @dataclass
@@ -42,11 +49,15 @@ class TrainingOutcome:
 
 def check_trainable(model: "LoadedModel") -> None:
     pipe = model.pipeline
+    if getattr(pipe, "transformer", None) is not None and getattr(pipe, "unet", None) is None:
+        raise TrainingError(f"LoRA training of {model.family.label} (a transformer model such as FLUX) is not "
+                            "offered: pick an SD 1.x, 2.x or SDXL checkpoint")
     if getattr(pipe, "unet", None) is None or getattr(pipe, "text_encoder", None) is None:
         raise TrainingError(f"LoRA training needs a UNet model with a CLIP text encoder; {model.family.label} "
-                            "has none")
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        raise TrainingError("LoRA training of SDXL is not offered yet: pick an SD 1.x or 2.x checkpoint")
+                            "has none (an SDXL refiner has only the second encoder: train the base model)")
+    if getattr(pipe, "text_encoder_2", None) is not None and not is_sdxl(pipe):
+        raise TrainingError(f"LoRA training of {model.family.label} is not offered: its UNet is not conditioned "
+                            "like SDXL's base model")
 
 
 def encode_latents(model: "LoadedModel", images: list[TrainingImage], seed: int) -> torch.Tensor:
@@ -63,13 +74,6 @@ def encode_latents(model: "LoadedModel", images: list[TrainingImage], seed: int)
     return torch.cat(latents).to(pipe.unet.dtype)
 
 
-def encode(model: "LoadedModel", images: list[TrainingImage], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents, prompt embeddings) of every image, computed once with the frozen VAE and text encoder."""
-    pipe = model.pipeline
-    latents = encode_latents(model, images, seed)
-    with torch.no_grad():
-        embeds = [pipe.encode_prompt(image.caption, pipe.device, 1, False)[0] for image in images]
-    return latents, torch.cat(embeds).to(pipe.unet.dtype)
 
 
 def seeded_batch(seed: int, step: int, latents: torch.Tensor, batch_size: int, noise_scheduler: Any,
@@ -98,26 +102,61 @@ def add_adapter(unet: Any, rank: int, alpha: float, seed: int) -> list[torch.nn.
     return [p for p in unet.parameters() if p.requires_grad]
 
 
+def add_text_adapters(pipe: Any, rank: int, alpha: float, seed: int) -> dict[str, list[torch.nn.Parameter]]:
+    """A LoRA adapter on each text encoder the captions go through (weights drawn under ``seed + 1``, ``+ 2``);
+    component attribute -> its trainable parameters."""
+    from peft import LoraConfig
+
+    params: dict[str, list[torch.nn.Parameter]] = {}
+    for offset, (attr, _, encoder) in enumerate(text_encoders(pipe), start=1):
+        encoder.requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + offset)
+            encoder.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                           target_modules=TEXT_TARGET_MODULES))
+        params[attr] = [p for p in encoder.parameters() if p.requires_grad]
+    return params
+
+
 def adapter_state(unet: Any) -> dict[str, torch.Tensor]:
+    """The PEFT adapter weights of ``unet`` (or of a text encoder), on the CPU."""
     from peft import get_peft_model_state_dict
 
     return {k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(unet).items()}
 
 
+def text_adapter_states(pipe: Any) -> dict[str, dict[str, torch.Tensor]]:
+    """Component attribute -> adapter weights, for each text encoder that has a trained adapter."""
+    return {attr: adapter_state(encoder) for attr, _, encoder in text_encoders(pipe)
+            if getattr(encoder, "_hf_peft_config_loaded", False)}
+
+
 def train(req: TrainLoraRequest, model: "LoadedModel", images: list[TrainingImage], session: Session,
           control: "JobControl", *, on_log: Callable[[int, float], None] | None = None) -> TrainingOutcome:
-    """Train (or resume) the session's adapter up to ``req.steps``; the UNet keeps the adapter afterwards."""
+    """Train (or resume) the session's adapters up to ``req.steps``; the UNet (and, with
+    ``train_text_encoder``, the text encoders) keep them afterwards."""
     from diffusers import DDPMScheduler
     from peft import set_peft_model_state_dict
+
+    from modules.training.lora.tensorboard import TensorBoardLog
 
     check_trainable(model)
     started = time.perf_counter()
     pipe = model.pipeline
     unet = pipe.unet
-    latents, embeds = encode(model, images, req.seed)
+    latents = encode_latents(model, images, req.seed)
+    size = int(latents.shape[-1]) * model_scale(pipe)
+    captions = Captions.of(pipe, [image.caption for image in images])
+    fixed = None if req.train_text_encoder else frozen(pipe, captions, images, size)
+    image_time_ids = time_ids(pipe, images, size) if req.train_text_encoder else None
     noise_scheduler = DDPMScheduler.from_config(dict(model.scheduler_config), prediction_type=model.prediction_type)
     params = add_adapter(unet, req.rank, req.alpha, req.seed)
-    optimizer = torch.optim.AdamW(params, lr=req.learning_rate, weight_decay=1e-2)
+    groups: list[dict[str, Any]] = [{"params": params, "lr": req.learning_rate}]
+    text_params = add_text_adapters(pipe, req.rank, req.alpha, req.seed) if req.train_text_encoder else {}
+    for attr_params in text_params.values():
+        groups.append({"params": attr_params, "lr": req.text_encoder_lr or req.learning_rate})
+    trained = [p for group in groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=req.learning_rate, weight_decay=1e-2)
     warmup = max(1, min(20, req.steps // 10))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     start = 0
@@ -125,51 +164,75 @@ def train(req: TrainLoraRequest, model: "LoadedModel", images: list[TrainingImag
     session.start(req)  # the latest request (steps may have changed): what Resume submits again
     if state is not None:
         set_peft_model_state_dict(unet, state["adapter"])
+        for attr, adapter in (state.get("text_adapters") or {}).items():
+            set_peft_model_state_dict(getattr(pipe, attr), adapter)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = int(state["step"])
         session.truncate_log(start)
 
     def save(step: int) -> None:
-        session.save_state({"adapter": adapter_state(unet), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "step": step})
+        session.save_state({"adapter": adapter_state(unet), "text_adapters": text_adapter_states(pipe),
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step})
+
+    def conditioning(index: torch.Tensor) -> dict[str, Any]:
+        if fixed is not None:
+            return fixed.unet_kwargs(index)
+        embeds, pooled = encode(pipe, captions, index)
+        picked_ids = image_time_ids[index] if image_time_ids is not None else None
+        return Conditioning(embeds.to(unet.dtype), pooled.to(unet.dtype) if pooled is not None else None,
+                            picked_ids).unet_kwargs()
+
+    def train_mode() -> None:
+        unet.train()
+        for attr in text_params:
+            getattr(pipe, attr).train()
 
     control.begin(1, req.steps, text=f"training LoRA {req.name}")
     control.step(start)
-    unet.train()
+    train_mode()
     outcome = TrainingOutcome(steps_done=0, last_step=start, stopped=False)
     device = pipe.device
-    for step in range(start, req.steps):
-        control.pause_point()
-        if control.should_stop:
-            outcome.stopped = True
-            break
-        index, noisy, timesteps, target = seeded_batch(req.seed, step, latents, req.batch_size, noise_scheduler,
-                                                       model.prediction_type, device)
-        prediction = unet(noisy, timesteps, encoder_hidden_states=embeds[index]).sample
-        loss = F.mse_loss(prediction.float(), target.float())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        value = float(loss.detach())
-        outcome.losses.append(value)
-        outcome.steps_done += 1
-        outcome.last_step = step + 1
-        session.log({"step": step + 1, "loss": value, "lr": scheduler.get_last_lr()[0], "time": time.time()})
-        control.progress.text = f"training LoRA {req.name} · loss {value:.4f}"
-        control.step(step + 1)
-        if on_log is not None:
-            on_log(step + 1, value)
-        if (step + 1) % req.checkpoint_every == 0:
-            save(step + 1)
-        if req.sample_every and (step + 1) % req.sample_every == 0:
-            control.progress.text = f"training LoRA {req.name} · sample images at step {step + 1}"
-            render_samples(pipe, req.samples(), seed=req.seed, size=int(latents.shape[-1]) * model_scale(pipe),
-                           steps=req.sample_steps, folder=session.samples_dir, step=step + 1)
-            unet.train()
+    board = TensorBoardLog(session.folder / "tensorboard", start)
+    try:
+        for step in range(start, req.steps):
+            control.pause_point()
+            if control.should_stop:
+                outcome.stopped = True
+                break
+            index, noisy, timesteps, target = seeded_batch(req.seed, step, latents, req.batch_size, noise_scheduler,
+                                                           model.prediction_type, device)
+            prediction = unet(noisy, timesteps, **conditioning(index)).sample
+            loss = F.mse_loss(prediction.float(), target.float())
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            value = float(loss.detach())
+            lr = scheduler.get_last_lr()[0]
+            outcome.losses.append(value)
+            outcome.steps_done += 1
+            outcome.last_step = step + 1
+            session.log({"step": step + 1, "loss": value, "lr": lr, "time": time.time()})
+            board.scalars(step + 1, loss=value, lr=lr)
+            control.progress.text = f"training LoRA {req.name} · loss {value:.4f}"
+            control.step(step + 1)
+            if on_log is not None:
+                on_log(step + 1, value)
+            if (step + 1) % req.checkpoint_every == 0:
+                save(step + 1)
+            if req.sample_every and (step + 1) % req.sample_every == 0:
+                control.progress.text = f"training LoRA {req.name} · sample images at step {step + 1}"
+                written = render_samples(pipe, req.samples(), seed=req.seed, size=size, steps=req.sample_steps,
+                                         folder=session.samples_dir, step=step + 1)
+                board.images(step + 1, written)
+                train_mode()
+    finally:
+        board.close()
     unet.eval()
+    for attr in text_params:
+        getattr(pipe, attr).eval()
     save(outcome.last_step)
     outcome.seconds = time.perf_counter() - started
     return outcome
