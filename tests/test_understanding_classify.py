@@ -134,6 +134,11 @@ def test_classify_job_top_k_batched_and_int8_refused_before_a_check(ctx):
         submit_job(ctx, ClassifyRequest(images=images, model="nope"), owner="test")
     with pytest.raises(Exception):
         ClassifyRequest(images=images, topk=3)   # no field accepted and ignored
+    from pydantic import TypeAdapter
+
+    body = TypeAdapter(ctx.kinds.submission_model()).validate_python(   # the native job API's body
+        {"kind": "classify", "request": {"images": images, "model": "tiny-vit", "top_k": 2}})
+    assert isinstance(body.request, ClassifyRequest) and body.request.top_k == 2
 
 
 def test_int8_check_records_agreement_and_gates_int8(ctx):
