@@ -119,14 +119,22 @@ def main() -> None:
         rows = [latency(int(size), args.dim, 50, Path(tmp)) for size in args.sizes.split(",")]
     for row in rows:
         print(row)
-    world = shapes_world(args.gallery, args.queries)
-    print(world)
+    worlds = [shapes_world(args.gallery, args.queries), shapes_world(args.gallery, args.queries, fixed_place=True)]
+    for world in worlds:
+        print(world)
+    world = worlds[0]
     table = ["| vectors (d=%d) | write to SQLite | file | first read into a matrix | search, median | search, p95 |"
              % args.dim, "| --- | --- | --- | --- | --- | --- |"]
     table += [f"| {r['size']:,} | {r['write_s']:.2f} s | {r['db_mb']:.0f} MB | {r['load_s']:.2f} s | "
               f"{r['median_ms']:.2f} ms | {r['p95_ms']:.2f} ms |" for r in rows]
     ratio = rows[-1]["median_ms"] / max(rows[0]["median_ms"], 1e-9) if len(rows) > 1 else 1.0
-    goal = "met" if world["shape and colour"] >= 0.9 else "not met"
+    quality = ["| gallery and queries | same shape and colour | same shape | same colour | "
+               "same shape, colour and background |", "| --- | --- | --- | --- | --- |"]
+    for label, w in zip(("all five vary (shape, colour, background, position, size)",
+                         "shape, colour and background vary (centre, large)"), worlds):
+        quality.append(f"| {label} | {w['shape and colour']:.3f} | {w['shape']:.3f} | {w['colour']:.3f} | "
+                       f"{w['shape, colour and background']:.3f} |")
+    met = [w["shape and colour"] >= 0.9 for w in worlds]
     body = "\n".join([
         machine_line() + f" 1-minute load average before the run: {load_before:.1f} (the machine is shared by "
         "several sessions on 2 cores, so absolute times are noisy; the sizes were measured side by side in one run). "
@@ -138,20 +146,29 @@ def main() -> None:
         "",
         *table,
         "",
-        f"The search grows linearly with the vectors ({rows[-1]['size'] // max(rows[0]['size'], 1)}x the vectors: "
-        f"{ratio:.1f}x the median time). The query's embedding (a model call in a queued job) comes on top.",
+        f"The search is one matrix-vector product over all the vectors ({rows[-1]['size'] // max(rows[0]['size'], 1)}x "
+        f"the vectors: {ratio:.1f}x the median time in this run; under this load the spread is large, see the p95). "
+        "The query's embedding (a model call in a queued job) comes on top; the matrix stays in memory between "
+        "searches (4 KB per image at d=1024).",
         "",
         f"**Shapes world.** {world['gallery']} renders of random one-shape scenes of the default world embedded with "
         f"the offline default ({world['model']}, {world['dim']}-d, {world['embed_per_s']:.0f} images/s), then "
         f"{world['queries']} fresh renders (not in the gallery) searched; share of queries whose first hit has:",
         "",
-        "| same shape and colour | same shape | same colour | same shape, colour and background |",
-        "| --- | --- | --- | --- |",
-        f"| {world['shape and colour']:.3f} | {world['shape']:.3f} | {world['colour']:.3f} | "
-        f"{world['shape, colour and background']:.3f} |",
+        *quality,
         "",
-        f"{world['covered']}/{world['queries']} queries have their shape and colour somewhere in the gallery (the "
-        f"rest cannot count). Goal ≥ 0.90 for same shape and colour: {goal}.",
+        f"Every query's shape and colour occurs in the gallery ({world['covered']}/{world['queries']}). Goal ≥ 0.90 "
+        f"for the same shape and colour first: {'met' if all(met) else 'met only where ' if any(met) else 'not met'}"
+        f"{'' if all(met) or not any(met) else 'position and size are fixed'}.",
+        "",
+        "Why: the offline default's embedding is the shapes classifier's pooled feature, trained to tell all five "
+        "label groups apart, so the nearest image shares as many of shape, colour, background, position and size as "
+        "the gallery allows, not shape and colour first: among random scenes it nearly always has the shape but "
+        "often another colour in the same place on the same background. With position and size fixed it reaches "
+        f"{worlds[1]['shape and colour']:.2f}. A model trained to recognise objects wherever they are (an ImageNet ViT in models/classifier, "
+        "a CLIP-like model in models/CLIP, which also searches by text) should weigh what a scene shows over where; "
+        "none ships with the project, so that is not measured here. The index and the search are the same for "
+        "every model.",
     ])
     write_section(TITLE, body)
 
