@@ -55,13 +55,14 @@ def test_the_app_config_has_the_train_tab(studio) -> None:
 def _lora_args(name: str, steps: int, **extra) -> list:
     values = {"checkpoint": None, "folder": "train/shape", "uploads": None, "name": name, "prompt": "a sks shape",
               "rank": 2, "alpha": 2.0, "steps": steps, "lr": 5e-3, "batch": 1, "seed": 1, "resolution": 64,
-              "sample_every": 0, "sample_prompts": ""}
+              "sample_every": 0, "sample_prompts": "", "targets": "UNet only", "te_lr": None}
     values.update(extra)
     return list(values.values())
 
 
 def test_training_through_the_tab_renders_the_loss_plot_and_samples(studio, tab) -> None:
-    outputs = list(tab.train_lora(*_lora_args("tabshape", 3, sample_every=3, sample_prompts="a sks shape")))
+    outputs = list(tab.train_lora(*_lora_args("tabshape", 3, sample_every=3, sample_prompts="a sks shape",
+                                              targets="UNet + text encoder")))
     status, plot, speed, samples = outputs[-1]
     assert 'data-state="done"' in status and "Done: 3 steps" in status, status
     assert "step 3/3" in speed
@@ -69,7 +70,10 @@ def test_training_through_the_tab_renders_the_loss_plot_and_samples(studio, tab)
     orange = (np.abs(pixels.astype(int) - (234, 88, 12)).sum(axis=2) < 30).sum()
     assert plot.size == (480, 240) and orange > 50  # the curve is drawn
     assert len(samples) == 1 and "step 3" in samples[0][1] and Path(samples[0][0]).is_file()
-    assert (studio.ctx.paths.lora_dir / "tabshape.safetensors").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(studio.ctx.paths.lora_dir / "tabshape.safetensors"), "pt") as handle:
+        assert any(k.startswith("lora_te_text_model_encoder_layers_") for k in handle.keys())  # the text encoder too
     rows, picker = tab.sessions()
     assert ["lora", "tabshape", "3/3"] == rows[0][:3] and rows[0][4] == "finished"
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from modules.jobs.model import Job
 
 SESSION_COLUMNS = ["Kind", "Name", "Step", "Last loss", "State"]
+#: the LoRA form's targets: the UNet alone, or with the text encoder(s) (``train_text_encoder``)
+LORA_TARGETS = ("UNet only", "UNet + text encoder")
 
 
 @dataclass
@@ -160,7 +162,8 @@ def build_train_tab(ctx: "AppContext") -> TrainTab:
 
     def train_lora(checkpoint: str, folder: str, uploads: Any, name: str, prompt: str, rank: float, alpha: float,
                    steps: float, lr: float, batch: float, seed: float, resolution: float, sample_every: float,
-                   sample_prompts: str, request: gr.Request | None = None) -> Iterator[tuple[Any, ...]]:
+                   sample_prompts: str, targets: str = LORA_TARGETS[0], te_lr: float | None = None,
+                   request: gr.Request | None = None) -> Iterator[tuple[Any, ...]]:
         from modules.training.lora.request import TrainLoraRequest
 
         def build() -> TrainLoraRequest:
@@ -170,7 +173,9 @@ def build_train_tab(ctx: "AppContext") -> TrainTab:
                 rank=int(rank), alpha=float(alpha), steps=int(steps), learning_rate=float(lr),
                 batch_size=int(batch), seed=int(seed), resolution=int(resolution) or None,
                 sample_every=int(sample_every or 0),
-                sample_prompts=[p for p in (sample_prompts or "").splitlines() if p.strip()])
+                sample_prompts=[p for p in (sample_prompts or "").splitlines() if p.strip()],
+                train_text_encoder=targets == LORA_TARGETS[1],
+                text_encoder_lr=float(te_lr) if targets == LORA_TARGETS[1] and te_lr else None)
 
         yield from submit_and_follow(build, owner_of(request), "lora")
 
@@ -265,6 +270,11 @@ def build_train_tab(ctx: "AppContext") -> TrainTab:
                         lo_alpha = gr.Number(label="Alpha", value=4.0, minimum=0.01)
                         lo_steps = gr.Number(label="Steps", value=200, precision=0, minimum=1)
                     with gr.Row():
+                        lo_targets = gr.Radio(list(LORA_TARGETS), value=LORA_TARGETS[0], label="Train",
+                                              elem_id="train_lora_targets")
+                        lo_te_lr = gr.Number(label="Text encoder learning rate (empty: the UNet's)", value=None,
+                                             minimum=0, elem_id="train_lora_te_lr")
+                    with gr.Row():
                         lo_lr = gr.Number(label="Learning rate", value=1e-4)
                         lo_batch = gr.Slider(1, 16, value=1, step=1, label="Batch size")
                         lo_seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
@@ -332,7 +342,8 @@ def build_train_tab(ctx: "AppContext") -> TrainTab:
     ds_write.click(prepare_write, inputs=[*ds_inputs, ds_name], outputs=[ds_status, lo_folder],
                    api_visibility="private")
     lo_train.click(train_lora, inputs=[lo_ckpt, lo_folder, lo_files, lo_name, lo_prompt, lo_rank, lo_alpha, lo_steps,
-                                       lo_lr, lo_batch, lo_seed, lo_res, lo_sample_every, lo_sample_prompts],
+                                       lo_lr, lo_batch, lo_seed, lo_res, lo_sample_every, lo_sample_prompts,
+                                       lo_targets, lo_te_lr],
                    outputs=[lo_status, lo_plot, lo_speed, lo_samples], api_visibility="private",
                    concurrency_limit=None, show_progress="hidden")
     lo_stop.click(stop_lora, inputs=[lo_name], outputs=[lo_status], api_visibility="private", queue=False)
