@@ -43,7 +43,7 @@ def test_a_field_names_its_own_section_and_unknown_sections_come_last() -> None:
 
 def test_search_matches_key_label_or_section_every_word() -> None:
     entries = entries_of(Settings.model_fields)
-    assert search(entries, "clip") == {"CLIP_stop_at_last_layers"}
+    assert search(entries, "clip") == {"CLIP_stop_at_last_layers", "gallery_search_model"}  # its label names CLIP
     assert "sd_vae" in search(entries, "VAE") and "samples_save" not in search(entries, "VAE")
     assert search(entries, "grid") == {"return_grid", "grid_save", "samples_save", "samples_format"}
     assert search(entries, "save grid") == {"grid_save", "samples_save"}
