@@ -203,3 +203,16 @@ def test_sd1_text_encoder_lora_exports_lora_te_text_model_keys(tiny_checkpoints,
     assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
     with pytest.raises(ValueError, match="text_encoder_lr is only used with train_text_encoder"):
         TrainLoraRequest(name="x", dataset="set", text_encoder_lr=1e-5)
+
+
+def test_flux_and_the_sdxl_refiner_are_refused_before_loading(tiny_checkpoints, tmp_path) -> None:
+    from modules.training.lora.errors import TrainingError
+    from modules.training.lora.job import check_family
+    from tests.fixtures.flux_models import build_tiny_flux
+
+    flux = build_tiny_flux("schnell", tmp_path / "models", fmt="all-in-one")
+    with pytest.raises(TrainingError, match="FLUX.*not offered.*LoRA loader"):
+        check_family(flux)
+    with pytest.raises(TrainingError, match="refiner is not offered"):
+        check_family(tiny_checkpoints["sdxl-refiner"]["single"])
+    check_family(tiny_checkpoints["sdxl"]["single"])  # the base model is trained

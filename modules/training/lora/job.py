@@ -1,5 +1,9 @@
 """The ``train_lora`` job kind: a session in the data dir, trained on the training lane, exported to models/Lora.
 
+SD 1.x/2.x and SDXL base models (FLUX and the SDXL refiner are refused at submit, from the file's header);
+the UNet, or the UNet and the text encoder(s). A job that was running when the studio died is recorded as
+interrupted and offered to be resumed (``on_interrupted``; :mod:`modules.jobs.interrupted`).
+
 It runs beside generation (the ``training`` lane) and pauses while generation has work. Stopped, its
 session keeps the last state and the same request resumes it; a finished run writes
 ``models/Lora/<name>.safetensors`` (kohya keys, recipe in the metadata), listed at once for
@@ -9,6 +13,7 @@ so the generation model stays as it is.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modules.folder_access import FolderNotAllowed, resolve_folder, roots_of
@@ -42,7 +47,21 @@ def precheck(ctx: "AppContext", req: TrainLoraRequest) -> None:
     if not (req.checkpoint or ctx.settings.current.sd_model_checkpoint or ctx.models.active):
         raise TrainingError("no base checkpoint: name one (checkpoint) or load one first")
     if req.checkpoint:
-        ctx.models.resolve(req.checkpoint)
+        check_family(ctx.models.resolve(req.checkpoint).path, ctx.flags.allow_pickle)
+
+
+def check_family(path: Path, allow_pickle: bool = False) -> None:
+    """Refuse, before anything is loaded, a base model LoRA training does not offer (read from its header)."""
+    from modules.models.detect import detect_checkpoint
+
+    family = detect_checkpoint(path, allow_pickle=allow_pickle).family
+    if family.architecture == "flux":
+        raise TrainingError(f"LoRA training of {family.label} is not offered: the studio's LoRA loader applies SD "
+                            "1.x/2.x and SDXL LoRAs only (and A1111 has no FLUX), so a FLUX LoRA could not be used; "
+                            "pick an SD 1.x, 2.x or SDXL checkpoint")
+    if family.id == "sdxl-refiner":
+        raise TrainingError("LoRA training of an SDXL refiner is not offered (it has only the second text encoder): "
+                            "train the SDXL base model")
 
 
 def run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
@@ -86,7 +105,8 @@ def describe(result: Any) -> dict[str, Any] | None:
 
 TRAIN_LORA = JobKind(
     name="train_lora", request=TrainLoraRequest, run=run, precheck=precheck, describe=describe,
-    summary="Train a LoRA on a folder of images (a resumable session; exported to models/Lora in kohya keys).",
+    summary="Train a LoRA (SD 1.x/2.x, SDXL; UNet or UNet + text encoders) on a folder of images (a resumable "
+            "session; exported to models/Lora in kohya keys).",
     resumable=True, user_errors=USER_ERRORS, lane=TRAINING_LANE, yields_to=("device",),
     on_interrupted="offer_resume")
 
