@@ -60,6 +60,25 @@ def test_a_fetch_is_checked_and_a_damaged_one_leaves_nothing(tmp_path: Path) -> 
         cached_path(cache, "../escape.safetensors")
 
 
+def test_auto_joins_only_what_ray_start_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from modules.distributed.ray_workers import _started_here
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert _started_here() is None  # nothing started with `ray start`: a Ray of our own
+    record = tmp_path / "ray" / "ray_current_cluster"
+    record.parent.mkdir()
+    record.write_text("127.0.0.1:1\n")
+    assert _started_here() is None  # left behind by a stopped Ray
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        record.write_text(address + "\n")
+        assert _started_here() == address
+
+
 @needs_ray
 def test_auto_keeps_a_local_ray_on_loopback_before_ray_is_imported() -> None:
     code = """

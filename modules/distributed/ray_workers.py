@@ -1,8 +1,8 @@
 """Starting Ray and the studio's actors (imported only with ``--ray``: this is where Ray is imported).
 
-``--ray auto`` joins the Ray cluster ``RAY_ADDRESS`` names or one already running on this machine, else
-starts a local one (its dashboard off, its ports on this machine only); ``--ray ADDRESS`` joins that
-cluster. One actor per GPU (``num_gpus=1``), or ``--ray-cpu-actors N`` single-threaded CPU actors.
+``--ray auto`` joins the Ray cluster ``RAY_ADDRESS`` names or the one ``ray start`` started on this machine,
+else starts a local one of its own (its dashboard off, its ports on this machine only; never a Ray that another
+program's ``ray.init`` started); ``--ray ADDRESS`` joins that cluster. One actor per GPU (``num_gpus=1``), or ``--ray-cpu-actors N`` single-threaded CPU actors.
 
 Local ports: a Ray node's gRPC servers (GCS, raylet's node and object managers, every worker's core
 worker, the runtime-env agent) listen on 127.0.0.1 only when the node's IP is 127.0.0.1, else on every
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modules.distributed.errors import RayStartError
@@ -75,12 +76,13 @@ def _init(ray: Any, address: str, cpu_actors: int | None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**common)
         return False
-    try:
-        ray.init(address="auto", **common)
+    started = _started_here()
+    if started is not None:  # the cluster `ray start` last started on this machine, when it answers
+        ray.init(address=started, **common)
         return False
-    except ConnectionError:
-        pass
-    local: dict[str, Any] = {"include_dashboard": False}
+    # else a Ray of our own: never one that another program's ray.init started here (Ray's own "auto" would
+    # join any running one, and it dies with that program)
+    local: dict[str, Any] = {"address": "local", "include_dashboard": False}
     if cpu_actors:
         local["num_cpus"] = max(cpu_actors, 1)
     if not local_only(ray):
@@ -88,6 +90,25 @@ def _init(ray: Any, address: str, cpu_actors: int | None) -> bool:
                     "the local Ray's ports listen on every interface", LOCAL_ONLY_ENV)
     ray.init(**local, **common)
     return True
+
+
+def _started_here() -> str | None:
+    """The address of the cluster ``ray start`` last started on this machine (Ray records it in
+    ``<Ray's temp dir>/ray_current_cluster``), if it answers; else None."""
+    import tempfile
+
+    record = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    try:
+        address = record.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not address:
+        return None
+    try:
+        _reachable(address, timeout=2.0)
+    except RayStartError:
+        return None  # left behind by a Ray that has stopped
+    return address
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
