@@ -93,8 +93,8 @@ def _time_model(model: Any, float_onnx: Path, int8_onnx: Path, pixels: Any, thre
     def onnx_run(sess: Any) -> Callable[[], None]:
         return lambda: [sess.run(["logits"], {"pixel_values": a}) for a in arrays]
 
-    times = _rounds({"float (torch)": torch_run, "float (ONNX)": onnx_run(float_sess), "INT8 (ONNX)": onnx_run(int8_sess)},
-                    rounds)
+    runners = {"float (torch)": torch_run, "float (ONNX)": onnx_run(float_sess), "INT8 (ONNX)": onnx_run(int8_sess)}
+    times = _rounds(runners, rounds)
     for name, values in times.items():
         best[(label, batch, name)] = min(values) / (batch * chunks)
     return _timing_rows(label, batch, times, batch * chunks)
@@ -207,8 +207,8 @@ rounds; speed-up = the float torch model's best over each one's best):
 {chr(10).join(timing)}
 """
     if vit_sizes:
-        body += (f"\nViT-B/16 ONNX file: {vit_sizes[0]:.0f} MB float, {vit_sizes[1]:.0f} MB INT8 (random weights: timing "
-                 f"and size only, no agreement figure).\n")
+        body += (f"\nViT-B/16 ONNX file: {vit_sizes[0]:.0f} MB float, {vit_sizes[1]:.0f} MB INT8 (random weights: "
+                 f"timing and size only, no agreement figure).\n")
 
     def ratio(label: str, batch: int, over: str) -> float:
         return best[(label, batch, over)] / best[(label, batch, "INT8 (ONNX)")]

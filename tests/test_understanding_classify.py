@@ -68,6 +68,17 @@ def run(ctx, request):
     return job
 
 
+def own_images(ctx) -> Path:
+    """``<data dir>/mine``: eight of "the user's own" images."""
+    folder = ctx.paths.data_dir / "mine"
+    if not folder.is_dir():
+        folder.mkdir()
+        shapes = ("circle", "square", "triangle", "star", "heart", "diamond", "hexagon", "cross")
+        for index, shape in enumerate(shapes):
+            scene(shape, ("red", "blue", "yellow", "green")[index % 4], "white").save(folder / f"{index}.png")
+    return folder
+
+
 def test_loader_lists_loads_classifies_and_embeds(ctx):
     from modules.understanding.image_models import IMAGE_MODEL_SLOT, list_image_models, load_image_model
 
@@ -147,11 +158,7 @@ def test_int8_check_records_agreement_and_gates_int8(ctx):
     from modules.understanding.classify.job import ClassifyRequest
     from modules.understanding.image_models import load_image_model
 
-    folder = ctx.paths.data_dir / "mine"
-    folder.mkdir()
-    shapes = ("circle", "square", "triangle", "star", "heart", "diamond", "hexagon", "cross")
-    for index, shape in enumerate(shapes):
-        scene(shape, ("red", "blue", "yellow", "green")[index % 4], "white").save(folder / f"{index}.png")
+    own_images(ctx)
     with pytest.raises(Exception, match="holds 0 image"):
         submit_job(ctx, ClassifyInt8Request(), owner="test")   # the gallery is empty
     job = run(ctx, ClassifyInt8Request(source="folder", folder="mine", batch=4))
@@ -201,15 +208,23 @@ def test_finetune_on_a_labelled_folder_then_classify_with_it(ctx):
 
 
 def test_classify_sub_tab_handlers(ctx, tmp_path):
-    from webui.understand_tab import build_understand_tab
+    from webui.understand_classify import build_classify_tab
+    from webui.understand_tab import follow
 
     with gr.Blocks():
-        tab = build_understand_tab(ctx)
+        image = gr.Image(type="filepath")
+        with gr.Tabs():
+            tab = build_classify_tab(ctx, image, follow)
     path = tmp_path / "upload.png"
     scene("hexagon", "pink", "green").save(path)
-    events = list(tab.classify.classify(str(path), None, "atelier-shapes-vit", "float", 1))
+    events = list(tab.classify(str(path), None, "atelier-shapes-vit", "float", 1))
     status, rows, note = events[-1]
     assert "Done" in status and note.startswith("atelier-shapes-vit@")
     assert ["upload.png", 1, "shape=hexagon"] in [row[:3] for row in rows]
-    status, *_ = list(tab.classify.classify(None, None, "atelier-shapes-vit", "float", 1))[-1]
+    status, *_ = list(tab.classify(None, None, "atelier-shapes-vit", "float", 1))[-1]
     assert "upload an image first" in status
+    # the INT8 accordion: the check on a folder of the user's images, its figure in the page
+    own_images(ctx)
+    q_status, note = list(tab.int8_check("atelier-shapes-vit", "folder", "mine", 97, 8))[-1]
+    assert "passed" in q_status and note.startswith("INT8 top-1 agreement")
+    assert tab.refresh("tiny-vit")[2].startswith("No INT8 check yet")   # a model with no check yet

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import gradio as gr
 
 from webui.common import owner_of, status_html
+from webui.look import ICON_ONLY_CLASS, icon
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -37,11 +38,13 @@ def build_classify_tab(ctx: "AppContext", image: Any, follow: Callable[..., Iter
     first = models[0] if models else None
     with gr.Tab("Classify", id="understand_classify"):
         files = gr.File(label="More images (optional; classified after the image at the left)", file_count="multiple",
-                        file_types=["image"], elem_id="understand_classify_files")
-        with gr.Row():
-            model = gr.Dropdown(models, value=first, label="Classifier (models/classifier)", scale=3,
+                        file_types=["image"], height=120, elem_id="understand_classify_files")
+        with gr.Row(equal_height=True):
+            model = gr.Dropdown(models, value=first, label="Classifier (models/classifier)", scale=4,
                                 elem_id="understand_classify_model")
-            refresh = gr.Button("↻", size="sm", scale=0, elem_id="understand_classify_refresh")
+            refresh = gr.Button("", icon=icon("refresh"), size="sm", scale=0, min_width=40,
+                                elem_id="understand_classify_refresh", elem_classes=[ICON_ONLY_CLASS])
+        with gr.Row():
             precision = gr.Radio(["float", "int8"], value="float", label="Precision", scale=1,
                                  elem_id="understand_classify_precision")
             top_k = gr.Slider(1, 20, value=5, step=1, label="Top k (per group for grouped labels)", scale=2,

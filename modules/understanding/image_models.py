@@ -138,6 +138,7 @@ def load_image_model(ctx: "AppContext", name: str | None = None) -> "ImageModel"
     slots = _slots(ctx)
     held = slots.slot(IMAGE_MODEL_SLOT) if slots is not None else None
     if isinstance(held, ImageModel) and held.folder == folder and held.model_id == model_id:
+        held.evicted = []   # already loaded: this call unloaded nothing
         return held
     loaded = load_folder(folder, model_id=model_id, device=_device(ctx))
     if slots is not None:

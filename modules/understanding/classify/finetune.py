@@ -86,7 +86,7 @@ def _load(paths: Sequence[tuple[Path, int]]) -> tuple[list["Image.Image"], list[
 
 def finetune(base: Path, data: LabelledSet, out: Path, *, epochs: int, learning_rate: float, batch: int,
              seed: int, on_step: Callable[[int, int, float], None], should_stop: Callable[[], bool],
-             extra_card: dict[str, Any] | None = None) -> FinetuneOutcome:
+             device: str = "cpu", extra_card: dict[str, Any] | None = None) -> FinetuneOutcome:
     """Train ``base`` on ``data`` and save it to ``out`` (written beside, then moved in place). ``on_step(step,
     total, loss)`` after every step; ``should_stop()`` ends the training early (nothing is saved then)."""
     import torch
@@ -105,6 +105,7 @@ def finetune(base: Path, data: LabelledSet, out: Path, *, epochs: int, learning_
     held_images, held_targets = _load(data.held_out)
     if not train_images:
         raise ImageModelError("none of the labelled images could be read")
+    model.to(device)
     targets = torch.tensor(train_targets)
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     per_epoch = (len(train_images) + batch - 1) // batch
@@ -118,8 +119,9 @@ def finetune(base: Path, data: LabelledSet, out: Path, *, epochs: int, learning_
                 stopped = True
                 break
             idx = order[start:start + batch]
-            pixels = processor(images=[train_images[i] for i in idx.tolist()], return_tensors="pt").pixel_values
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits, targets[idx])
+            chunk = [train_images[i] for i in idx.tolist()]
+            pixels = processor(images=chunk, return_tensors="pt").pixel_values.to(device)
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits, targets[idx].to(device))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -136,8 +138,8 @@ def finetune(base: Path, data: LabelledSet, out: Path, *, epochs: int, learning_
         right = 0
         with torch.inference_mode():
             for start in range(0, len(images), batch):
-                px = processor(images=images[start:start + batch], return_tensors="pt").pixel_values
-                got = model(pixel_values=px).logits.argmax(-1)
+                px = processor(images=images[start:start + batch], return_tensors="pt").pixel_values.to(device)
+                got = model(pixel_values=px).logits.argmax(-1).cpu()
                 right += int((got == torch.tensor(wanted[start:start + batch])).sum())
         return right / len(images)
 
@@ -147,7 +149,7 @@ def finetune(base: Path, data: LabelledSet, out: Path, *, epochs: int, learning_
                               held_out_accuracy=accuracy(held_images, held_targets), final_loss=loss_value,
                               stopped=stopped)
     if not stopped:
-        save(model, processor, out, {**asdict(outcome), "base": base.name, "learning_rate": learning_rate,
+        save(model.to("cpu"), processor, out, {**asdict(outcome), "base": base.name, "learning_rate": learning_rate,
                                      "batch": batch, "seed": seed, **(extra_card or {})})
     return outcome
 

@@ -96,7 +96,7 @@ def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]
 
     outcome: FinetuneOutcome = finetune(base, data, out, epochs=request.epochs, learning_rate=request.learning_rate,
                                         batch=request.batch, seed=request.seed, on_step=on_step,
-                                        should_stop=should_stop)
+                                        should_stop=should_stop, device=_device(ctx))
     result: dict[str, Any] = {"name": out.name, "base": base.name, "labels": outcome.labels, "steps": outcome.steps,
                               "train_images": outcome.train_images, "held_out_images": outcome.held_out_images,
                               "train_accuracy": round(outcome.train_accuracy, 4),
@@ -108,6 +108,12 @@ def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]
     else:
         result["folder"] = ctx.paths.shown(out)
     return result
+
+
+def _device(ctx: "AppContext") -> str:
+    from modules.models.devices import device_choice
+
+    return device_choice(ctx.flags)[0]
 
 
 def _describe(result: Any) -> dict[str, Any] | None:

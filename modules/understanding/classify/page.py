@@ -69,7 +69,8 @@ def table_rows(result: "ClassifyResult", names: Sequence[str]) -> list[list[Any]
     return rows
 
 
-def int8_request(model: str | None, source: str, folder: str, threshold_percent: float, limit: float) -> "ClassifyInt8Request":
+def int8_request(model: str | None, source: str, folder: str, threshold_percent: float,
+                 limit: float) -> "ClassifyInt8Request":
     from modules.understanding.classify.int8_job import ClassifyInt8Request
 
     return ClassifyInt8Request(model=model or None, source=source or "gallery",
