@@ -17,6 +17,7 @@ def builtin_kinds() -> list[JobKind]:
     from modules.models import download_job, file_jobs, load_job
     from modules.providers import bfl_job
     from modules.training import embedding_job as train_embedding_job
+    from modules.training.dreambooth import job as train_dreambooth_job
     from modules.training.lora import job as train_lora_job
     from modules.understanding import interrogate_job
     from modules.understanding.tasks import kinds as understanding
@@ -25,5 +26,5 @@ def builtin_kinds() -> list[JobKind]:
 
     return [*generation.KINDS, *load_job.KINDS, *extras_job.KINDS, *interrogate_job.KINDS,
             *controlnet_detect_job.KINDS, *understanding.KINDS, *classify.KINDS, *gallery_search.KINDS,
-            *train_lora_job.KINDS, *train_embedding_job.KINDS, *download_job.KINDS,
+            *train_lora_job.KINDS, *train_embedding_job.KINDS, *train_dreambooth_job.KINDS, *download_job.KINDS,
             *file_jobs.KINDS, *bfl_job.KINDS]

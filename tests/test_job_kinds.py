@@ -63,7 +63,7 @@ def test_builtin_kinds_and_their_prechecks() -> None:
     assert names == ["txt2img", "img2img", "img2img_batch", "load_model", "extras", "interrogate",
                      "controlnet_detect", "understand_caption", "understand_ask", "understand_extract",
                      "understand_check", "understand_chat", "understand_batch_caption", "classify", "classify_int8_check",
-                     "classify_finetune", "gallery_index", "gallery_search", "train_lora", "train_embedding",
+                     "classify_finetune", "gallery_index", "gallery_search", "train_lora", "train_embedding", "train_dreambooth",
                      "download_model",
                      "merge_models", "convert_model", "convert_lora", "flux_remote"]
     assert all(kind.precheck is not None for kind in builtin_kinds() if kind.name != "img2img_batch")

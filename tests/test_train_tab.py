@@ -46,10 +46,11 @@ def test_the_app_config_has_the_train_tab(studio) -> None:
 
     config = build_ui(studio.ctx).get_config_file()
     labels = _labels(config)
-    for label in ("Train", "Dataset", "LoRA", "Textual inversion", "Sessions"):
+    for label in ("Train", "Dataset", "DreamBooth", "LoRA", "Textual inversion", "Sessions"):
         assert label in labels, label
     ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
-    assert {"train_lora_start", "train_lora_loss", "train_lora_samples", "train_sessions_table"} <= ids
+    assert {"train_lora_start", "train_lora_loss", "train_lora_samples", "train_sessions_table", "train_db_start",
+            "train_db_class_prompt", "train_db_loss", "train_db_samples"} <= ids
 
 
 def _lora_args(name: str, steps: int, **extra) -> list:

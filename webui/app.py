@@ -9,6 +9,7 @@ The UI is thin: it builds typed requests, submits them to the job queue through
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -25,6 +26,7 @@ from webui.params import Fields, paste_updates
 from webui.quicksettings import build_quicksettings
 from webui.settings_tab import build_settings_tab
 from webui.tools import wire_page_load
+from webui.train_dreambooth import build_dreambooth_tab
 from webui.train_tab import build_train_tab
 from webui.txt2img_tab import build_txt2img_tab
 from webui.understand_search import wire_find_similar
@@ -114,7 +116,7 @@ def build_ui(ctx: "AppContext") -> gr.Blocks:
             with gr.Tab("Models", id="models") as models_tab:
                 models = build_models_tab(ctx)
             with gr.Tab("Train", id="train"):
-                build_train_tab(ctx)
+                build_train_tab(ctx, sections=[functools.partial(build_dreambooth_tab, ctx)])
             _build_extension_tabs(ctx)
             with gr.Tab("Settings", id="settings"):
                 settings = build_settings_tab(ctx)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import gradio as gr
 
@@ -99,13 +99,15 @@ def follow_training(ctx: "AppContext", job: "Job", session_folder: Path, of: int
         status = bar_html("interrupted", 1.0, f"Stopped at step {result.get('steps')}/{of}: train again with the "
                                               "same settings (or Resume in Sessions) to continue")
     else:
-        made = result.get("lora") or result.get("embedding") or ""
+        made = result.get("lora") or result.get("embedding") or result.get("checkpoint") or ""
         status = bar_html("done", 1.0, f"Done: {result.get('steps')} steps in {result.get('seconds', 0):.1f} s · "
                                        f"last loss {result.get('last_loss') or 0:.4f} · {made}")
     yield (status, *_watch_view(session_folder, of))
 
 
-def build_train_tab(ctx: "AppContext") -> TrainTab:
+def build_train_tab(ctx: "AppContext", sections: Sequence[Callable[[list[str]], Any]] = ()) -> TrainTab:
+    """The tab; ``sections`` build more sub-tabs after Dataset (each is given the checkpoint titles), e.g. DreamBooth
+    (:func:`webui.train_dreambooth.build_dreambooth_tab`, which uses this module's helpers)."""
     from modules.training.sessions import list_sessions
 
     def prepare_items(files: Any, folder: str, size: float, template: str, token: str, faces: bool) -> list[Any]:
@@ -252,6 +254,8 @@ def build_train_tab(ctx: "AppContext") -> TrainTab:
                         ds_write = gr.Button("Prepare", variant="primary", elem_id="train_ds_prepare")
                     ds_status = gr.HTML("", elem_id="train_ds_status")
                 ds_grid = gr.Image(label="Preview", type="pil", interactive=False, elem_id="train_ds_grid")
+        for build_section in sections:
+            build_section(titles)
         with gr.Tab("LoRA", id="train_lora"):
             with gr.Row():
                 with gr.Column():

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from modules.jobs.model import Job
 
 #: session folder kind -> job kind name
-JOB_KINDS = {"lora": "train_lora", "embedding": "train_embedding"}
+JOB_KINDS = {"lora": "train_lora", "embedding": "train_embedding", "dreambooth": "train_dreambooth"}
 
 
 class SessionNotFound(LookupError):
