@@ -117,6 +117,9 @@ def open_styles(path: Path) -> StyleStore | None:
 def create_app_context(flags: Flags) -> AppContext:
     """Wire up a studio from its flags (no model is loaded here; no hashing, no network)."""
     from modules.job_kinds import builtin_kinds
+    from functools import partial
+
+    from modules.backends.tuning import tuning_for
     from modules.models.devices import device_choice
     from modules.models.loader_options import load_options_for
 
@@ -152,6 +155,7 @@ def create_app_context(flags: Flags) -> AppContext:
     ctx.library = ModelLibrary(paths, catalog, hashes, loaded=lambda: models.active.info.path if models.active else None)
     ctx.hashing = HashWorker(hashes, library_targets(ctx.library), shown=paths.shown)  # started after the port opens
     models.loaded_listeners.append(ctx.scripts.model_loaded)
+    models.tuning = partial(tuning_for, ctx)  # quantization and compile at load (PyTorch backend)
     ctx.scripts.start()  # the built-in scripts and the approved extensions; no unapproved code runs
     handlers = kinds.handlers(ctx)
     if flags.ray:  # only then is Ray imported

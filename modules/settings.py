@@ -56,6 +56,15 @@ class Settings(BaseModel):
         "f32", description="OpenVINO inference precision (bf16 where the CPU has it: faster, less exact)")
     backend_by_model: dict[str, Literal["torch", "onnx", "openvino"]] = Field(
         default_factory=dict, description="A backend per checkpoint (file name -> backend), over sd_backend")
+    unet_quantization: Literal["none", "int8_weights", "int8_dynamic"] = Field(
+        "none", description="Quantize the UNet/transformer at load (torchao; PyTorch backend only): int8 weights "
+                            "(less memory), or int8 weights and activations (fastest on GPUs with int8 units); the "
+                            "model is loaded again when this changes; LoRA is merged into a quantized UNet's "
+                            "dequantized weights for the job")
+    torch_compile: bool = Field(False, description="Compile the UNet/transformer with torch.compile at load (PyTorch "
+                                                   "backend only; the first generation compiles: minutes on a CPU)")
+    torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode (reduce-overhead and max-autotune: CUDA graphs, GPU only)")
     randn_source: Literal["GPU", "CPU", "NV"] = Field(
         "CPU", description="Random number source of the initial and sampler noise (A1111's option): CPU; GPU, "
                            "the numbers A1111's default makes on an NVIDIA GPU (computed here on any device); NV, "

@@ -53,6 +53,9 @@ FIELD_SECTIONS: Mapping[str, str] = {
     "sd_backend": "Optimizations",
     "openvino_precision": "Optimizations",
     "backend_by_model": "Optimizations",
+    "unet_quantization": "Optimizations",
+    "torch_compile": "Optimizations",
+    "torch_compile_mode": "Optimizations",
     "notification_audio": "Notifications",
     "notification_browser": "Notifications",
 }

@@ -135,6 +135,9 @@ def build_models_tab(ctx: "AppContext") -> ModelsTab:
     from webui.cluster_line import build_cluster_line
 
     build_cluster_line(ctx, refresh)  # with --ray: each actor's device, model and job
+    from webui.model_backend_ui import build_backend_picker
+
+    build_backend_picker(ctx, picker, refresh)  # device, this checkpoint's backend (backend_by_model), memory
     details = gr.HTML("", elem_id="models_details")
     table = gr.Dataframe(headers=COLUMNS, value=None, interactive=False, wrap=True,
                          elem_id="models_table", label="Checkpoints")

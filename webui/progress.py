@@ -104,6 +104,10 @@ def final_status(job: "Job") -> tuple[str, bool]:
     count = len(result.images)
     summary = getattr(result, "batch", None)  # a batch job's summary (modules.jobs.batch_summary)
     tail = f" · batch: {summary.text()}" if summary is not None and hasattr(summary, "text") else ""
+    if getattr(result, "memory_mode", "") or getattr(result, "peak_memory_mb", None) is not None:
+        from modules.backends.status import memory_line
+
+        tail += f" · {memory_line(getattr(result, 'memory_mode', ''), getattr(result, 'peak_memory_mb', None))}"
     if getattr(result, "interrupted", False):
         return bar_html("interrupted", 1.0, f"Interrupted: {count} image(s) in {seconds:.1f} s{tail}", job.id), True
     return bar_html("done", 1.0, f"{count} image(s) in {seconds:.1f} s{tail}", job.id), True

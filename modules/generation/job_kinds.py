@@ -20,8 +20,9 @@ from modules.generation.validation import InvalidRequestError
 from modules.images.upscalers import UpscalerError
 from modules.backends.choice import backend_for
 from modules.backends.memory import MemoryPlan, PeakMemory, apply_plan, mode_from, resolve_mode
-from modules.backends.registry import BackendError
+from modules.backends.registry import BackendError, get_backend
 from modules.backends.scope import backend_scope
+from modules.backends.tuning import check_tuning
 from modules.jobs.kinds import JobKind
 from modules.jobs.model import Job
 from modules.jobs.progress import JobControl
@@ -64,6 +65,7 @@ def generate_once(ctx: "AppContext", req: Any, control: Any, output: Any, runner
     hooks = [*(ctx.addons.hooks_for(req, settings.sd_vae) if ctx.addons else ()), *extra_hooks]
     scope = ctx.addons.job_scope(active.model, req, settings.sd_vae) if ctx.addons else contextlib.nullcontext()
     backend, precision = backend_for(ctx, active.info.name)
+    check_tuning(get_backend(backend), settings)  # quantization / compile: PyTorch only
     plan = memory_plan(ctx, active)
     peak = PeakMemory()
     with scope, backend_scope(ctx.backends, active, backend, req, precision), peak.measure(plan.device):
@@ -71,7 +73,9 @@ def generate_once(ctx: "AppContext", req: Any, control: Any, output: Any, runner
         result = runner(req, active, control, output, styles=ctx.styles, hooks=hooks, refiners=ctx.models,
                         upscalers=ctx.upscalers)
     if hasattr(result, "peak_memory_mb"):
-        result.memory_mode, result.peak_memory_mb = plan.describe(), peak.peak_mb
+        tuned = active.tuning.describe() if active.tuning is not None else ""
+        result.memory_mode = plan.describe() + (f"; {tuned}" if tuned else "")
+        result.peak_memory_mb = peak.peak_mb
         result.warnings.extend(note for note in plan.notes if note not in result.warnings)
     return result
 

@@ -67,6 +67,9 @@ def check_backend(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest) -> No
     active = ctx.models.active
     backend, _ = backend_for(ctx, req.checkpoint or (active.info.name if active is not None else None))
     check_request(get_backend(backend), req)
+    from modules.backends.tuning import check_tuning
+
+    check_tuning(get_backend(backend), ctx.settings.current)  # quantization / compile: PyTorch only
 
 
 def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:

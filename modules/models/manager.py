@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from modules.models.catalog import CheckpointCatalog, CheckpointInfo
 from modules.models.errors import ModelLoadError
@@ -41,6 +41,7 @@ class ActiveModel:
     model: "LoadedModel"
     sha256: str | None
     load_seconds: float
+    tuning: Any = None  # what was done to its denoiser at load (modules.backends.tuning.Tuning), if anything
 
     @property
     def shorthash(self) -> str | None:
@@ -58,6 +59,9 @@ class ModelManager:
         self._last: CheckpointInfo | None = None  # the checkpoint last loaded (reloaded after an eviction)
         #: called with each newly loaded checkpoint (the scripts' ``model_loaded`` callbacks); must not raise
         self.loaded_listeners: list[Callable[[ActiveModel], None]] = []
+        #: what to do to a checkpoint's denoiser at load (quantize, compile: modules.backends.tuning.tuning_for);
+        #: a loaded checkpoint whose tuning differs from what this gives now is loaded again
+        self.tuning: Callable[[CheckpointInfo], Any] | None = None
 
     @property
     def active(self) -> ActiveModel | None:
@@ -79,6 +83,9 @@ class ModelManager:
         """Return the active model, loading ``reference`` first if it names another one."""
         with self._load_lock:
             active = self.slots.slot(CHECKPOINT_SLOT)
+            if active is not None and self._tuning(active.info) != active.tuning:
+                self.slots.evict(CHECKPOINT_SLOT)  # quantization or compile changed: loaded again below
+                active = None
             if reference is None:
                 if active is not None:
                     return active
@@ -97,8 +104,22 @@ class ModelManager:
         started = time.perf_counter()
         model = load_model(info.path, self._options())  # raises ModelLoadError; previous stays
         model.pipeline.set_progress_bar_config(disable=True)  # progress goes to the job, not stderr
+        tuning = self._tuning(info)
+        if tuning is not None:
+            from modules.backends.quantize import QuantizationError
+
+            try:
+                tuning.apply(model.pipeline)
+            except QuantizationError as exc:
+                raise ModelLoadError(info.path, str(exc)) from exc
         sha = None if info.is_folder else self._hashes.sha256(info.path)
-        return ActiveModel(info=info, model=model, sha256=sha, load_seconds=time.perf_counter() - started)
+        return ActiveModel(info=info, model=model, sha256=sha, load_seconds=time.perf_counter() - started,
+                           tuning=tuning)
+
+    def _tuning(self, info: CheckpointInfo) -> Any:
+        """The tuning to apply to ``info`` now, None when there is nothing to do."""
+        tuning = self.tuning(info) if self.tuning is not None else None
+        return tuning if tuning is not None and tuning.active else None
 
     def ensure_refiner(self, reference: str) -> ActiveModel:
         """A second checkpoint kept loaded alongside the active one (the SDXL refiner); one at a time."""

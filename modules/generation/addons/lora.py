@@ -168,7 +168,8 @@ def apply_loras(pipe: object, uses: Sequence[LoraUse]) -> Iterator[LoraReport]:
         with torch.no_grad():
             for module, delta in updates.values():
                 original = module.weight
-                merged = (original.detach().to(torch.float32) + delta).to(original.dtype)
+                # dequantize(): a quantized UNet's int8 weights (unet_quantization) as floats; a float weight as is
+                merged = (original.detach().dequantize().to(torch.float32) + delta).to(original.dtype)
                 originals.append((module, original))
                 module.weight = nn.Parameter(merged, requires_grad=False)
         report.patched = len(originals)
