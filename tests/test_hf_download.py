@@ -127,6 +127,19 @@ def test_a_wrong_sha256_is_refused_and_nothing_is_left(hub: str, paths: Any) -> 
     assert not dest.exists()
 
 
+def test_not_enough_disk_space_is_said_before_starting(hub: str, paths: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(1 << 30, 1 << 30, 1 << 20))
+    _Hub.seen_auth.clear()
+    with pytest.raises(DownloadError, match="not enough free disk space"):
+        download_hf(paths, "owner/repo", "model.safetensors", paths.ckpt_dirs[0] / "d.safetensors", endpoint=hub)
+    assert len(_Hub.seen_auth) == 1  # the HEAD only: nothing was downloaded
+    assert not (paths.ckpt_dirs[0] / "d.safetensors").exists()
+
+
 def test_offline_is_a_clear_message_unless_the_cache_has_it(hub: str, paths: Any) -> None:
     with pytest.raises(DownloadError, match=r"cannot reach http://127\.0\.0\.1:9 .*offline\?"):
         download_hf(paths, "owner/repo", "model.safetensors", paths.ckpt_dirs[0] / "o.safetensors",

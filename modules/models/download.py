@@ -154,7 +154,7 @@ def fetch(source: Source, dest: Path, *, on_progress: Callable[[Progress], None]
                     have, progress.done, progress.resumed_from = 0, 0, 0
                 length = response.headers.get("Content-Length")
                 progress.total = (have + int(length)) if length and length.isdigit() else None
-                _check_space(dest.parent, (progress.total or 0) - have)
+                check_space(dest.parent, (progress.total or 0) - have)
                 with part.open("ab" if have else "wb") as handle:
                     for block in response.iter_bytes(CHUNK):
                         handle.write(block)
@@ -180,7 +180,7 @@ def fetch(source: Source, dest: Path, *, on_progress: Callable[[Progress], None]
     return dest
 
 
-def _check_space(folder: Path, needed: int) -> None:
+def check_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if needed > 0 and free < needed + (64 << 20):
         raise DownloadError(f"not enough free disk space: {needed >> 20} MB needed, {free >> 20} MB free")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from modules.models.download import DownloadError, Progress, sha256_of
+from modules.models.download import DownloadError, Progress, check_space, sha256_of
 
 if TYPE_CHECKING:
     from modules.paths import Paths
@@ -139,9 +139,14 @@ def download_hf(paths: "Paths", repo: str, filename: str, dest: Path, *, revisio
     try:
         # unreachable (offline): only the cache, at once (the client itself retries for about 25 s)
         cached_only = not _reachable(where)
-        blob = Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir(paths),
-                                    token=token or False, endpoint=where, local_files_only=cached_only,
-                                    tqdm_class=_progress_class(on_progress, should_stop)))
+        common: dict[str, Any] = {"revision": revision, "cache_dir": cache_dir(paths), "token": token or False,
+                                  "endpoint": where, "local_files_only": cached_only}
+        if not cached_only:  # the free disk space, before starting (one HEAD request to the Hub)
+            plan = hf_hub_download(repo, filename, dry_run=True, **common)
+            if getattr(plan, "will_download", False) and getattr(plan, "file_size", None):
+                cache_dir(paths).mkdir(parents=True, exist_ok=True)
+                check_space(cache_dir(paths), int(plan.file_size))
+        blob = Path(hf_hub_download(repo, filename, tqdm_class=_progress_class(on_progress, should_stop), **common))
     except Stopped:
         return None
     except GatedRepoError:
