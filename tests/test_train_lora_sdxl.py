@@ -20,6 +20,8 @@ from modules.training.lora.request import TrainLoraRequest
 from modules.training.lora.session import Session
 from modules.training.lora.trainer import adapter_state, text_adapter_states, train
 
+pytestmark = pytest.mark.slow  # they train models (README: "-m 'not slow'" leaves them out)
+
 
 def _images(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
