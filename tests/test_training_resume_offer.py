@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
+from modules.jobs import interrupted
 from modules.jobs.kinds import JobKindRegistry
 from modules.jobs.model import CRASH_REASON, INTERRUPTED_REASON, JobState
 from modules.jobs.queue import JobQueue
@@ -56,6 +58,24 @@ def test_restore_offers_resume_only_to_kinds_that_declare_it(tmp_path: Path) -> 
     assert kept.request == lora  # read back, ready to be submitted again
     failed = queue.lookup("gen-job")
     assert failed.state is JobState.FAILED and failed.error == CRASH_REASON
+
+    # resuming (the Train tab's Resume and POST /api/v1/jobs/{id}/resume both call this) submits the same request
+    ctx = SimpleNamespace(queue=queue, store=store)
+    assert [job.id for job in interrupted.offered(ctx, "train_lora")] == ["lora-job"]
+    submitted: list = []
+
+    def submit(ctx, request, *, owner, source):
+        submitted.append((request, owner, source))
+        return SimpleNamespace(id="new-job")
+
+    assert interrupted.resume(ctx, "lora-job", owner="u", source="webui", submit=submit).id == "new-job"
+    assert submitted == [(lora, "u", "webui")]
+    assert queue.lookup("lora-job").result_meta == {"resumed_as": "new-job"} and not interrupted.offered(ctx)
+    with pytest.raises(interrupted.NotResumable, match="resumed already, as job new-job"):
+        interrupted.resume(ctx, "lora-job", submit=submit)
+    with pytest.raises(interrupted.NotResumable, match="only a job interrupted by a crash"):
+        interrupted.resume(ctx, "gen-job", submit=submit)
+    assert len(submitted) == 1
     store.close()
 
 
