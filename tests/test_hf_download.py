@@ -180,3 +180,26 @@ def test_the_settings_page_saves_the_token_without_showing_it(paths: Any) -> Non
     cleared, status = save.fn(SECRET)
     assert cleared == "" and SECRET not in status and "saved in Settings" in status
     assert token_state(paths).token == SECRET
+
+
+def test_the_token_over_the_api_is_never_echoed(paths: Any) -> None:
+    from types import SimpleNamespace
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from modules.api.errors import install_error_handlers
+    from modules.api.model_library_routes import build_model_library_router
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(build_model_library_router(SimpleNamespace(paths=paths, library=None, catalog=None,
+                                                                  hashes=None, hashing=None)))
+    with TestClient(app) as client:
+        assert client.get("/api/v1/models/hf-token").json()["source"] is None
+        saved = client.post("/api/v1/models/hf-token", json={"token": SECRET})
+        assert saved.status_code == 200 and saved.json()["source"] == "settings" and SECRET not in saved.text
+        assert SECRET not in client.get("/api/v1/models/hf-token").text
+        bad = client.post("/api/v1/models/hf-token", json={"token": SECRET + " x"})
+        assert bad.status_code == 400 and SECRET not in bad.text
+        assert client.post("/api/v1/models/hf-token", json={"token": ""}).json()["source"] is None

@@ -97,6 +97,18 @@ class HashingStarted(HashingView):
     started: bool = Field(..., description="false when a run was going on already")
 
 
+class HfTokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(..., description="the token; empty forgets the saved one (then HF_TOKEN is used)")
+
+
+class HfTokenView(BaseModel):
+    source: Literal["settings", "environment"] | None = Field(
+        None, description="settings: the saved token; environment: HF_TOKEN; null: none")
+    note: str
+
+
 def _view(lib: ModelLibrary, entry: Entry) -> dict[str, Any]:
     return {"kind": entry.kind, "id": entry.id, "name": entry.name, "is_folder": entry.is_folder,
             "path": lib.paths.shown(entry.path), "size": entry.size, "mtime": entry.mtime,
@@ -170,4 +182,25 @@ def build_model_library_router(ctx: "AppContext") -> APIRouter:
             models.append(data)
         return {"about": catalogue.about, "models": models}
 
+    @router.get("/hf-token", response_model=HfTokenView)
+    def hf_token() -> HfTokenView:
+        """Where the Hugging Face token of downloads comes from (never the token itself)."""
+        from modules.models.hf_download import token_state
+
+        state = token_state(ctx.paths)
+        return HfTokenView(source=state.source, note=state.describe())
+
+    @router.post("/hf-token", response_model=HfTokenView, responses=error_responses(400, 422))
+    def set_hf_token(body: HfTokenBody) -> HfTokenView:
+        """Save the Hugging Face token as the Settings page does (an empty one forgets it); never echoed."""
+        from modules.models.download import DownloadError
+        from modules.models.hf_download import save_token
+
+        try:
+            state = save_token(ctx.paths, body.token)
+        except DownloadError as exc:
+            raise ApiError(400, str(exc), "NotSaved") from None
+        return HfTokenView(source=state.source, note=state.describe())
+
     return router
+
