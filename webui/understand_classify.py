@@ -64,7 +64,7 @@ def build_classify_tab(ctx: "AppContext", image: Any, follow: Callable[..., Iter
             with gr.Row():
                 q_threshold = gr.Slider(50, 100, value=97, step=0.5, label="Agreement needed (%)",
                                         elem_id="understand_int8_threshold")
-                q_limit = gr.Number(200, label="At most (images)", precision=0, minimum=8,
+                q_limit = gr.Number(200, label="At most (images)", precision=0, minimum=8, maximum=1000,
                                     elem_id="understand_int8_limit")
             q_run = gr.Button("Export, quantize and check", elem_id="understand_int8_run")
             q_status = gr.HTML("", elem_id="understand_int8_status")

@@ -29,7 +29,7 @@ class ClassifyInt8Request(BaseModel):
     source: Literal["gallery", "folder"] = Field("gallery", description="gallery: the studio's outputs (newest "
                                                                          "first); folder: the folder below")
     folder: str | None = Field(None, description="source=folder: a folder under the data dir or an --allowed-dir")
-    limit: int = Field(200, ge=8, le=5000, description="at most this many images")
+    limit: int = Field(200, ge=8, le=1000, description="at most this many images")
     threshold: float = Field(DEFAULT_THRESHOLD, ge=0.5, le=1.0, description="top-1 agreement needed to pass")
     batch: int = Field(8, ge=1, le=64, description="images per forward pass")
 
@@ -80,16 +80,20 @@ def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> AgreementRecor
     request: ClassifyInt8Request = job.request
     paths = image_paths(ctx, request)
     control.begin(1, 4, text=f"reading {len(paths)} images")
+    model = load_image_model(ctx, request.model)
+    side = 2 * max(model.image_size)   # kept small in memory; the processor resizes them to the model's size
     images = []
     for path in paths:
         try:
             with Image.open(path) as image:
-                images.append(image.convert("RGB"))
+                image.draft("RGB", (side, side))   # JPEG: decode at a reduced scale
+                small = image.convert("RGB")
+            small.thumbnail((side, side), Image.Resampling.LANCZOS)
+            images.append(small)
         except OSError:
             continue   # an unreadable file is not one of the user's images to compare on
     if len(images) < 8:
         raise UnderstandingRequestError(f"only {len(images)} of the images could be read; the check needs 8")
-    model = load_image_model(ctx, request.model)
     done = [1]
 
     def on_step(text: str) -> None:
