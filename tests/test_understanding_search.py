@@ -91,7 +91,13 @@ def test_index_keeps_models_apart_and_finds_changed_files(tmp_path):
     assert index.stale("a@1", [changed, stamps[1], FileStamp("x/3.png", 1, 1)]) == [changed,
                                                                                      FileStamp("x/3.png", 1, 1)]
     assert index.vector("a@1", changed) is None and np.allclose(index.vector("a@1", stamps[1]), [0, 1])
-    assert index.keep_only(["x/2.png"]) == 2 and index.counts() == {"a@1": 1}
+    index.add("a@1", [FileStamp("x/3.png", 1, 1), stamps[1]], np.array([[1.0, 0.0], [1.0, 1.0]]))
+    updated = index.matrix("a@1")  # the kept matrix updated in place of a full read
+    fresh = EmbeddingIndex(tmp_path / "e.db").matrix("a@1")
+    assert sorted(updated.paths) == list(fresh.paths) == ["x/1.png", "x/2.png", "x/3.png"]
+    for path, row in zip(fresh.paths, fresh.vectors):
+        assert np.allclose(updated.vectors[updated.paths.index(path)], row)
+    assert index.keep_only(["x/2.png"]) == 3 and index.counts() == {"a@1": 1}
     again = EmbeddingIndex(tmp_path / "e.db")  # persisted
     assert again.matrix("a@1").paths == ("x/2.png",)
     index.close()

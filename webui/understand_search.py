@@ -56,13 +56,13 @@ def build_search_section(ctx: "AppContext", image: Any, follow: Follow) -> Searc
     text = gr.Textbox(label="Text (CLIP-like models)", lines=1, elem_id="understand_search_text",
                       placeholder="a red circle on a blue background")
     with gr.Row():
-        by_image = gr.Button("Search by the image", variant="primary", elem_id="understand_search_by_image")
+        by_image = gr.Button("Search by the image at the left", variant="primary", elem_id="understand_search_by_image")
         by_text = gr.Button("Search by text", elem_id="understand_search_by_text")
         similar = gr.Button("Find similar to the selected result", elem_id="understand_search_similar")
         index_all = gr.Button("Index the gallery", elem_id="understand_search_index")
     status = gr.HTML("", elem_id="understand_search_status")
     note = gr.Markdown(view.index_summary(ctx), elem_id="understand_search_note")
-    gallery = gr.Gallery(label="Most similar first (score · image)", columns=6, height=420, format="jpeg",
+    gallery = gr.Gallery(label="Most similar first (score · file)", columns=6, height=420, format="jpeg",
                          allow_preview=True, object_fit="contain", interactive=False, fit_columns=False,
                          elem_id="understand_search_gallery")
     hits, picked = gr.State([]), gr.State("")

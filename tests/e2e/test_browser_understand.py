@@ -89,3 +89,35 @@ def test_classify_an_uploaded_image(page: Any, studio: Any, tmp_path: Path) -> N
     assert "shape=star" in table and "colour=yellow" in table, table
     assert "atelier-shapes-vit@" in page.inner_text("#understand_classify_note")
     screenshot(page, "understand-classify")
+
+
+def test_index_the_gallery_and_find_similar_from_history(page: Any, studio: Any) -> None:
+    """Understand → Search → Index the gallery, then History → Find similar: the Search sub-tab opens with the
+    most similar image first (the picked image's twin, turned a little) and its score."""
+    if studio.ctx.interrogator.find() is None:
+        return
+    folder = studio.ctx.paths.outputs_dir / "txt2img-images" / "2026-01-03"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, turn in (("twin-a", {}), ("twin-b", {"angle": 7.0, "scale": 0.93})):
+        shape = Shape(shape="hexagon", colour="orange", position="centre", size="large", **turn)
+        render_scene(Scene(background="black", shapes=(shape,)), size=64).save(folder / f"{name}.png")
+    open_tab(page, "Understand")
+    open_tab(page, "Search")
+    page.click("#understand_search_index")
+    wait_text(page, "#understand_search_status", "Indexed", timeout=240_000)  # a cold start imports transformers
+    assert "atelier-shapes-vit@" in page.inner_text("#understand_search_note")
+    open_tab(page, "History")
+    page.fill("#history_query textarea", "twin-a")
+    page.click("#history_search")
+    wait_text(page, "#history_status", "1 image")
+    page.locator("#history_gallery img").first.click()
+    wait_text(page, "#history_path", "twin-a")
+    page.click("#history_find_similar")
+    wait_text(page, "#understand_search_status", "Done in|Failed", timeout=120_000)
+    assert page.get_by_role("tab", name="Search", exact=True).first.get_attribute("aria-selected") == "true"
+    note = wait_text(page, "#understand_search_note", "like txt2img-images/2026-01-03/twin-a.png")
+    assert "atelier-shapes-vit" in note
+    page.locator("#understand_search_gallery img").first.wait_for(state="visible")
+    first = page.locator("#understand_search_gallery .caption-label").first.inner_text()
+    assert "twin-b" in first, first
+    screenshot(page, "understand-search")

@@ -170,7 +170,10 @@ class EmbeddingIndex:
             with db:
                 db.executemany("INSERT OR REPLACE INTO vectors (model_id, path, mtime_ns, size, dim, vector) "
                                "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            cached = self._cached
             self._changed()
+            if cached is not None and cached.model_id == model_id and cached.version == self._version - 1:
+                self._cached = _updated(cached, [s.path for s in stamps], vectors, self._version)
 
     def keep_only(self, paths: Iterable[str]) -> int:
         """Remove the vectors (of every model) of images not in ``paths``; returns how many went."""
@@ -195,3 +198,28 @@ class EmbeddingIndex:
     def _changed(self) -> None:
         self._version += 1
         self._cached = None
+
+
+def _updated(cached: Matrix, paths: Sequence[str], vectors: "np.ndarray", version: int) -> Matrix | None:
+    """``cached`` with the rows of ``paths`` replaced or added (so a few new images do not make the next search
+    read every vector again); None when the sizes differ."""
+    import numpy as np
+
+    if cached.vectors.size and cached.vectors.shape[1] != vectors.shape[1]:
+        return None
+    rows = {path: i for i, path in enumerate(cached.paths)}
+    matrix = cached.vectors.copy() if cached.vectors.size else np.zeros((0, vectors.shape[1]), np.float32)
+    new_paths, new_rows = list(cached.paths), []
+    for path, vector in zip(paths, vectors):
+        row = rows.get(path)
+        if row is None:
+            rows[path] = len(new_paths)
+            new_paths.append(path)
+            new_rows.append(vector)
+        elif row < len(matrix):
+            matrix[row] = vector
+        else:  # the same new path twice in one call: the last vector wins
+            new_rows[row - len(matrix)] = vector
+    if new_rows:
+        matrix = np.concatenate([matrix, np.stack(new_rows)])
+    return Matrix(cached.model_id, tuple(new_paths), matrix, version)

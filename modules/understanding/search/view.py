@@ -48,14 +48,14 @@ def index_request(model: str | None) -> GalleryIndexRequest:
 
 
 def hit_items(ctx: "AppContext", result: "SearchResult") -> list[tuple[Path, str, str]]:
-    """(thumbnail file, caption "score · path", the gallery path) per hit that can still be shown."""
+    """(thumbnail file, caption "score · file name", the gallery path) per hit that can still be shown."""
     from modules.gallery.thumbnails import thumbnail
 
     items = []
     for hit in result.hits:
         try:
             items.append((thumbnail(ctx.paths.outputs_dir / hit.path, ctx.paths.cache_dir),
-                          f"{hit.score:.3f} · {hit.path}", hit.path))
+                          f"{hit.score:.3f} · {Path(hit.path).name}", hit.path))
         except OSError:
             continue
     return items
