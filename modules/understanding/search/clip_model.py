@@ -71,7 +71,9 @@ def load_clip(ctx: "AppContext", folder: Path) -> "ClipEmbedder":
     held = slots.slot(CLIP_SLOT) if slots is not None else None
     if isinstance(held, ClipEmbedder) and held.model_id == model_id:
         return held
-    loaded = load_clip_folder(folder, model_id=model_id)
+    from modules.models.devices import device_choice
+
+    loaded = load_clip_folder(folder, model_id=model_id, device=device_choice(ctx.flags)[0])
     if slots is not None:
         loaded.evicted = [n for n in slots.put(CLIP_SLOT, loaded) if n != CLIP_SLOT]
     return loaded
