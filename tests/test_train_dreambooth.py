@@ -160,22 +160,24 @@ def test_refusals_are_clear() -> None:
 
 def test_train_dreambooth_job_makes_class_images_once_and_lists_its_checkpoint(studio_factory) -> None:
     from modules.jobs.model import JobState
-    from modules.jobs.submit import submit_job
     from modules.training.dreambooth.class_images import existing
     from webui.train_dreambooth import build_dreambooth_tab
     from webui.common import checkpoint_titles
 
     srv = studio_factory(("--nowebui",), prepare=lambda data, ckpt: _images(data / "train" / "subject", (240, 30, 30)))
     ctx = srv.ctx
-    with pytest.raises(Exception, match="CUDA GPU only"):
-        submit_job(ctx, _req("adam", dataset="train/subject", use_8bit_adam=True), owner="t", source="test")
-    # the fields the page sets, as it sets them
+    # over the native job API: refused with the reason, then run (the fields the page sets, as it sets them)
     req = _req("subject", dataset="train/subject", steps=2, resolution=64, class_steps=2)
-    job = submit_job(ctx, req, owner="t", source="test")
-    ctx.queue.wait(job.id, 300)
+    with srv.client() as http:
+        body = {"kind": "train_dreambooth", "request": req.model_dump(mode="json")}
+        refused = http.post("/api/v1/jobs", json={**body, "request": {**body["request"], "use_8bit_adam": True}})
+        assert 400 <= refused.status_code < 500 and "CUDA GPU only" in refused.text
+        made = http.post("/api/v1/jobs", json=body)
+        assert made.status_code < 300, made.text
+    job = ctx.queue.wait(made.json()["id"], 300)
     assert job.state is JobState.SUCCEEDED, job.error
     generations = [j for j in ctx.queue.jobs() if j.kind == "txt2img" and j.source == "train_dreambooth"]
-    assert len(generations) == 1 and generations[0].owner == "t"
+    assert len(generations) == 1 and generations[0].owner == job.owner
     assert job.result["class_images_generated"] == 2 and job.result["class_images"] == 2
     session = ctx.paths.data_dir / "training" / "dreambooth" / "subject"
     folders = list((session / "class_images").iterdir())
