@@ -84,6 +84,8 @@ class RayDispatch:
         if checkpoint is not None and not request.checkpoint:  # "the loaded one": the studio's choice, by name
             request = request.model_copy(update={"checkpoint": checkpoint})
         try:
+            if self._ctx.settings.current.ray_model_transfer == "object_store":
+                control.progress.text = "sending the checkpoint to Ray's object store (once per checkpoint)"
             shipment = self._shipment(checkpoint)
         except (TransferError, ModelLoadError) as exc:
             raise JobFailure(str(exc)) from None
