@@ -123,11 +123,14 @@ def train_embedding(req: TrainEmbeddingRequest, model: "LoadedModel", images: li
         session.save_state({"vectors": vectors.detach().to("cpu").clone(), "optimizer": optimizer.state_dict(),
                             "step": step})
 
+    from modules.training.lora.tensorboard import TensorBoardLog
+
     original = encoder.get_input_embeddings()
     encoder.set_input_embeddings(TrainableRows(original.weight, ids, vectors))
     control.begin(1, req.steps, text=f"training embedding {req.name}")
     control.step(start)
     outcome = TrainingOutcome(steps_done=0, last_step=start, stopped=False)
+    board = TensorBoardLog(session.folder / "tensorboard", start)  # loss and lr, beside the loss log
     try:
         for step in range(start, req.steps):
             control.pause_point()
@@ -149,6 +152,7 @@ def train_embedding(req: TrainEmbeddingRequest, model: "LoadedModel", images: li
             outcome.steps_done += 1
             outcome.last_step = step + 1
             session.log({"step": step + 1, "loss": value, "lr": req.learning_rate, "time": time.time()})
+            board.scalars(step + 1, loss=value, lr=req.learning_rate)
             control.progress.text = f"training embedding {req.name} · loss {value:.4f}"
             control.step(step + 1)
             if on_log is not None:
@@ -156,6 +160,7 @@ def train_embedding(req: TrainEmbeddingRequest, model: "LoadedModel", images: li
             if (step + 1) % req.checkpoint_every == 0:
                 save(step + 1)
     finally:
+        board.close()
         encoder.set_input_embeddings(original)
     save(outcome.last_step)
     outcome.seconds = time.perf_counter() - started
