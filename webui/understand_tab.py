@@ -103,7 +103,7 @@ def build_understand_tab(ctx: "AppContext") -> UnderstandTab:
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
-            image = gr.Image(label="Image (Caption, Ask, Extract, Check, Classify)", type="filepath",
+            image = gr.Image(label="Image (Caption, Ask, Extract, Check, Classify, Search)", type="filepath",
                              sources=["upload", "clipboard"], height=360, elem_id="understand_image")
         with gr.Column(scale=3):
             with gr.Tabs(elem_id="understand_tabs") as tabs:
