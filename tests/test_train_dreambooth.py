@@ -154,6 +154,8 @@ def test_refusals_are_clear() -> None:
         _req(train_text_encoder="two_stage", text_encoder_steps=4)
     with pytest.raises(ValidationError, match="text_encoder_lr is used only"):
         _req(text_encoder_lr=1e-6)
+    with pytest.raises(ValidationError, match="class_steps are used only with class images"):
+        _req(num_class_images=0, class_prompt=None, class_steps=5)
     with pytest.raises(TrainingError, match="CUDA GPU only.*turn use_8bit_adam off"):
         check_8bit_adam("cpu")
 

@@ -94,8 +94,10 @@ class TrainDreamboothRequest(BaseModel):
                              "num_class_images to 0 to train without class images")
         if self.num_class_images == 0 and self.class_prompt:
             raise ValueError("class_prompt is used only with class images: set num_class_images above 0")
-        if self.num_class_images == 0 and self.prior_loss_weight != 1.0:
-            raise ValueError("prior_loss_weight is used only with class images: set num_class_images above 0")
+        defaults = {name: type(self).model_fields[name].default for name in ("prior_loss_weight", "class_steps")}
+        if self.num_class_images == 0 and any(getattr(self, name) != value for name, value in defaults.items()):
+            raise ValueError("prior_loss_weight and class_steps are used only with class images: set "
+                             "num_class_images above 0")
         if self.train_text_encoder == "two_stage":
             if not 1 <= self.text_encoder_steps < self.steps:
                 raise ValueError("two_stage: text_encoder_steps must be at least 1 and below steps (the UNet "
