@@ -231,6 +231,47 @@ def test_new_images_are_indexed_as_they_are_saved(ctx):
         ctx.settings.update({"gallery_index_on_save": True})
 
 
+class BlockRequest(BaseModel):
+    kind: Literal["test_block"] = "test_block"
+
+
+def test_images_saved_while_indexing_waits_share_one_job(ctx):
+    """While generation keeps the index lane paused, the images of later jobs join the one waiting index job."""
+    import threading
+
+    from modules.jobs.events import JobEvent
+    from modules.understanding.search.auto_index import index_saved
+
+    gate = threading.Event()
+    ctx.kinds.register(JobKind(name="test_block", request=BlockRequest, run=lambda c, j, ctl: gate.wait(60)))
+    saved = [run(ctx, SaveRequest(name=f"wave-{i}.png")) for i in range(3)]  # auto-indexed on their own
+    deadline = time.monotonic() + 60
+    while any(not j.state.finished for j in _index_jobs(ctx)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for path in (ctx.paths.outputs_dir / "txt2img-images" / "2026-01-02").glob("wave-*.png"):
+        render("square", "red", "blue", "b").save(path)  # changed: to be embedded again
+    block = submit_job(ctx, BlockRequest(), owner="test")  # the device lane is busy from now on
+    try:
+        running = submit_job(ctx, GalleryIndexRequest(paths=["txt2img-images/2026-01-02/wave-0.png"]),
+                             source="auto-index")
+        while not running.control.paused and time.monotonic() < deadline:  # paused for the device lane
+            time.sleep(0.02)
+        assert running.control.paused
+        index_saved(ctx, JobEvent(1, "finished", saved[1].id, None))
+        first = [j for j in _index_jobs(ctx) if j.state is JobState.QUEUED]
+        index_saved(ctx, JobEvent(2, "finished", saved[2].id, None))
+        waiting = [j for j in _index_jobs(ctx) if j.state is JobState.QUEUED]
+        assert len(first) == 1 and len(waiting) == 1 and first[0].state is JobState.CANCELLED
+        assert waiting[0].request.paths == ["txt2img-images/2026-01-02/wave-1.png",
+                                            "txt2img-images/2026-01-02/wave-2.png"]
+    finally:
+        gate.set()
+    ctx.queue.wait(block.id, 60)
+    ctx.queue.wait(waiting[0].id, 120)
+    assert running.state is JobState.SUCCEEDED and waiting[0].state is JobState.SUCCEEDED, waiting[0].error
+    assert waiting[0].result.embedded == 2
+
+
 def test_per_task_backend_settings(ctx):
     from modules.understanding.page import default_backend, default_chat_model
     from modules.understanding.tasks.common import chosen_backend

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: the ``source`` of the indexing jobs queued here
+AUTO_SOURCE = "auto-index"
 #: kinds whose results are not new gallery images
 SKIPPED_KINDS = ("gallery_index", "gallery_search")
 
@@ -57,9 +59,29 @@ def index_saved(ctx: "AppContext", event: "JobEvent") -> None:
         from modules.jobs.submit import submit_job
         from modules.understanding.search.jobs import GalleryIndexRequest
 
-        submit_job(ctx, GalleryIndexRequest(paths=paths), owner=None, source="auto-index")
+        submit_job(ctx, GalleryIndexRequest(paths=_merged_with_waiting(ctx, paths)), owner=None, source=AUTO_SOURCE)
     except Exception as exc:  # noqa: BLE001 - indexing is a convenience: a full queue or a missing model skips it
         log.info("new images of job %s were not queued for the search index: %s", event.job_id, exc)
+
+
+def _merged_with_waiting(ctx: "AppContext", paths: list[str]) -> list[str]:
+    """``paths`` plus those of an indexing job queued here earlier that has not started (it is cancelled), so
+    at most one waits however many images are saved while generation keeps the index lane paused; past
+    :data:`~.jobs.MAX_PATHS` images, the whole gallery (an empty list) instead."""
+    from modules.jobs.model import JobState
+    from modules.understanding.search.jobs import MAX_PATHS
+
+    merged: list[str] | None = list(paths)
+    for waiting in ctx.queue.jobs():
+        if waiting.kind != "gallery_index" or waiting.source != AUTO_SOURCE or waiting.state is not JobState.QUEUED:
+            continue
+        earlier = list(getattr(waiting.request, "paths", None) or [])
+        if ctx.queue.cancel(waiting.id):
+            merged = None if merged is None or not earlier else [*earlier, *merged]
+    if merged is None:
+        return []
+    merged = list(dict.fromkeys(merged))
+    return merged if len(merged) <= MAX_PATHS else []
 
 
 def start_auto_index(ctx: "AppContext") -> int:
