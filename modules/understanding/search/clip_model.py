@@ -73,7 +73,10 @@ def load_clip(ctx: "AppContext", folder: Path) -> "ClipEmbedder":
         return held
     from modules.models.devices import device_choice
 
-    loaded = load_clip_folder(folder, model_id=model_id, device=device_choice(ctx.flags)[0])
+    try:
+        loaded = load_clip_folder(folder, model_id=model_id, device=device_choice(ctx.flags)[0])
+    except ClipModelError as exc:  # the library's message names files: no absolute server path in it
+        raise ClipModelError(ctx.paths.scrub(str(exc))) from None
     if slots is not None:
         loaded.evicted = [n for n in slots.put(CLIP_SLOT, loaded) if n != CLIP_SLOT]
     return loaded
