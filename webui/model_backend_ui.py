@@ -27,7 +27,7 @@ def build_backend_picker(ctx: "AppContext", picker: Any, refresh: Any) -> None:
 
     choices = [("Default (Settings: sd_backend, or --backend)", DEFAULT),
                *((backend.label, name) for name, backend in BACKENDS.items())]
-    with gr.Accordion("Backend and memory", open=False, elem_id="models_backend"):
+    with gr.Accordion("Backend and memory", open=False, elem_id="models_backend") as section:
         info = gr.HTML("", elem_id="models_backend_status")
         with gr.Row():
             chosen = gr.Dropdown(choices, value=DEFAULT, label="Backend of this checkpoint", scale=3,
@@ -49,6 +49,7 @@ def build_backend_picker(ctx: "AppContext", picker: Any, refresh: Any) -> None:
             return status_html(readable(exc), "error"), status_table(backend_status(ctx, title))
         return status_html(said, "ok"), status_table(backend_status(ctx, title))
 
+    section.expand(show, inputs=[picker], outputs=[info, chosen], api_visibility="private")
     picker.change(show, inputs=[picker], outputs=[info, chosen], api_visibility="private")
     refresh.click(show, inputs=[picker], outputs=[info, chosen], api_visibility="private")
     save.click(on_save, inputs=[picker, chosen], outputs=[message, info], api_visibility="private")

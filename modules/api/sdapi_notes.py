@@ -93,6 +93,10 @@ def request_warnings(payload: "_SdGenerationPayload", settings: Mapping[str, Any
     if ignored:
         warnings.append(f"override_settings: {', '.join(ignored)} not applied (a request can override "
                         f"{', '.join(sorted(APPLIED_OVERRIDES))}; set the others with POST /sdapi/v1/options)")
+    if any(key.startswith("token_merging") for key in ignored):
+        from modules.backends.tuning import TOKEN_MERGING_REFUSAL
+
+        warnings.append(TOKEN_MERGING_REFUSAL)
     if warnings:
         log.info("A1111 request: %s", "; ".join(warnings))
     return warnings

@@ -52,3 +52,20 @@ def test_download_from_the_page(page: Any, studio: Any) -> None:
         assert (studio.ctx.paths.vae_dir / "tiny-vae.safetensors").read_bytes() == payload
     finally:
         httpd.shutdown()
+
+
+def test_backend_picker_and_memory_line(page: Any, studio: Any) -> None:
+    """The Models tab's "Backend and memory": device and memory mode shown, a backend saved for the checkpoint."""
+    open_tab(page, "Models")
+    page.locator("#models_backend").get_by_text("Backend and memory").first.click()
+    wait_text(page, "#models_backend_status", "Device.*CPU.*float32")
+    assert "Memory mode in force" in page.inner_text("#models_backend_status")
+    choose(page, "models_backend_choice", "ONNX Runtime")
+    page.click("#models_backend_save")
+    wait_text(page, "#models_backend_message", "runs on ONNX Runtime")
+    name = studio.ctx.models.active.info.name
+    assert studio.ctx.settings.current.backend_by_model == {name: "onnx"}
+    choose(page, "models_backend_choice", "Default")
+    page.click("#models_backend_save")
+    wait_text(page, "#models_backend_message", "the default")
+    assert studio.ctx.settings.current.backend_by_model == {}
