@@ -63,7 +63,9 @@ def main() -> None:
             quantize_module(active.model.pipeline.unet, quantization)
             images = []
             with backend_scope(cache, active, backend, Txt2ImgRequest(), precision):
-                started = time.perf_counter()  # after the export, parity check and compilation
+                warm = Txt2ImgRequest(prompt=PROMPTS[0], steps=2, width=64, height=64, seed=0, sampler_name="DPM++ 2M")
+                run_txt2img(warm, active, JobControl(), OutputOptions(save=False, outdir=Path(scratch)))  # warm-up
+                started = time.perf_counter()  # after the export, parity check, compilation and a warm-up
                 for seed, prompt in enumerate(PROMPTS, start=1):
                     req = Txt2ImgRequest(prompt=prompt, steps=args.steps, width=64, height=64, seed=seed,
                                          sampler_name="DPM++ 2M", cfg_scale=7.0)
@@ -97,8 +99,10 @@ def main() -> None:
     from bench.report import machine_line, write_section
 
     lines += ["", f"Prompts, left to right: {'; '.join(PROMPTS)}.",
-              f"{machine_line()} Times include the sampler and the VAE decode and are noisy (shared machine); the "
-              "ONNX Runtime and OpenVINO rows include nothing of the export, done before."]
+              f"{machine_line()} Times include the sampler and the VAE decode; on this tiny model they are dominated "
+              "by the shared machine's load (they changed several-fold between two runs minutes apart): read speed "
+              "from the UNet tables above, and the pixels from here. The ONNX Runtime and OpenVINO rows include nothing of the export, done before; each row after a "
+              "two-step warm-up."]
     print("\n".join(lines))
     write_section("Embedded default on each backend (issue 29)", "\n".join(lines))
 

@@ -105,7 +105,8 @@ def test_quantization_at_load_reload_on_change_and_refusal(studio_factory, tmp_p
     from modules.jobs.submit import submit_job
     from webui.progress import final_status
 
-    ctx = studio_factory(("--nowebui",)).ctx
+    server = studio_factory(("--nowebui",))
+    ctx = server.ctx
     name = ctx.models.active.info.name
     ctx.settings.update({"unet_quantization": "int8_weights"})
     req = Txt2ImgRequest(prompt="x", steps=1, width=64, height=64, seed=1, sampler_name="Euler")
@@ -120,6 +121,9 @@ def test_quantization_at_load_reload_on_change_and_refusal(studio_factory, tmp_p
     rows = dict(backend_status(ctx, ctx.catalog.title(ctx.models.active.info)))
     assert "peak" in rows["Last job"] and rows["Device"].endswith("float32")
     assert rows["Quantization / compile"] == "int8 weights"
+    with server.client() as client:  # the A1111 memory route says the device and the memory mode too
+        memory = client.get("/sdapi/v1/memory").json()
+    assert memory["device"] == rows["Device"] and memory["memory_mode"] == "none"
 
     # an exported-graph backend for this model: refused at submit, naming PyTorch and the setting
     assert set_model_backend(ctx, name, "onnx") == f"{name} runs on ONNX Runtime"

@@ -102,6 +102,10 @@ class MemoryResponse(BaseModel):
                                           "least recently used first), the bytes they use and their budget")
     cluster: list[dict[str, Any]] | None = Field(None, description="Atelier with --ray: each Ray actor's device, "
                                                  "loaded models and current job (as GET /api/v1/cluster)")
+    device: str | None = Field(None, description="Atelier: the device and dtype models run on (CUDA, ROCm, MPS, XPU "
+                                                 "or CPU; null until torch is loaded)")
+    memory_mode: str | None = Field(None, description="Atelier: the memory mode in force (memory_mode setting, "
+                                                      "--medvram/--lowvram) and its switches")
 
 
 class ExtrasBase(Pydantic1Payload):

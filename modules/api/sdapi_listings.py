@@ -186,7 +186,15 @@ def add_listing_routes(router: APIRouter, ctx: "AppContext") -> None:
         from modules.distributed.status import cluster_view
 
         actors = cluster_view(ctx)["actors"] if getattr(ctx, "cluster", None) is not None else None
-        return {**_memory(), "models": ctx.models.slots.report().as_dict(), "cluster": actors}
+        device = mode = None
+        if loaded_module("torch") is not None:  # never import torch just to answer this
+            from modules.backends.status import memory_mode_line
+            from modules.models.devices import device_choice, device_line
+
+            device = device_line(ctx.flags)
+            mode = memory_mode_line(ctx, device_choice(ctx.flags)[0])
+        return {**_memory(), "models": ctx.models.slots.report().as_dict(), "cluster": actors, "device": device,
+                "memory_mode": mode}
 
     for name in ("refresh-checkpoints", "refresh-vae", "refresh-loras", "refresh-embeddings"):
         router.add_api_route(f"/{name}", _refresh(ctx, name), methods=["POST"], response_model=None,
