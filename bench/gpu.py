@@ -1,6 +1,6 @@
 """GPU benchmark, ready for a lent GPU: real-size SD 1.x (512²), SDXL (1024²) and FLUX (1024²) with random
-weights, the studio's txt2img against raw diffusers in the same run, with torch.compile, and peak memory per
-memory mode.
+weights, the studio's txt2img against raw diffusers in the same run, with torch.compile and with the denoiser
+quantized (torchao, ``--quantize``), and peak memory.
 
     python -m bench.gpu [--families sd1,sdxl,flux-dev] [--steps 20] [--tiny]
 
@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--quantize", default="int8_dynamic", choices=("", "int8_weights", "int8_dynamic"),
+                        help="also time the studio with the denoiser quantized this way ('' for no)")
     args = parser.parse_args()
 
     from modules.generation.requests import Txt2ImgRequest
@@ -135,7 +137,8 @@ def main() -> None:
         studio_s, studio_mb = _timed(studio, args.steps)
         raw_s, raw_mb = _timed(raw, args.steps)
         row = {"family": family, "size": size, "raw_it_s": 1 / raw_s, "studio_it_s": 1 / studio_s,
-               "ratio": raw_s / studio_s, "peak_mb": studio_mb, "compiled_it_s": None}
+               "ratio": raw_s / studio_s, "peak_mb": studio_mb, "compiled_it_s": None, "int8_it_s": None,
+               "int8_mb": None}
         if not args.no_compile and device == "cuda":
             denoiser = getattr(pipe, "unet", None) or pipe.transformer
             compiled = torch.compile(denoiser, mode="max-autotune-no-cudagraphs")
@@ -147,6 +150,12 @@ def main() -> None:
                 row["compiled_it_s"] = 1 / compiled_s
             finally:
                 setattr(pipe, name, original)
+        if args.quantize:  # last: quantizing is in place (modules/backends/quantize.py, the studio's engine)
+            from modules.backends.quantize import denoiser_of, quantize_module
+
+            quantize_module(denoiser_of(pipe)[1], args.quantize)
+            int8_s, row["int8_mb"] = _timed(studio, args.steps)
+            row["int8_it_s"] = 1 / int8_s
         rows.append(row)
         print(row, flush=True)
         del model, active, pipe
@@ -156,12 +165,14 @@ def main() -> None:
     lines = [f"Device: {torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'} ({dtype}); {args.steps} steps, "
              "random weights at real sizes; seconds per step of a whole generation after a warm-up, studio and raw "
              "diffusers side by side in one run.", "",
-             "| family | size | raw diffusers it/s | studio it/s | studio / raw | compiled it/s | peak GPU MiB |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             f"| family | size | raw diffusers it/s | studio it/s | studio / raw | compiled it/s | peak GPU MiB | "
+             f"{args.quantize or 'quantized'} it/s | its peak MiB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         compiled = f"{r['compiled_it_s']:.2f}" if r["compiled_it_s"] else "n/a"
+        int8 = f"{r['int8_it_s']:.2f} | {r['int8_mb']:.0f}" if r["int8_it_s"] else "n/a | n/a"
         lines.append(f"| {r['family']} | {r['size']}² | {r['raw_it_s']:.2f} | {r['studio_it_s']:.2f} | "
-                     f"{r['ratio']:.2f}x | {compiled} | {r['peak_mb']:.0f} |")
+                     f"{r['ratio']:.2f}x | {compiled} | {r['peak_mb']:.0f} | {int8} |")
     lines += ["", "Goals of issue 29: studio >= 0.98x raw diffusers; compiled >= 1.2x."]
     print("\n".join(lines))
     if not args.tiny:
