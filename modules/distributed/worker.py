@@ -87,10 +87,16 @@ def build_worker_context(argv: Sequence[str], model_cache: Any = None) -> Worker
         styles = None  # as the studio: generations run without styles
     upscaler_dirs = list(dict.fromkeys([paths.data_dir / "models" / "ESRGAN", paths.data_dir / "models" / "RealESRGAN",
                                         paths.repo_root / "models" / "ESRGAN"]))  # the studio's folders
-    return WorkerContext(flags=flags, paths=paths, settings=settings, hashes=hashes, catalog=catalog, models=models,
-                         upscalers=UpscalerSet(upscaler_dirs, device="cpu"), styles=styles,
-                         addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle, slots=slots),
-                         backends=BackendCache(paths.cache_dir))
+    ctx = WorkerContext(flags=flags, paths=paths, settings=settings, hashes=hashes, catalog=catalog, models=models,
+                        upscalers=UpscalerSet(upscaler_dirs, device="cpu"), styles=styles,
+                        addons=JobAddons(paths, hashes, allow_pickle=flags.allow_pickle, slots=slots),
+                        backends=BackendCache(paths.cache_dir))
+    from functools import partial
+
+    from modules.backends.tuning import tuning_for
+
+    models.tuning = partial(tuning_for, ctx)  # quantization and compile at load, as in the studio
+    return ctx
 
 
 class StudioWorker:
