@@ -202,3 +202,33 @@ def test_train_dreambooth_job_makes_class_images_once_and_lists_its_checkpoint(s
     assert "Done: 3 steps" in ticks[-1][0] and ticks[-1][1] is not None  # status and the loss plot
     assert again.result["class_images_generated"] == 0 and again.result["steps"] == 3
     assert len([j for j in ctx.queue.jobs() if j.kind == "txt2img" and j.source == "train_dreambooth"]) == 1
+
+
+def test_several_class_prompts_cycle_and_caption_their_images(tmp_path) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from modules.jobs.model import JobState
+    from modules.training.dreambooth.class_images import ensure_class_images, existing
+
+    asked = []
+
+    def submit(ctx, gen, **kw):  # a generation job that has finished: one flat image per picture asked
+        asked.append((gen.prompt, gen.seed, gen.n_iter))
+        done = threading.Event()
+        done.set()
+        images = [Image.new("RGB", (8, 8), (gen.seed % 256, 0, 0)) for _ in range(gen.n_iter)]
+        return SimpleNamespace(id="x" * 8, done=done, state=JobState.SUCCEEDED, result=SimpleNamespace(images=images))
+
+    req = _req(class_prompt="a red circle\n\n a blue square ", num_class_images=3)
+    assert req.class_prompts() == ["a red circle", "a blue square"]
+    job = SimpleNamespace(owner="t")
+    folder, made = ensure_class_images(None, job, JobControl(), req, "base", tmp_path, submit=submit)
+    assert made == 3 and asked == [("a red circle", 3, 1), ("a blue square", 4, 1), ("a red circle", 5, 1)]
+    captions = [p.with_suffix(".txt").read_text() for p in existing(folder)]
+    assert captions == ["a red circle", "a blue square", "a red circle"]
+    assert ensure_class_images(None, job, JobControl(), req, "base", tmp_path, submit=submit)[1] == 0  # reused
+    single = _req(num_class_images=3)
+    other, made = ensure_class_images(None, job, JobControl(), single, "base", tmp_path, submit=submit)
+    assert made == 3 and asked[-1] == ("a shape", 3, 3)  # one prompt: one job with consecutive seeds
+    assert other != folder and not list(other.glob("*.txt"))  # its own folder; the class prompt is the caption

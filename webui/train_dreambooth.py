@@ -79,7 +79,8 @@ def build_dreambooth_tab(ctx: "AppContext", titles: list[str]) -> DreamboothSect
                 with gr.Row():
                     prior = gr.Checkbox(label="Prior preservation (class images)", value=True,
                                         elem_id="train_db_prior")
-                    class_prompt = gr.Textbox(label="Class prompt", value="a shape", elem_id="train_db_class_prompt")
+                    class_prompt = gr.Textbox(label="Class prompt (several: one a line, cycled)", value="a shape",
+                                              lines=1, max_lines=8, elem_id="train_db_class_prompt")
                     class_images = gr.Number(label="Class images (made once by the base model)", value=50,
                                              precision=0, minimum=1, maximum=1000, elem_id="train_db_class_images")
                     class_steps = gr.Number(label="Class image sampling steps", value=20, precision=0, minimum=1,

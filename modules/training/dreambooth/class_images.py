@@ -5,7 +5,8 @@ They live in the session, ``<session>/class_images/<key>/``, where the key is a 
 finds them and generates only what is missing; another class prompt or base gets its own folder. Each
 missing batch is an ordinary generation job on the device lane (seeds ``seed + index``, not saved to the
 outputs), so it shows in the queue with its progress; the images are written here as
-``<index>-<sha1>.png`` (diffusers' naming) once its job has finished.
+``<index>-<sha1>.png`` (diffusers' naming) once its job has finished. With several class prompts (one a
+line), image ``i`` is made from prompt ``i % n`` and keeps it beside it as ``<image>.txt``, its caption.
 """
 
 from __future__ import annotations
@@ -71,12 +72,14 @@ def ensure_class_images(ctx: "AppContext", job: "Job", control: "JobControl", re
     need = req.num_class_images - have
     if need <= 0:
         return folder, 0
+    prompts = req.class_prompts()
     control.begin(1, need, text=f"generating {need} class image(s) with {checkpoint}")
     made = 0
     while made < need and not control.should_stop:
-        count = min(CHUNK, need - made)
         index = have + made
-        gen = Txt2ImgRequest(prompt=req.class_prompt or "", checkpoint=checkpoint, steps=req.class_steps,
+        count = min(CHUNK, need - made) if len(prompts) == 1 else 1  # one job: one prompt, consecutive seeds
+        prompt = prompts[index % len(prompts)]
+        gen = Txt2ImgRequest(prompt=prompt, checkpoint=checkpoint, steps=req.class_steps,
                              width=req.resolution, height=req.resolution, seed=req.seed + index, n_iter=count,
                              save_images=False)
         sub = (submit or submit_job)(ctx, gen, owner=job.owner, source="train_dreambooth")
@@ -95,7 +98,9 @@ def ensure_class_images(ctx: "AppContext", job: "Job", control: "JobControl", re
             raise TrainingError(f"the class images could not be generated: {sub.error or sub.state.value}")
         images = list(sub.result.images[:count])
         for offset, image in enumerate(images):
-            save_image(folder, index + offset, image)
+            path = save_image(folder, index + offset, image)
+            if len(prompts) > 1:  # its own prompt, read back as its caption (modules.training.lora.dataset)
+                path.with_suffix(".txt").write_text(prompt, encoding="utf-8")
         if not images:
             raise TrainingError("the class-image generation job returned no images")
         made += len(images)

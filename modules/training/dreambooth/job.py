@@ -98,7 +98,7 @@ def run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
     model = load_model(info.path, load_options_for(ctx.flags, ctx.settings, ctx.paths))
     size = req.resolution or model.native_size[0]
     instances = load_dataset(folder, roots, size, req.instance_prompt)
-    classes = load_dataset(class_folder, [class_folder], size, req.class_prompt or "") if class_folder else []
+    classes = load_dataset(class_folder, [class_folder], size, req.class_prompts()[0]) if class_folder else []
     outcome = train(req, model, instances, classes[:req.num_class_images], session, control, precision=precision)
     result.update({"steps": outcome.last_step, "stopped": outcome.stopped, "images": len(instances),
                    "class_images": len(classes[:req.num_class_images]), "precision": precision,

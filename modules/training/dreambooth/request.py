@@ -26,9 +26,10 @@ class TrainDreamboothRequest(BaseModel):
                                           "root; a <image>.txt beside an image is its caption")
     instance_prompt: str = Field("a sks shape", min_length=1, max_length=500,
                                  description="the prompt of the instance images: a rare token + the class")
-    class_prompt: str | None = Field(None, max_length=500,
-                                     description="the prompt of the class images (e.g. 'a shape'); needed when "
-                                                 "num_class_images > 0")
+    class_prompt: str | None = Field(None, max_length=8000,
+                                     description="the prompt of the class images (e.g. 'a shape'); several, one a "
+                                                 "line: the class images cycle through them, each trained with its "
+                                                 "own prompt; needed when num_class_images > 0")
     num_class_images: int = Field(50, ge=0, le=1000,
                                   description="class images for prior preservation; fewer in the session are "
                                               "generated once by the base model (0: no prior preservation)")
@@ -76,8 +77,14 @@ class TrainDreamboothRequest(BaseModel):
 
     @field_validator("class_prompt")
     @classmethod
-    def _blank_is_none(cls, value: str | None) -> str | None:
-        return value.strip() or None if value is not None else None
+    def _class_lines(cls, value: str | None) -> str | None:
+        """Blank lines dropped, each line stripped; blank: None."""
+        if value is None:
+            return None
+        lines = [line.strip() for line in value.splitlines() if line.strip()]
+        if len(lines) > 32 or any(len(line) > 500 for line in lines):
+            raise ValueError("class_prompt: at most 32 prompts (one a line), each at most 500 characters")
+        return "\n".join(lines) or None
 
     @field_validator("sample_prompts")
     @classmethod
@@ -111,6 +118,10 @@ class TrainDreamboothRequest(BaseModel):
     @property
     def prior_preservation(self) -> bool:
         return self.num_class_images > 0
+
+    def class_prompts(self) -> list[str]:
+        """The class prompts (one a line of ``class_prompt``); class image ``i`` is made from prompt ``i % n``."""
+        return (self.class_prompt or "").splitlines()
 
     def samples(self) -> list[str]:
         """The prompts rendered every ``sample_every`` steps."""
