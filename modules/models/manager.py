@@ -127,7 +127,7 @@ class ModelManager:
         with self._load_lock:
             for name in (REFINER_SLOT, CHECKPOINT_SLOT):
                 loaded = self.slots.slot(name)
-                if loaded is not None and loaded.info.path == info.path:
+                if loaded is not None and loaded.info.path == info.path and loaded.tuning == self._tuning(info):
                     return loaded
             self.slots.evict(REFINER_SLOT)
             refiner = self._load_detached(info, REFINER_SLOT)
