@@ -193,7 +193,7 @@ def test_train_dreambooth_job_makes_class_images_once_and_lists_its_checkpoint(s
                   instance_prompt="a sks shape", prior=True, class_prompt="a shape", class_images=2, class_steps=2,
                   prior_weight=1.0, text_encoder="off", te_steps=1, te_lr=0, steps=3, lr=1e-3, batch=1, seed=3,
                   resolution=64, grad_ckpt=False, precision="auto", adam8=False, ema=0, sample_every=0,
-                  sample_prompts="")
+                  sample_prompts="", export_format="both")
     refused = list(section.train(*{**fields, "adam8": True}.values()))
     assert "Not started" in refused[-1][0] and "CUDA GPU only" in refused[-1][0]
     ticks = list(section.train(*fields.values()))
@@ -202,6 +202,15 @@ def test_train_dreambooth_job_makes_class_images_once_and_lists_its_checkpoint(s
     assert "Done: 3 steps" in ticks[-1][0] and ticks[-1][1] is not None  # status and the loss plot
     assert again.result["class_images_generated"] == 0 and again.result["steps"] == 3
     assert len([j for j in ctx.queue.jobs() if j.kind == "txt2img" and j.source == "train_dreambooth"]) == 1
+    # exported as both: the single file and the diffusers folder (made by the converter), both listed at once
+    import json
+
+    assert again.result["checkpoint"].endswith("subject.safetensors")
+    assert again.result["diffusers_folder"].endswith("subject-diffusers")
+    listed = ctx.catalog.find("subject-diffusers")
+    assert listed is not None and listed.is_folder and (listed.path / "unet").is_dir()
+    recipe = json.loads((listed.path / "atelier_training.json").read_text())
+    assert recipe["atelier_recipe"]["steps"] == 3 and recipe["atelier_recipe"]["export_format"] == "both"
 
 
 def test_several_class_prompts_cycle_and_caption_their_images(tmp_path) -> None:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 TEXT_ENCODER_CHOICES = [("Off (UNet only)", "off"), ("Together with the UNet", "together"),
                         ("Two stages: text encoder first, then UNet", "two_stage")]
 PRECISION_CHOICES = [("Auto (bf16 where the device has it)", "auto"), ("bf16", "bf16"), ("fp32", "no")]
+EXPORT_CHOICES = [("Single file (.safetensors)", "single_file"), ("Diffusers folder", "diffusers"),
+                  ("Both", "both")]
 
 
 @dataclass
@@ -37,7 +39,8 @@ def dreambooth_request(ctx: "AppContext", *, checkpoint: str | None, folder: str
                        instance_prompt: str, prior: bool, class_prompt: str, class_images: float,
                        class_steps: float, prior_weight: float, text_encoder: str, te_steps: float, te_lr: float,
                        steps: float, lr: float, batch: float, seed: float, resolution: float, grad_ckpt: bool,
-                       precision: str, adam8: bool, ema: float, sample_every: float, sample_prompts: str) -> Any:
+                       precision: str, adam8: bool, ema: float, sample_every: float, sample_prompts: str,
+                       export_format: str = "single_file") -> Any:
     """The typed request the section's fields describe (fields that do not apply are left out, not sent)."""
     from modules.training.dreambooth.request import TrainDreamboothRequest
 
@@ -48,7 +51,8 @@ def dreambooth_request(ctx: "AppContext", *, checkpoint: str | None, folder: str
         seed=int(seed), resolution=int(resolution or 0) or None, gradient_checkpointing=bool(grad_ckpt),
         mixed_precision=precision or "auto", use_8bit_adam=bool(adam8), ema_decay=float(ema) if ema else None,
         sample_every=int(sample_every or 0),
-        sample_prompts=[p for p in (sample_prompts or "").splitlines() if p.strip()])
+        sample_prompts=[p for p in (sample_prompts or "").splitlines() if p.strip()],
+        export_format=export_format or "single_file")
     if prior:
         values.update(class_prompt=class_prompt, num_class_images=int(class_images),
                       class_steps=int(class_steps), prior_loss_weight=float(prior_weight))
@@ -103,6 +107,8 @@ def build_dreambooth_tab(ctx: "AppContext", titles: list[str]) -> DreamboothSect
                     precision = gr.Dropdown(PRECISION_CHOICES, value="auto", label="Mixed precision")
                     adam8 = gr.Checkbox(label="8-bit Adam (CUDA + bitsandbytes)", value=False)
                     ema = gr.Number(label="EMA decay (0: off)", value=0, minimum=0, maximum=0.99999)
+                    export_format = gr.Dropdown(EXPORT_CHOICES, value="single_file", label="Export as",
+                                                elem_id="train_db_export_format")
                 with gr.Row():
                     sample_every = gr.Number(label="Sample every N steps (0: off)", value=0, precision=0, minimum=0)
                     sample_prompts = gr.Textbox(label="Sample prompts (one a line)", lines=2)
@@ -119,7 +125,8 @@ def build_dreambooth_tab(ctx: "AppContext", titles: list[str]) -> DreamboothSect
               class_prompt_: str, class_images_: float, class_steps_: float, prior_weight_: float,
               text_encoder_: str, te_steps_: float, te_lr_: float, steps_: float, lr_: float, batch_: float,
               seed_: float, resolution_: float, grad_ckpt_: bool, precision_: str, adam8_: bool, ema_: float,
-              sample_every_: float, sample_prompts_: str, request: gr.Request | None = None
+              sample_every_: float, sample_prompts_: str, export_format_: str = "single_file",
+              request: gr.Request | None = None
               ) -> Iterator[tuple[Any, ...]]:
         from modules.jobs.submit import submit_job
         from webui.progress import bar_html
@@ -131,7 +138,7 @@ def build_dreambooth_tab(ctx: "AppContext", titles: list[str]) -> DreamboothSect
                 class_images=class_images_, class_steps=class_steps_, prior_weight=prior_weight_,
                 text_encoder=text_encoder_, te_steps=te_steps_, te_lr=te_lr_, steps=steps_, lr=lr_, batch=batch_,
                 seed=seed_, resolution=resolution_, grad_ckpt=grad_ckpt_, precision=precision_, adam8=adam8_,
-                ema=ema_, sample_every=sample_every_, sample_prompts=sample_prompts_)
+                ema=ema_, sample_every=sample_every_, sample_prompts=sample_prompts_, export_format=export_format_)
             job = submit_job(ctx, req, owner=owner_of(request), source="webui")
         except Exception as exc:  # noqa: BLE001 - a refused request is said in the page
             yield bar_html("failed", 1.0, f"Not started: {ctx.paths.scrub(readable(exc))}"), None, "", []
@@ -147,7 +154,7 @@ def build_dreambooth_tab(ctx: "AppContext", titles: list[str]) -> DreamboothSect
 
     inputs = [ckpt, folder, uploads, name, instance_prompt, prior, class_prompt, class_images, class_steps,
               prior_weight, text_encoder, te_steps, te_lr, steps, lr, batch, seed, resolution, grad_ckpt, precision,
-              adam8, ema, sample_every, sample_prompts]
+              adam8, ema, sample_every, sample_prompts, export_format]
     train_button.click(train, inputs=inputs, outputs=[status, plot, speed, samples], api_visibility="private",
                        concurrency_limit=None, show_progress="hidden")
     stop_button.click(stop, inputs=[name], outputs=[status], api_visibility="private", queue=False)

@@ -99,7 +99,8 @@ def follow_training(ctx: "AppContext", job: "Job", session_folder: Path, of: int
         status = bar_html("interrupted", 1.0, f"Stopped at step {result.get('steps')}/{of}: train again with the "
                                               "same settings (or Resume in Sessions) to continue")
     else:
-        made = result.get("lora") or result.get("embedding") or result.get("checkpoint") or ""
+        made = (result.get("lora") or result.get("embedding") or result.get("checkpoint")
+                or result.get("diffusers_folder") or "")
         status = bar_html("done", 1.0, f"Done: {result.get('steps')} steps in {result.get('seconds', 0):.1f} s · "
                                        f"last loss {result.get('last_loss') or 0:.4f} · {made}")
     yield (status, *_watch_view(session_folder, of))

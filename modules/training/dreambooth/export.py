@@ -44,3 +44,38 @@ def write_checkpoint(path: Path, model: "LoadedModel", *, dtype: str, metadata: 
             "modelspec.prediction_type": "v" if model.prediction_type == "v_prediction" else "epsilon",
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}}
     return save_ldm_checkpoint(path, checkpoint_state(model, dtype), meta)
+
+
+def diffusers_folder_for(checkpoint_file: Path) -> Path:
+    """Where the diffusers export of ``<name>.safetensors`` goes: ``<name>-diffusers/`` beside it (a name of its
+    own, so a checkpoint reference never matches both)."""
+    return checkpoint_file.with_name(checkpoint_file.stem + "-diffusers")
+
+
+def write_diffusers(folder: Path, single_file: Path, *, cache_dir: Path, dtype: str,
+                    metadata: Mapping[str, Any]) -> Path:
+    """The diffusers folder of the written ``single_file``, through the studio's converter
+    (:func:`modules.models.convert.formats.single_file_to_folder`), with the recipe in ``atelier_training.json``.
+
+    An existing folder of that name (the request allowed overwriting it) is replaced only once the new one is
+    complete."""
+    import shutil
+    import tempfile
+
+    from modules.models.convert.formats import single_file_to_folder
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    built = staging / folder.name
+    try:
+        single_file_to_folder(single_file, built, cache_dir=cache_dir, dtype=dtype)
+        (built / "atelier_training.json").write_text(
+            json.dumps({k: v if isinstance(v, (str, dict)) else str(v) for k, v in metadata.items()}, indent=2),
+            encoding="utf-8")
+        if folder.exists():
+            old = staging / "replaced"
+            folder.rename(old)
+        built.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

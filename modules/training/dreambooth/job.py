@@ -39,6 +39,15 @@ def output_path(ctx: "AppContext", req: TrainDreamboothRequest) -> Path:
     return ctx.paths.ckpt_dirs[0] / f"{req.name}.safetensors"
 
 
+def export_paths(ctx: "AppContext", req: TrainDreamboothRequest) -> list[Path]:
+    """What the finished run writes: the single file, the diffusers folder, or both (``export_format``)."""
+    from modules.training.dreambooth.export import diffusers_folder_for
+
+    single = output_path(ctx, req)
+    return {"single_file": [single], "diffusers": [diffusers_folder_for(single)],
+            "both": [single, diffusers_folder_for(single)]}[req.export_format]
+
+
 def _base_reference(ctx: "AppContext", req: TrainDreamboothRequest) -> str | None:
     active = ctx.models.active
     return req.checkpoint or ctx.settings.current.sd_model_checkpoint or (active.info.name if active else None)
@@ -56,8 +65,10 @@ def precheck(ctx: "AppContext", req: TrainDreamboothRequest) -> None:
     resolve_folder(req.dataset, roots_of(ctx), what="instance images folder")
     saved = session_for(ctx, req).saved_step()
     unfinished = saved is not None and saved < req.steps
-    if output_path(ctx, req).exists() and not req.overwrite and not unfinished:
-        raise TrainingError(f"a checkpoint named {req.name!r} exists already: pick another name or set overwrite")
+    for target in export_paths(ctx, req):
+        if target.exists() and not req.overwrite and not unfinished:
+            what = "a diffusers folder" if target.suffix != ".safetensors" else "a checkpoint"
+            raise TrainingError(f"{what} named {target.name!r} exists already: pick another name or set overwrite")
     reference = _base_reference(ctx, req)
     if not reference:
         raise TrainingError("no base checkpoint: name one (checkpoint) or load one first")
@@ -108,11 +119,26 @@ def run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
         result["note"] = "stopped: submit the same request to resume from the last saved step"
         return result
     control.progress.text = f"writing the checkpoint {req.name}"
-    path = write_checkpoint(output_path(ctx, req), model, dtype=req.export_dtype, metadata={
-        "atelier_base_checkpoint": info.name, "atelier_training": "dreambooth",
-        "atelier_recipe": req.model_dump(mode="json")})
+    metadata = {"atelier_base_checkpoint": info.name, "atelier_training": "dreambooth",
+                "atelier_recipe": req.model_dump(mode="json")}
+    single = output_path(ctx, req)
+    # the diffusers folder is made from the single file by the studio's converter; with "diffusers" alone the
+    # single file is written in the session and removed afterwards
+    path = write_checkpoint(single if req.export_format != "diffusers" else session.folder / "export.safetensors",
+                            model, dtype=req.export_dtype, metadata=metadata)
+    if req.export_format != "diffusers":
+        result["checkpoint"] = ctx.paths.shown(path)
+    if req.export_format in ("diffusers", "both"):
+        from modules.training.dreambooth.export import diffusers_folder_for, write_diffusers
+
+        control.progress.text = f"writing the diffusers folder {req.name}-diffusers"
+        del model  # the converter loads the written file again: free the training copy first
+        folder = write_diffusers(diffusers_folder_for(single), path, cache_dir=ctx.paths.cache_dir,
+                                 dtype=req.export_dtype, metadata=metadata)
+        result["diffusers_folder"] = ctx.paths.shown(folder)
+        if req.export_format == "diffusers":
+            path.unlink(missing_ok=True)
     ctx.catalog.refresh()
-    result["checkpoint"] = ctx.paths.shown(path)
     return result
 
 

@@ -11,6 +11,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,79}$")
 
 TextEncoderMode = Literal["off", "together", "two_stage"]
 MixedPrecision = Literal["auto", "no", "bf16"]
+ExportFormat = Literal["single_file", "diffusers", "both"]
 
 
 class TrainDreamboothRequest(BaseModel):
@@ -59,6 +60,10 @@ class TrainDreamboothRequest(BaseModel):
     overwrite: bool = Field(False, description="replace an existing checkpoint file of the same name")
     export_dtype: Literal["float16", "bfloat16", "float32"] = Field("float16",
                                                                    description="weights of the exported file")
+    export_format: ExportFormat = Field(
+        "single_file", description="single_file: models/Stable-diffusion/<name>.safetensors in the original layout "
+                                   "(A1111 loads it); diffusers: the folder models/Stable-diffusion/<name>-diffusers "
+                                   "(from_pretrained loads it); both")
     sample_every: int = Field(0, ge=0, le=100_000, description="render the sample prompts every N steps (0: never) "
                                                                "into the session's samples/ folder")
     sample_prompts: list[str] = Field(default_factory=list, max_length=8,

@@ -22,7 +22,7 @@ from modules.training.lora.request import TrainLoraRequest
 
 #: request fields that may change between runs of one session (the rest must match)
 RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "overwrite", "sample_every", "sample_prompts",
-                               "sample_steps"})
+                               "sample_steps", "export_format"})
 
 
 @dataclass
