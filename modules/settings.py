@@ -65,6 +65,14 @@ class Settings(BaseModel):
                                                    "backend only; the first generation compiles: minutes on a CPU)")
     torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
         "default", description="torch.compile mode (reduce-overhead and max-autotune: CUDA graphs, GPU only)")
+    token_merging_ratio: float = Field(
+        0.0, ge=0.0, le=0.9, description="Token merging ratio (ToMe): the share of image tokens merged before the "
+                                          "UNet's full-resolution self-attention (0: off; 0.3-0.5 saves time at large "
+                                          "sizes and changes the image a little; PyTorch backend only)")
+    token_merging_ratio_img2img: float = Field(
+        0.0, ge=0.0, le=0.9, description="Token merging ratio for img2img (0: token_merging_ratio)")
+    token_merging_ratio_hr: float = Field(
+        0.0, ge=0.0, le=0.9, description="Token merging ratio for the hires fix pass (0: token_merging_ratio)")
     randn_source: Literal["GPU", "CPU", "NV"] = Field(
         "CPU", description="Random number source of the initial and sampler noise (A1111's option): CPU; GPU, "
                            "the numbers A1111's default makes on an NVIDIA GPU (computed here on any device); NV, "

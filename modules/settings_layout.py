@@ -56,6 +56,9 @@ FIELD_SECTIONS: Mapping[str, str] = {
     "unet_quantization": "Optimizations",
     "torch_compile": "Optimizations",
     "torch_compile_mode": "Optimizations",
+    "token_merging_ratio": "Optimizations",
+    "token_merging_ratio_img2img": "Optimizations",
+    "token_merging_ratio_hr": "Optimizations",
     "notification_audio": "Notifications",
     "notification_browser": "Notifications",
 }

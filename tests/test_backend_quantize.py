@@ -142,9 +142,9 @@ def test_quantization_at_load_reload_on_change_and_refusal(studio_factory, tmp_p
     assert "int8" not in job.result.memory_mode
 
 
-def test_token_merging_is_refused_with_its_reason() -> None:
+def test_token_merging_is_a_setting_and_unknown_options_are_named() -> None:
     from modules.api.sdapi_options import plan_options_change
 
     change = plan_options_change({"token_merging_ratio": 0.5, "some_option": 1}, {})
-    assert "replaces the model's block classes" in change.ignored["token_merging_ratio"]
-    assert change.ignored["some_option"] == "not a setting of this studio" and not change.settings
+    assert change.settings == {"token_merging_ratio": 0.5}  # modules/backends/token_merging.py
+    assert change.ignored == {"some_option": "not a setting of this studio"}

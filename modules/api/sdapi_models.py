@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from modules.api.pydantic1 import Pydantic1Payload
+from modules.backends.token_merging import override_fields
 from modules.generation.controlnet.units import units_from_alwayson
 from modules.generation.requests import Txt2ImgRequest
 from modules.images.infotext import infotext_to_request_fields, parse_infotext
@@ -184,6 +185,7 @@ class SdTxt2ImgPayload(_SdGenerationPayload):
         if fields["enable_hr"] and hr_checkpoint not in (None, *_NO_CHECKPOINT):
             raise ValueError("hr_checkpoint_name: a different checkpoint for the hires pass is not supported; "
                              "leave it empty")
+        hires.update(override_fields(fields.get("override_settings")))  # token merging (its ratios)
         return Txt2ImgRequest(**self._common(default_clip_skip), **hires)
 
 
@@ -221,7 +223,8 @@ class SdImg2ImgPayload(_SdGenerationPayload):
             inpaint_full_res=fields["inpaint_full_res"], inpaint_full_res_padding=fields["inpaint_full_res_padding"],
             inpainting_mask_invert=fields["inpainting_mask_invert"],
             initial_noise_multiplier=None if noise in (None, 1, 1.0) else noise,
-            include_init_images=fields["include_init_images"], flux_kontext=fields["flux_kontext"])
+            include_init_images=fields["include_init_images"], flux_kontext=fields["flux_kontext"],
+            **override_fields(fields.get("override_settings"), img2img=True))
 
     def echo(self, size: tuple[int, int] | None = None) -> dict[str, Any]:
         params = super().echo(size)

@@ -44,7 +44,8 @@ PROMPT_FIELDS = ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
 #: always-on scripts the studio runs without a registered script (``alwayson_scripts`` keys, any case)
 ALWAYSON_SCRIPTS = frozenset({"controlnet"})
 #: ``override_settings`` keys a request applies; other keys are global settings, not changed per request
-APPLIED_OVERRIDES = frozenset({"CLIP_stop_at_last_layers", "sd_model_checkpoint", "sd_vae", "randn_source"})
+APPLIED_OVERRIDES = frozenset({"CLIP_stop_at_last_layers", "sd_model_checkpoint", "sd_vae", "randn_source",
+                               "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr"})
 #: A1111's sampler parameters and the values that change nothing there (A1111's defaults: ``eta_ancestral`` 1,
 #: ``s_churn`` 0, ``s_tmin`` 0, ``s_tmax`` 0 = infinity, ``s_noise`` 1, ``s_min_uncond`` 0)
 SAMPLER_PARAMETERS: dict[str, tuple[float, ...]] = {
@@ -93,10 +94,6 @@ def request_warnings(payload: "_SdGenerationPayload", settings: Mapping[str, Any
     if ignored:
         warnings.append(f"override_settings: {', '.join(ignored)} not applied (a request can override "
                         f"{', '.join(sorted(APPLIED_OVERRIDES))}; set the others with POST /sdapi/v1/options)")
-    if any(key.startswith("token_merging") for key in ignored):
-        from modules.backends.tuning import TOKEN_MERGING_REFUSAL
-
-        warnings.append(TOKEN_MERGING_REFUSAL)
     if warnings:
         log.info("A1111 request: %s", "; ".join(warnings))
     return warnings

@@ -23,7 +23,6 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from modules.backends.tuning import TOKEN_MERGING_REFUSAL
 from modules.settings import READ_ONLY, Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def plan_options_change(body: Mapping[str, Any], current: Mapping[str, Any]) -> 
             if value != current.get(key):
                 settings[key] = value
         elif value is not None:  # A1111 too takes a null for a key it lacks as "no change"
-            ignored[key] = TOKEN_MERGING_REFUSAL if key.startswith("token_merging") else "not a setting of this studio"
+            ignored[key] = "not a setting of this studio"
     if settings:
         try:
             Settings.model_validate({**{k: v for k, v in current.items() if k in Settings.model_fields},

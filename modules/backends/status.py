@@ -98,6 +98,11 @@ def backend_status(ctx: Any, title: str | None) -> list[tuple[str, str]]:
             rows.append(("Backend", str(exc)))
     tuning = wanted(ctx.settings.current).describe()
     rows.append(("Quantization / compile", tuning.removeprefix("denoiser ") if tuning else "none"))
+    current = ctx.settings.current
+    ratios = [f"{label} {value:g}" for label, value in (("", current.token_merging_ratio),
+                                                        ("img2img", current.token_merging_ratio_img2img),
+                                                        ("hires", current.token_merging_ratio_hr)) if value]
+    rows.append(("Token merging", ", ".join(r.strip() for r in ratios) if ratios else "off"))
     rows.append(("Memory mode in force", memory_mode_line(ctx, device)))
     rows.append(("Last job", last_job_memory(ctx)))
     return rows

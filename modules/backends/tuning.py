@@ -5,7 +5,7 @@ model manager applies it when it loads a checkpoint whose backend is PyTorch and
 when the settings change (a quantized UNet cannot be turned back). An exported graph (ONNX Runtime,
 OpenVINO) has its full-precision weights fixed at export: a job on such a backend while quantization or
 compile is set is refused with a message saying what to change, never run as if the setting were not there.
-Token merging is not offered: see :data:`TOKEN_MERGING_REFUSAL`.
+Token merging is applied per job, not at load: :mod:`modules.backends.token_merging`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,6 @@ from typing import Any
 
 from modules.backends.choice import backend_for
 from modules.backends.registry import Backend, BackendError
-
-#: why the studio has no token merging (ToMe): said wherever a request or a setting asks for it
-TOKEN_MERGING_REFUSAL = (
-    "token merging (ToMe) is not available here: its common implementation (tomesd) replaces the model's block "
-    "classes at run time, which this studio does not do, and a version through diffusers' attention processors "
-    "is not built yet; for speed use UNet quantization, torch.compile or the ONNX Runtime/OpenVINO backends")
 
 
 @dataclass(frozen=True)

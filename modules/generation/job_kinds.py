@@ -22,6 +22,7 @@ from modules.backends.choice import backend_for
 from modules.backends.memory import MemoryPlan, PeakMemory, apply_plan, mode_from, resolve_mode
 from modules.backends.registry import BackendError, get_backend
 from modules.backends.scope import backend_scope
+from modules.backends.token_merging import check_token_merging, ratios_for, token_merging_hook
 from modules.backends.tuning import check_tuning
 from modules.jobs.kinds import JobKind
 from modules.jobs.model import Job
@@ -66,6 +67,10 @@ def generate_once(ctx: "AppContext", req: Any, control: Any, output: Any, runner
     scope = ctx.addons.job_scope(active.model, req, settings.sd_vae) if ctx.addons else contextlib.nullcontext()
     backend, precision = backend_for(ctx, active.info.name)
     check_tuning(get_backend(backend), settings)  # quantization / compile: PyTorch only
+    merging = ratios_for(req, settings)
+    check_token_merging(get_backend(backend), (merging.first, merging.hires))  # PyTorch only
+    if merging.active:  # last: around the pipeline the other hooks leave, after the memory plan's processors
+        hooks.append(token_merging_hook(merging))
     plan = memory_plan(ctx, active)
     peak = PeakMemory()
     with scope, backend_scope(ctx.backends, active, backend, req, precision), peak.measure(plan.device):
@@ -74,7 +79,8 @@ def generate_once(ctx: "AppContext", req: Any, control: Any, output: Any, runner
                         upscalers=ctx.upscalers)
     if hasattr(result, "peak_memory_mb"):
         tuned = active.tuning.describe() if active.tuning is not None else ""
-        result.memory_mode = plan.describe() + (f"; {tuned}" if tuned else "")
+        result.memory_mode = plan.describe() + (f"; {tuned}" if tuned else "") + \
+            (f"; token merging {merging.first:g}" if merging.first else "")
         result.peak_memory_mb = peak.peak_mb
         result.warnings.extend(note for note in plan.notes if note not in result.warnings)
     return result

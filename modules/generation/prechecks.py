@@ -70,6 +70,10 @@ def check_backend(ctx: "AppContext", req: Txt2ImgRequest | Img2ImgRequest) -> No
     from modules.backends.tuning import check_tuning
 
     check_tuning(get_backend(backend), ctx.settings.current)  # quantization / compile: PyTorch only
+    from modules.backends.token_merging import check_token_merging, ratios_for
+
+    merging = ratios_for(req, ctx.settings.current)
+    check_token_merging(get_backend(backend), (merging.first, merging.hires))  # PyTorch only
 
 
 def precheck(ctx: "AppContext", req: Txt2ImgRequest) -> None:

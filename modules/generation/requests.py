@@ -53,6 +53,9 @@ class GenerationRequest(BaseModel):
     randn_source: Literal["GPU", "CPU", "NV"] | None = Field(
         None, description="random number source of the noise (A1111's RNG: GPU, CPU or NV); None: the "
                           "randn_source setting")
+    token_merging_ratio: float | None = Field(
+        None, ge=0.0, le=0.9, description="token merging (ToMe) ratio, 0: off; None: the token_merging_ratio "
+                                          "setting (img2img: token_merging_ratio_img2img when non-zero)")
     checkpoint: str | None = Field(None, description="checkpoint title/name; None: the loaded one")
     save_images: bool = True
     # SDXL refiner switch-over (A1111 names); None: no refiner
@@ -117,6 +120,9 @@ class Txt2ImgRequest(GenerationRequest):
     hr_scheduler: str | None = Field(None, description="None: same schedule")
     hr_prompt: str = Field("", max_length=20000, description="empty: same prompt")
     hr_negative_prompt: str = Field("", max_length=20000, description="empty: same negative prompt")
+    token_merging_ratio_hr: float | None = Field(
+        None, ge=0.0, le=0.9, description="token merging ratio of the hires pass; None: the token_merging_ratio_hr "
+                                          "setting when non-zero, else the first pass's ratio")
 
     @field_validator("hr_sampler_name", "hr_scheduler")
     @classmethod

@@ -1,0 +1,101 @@
+"""Token merging (ToMe) on the CPU, side by side in one run: an SD 1.x-size UNet with random weights at 512x512
+(latent 64x64), per-call time at ratios 0 / 0.3 / 0.5 and each output's difference from ratio 0.
+
+    python -m bench.token_merging [--steps 1] [--batch 1] [--ratios 0,0.3,0.5] [--small] [--size 512]
+
+The studio's own path (modules/backends/token_merging.py: the attn1 processors wrapped, the UNet's processors
+put back after each ratio). One UNet; the calls are interleaved (0, 0.3, 0.5, 0, 0.3, ...) after one warm-up
+call, so a change of the machine's load hits every ratio alike. Writes the "Token merging (issue 29)" section
+of docs/benchmarks.md (``--small``: a reduced UNet, for a quick look; not written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from bench.backends import _unet
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=1, help="timed calls per ratio, after one warm-up call")
+    parser.add_argument("--batch", type=int, default=1, help="1: one image without CFG; 2: one image with CFG")
+    parser.add_argument("--ratios", default="0,0.3,0.5")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--small", action="store_true")
+    args = parser.parse_args()
+
+    from modules.backends.token_merging import token_merging
+
+    ratios = [float(r) for r in args.ratios.split(",")]
+    if ratios[0] != 0.0:
+        ratios.insert(0, 0.0)
+    unet = _unet(args.small)
+    params = sum(p.numel() for p in unet.parameters())
+    side = args.size // 8
+    gen = torch.Generator().manual_seed(1)
+    inputs = (torch.randn(args.batch, 4, side, side, generator=gen), torch.tensor([500.0] * args.batch),
+              torch.randn(args.batch, 77, 768, generator=gen))
+
+    def call(ratio: float) -> tuple[float, torch.Tensor, int]:
+        with torch.no_grad(), token_merging(unet, ratio) as state:
+            started = time.perf_counter()
+            out = unet(inputs[0], inputs[1], encoder_hidden_states=inputs[2]).sample
+            seconds = time.perf_counter() - started
+        attended = state.tokens_attended / max(state.tokens_in, 1) if state is not None else 1.0
+        return seconds, out, attended
+
+    started = time.perf_counter()
+    call(0.0)  # warm-up
+    print(f"warm-up {time.perf_counter() - started:.1f} s", flush=True)
+    times: dict[float, list[float]] = {r: [] for r in ratios}
+    outs: dict[float, torch.Tensor] = {}
+    seen: dict[float, float] = {}
+    for _ in range(args.steps):
+        for ratio in ratios:
+            seconds, outs[ratio], seen[ratio] = call(ratio)
+            times[ratio].append(seconds)
+            print(f"ratio {ratio:g}: {seconds:.2f} s", flush=True)
+    reference = outs[0.0]
+    rows = []
+    for ratio in ratios:
+        seconds = statistics.median(times[ratio])
+        base = statistics.median(times[0.0])
+        relative = float((outs[ratio] - reference).norm() / reference.norm())
+        rows.append((ratio, seconds, base / seconds, seen[ratio], relative))
+    _write(rows, args, params, side)
+
+
+def _write(rows: list[tuple], args: argparse.Namespace, params: int, side: int) -> None:
+    size = "reduced" if args.small else "SD 1.x-size"
+    lines = [f"{size} UNet ({params / 1e6:.0f} M parameters, random weights), {args.size}x{args.size} (latent "
+             f"{args.batch}x4x{side}x{side}, batch {args.batch}), median of {args.steps} call(s) per ratio after one "
+             "warm-up call, the ratios interleaved in one run on one UNet. Tokens attended: the share of the "
+             "full-resolution self-attention layers' tokens their attention saw. Difference: |out - out at 0| over "
+             "|out at 0| (Frobenius norms), one UNet call.", "",
+             "| token_merging_ratio | s per UNet call | speed vs ratio 0 | tokens attended | difference from ratio 0 |",
+             "| --- | --- | --- | --- | --- |"]
+    for ratio, seconds, speed, seen, relative in rows:
+        lines.append(f"| {ratio:g} | {seconds:.2f} | {speed:.2f}x | {seen:.0%} | {relative:.1e} |")
+    from bench.report import machine_line, write_section
+
+    load = os.getloadavg()[0]
+    lines += ["", f"{machine_line()} 1-minute load average at the end: {load:.1f}.",
+              "The machine is shared by several sessions on two cores: single timings are noisy; read the ratios "
+              "measured side by side in this run.", "",
+              "Only the self-attention at the latent's full resolution is merged (ToMe for SD's default), so the "
+              "saving grows with the image: at 512x512 those layers attend over 4096 tokens, quadratic in the count. "
+              "Random weights make the difference an upper-bound-ish figure: a trained UNet's neighbouring tokens "
+              "are far more alike than random ones, which is what merging relies on."]
+    print("\n".join(lines))
+    if not args.small:
+        write_section("Token merging (issue 29)", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
