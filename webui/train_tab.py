@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 SESSION_COLUMNS = ["Kind", "Name", "Step", "Last loss", "State"]
 #: the LoRA form's targets: the UNet alone, or with the text encoder(s) (``train_text_encoder``)
 LORA_TARGETS = ("UNet only", "UNet + text encoder")
+#: the LoRA form's devices (``devices``; gpu:N and cpu:N may be typed too): modules/training/distributed.py
+LORA_DEVICES = [("One device (default)", "single"), ("All GPUs (one process each)", "all"),
+                ("Two CPU processes (gloo)", "cpu:2")]
 
 
 @dataclass
@@ -166,7 +169,7 @@ def build_train_tab(ctx: "AppContext", sections: Sequence[Callable[[list[str]], 
     def train_lora(checkpoint: str, folder: str, uploads: Any, name: str, prompt: str, rank: float, alpha: float,
                    steps: float, lr: float, batch: float, seed: float, resolution: float, sample_every: float,
                    sample_prompts: str, targets: str = LORA_TARGETS[0], te_lr: float | None = None,
-                   request: gr.Request | None = None) -> Iterator[tuple[Any, ...]]:
+                   devices: str = "single", request: gr.Request | None = None) -> Iterator[tuple[Any, ...]]:
         from modules.training.lora.request import TrainLoraRequest
 
         def build() -> TrainLoraRequest:
@@ -178,7 +181,8 @@ def build_train_tab(ctx: "AppContext", sections: Sequence[Callable[[list[str]], 
                 sample_every=int(sample_every or 0),
                 sample_prompts=[p for p in (sample_prompts or "").splitlines() if p.strip()],
                 train_text_encoder=targets == LORA_TARGETS[1],
-                text_encoder_lr=float(te_lr) if targets == LORA_TARGETS[1] and te_lr else None)
+                text_encoder_lr=float(te_lr) if targets == LORA_TARGETS[1] and te_lr else None,
+                devices=(devices or "single").strip())
 
         yield from submit_and_follow(build, owner_of(request), "lora")
 
@@ -279,6 +283,8 @@ def build_train_tab(ctx: "AppContext", sections: Sequence[Callable[[list[str]], 
                                               elem_id="train_lora_targets")
                         lo_te_lr = gr.Number(label="Text encoder learning rate (empty: the UNet's)", value=None,
                                              minimum=0, elem_id="train_lora_te_lr")
+                        lo_devices = gr.Dropdown(LORA_DEVICES, value="single", allow_custom_value=True,
+                                                 label="Devices (or gpu:N, cpu:N)", elem_id="train_lora_devices")
                     with gr.Row():
                         lo_lr = gr.Number(label="Learning rate", value=1e-4)
                         lo_batch = gr.Slider(1, 16, value=1, step=1, label="Batch size")
@@ -348,7 +354,7 @@ def build_train_tab(ctx: "AppContext", sections: Sequence[Callable[[list[str]], 
                    api_visibility="private")
     lo_train.click(train_lora, inputs=[lo_ckpt, lo_folder, lo_files, lo_name, lo_prompt, lo_rank, lo_alpha, lo_steps,
                                        lo_lr, lo_batch, lo_seed, lo_res, lo_sample_every, lo_sample_prompts,
-                                       lo_targets, lo_te_lr],
+                                       lo_targets, lo_te_lr, lo_devices],
                    outputs=[lo_status, lo_plot, lo_speed, lo_samples], api_visibility="private",
                    concurrency_limit=None, show_progress="hidden")
     lo_stop.click(stop_lora, inputs=[lo_name], outputs=[lo_status], api_visibility="private", queue=False)

@@ -48,6 +48,10 @@ def precheck(ctx: "AppContext", req: TrainLoraRequest) -> None:
         raise TrainingError("no base checkpoint: name one (checkpoint) or load one first")
     if req.checkpoint:
         check_family(ctx.models.resolve(req.checkpoint).path, ctx.flags.allow_pickle)
+    if req.devices != "single":
+        from modules.training.distributed import plan
+
+        plan(req.devices)  # refused here when the machine lacks the GPUs asked for
 
 
 def check_family(path: Path, allow_pickle: bool = False) -> None:
@@ -80,6 +84,8 @@ def run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
     info = ctx.models.resolve(reference) if reference else None
     if info is None:
         raise TrainingError("no base checkpoint: name one (checkpoint) or load one first")
+    if req.devices != "single":
+        return _run_workers(ctx, req, info, folder, roots, session, control)
     control.progress.text = f"loading {info.name} for training"
     model = load_model(info.path, load_options_for(ctx.flags, ctx.settings, ctx.paths))
     size = req.resolution or model.native_size[0]
@@ -96,6 +102,32 @@ def run(ctx: "AppContext", job: "Job", control: "JobControl") -> dict[str, Any]:
         "ss_resolution": f"({size}, {size})", "ss_num_train_images": str(len(images)),
         "ss_sd_model_name": info.name, "ss_training_comment": f"Atelier LoRA training of {req.instance_prompt!r}"})
     result["lora"] = ctx.paths.shown(path)
+    return result
+
+
+def _run_workers(ctx: "AppContext", req: TrainLoraRequest, info: Any, folder: Path, roots: list[Path],
+                 session: Session, control: "JobControl") -> dict[str, Any]:
+    """The same run on several worker processes (``devices``; :mod:`modules.training.distributed`): this job
+    starts them, follows their progress and passes stop and pause on; rank 0 writes the session and the LoRA."""
+    from modules.models.loader_options import load_options_for
+    from modules.training.distributed import WorkerSpec, plan, run_lora, threads_per_worker
+
+    launch = plan(req.devices)
+    assert launch is not None
+    spec = WorkerSpec(req=req, checkpoint=info.path, load_options=load_options_for(ctx.flags, ctx.settings, ctx.paths),
+                      dataset=folder, roots=tuple(roots), size=req.resolution, session_folder=session.folder,
+                      output=_output(ctx, req), threads=threads_per_worker(launch.world_size), export_metadata={
+                          "ss_sd_model_name": info.name,
+                          "ss_training_comment": f"Atelier LoRA training of {req.instance_prompt!r}"})
+    done = run_lora(spec, launch, control)
+    result: dict[str, Any] = {"name": req.name, "session": ctx.paths.shown(session.folder), "steps": done["steps"],
+                              "of": req.steps, "stopped": done["stopped"], "images": done["images"],
+                              "seconds": done["seconds"], "last_loss": done["last_loss"],
+                              "processes": done["processes"], "backend": done["backend"]}
+    if "lora" in done:
+        result["lora"] = ctx.paths.shown(Path(done["lora"]))
+    else:
+        result["note"] = "stopped: submit the same request to resume from the last saved step"
     return result
 
 

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,79}$")
+#: the ``devices`` values (modules.training.distributed.plan reads them)
+DEVICES_PATTERN = r"^(single|all|(gpu|cpu):([1-9][0-9]?))$"
 
 
 class TrainLoraRequest(BaseModel):
@@ -41,6 +43,11 @@ class TrainLoraRequest(BaseModel):
                                       description="prompts of the sample images (fixed seeds: seed, seed+1, ...); "
                                                   "empty: the instance prompt")
     sample_steps: int = Field(20, ge=1, le=150, description="sampling steps of each sample image")
+    devices: str = Field("single", pattern=DEVICES_PATTERN,
+                         description="single: one device, in the studio's process (the default); all: one worker "
+                                     "process per CUDA GPU (NCCL); gpu:N: the first N GPUs; cpu:N: N CPU processes "
+                                     "(gloo). Data parallel: each worker trains batch_size images a step, gradients "
+                                     "averaged; a session keeps its devices")
 
     @field_validator("sample_prompts")
     @classmethod

@@ -31,6 +31,7 @@ from modules.training.sampling import model_scale, render_samples
 if TYPE_CHECKING:
     from modules.jobs.progress import JobControl
     from modules.models.types import LoadedModel
+    from modules.training.distributed import Group
 
 #: the UNet layers the adapter wraps (diffusers' DreamBooth-LoRA recipe)
 TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -132,9 +133,14 @@ def text_adapter_states(pipe: Any) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def train(req: TrainLoraRequest, model: "LoadedModel", images: list[TrainingImage], session: Session,
-          control: "JobControl", *, on_log: Callable[[int, float], None] | None = None) -> TrainingOutcome:
+          control: "JobControl", *, on_log: Callable[[int, float], None] | None = None,
+          group: "Group | None" = None) -> TrainingOutcome:
     """Train (or resume) the session's adapters up to ``req.steps``; the UNet (and, with
-    ``train_text_encoder``, the text encoders) keep them afterwards."""
+    ``train_text_encoder``, the text encoders) keep them afterwards.
+
+    ``group``: this process is one of several data-parallel workers (:mod:`modules.training.distributed`): it
+    trains on its slice of each step's global batch, gradients are averaged over the workers, and only the
+    lead (rank 0) writes TensorBoard and samples (its ``session`` writes; the others' write nothing)."""
     from diffusers import DDPMScheduler
     from peft import set_peft_model_state_dict
 
@@ -193,43 +199,56 @@ def train(req: TrainLoraRequest, model: "LoadedModel", images: list[TrainingImag
     train_mode()
     outcome = TrainingOutcome(steps_done=0, last_step=start, stopped=False)
     device = pipe.device
-    board = TensorBoardLog(session.folder / "tensorboard", start)
+    lead = group is None or group.lead
+    world = 1 if group is None else group.world_size
+    board = TensorBoardLog(session.folder / "tensorboard", start) if lead else None  # rank 0 writes it
     try:
         for step in range(start, req.steps):
             control.pause_point()
-            if control.should_stop:
+            stop = control.should_stop if group is None else group.any(control.should_stop)
+            if stop:
                 outcome.stopped = True
                 break
-            index, noisy, timesteps, target = seeded_batch(req.seed, step, latents, req.batch_size, noise_scheduler,
-                                                           model.prediction_type, device)
+            # the global batch (batch_size per worker) as one process draws it; a worker takes its slice
+            index, noisy, timesteps, target = seeded_batch(req.seed, step, latents, req.batch_size * world,
+                                                           noise_scheduler, model.prediction_type, device)
+            if group is not None:
+                share = group.share(req.batch_size)
+                index, noisy, timesteps, target = index[share], noisy[share], timesteps[share], target[share]
             prediction = unet(noisy, timesteps, **conditioning(index)).sample
             loss = F.mse_loss(prediction.float(), target.float())
             loss.backward()
+            if group is not None:
+                group.average_gradients(trained)
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            value = float(loss.detach())
+            value = float(loss.detach()) if group is None else group.mean(float(loss.detach()))
             lr = scheduler.get_last_lr()[0]
             outcome.losses.append(value)
             outcome.steps_done += 1
             outcome.last_step = step + 1
-            session.log({"step": step + 1, "loss": value, "lr": lr, "time": time.time()})
-            board.scalars(step + 1, loss=value, lr=lr)
+            ranks = {} if group is None else {"rank_images": group.gather_indices(index)}  # a collective: every rank
+            session.log({"step": step + 1, "loss": value, "lr": lr, "time": time.time(), **ranks})
+            if board is not None:
+                board.scalars(step + 1, loss=value, lr=lr)
             control.progress.text = f"training LoRA {req.name} · loss {value:.4f}"
             control.step(step + 1)
             if on_log is not None:
                 on_log(step + 1, value)
             if (step + 1) % req.checkpoint_every == 0:
                 save(step + 1)
-            if req.sample_every and (step + 1) % req.sample_every == 0:
+            if lead and req.sample_every and (step + 1) % req.sample_every == 0:
                 control.progress.text = f"training LoRA {req.name} · sample images at step {step + 1}"
                 written = render_samples(pipe, req.samples(), seed=req.seed, size=size, steps=req.sample_steps,
                                          folder=session.samples_dir, step=step + 1)
-                board.images(step + 1, written)
+                if board is not None:
+                    board.images(step + 1, written)
                 train_mode()
     finally:
-        board.close()
+        if board is not None:
+            board.close()
     unet.eval()
     for attr in text_params:
         getattr(pipe, attr).eval()
