@@ -44,21 +44,27 @@ def run(renders: int, chats: int) -> dict:
     from modules.embedded.vlm_eval import single_image, two_image_chat
     from modules.understanding.backends.local_vlm import LocalVLMBackend
 
+    from modules.understanding.backends.shapes_vlm import ShapesVLMBackend
+
     vlm = LocalVLMBackend(FOLDER)
     classifier = ClassifierAnswers()
     return {"vlm": {"single": single_image(vlm, renders).as_dict(), "two_image": two_image_chat(vlm, chats).as_dict()},
+            "default": {"single": single_image(ShapesVLMBackend(vlm), renders).as_dict()},
             "classifier": {"single": single_image(classifier, renders).as_dict(),
                            "two_image": two_image_chat(classifier, chats).as_dict()}}
 
 
 def report(result: dict, renders: int, chats: int, threads: int) -> str:
-    vlm, old = result["vlm"], result["classifier"]
-    rows = ["| question type | shapes VLM | classifier labels (previous default) |", "| --- | --- | --- |"]
+    vlm, old, default = result["vlm"], result["classifier"], result["default"]
+    rows = ["| question type | shapes VLM | offline default (the VLM; yes/no by comparison) | classifier labels "
+            "(previous default) |", "| --- | --- | --- | --- |"]
     for kind, row in vlm["single"]["per_type"].items():
         before = old["single"]["per_type"].get(kind, {})
-        rows.append(f"| {kind} | {row['right']}/{row['asked']} = {row['rate']:.1%} | "
+        now = default["single"]["per_type"].get(kind, {})
+        rows.append(f"| {kind} | {row['right']}/{row['asked']} = {row['rate']:.1%} | {now.get('rate', 0.0):.1%} | "
                     f"{before.get('right', 0)}/{before.get('asked', 0)} = {before.get('rate', 0.0):.1%} |")
-    rows.append(f"| **all** | **{vlm['single']['overall']:.1%}** | {old['single']['overall']:.1%} |")
+    rows.append(f"| **all** | **{vlm['single']['overall']:.1%}** | {default['single']['overall']:.1%} | "
+                f"{old['single']['overall']:.1%} |")
     chat_rows = ["| turn | shapes VLM | classifier labels |", "| --- | --- | --- |"]
     for kind, row in vlm["two_image"]["per_type"].items():
         before = old["two_image"]["per_type"].get(kind, {})
@@ -71,7 +77,8 @@ Held-out renders (scenes drawn from their own seed, never trained on), each ques
 greedy decoding through the studio's local VLM backend (`LocalVLMBackend`: `AutoProcessor`, the chat template,
 `generate`). Exact match: the answer equals the world's label (`top left`, `small`, `2`, `yes`, the full
 description). Shape, colour, position and size are asked about one-shape images; "(two shapes)" rows are two-shape
-images. The classifier column answers the same questions from `atelier-shapes-vit`'s labels (it has no count
+images. The offline default (`ShapesVLMBackend`, what Ask and Chat use) is the same model, except that a yes/no
+question is answered by asking the model what the question names and comparing. The classifier column answers the same questions from `atelier-shapes-vit`'s labels (it has no count
 beyond 1 and no two-image memory: it reads the image of the last turn); the star is known to both.
 
 {chr(10).join(rows)}
@@ -101,7 +108,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     result = run(args.renders, args.chats)
     print(json.dumps({k: {"single": v["single"]["overall"],
-                          "first again": v["two_image"]["per_type"]["first again"]["rate"]} for k, v in result.items()}))
+                          "first again": v.get("two_image", {}).get("per_type", {}).get("first again", {}).get("rate")}
+                      for k, v in result.items()}))
     print(write_section(TITLE, report(result, args.renders, args.chats, args.threads)))
 
 

@@ -35,27 +35,40 @@ def _assistant(qa: QA) -> dict[str, Any]:
     return {"role": "assistant", "content": [{"type": "text", "text": qa.answer}]}
 
 
-def _ask(scene: Scene, rng: random.Random) -> QA:
-    return question_for(scene, rng.choice(kinds_for(scene)), rng)
+@dataclass(frozen=True)
+class Focus:
+    """With probability ``prob``, a question's type is drawn from ``kinds`` (those defined for the scene)."""
+
+    kinds: tuple[str, ...] = ()
+    prob: float = 0.0
 
 
-def sample_conversation(rng: random.Random, scene_seed: int, index: int, two_image_prob: float = 0.35) -> Conversation:
+def _ask(scene: Scene, rng: random.Random, focus: Focus = Focus()) -> QA:
+    kinds = kinds_for(scene)
+    focused = [k for k in focus.kinds if k in kinds]
+    if focused and rng.random() < focus.prob:
+        kinds = tuple(focused)
+    return question_for(scene, rng.choice(kinds), rng)
+
+
+def sample_conversation(rng: random.Random, scene_seed: int, index: int, two_image_prob: float = 0.35,
+                        focus: Focus = Focus()) -> Conversation:
     """One conversation; its scenes are drawn from ``(scene_seed, index)``."""
     first = sample_scene(scene_rng(scene_seed, index, "vlm-a"))
     if rng.random() >= two_image_prob:
-        turns = [_ask(first, rng)]
+        turns = [_ask(first, rng, focus)]
         if rng.random() < 0.3:
-            turns.append(_ask(first, rng))
+            turns.append(_ask(first, rng, focus))
         messages: list[dict[str, Any]] = []
         for number, qa in enumerate(turns):
             messages += [_user(qa, number == 0), _assistant(qa)]
         return Conversation(tuple(messages), (first,))
     second = sample_scene(scene_rng(scene_seed, index, "vlm-b"))
-    a, b = _ask(first, rng), _ask(second, rng)
+    a, b = _ask(first, rng, focus), _ask(second, rng, focus)
     if rng.random() < 0.35 and a.kind in kinds_for(second) and a.kind != "yes_no":  # "and this one?"
         b = follow_up(question_for(second, a.kind, rng), rng)
     which = rng.choice(IMAGE_REFERENCES)
-    again = referring(_ask(first if which == "first" else second, rng), which)
+    again = referring(_ask(first if which == "first" else second, rng, focus), which)
     messages = [_user(a, True), _assistant(a), _user(b, True), _assistant(b), _user(again, False), _assistant(again)]
     return Conversation(tuple(messages), (first, second))
 

@@ -2,8 +2,9 @@
 the world's vocabulary, its processor and chat template; built offline, saved with ``save_pretrained`` so that
 ``AutoProcessor`` / ``AutoModelForImageTextToText`` load it like any VLM in ``models/VLM/``.
 
-The vision tower is a ViT of the world classifier's shape (``CLASSIFIER_CONFIG``), so it starts from
-``atelier-shapes-vit``'s trained encoder; the language model is a small Llama.
+The vision tower is a ViT of the world classifier's shape (``CLASSIFIER_CONFIG``) holding
+``atelier-shapes-vit``'s trained encoder (kept frozen in training); every token of its last layer, CLS included,
+goes to the language model, a small Llama.
 """
 
 from __future__ import annotations
@@ -72,13 +73,13 @@ def build_processor(words: list[str]) -> Any:
 
     return LlavaProcessor(image_processor=image_processor(CLASSIFIER_CONFIG["image_size"]),
                           tokenizer=build_tokenizer(words), patch_size=CLASSIFIER_CONFIG["patch_size"],
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          vision_feature_select_strategy="full", num_additional_image_tokens=1,
                           chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
 
 
 def image_tokens() -> int:
-    """Tokens one image takes: one per patch (the ViT's CLS token is dropped)."""
-    return (CLASSIFIER_CONFIG["image_size"] // CLASSIFIER_CONFIG["patch_size"]) ** 2
+    """Tokens one image takes: the ViT's CLS token (which the classifier reads its labels from), one per patch."""
+    return (CLASSIFIER_CONFIG["image_size"] // CLASSIFIER_CONFIG["patch_size"]) ** 2 + 1
 
 
 def build_model(tokenizer: Any, text_config: dict[str, Any] = TEXT_CONFIG) -> Any:
@@ -92,7 +93,7 @@ def build_model(tokenizer: Any, text_config: dict[str, Any] = TEXT_CONFIG) -> An
                 eos_token_id=tokenizer.eos_token_id)
     config = LlavaConfig(vision_config=vision, text_config=text,
                          image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                         image_seq_length=image_tokens(), vision_feature_select_strategy="default",
+                         image_seq_length=image_tokens(), vision_feature_select_strategy="full",
                          vision_feature_layer=-1, projector_hidden_act="gelu",
                          tie_word_embeddings=bool(text_config.get("tie_word_embeddings", False)))
     model = LlavaForConditionalGeneration(config)

@@ -3,7 +3,8 @@ LLaVA the project trains (``modules/embedded/train_vlm.py``), run through the sa
 VLM (processor, chat template, generation, streaming, multi-turn context).
 
 It knows the shapes world's words only: a question with a word outside its vocabulary is refused with a clear
-message instead of a guess. Where the folder is missing, the tasks fall back to the shapes classifier
+message instead of a guess. It answers yes/no questions at chance (its card), so a yes/no question naming a shape,
+colour, size, position or background is answered by asking the model for each thing it names and comparing. Where the folder is missing, the tasks fall back to the shapes classifier
 (:mod:`.shapes`), which also keeps making captions, tags and classifications.
 """
 
@@ -66,14 +67,42 @@ class ShapesVLMBackend:
                         f"the offline default only answers about the shape, colour, size, position, count and "
                         f"background in the image, in the words of the shapes world (it does not know "
                         f"{', '.join(repr(w) for w in unknown[:5])}); choose a VLM backend for other questions")
+        named = yes_no_labels(messages[-1].text) if messages[-1].role == "user" else None
+        if named:  # the model answers yes/no at chance (see its card): ask it what the question names, compare
+            shown = next(m.images for m in reversed(messages) if m.images)
+            seen = self.labels(images[shown[-1]], tuple(named))
+            text = "yes" if all(seen[k] == v for k, v in named.items()) else "no"
+            if on_text is not None:
+                on_text(text)
+            return Answer(text=text, model=SHAPES_MODEL)
         answer = self._local.chat([m for m in messages if m.role != "system"], images, max_tokens=min(max_tokens, 48),
                                   temperature=temperature, on_text=on_text)
         return Answer(text=answer.text, usage=answer.usage, model=SHAPES_MODEL, finish_reason=answer.finish_reason)
 
-    def labels(self, image: "Image.Image") -> dict[str, str]:
-        """The labels a consistency check compares (shape, colour, background, position, size), each asked."""
+    def labels(self, image: "Image.Image", keys: Sequence[str] = ()) -> dict[str, str]:
+        """Labels of the image's shape (shape, colour, background, position, size; or those in ``keys``), each
+        asked of the model; what a consistency check compares."""
         return {label: self._local.chat([Message("user", question, (0,))], [image], max_tokens=4).text
-                for label, question in LABEL_QUESTIONS}
+                for label, question in LABEL_QUESTIONS if not keys or label in keys}
+
+
+def yes_no_labels(question: str) -> dict[str, str] | None:
+    """What a yes/no question ("is it a red circle?", "is the square yellow?") names, or None for other questions."""
+    import re
+
+    from modules.world.captions import parse_prompt_to_labels
+
+    words = re.findall(r"[a-z]+", question.lower())
+    if not words or words[0] not in ("is", "are", "does", "do", "was", "has") or \
+            any(w in words for w in ("what", "which", "where", "how", "first", "second")):
+        return None
+    named = parse_prompt_to_labels(question)
+    if "colour" not in named:  # "is the square green?": the colour after the shape (not "a green background")
+        from modules.world.spec import SHAPE_COLOURS
+
+        named.update({"colour": w for i, w in enumerate(words) if w in SHAPE_COLOURS
+                      and (i + 1 == len(words) or words[i + 1] != "background")})
+    return named or None
 
 
 def installed_shapes_vlm(ctx: "AppContext") -> ShapesVLMBackend | None:

@@ -1,7 +1,8 @@
 """The ``understand_ask`` job kind: visual question answering over one or more images.
 
-The offline default answers questions about the shapes world from the classifier's labels (shape, colour,
-size, position, background, count, yes/no); a VLM backend answers anything."""
+The offline default is the shapes VLM (``models/VLM/atelier-shapes-vlm``, through the local VLM path), which
+answers questions about the shapes world (shape, colour, size, position, background, count, yes/no, describe);
+without it, the shapes classifier's labels answer the same questions. A VLM backend answers anything."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modules.jobs.kinds import JobKind
 from modules.understanding.backends.base import Message
+from modules.understanding.backends.shapes_vlm import default_backend, default_ready
 from modules.understanding.interrogate import InterrogatorMissing
 from modules.understanding.tasks.common import (MAX_IMAGES, USER_ERRORS, BackendRun, UnderstandingRequestError,
                                                 backend_field, chosen_backend, decode_images, max_tokens_field,
@@ -48,7 +50,7 @@ class AskResult:
 def _precheck(ctx: "AppContext", request: AskRequest) -> None:
     decode_images(request.images, "images")
     name = chosen_backend(ctx, request.backend, request.kind)
-    if name == "default" and ctx.interrogator.find() is None:
+    if name == "default" and not default_ready(ctx):
         ctx.interrogator.missing()
     if name == "ocr":
         raise UnderstandingRequestError("ocr only reads text; to ask about an image choose the default or a VLM "
@@ -56,8 +58,6 @@ def _precheck(ctx: "AppContext", request: AskRequest) -> None:
 
 
 def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> AskResult:
-    from modules.understanding.backends.shapes import ShapesBackend
-
     request: AskRequest = job.request
     images = decode_images(request.images, "images")
     name = chosen_backend(ctx, request.backend, request.kind)
@@ -65,8 +65,7 @@ def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> AskResult:
     control.begin(1, 1, text="answering")
     question = request.question.strip()
     if name == "default":
-        backend: Any = ShapesBackend(ctx.interrogator)
-        run.backend = "default:atelier-shapes"
+        backend, run.backend = default_backend(ctx)  # the shapes VLM (else the shapes classifier)
         if request.max_tokens != 256 or request.temperature != 0.0:
             run.notes.append("max_tokens and temperature do not apply to the offline default")
     else:

@@ -19,6 +19,7 @@ from modules.jobs.kinds import JobKind
 from modules.understanding.backends.base import Message, Usage
 from modules.understanding.backends.ocr import OCR_MODEL, OcrBackend
 from modules.understanding.backends.shapes import SHAPES_MODEL
+from modules.understanding.backends.shapes_vlm import default_backend, default_ready
 from modules.understanding.interrogate import InterrogatorMissing
 from modules.understanding.tasks.common import (MAX_IMAGES, USER_ERRORS, UnderstandingRequestError, decode_images,
                                                 max_tokens_field, run_backend, services, temperature_field)
@@ -80,9 +81,9 @@ class ChatResult:
 
 
 def served_models(ctx: "AppContext") -> list[str]:
-    """The model ids this studio serves for chat: the offline default (when its classifier is installed),
-    OCR, and every local VLM folder."""
-    ids = [SHAPES_MODEL] if ctx.interrogator.find() is not None else []
+    """The model ids this studio serves for chat: the offline default (``atelier-shapes``: the shapes VLM, else
+    the shapes classifier; when either is installed), OCR, and every local VLM folder."""
+    ids = [SHAPES_MODEL] if default_ready(ctx) else []
     return ids + [OCR_MODEL, *services(ctx).local_models()]
 
 
@@ -137,10 +138,8 @@ def _schema_of(response_format: dict[str, Any] | None) -> tuple[str, dict[str, A
 
 
 def _backend(ctx: "AppContext", model: str) -> "VisionBackend":
-    from modules.understanding.backends.shapes import ShapesBackend
-
     if model == SHAPES_MODEL:
-        return ShapesBackend(ctx.interrogator)
+        return default_backend(ctx)[0]  # the shapes VLM (else the shapes classifier)
     if model == OCR_MODEL:
         return OcrBackend(services(ctx).ocr)
     if model.startswith("local:") and model in services(ctx).local_models():

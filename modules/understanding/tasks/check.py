@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modules.jobs.kinds import JobKind
 from modules.understanding.backends.base import Message
+from modules.understanding.backends.shapes_vlm import SHAPES_VLM, default_ready, installed_shapes_vlm
 from modules.understanding.interrogate import InterrogatorMissing
 from modules.understanding.tasks.common import (USER_ERRORS, BackendRun, UnderstandingImageError,
                                                 UnderstandingRequestError, backend_field, chosen_backend,
@@ -92,7 +93,7 @@ def _image_and_text(request: CheckRequest) -> tuple["Image.Image", str]:
 def _precheck(ctx: "AppContext", request: CheckRequest) -> None:
     _image_and_text(request)
     name = chosen_backend(ctx, request.backend, request.kind)
-    if name == "default" and ctx.interrogator.find() is None:
+    if name == "default" and not default_ready(ctx):
         ctx.interrogator.missing()
     if name == "ocr":
         raise UnderstandingRequestError("ocr only reads text; check with the default or a VLM backend")
@@ -128,8 +129,9 @@ def _run(ctx: "AppContext", job: "Job", control: "JobControl") -> CheckResult:
     name = chosen_backend(ctx, request.backend, request.kind)
     control.begin(1, 1, text="checking")
     if name == "default":
-        result = compare_labels(ctx.interrogator.predict(image), text)
-        result.run = BackendRun(backend="default:atelier-shapes")
+        vlm = installed_shapes_vlm(ctx)  # the shapes VLM reads the labels (else the shapes classifier)
+        result = compare_labels(vlm.labels(image) if vlm else ctx.interrogator.predict(image), text)
+        result.run = BackendRun(backend=f"default:{SHAPES_VLM}" if vlm else "default:atelier-shapes")
         control.step(1)
         return result
     run = BackendRun(backend=name)
