@@ -105,7 +105,11 @@ def test_loader_lists_loads_classifies_and_embeds(ctx):
         "shape", "colour", "background", "position", "size"}
     preds = shapes.classify([scene("square", "yellow")], top_k=1)[0]
     assert {p.label for p in preds} >= {"shape=square", "colour=yellow", "background=blue"}
-    assert shapes.embed([scene()]).shape == (1, 128)
+    embedded = shapes.embed([scene("square", "yellow")])   # in its label space: per group, sqrt of the scores
+    assert embedded.shape == (1, len(shapes.labels)) and shapes.embed_dim == len(shapes.labels)
+    square = shapes.labels.index("shape=square")
+    assert embedded[0, square] ** 2 * len(shapes.groups) == pytest.approx(
+        shapes.classify([scene("square", "yellow")], top_k=1)[0][0].score, abs=1e-4)
 
 
 def test_missing_incomplete_and_corrupt_folders_are_explained(ctx):

@@ -136,6 +136,26 @@ def test_index_the_gallery_then_find_similar(ctx):
     assert by_image.result_meta["hits"][0]["score"] > 0.99
 
 
+def test_match_weights_choose_between_the_subject_and_the_scene(ctx):
+    """The shapes classifier embeds in its label space; by default the subject (shape, colour) counts four times the
+    scene, and a request's weights can turn that round. A red circle on black is not in the gallery: red circles
+    there are on blue, and black backgrounds hold yellow shapes."""
+    run(ctx, GalleryIndexRequest())
+    buffer = io.BytesIO()
+    render("circle", "red", "black", "a").save(buffer, format="PNG")
+    image = base64.b64encode(buffer.getvalue()).decode()
+    subject = run(ctx, GallerySearchRequest(image=image, top_k=2)).result
+    assert [h.path for h in subject.hits] == [name_of(("circle", "red", "blue", v)) for v in "ab"] or \
+        {h.path for h in subject.hits} == {name_of(("circle", "red", "blue", v)) for v in "ab"}, subject.hits
+    assert subject.weights == {"shape": 1.0, "colour": 1.0, "background": 0.25, "position": 0.25, "size": 0.25}
+    scene = run(ctx, GallerySearchRequest(image=image, top_k=2, weights={"shape": 0, "colour": 0})).result
+    assert all("-black-" in h.path for h in scene.hits), scene.hits
+    assert scene.hits[0].score > 0.95   # background, position and size all match
+    assert "no label group 'texture'" in refused(ctx, GallerySearchRequest(image=image, weights={"texture": 1}))
+    assert "at least one above 0" in refused(ctx, GallerySearchRequest(
+        image=image, weights={g: 0 for g in ("shape", "colour", "background", "position", "size")}))
+
+
 def test_refusals_say_what_to_do(ctx):
     assert "models/CLIP" in refused(ctx, GallerySearchRequest(text="a red circle"))
     assert "exactly one" in refused(ctx, GallerySearchRequest())

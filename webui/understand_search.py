@@ -26,6 +26,7 @@ class SearchSection:
 
     model: Any
     top_k: Any
+    weights: Any
     status: Any
     gallery: Any
     note: Any
@@ -53,6 +54,10 @@ def build_search_section(ctx: "AppContext", image: Any, follow: Follow) -> Searc
                             elem_id="understand_search_model", scale=3,
                             info="an image classifier searches by image; clip:<folder> (models/CLIP) also by text")
         top_k = gr.Slider(1, 200, value=24, step=1, label="Results", elem_id="understand_search_top_k", scale=2)
+    weights = gr.Textbox(label="Match weights (classifiers with label groups)", lines=1,
+                         elem_id="understand_search_weights",
+                         placeholder="empty: the model's own (shapes classifier: shape=1, colour=1, background=0.25, "
+                                     "position=0.25, size=0.25); e.g. background=1 to match the scene too")
     text = gr.Textbox(label="Text (CLIP-like models)", lines=1, elem_id="understand_search_text",
                       placeholder="a red circle on a blue background")
     with gr.Row():
@@ -76,17 +81,20 @@ def build_search_section(ctx: "AppContext", image: Any, follow: Follow) -> Searc
             yield (bar, [(_load(thumb), caption) for thumb, caption, _ in items], [p for _, _, p in items],
                    view.result_note(job.result))
 
-    def search_image(img: Any, model_v: str, top_k_v: float, request: gr.Request | None = None
-                     ) -> Iterator[tuple[Any, ...]]:
-        yield from run(lambda: view.search_request("image", image=img, model=model_v, top_k=top_k_v), request)
+    def search_image(img: Any, model_v: str, top_k_v: float, weights_v: str = "",
+                     request: gr.Request | None = None) -> Iterator[tuple[Any, ...]]:
+        yield from run(lambda: view.search_request("image", image=img, model=model_v, top_k=top_k_v,
+                                                   weights=weights_v), request)
 
-    def search_text(text_v: str, model_v: str, top_k_v: float, request: gr.Request | None = None
-                    ) -> Iterator[tuple[Any, ...]]:
-        yield from run(lambda: view.search_request("text", text=text_v, model=model_v, top_k=top_k_v), request)
+    def search_text(text_v: str, model_v: str, top_k_v: float, weights_v: str = "",
+                    request: gr.Request | None = None) -> Iterator[tuple[Any, ...]]:
+        yield from run(lambda: view.search_request("text", text=text_v, model=model_v, top_k=top_k_v,
+                                                   weights=weights_v), request)
 
-    def search_path(path: str, model_v: str, top_k_v: float, request: gr.Request | None = None
-                    ) -> Iterator[tuple[Any, ...]]:
-        yield from run(lambda: view.search_request("path", path=path, model=model_v, top_k=top_k_v), request)
+    def search_path(path: str, model_v: str, top_k_v: float, weights_v: str = "",
+                    request: gr.Request | None = None) -> Iterator[tuple[Any, ...]]:
+        yield from run(lambda: view.search_request("path", path=path, model=model_v, top_k=top_k_v,
+                                                   weights=weights_v), request)
 
     def index_all_(model_v: str, request: gr.Request | None = None) -> Iterator[tuple[Any, ...]]:
         from webui.progress import bar_html
@@ -103,13 +111,13 @@ def build_search_section(ctx: "AppContext", image: Any, follow: Follow) -> Searc
 
     outputs = [status, gallery, hits, note]
     common = {"api_visibility": "private", "show_progress": "hidden"}
-    by_image.click(search_image, inputs=[image, model, top_k], outputs=outputs, **common)
-    by_text.click(search_text, inputs=[text, model, top_k], outputs=outputs, **common)
-    text.submit(search_text, inputs=[text, model, top_k], outputs=outputs, **common)
-    similar.click(search_path, inputs=[picked, model, top_k], outputs=outputs, **common)
+    by_image.click(search_image, inputs=[image, model, top_k, weights], outputs=outputs, **common)
+    by_text.click(search_text, inputs=[text, model, top_k, weights], outputs=outputs, **common)
+    text.submit(search_text, inputs=[text, model, top_k, weights], outputs=outputs, **common)
+    similar.click(search_path, inputs=[picked, model, top_k, weights], outputs=outputs, **common)
     index_all.click(index_all_, inputs=[model], outputs=[status, note], **common)
     gallery.select(pick, inputs=[hits], outputs=[picked], api_visibility="private")
-    return SearchSection(model, top_k, status, gallery, note, hits, search_image, search_text, search_path,
+    return SearchSection(model, top_k, weights, status, gallery, note, hits, search_image, search_text, search_path,
                          index_all_)
 
 
@@ -120,16 +128,16 @@ def wire_find_similar(tabs: Any, understand: Any, history: Any) -> None:
     if section is None or button is None:
         return
 
-    def find(relative: str, model_v: str, top_k_v: float, request: gr.Request | None = None
-             ) -> Iterator[tuple[Any, ...]]:
+    def find(relative: str, model_v: str, top_k_v: float, weights_v: str,
+             request: gr.Request | None = None) -> Iterator[tuple[Any, ...]]:
         if not relative:
             raise error("Pick an image in History first.")
         switch: tuple[Any, Any] = (gr.Tabs(selected="understand_search"), gr.Tabs(selected="understand"))
-        for values in section.search_path(relative, model_v, top_k_v, request):
+        for values in section.search_path(relative, model_v, top_k_v, weights_v, request):
             yield (*values, *switch)
             switch = (gr.skip(), gr.skip())
 
-    button.click(find, inputs=[history.selected, section.model, section.top_k],
+    button.click(find, inputs=[history.selected, section.model, section.top_k, section.weights],
                  outputs=[section.status, section.gallery, section.hits, section.note, understand.tabs, tabs],
                  api_visibility="private", show_progress="hidden")
 

@@ -27,6 +27,12 @@ CLASSIFIER_CONFIG: dict[str, Any] = {
 }
 
 
+#: how much each label group counts when the gallery is searched with this classifier (written into its
+#: config.json as ``atelier_search_weights``; modules/understanding/label_space.py): "find similar" is about the
+#: subject first (shape, colour), the scene (background, position, size) breaks ties
+SEARCH_WEIGHTS: dict[str, float] = {"shape": 1.0, "colour": 1.0, "background": 0.25, "position": 0.25, "size": 0.25}
+
+
 def label_names(groups: dict[str, tuple[str, ...]] = LABEL_GROUPS) -> list[str]:
     """Flat label names "group=value" in logit order."""
     return [f"{group}={value}" for group, values in groups.items() for value in values]

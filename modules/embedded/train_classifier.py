@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter
 
 from modules.embedded.classifier import (
     CLASSIFIER_CONFIG,
+    SEARCH_WEIGHTS,
     WorldClassifier,
     build_classifier,
     build_processor,
@@ -114,6 +115,7 @@ def train_classifier(
     run.run(step, on_log=progress_log("classifier", log))
     target = work_dir / "classifier"
     model.eval()
+    model.config.atelier_search_weights = dict(SEARCH_WEIGHTS)
     model.save_pretrained(target)
     build_processor(RESOLUTION).save_pretrained(target)
     accuracy = per_head_accuracy(WorldClassifier(target), cr.eval_seed, cr.eval_size)

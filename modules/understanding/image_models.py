@@ -10,7 +10,7 @@ One small API:
 
 * :func:`list_image_models` — the installed names, the default first;
 * :func:`load_image_model` — an :class:`ImageModel` with ``.labels``, ``.classify(images, top_k)``,
-  ``.embed(images)`` (``(n, d)`` float32, L2-normalised), ``.model_id`` (``name@<sha256 of the weights, 10
+  ``.embed(images)`` (``(n, d)`` float32, L2-normalised; a grouped classifier's in its label space), ``.model_id`` (``name@<sha256 of the weights, 10
   hex>``, stored with each vector so vectors of different models never mix).
 
 The loaded model is held in the studio's shared model memory (the ``image_model`` slot of ``ModelSlots``), so it
@@ -117,6 +117,33 @@ def model_id_of(ctx: "AppContext", folder: Path) -> str:
     if weights is None:
         raise ImageModelError(f"models/classifier/{folder.name} has no weights file")
     return f"{folder.name}@{ctx.hashes.sha256(weights)[:10]}"
+
+
+def folder_groups(folder: Path) -> dict[str, list[int]] | None:
+    """The label groups of a classifier folder, from its config.json without loading it (None: not grouped)."""
+    id2label = _folder_config(folder).get("id2label") or {}
+    try:
+        labels = [str(id2label[key]) for key in sorted(id2label, key=int)]
+    except (TypeError, ValueError):
+        return None
+    return label_groups(labels) if labels else None
+
+
+def folder_search_weights(folder: Path) -> dict[str, float]:
+    """The search weights per label group a classifier declares in its config.json (``atelier_search_weights``;
+    see :mod:`modules.understanding.label_space`); empty: every group counts the same."""
+    declared = _folder_config(folder).get("atelier_search_weights") or {}
+    if not isinstance(declared, dict):
+        return {}
+    return {str(k): float(v) for k, v in declared.items() if isinstance(v, (int, float))}
+
+
+def _folder_config(folder: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _slots(ctx: "AppContext") -> "ModelSlots | None":
@@ -280,10 +307,19 @@ class ImageModel:
         return top_predictions(self.logits(images, batch), self.labels, top_k, self.groups)
 
     def embed(self, images: Sequence["Image.Image"], batch: int = 8) -> "np.ndarray":
-        """Pooled features ``(n, d)`` float32, each row L2-normalised: the backbone's pooler output where it has
-        one (ResNet, ConvNeXt, ...), else its first token after the final norm (ViT: what the head sees)."""
+        """``(n, d)`` float32, each row L2-normalised. A grouped classifier embeds in its label space (per group,
+        the square roots of its probabilities: :mod:`modules.understanding.label_space`), so that a search can
+        weigh what it knows (the subject against the scene); any other the backbone's pooled features: its pooler
+        output where it has one (ResNet, ConvNeXt, ...), else its first token after the final norm (ViT: what the
+        head sees)."""
         import numpy as np
         import torch
+
+        groups = self.groups
+        if groups:
+            from modules.understanding.label_space import label_space_vectors
+
+            return label_space_vectors(softmax_scores(self.logits(images, batch), groups), groups)
 
         rows = []
         with self.lock, torch.inference_mode():
@@ -300,6 +336,8 @@ class ImageModel:
 
     @property
     def embed_dim(self) -> int:
+        if self.groups:
+            return len(self.labels)
         config = self.model.config
         sizes = getattr(config, "hidden_sizes", None)
         return int(sizes[-1]) if sizes else int(getattr(config, "hidden_size"))

@@ -210,6 +210,11 @@ class GallerySearchRequest(BaseModel):
     text: str | None = Field(None, max_length=1000, description="search by text (CLIP-like models only)")
     model: str | None = _model_field()
     top_k: int = Field(24, ge=1, le=500, description="how many images to return, best first")
+    weights: dict[str, float] | None = Field(
+        None, description="how much each label group counts in a match, for classifiers whose labels are "
+                          "group=value (the shapes classifier: shape, colour, background, position, size), e.g. "
+                          "{\"background\": 0}; groups left out keep the model's own weights (the shapes "
+                          "classifier: shape and colour 1, the scene 0.25); refused for other models")
 
 
 @dataclass
@@ -221,6 +226,21 @@ class SearchResult:
     searched: int               # vectors searched
     search_ms: float = 0.0      # the numpy search alone
     notes: list[str] = field(default_factory=list)
+    weights: dict[str, float] | None = None   # the group weights the match used (grouped classifiers)
+
+
+def _group_weights(ctx: "AppContext", name: str,
+                   asked: dict[str, float] | None) -> tuple[dict[str, list[int]] | None, dict[str, float] | None]:
+    """The label groups of model ``name`` and the weights a search with it uses (None, None: no groups)."""
+    from modules.understanding.image_models import find_image_model, folder_groups, folder_search_weights
+    from modules.understanding.label_space import resolve_weights
+    from modules.understanding.search.embedders import reads_text
+
+    if reads_text(name):
+        return None, resolve_weights(None, name, {}, asked)
+    folder = find_image_model(ctx, name)
+    groups = folder_groups(folder)
+    return groups, resolve_weights(groups, name, folder_search_weights(folder), asked)
 
 
 def _query_kind(request: GallerySearchRequest) -> str:
@@ -245,6 +265,7 @@ def _search_precheck(ctx: "AppContext", request: GallerySearchRequest) -> Galler
         gallery_file(ctx, request.path or "")
     if how == "image":
         decode_images([request.image or ""])
+    _group_weights(ctx, name, request.weights)
     if not any(mid.startswith(f"{name}@") for mid in index_of(ctx).counts()):
         raise SearchRequestError(_not_indexed(ctx, name))
     return request.model_copy(update={"model": name})
@@ -277,14 +298,20 @@ def _search_run(ctx: "AppContext", job: "Job", control: "JobControl") -> SearchR
         embedder = open_embedder(ctx, name)
         text = (request.text or "").strip()
         query_vector, label = embedder.embed_text([text])[0], f"text: {text}"  # type: ignore[attr-defined]
+    groups, weights = _group_weights(ctx, name, request.weights)
+    if groups and weights:
+        from modules.understanding.label_space import weighted_query
+
+        query_vector = weighted_query(query_vector, groups, weights)
     control.step(1)
     started = time.perf_counter()
-    hits = search(matrix.paths, matrix.vectors, query_vector, request.top_k + 8, exclude=exclude)
+    hits = search(matrix.paths, matrix.vectors, query_vector, request.top_k + 8, exclude=exclude,
+                  normalise=not (groups and weights))   # a weighted query's score: the weighted mean agreement
     elapsed = (time.perf_counter() - started) * 1000
     outputs = ctx.paths.outputs_dir
     present = [hit for hit in hits if (outputs / hit.path).is_file()][:request.top_k]  # deleted since indexing
     result = SearchResult(model=name, model_id=mid, query=label, hits=present, searched=len(matrix.paths),
-                          search_ms=elapsed)
+                          search_ms=elapsed, weights=weights)
     if len(present) < min(len(hits), request.top_k):
         result.notes.append("some indexed images were deleted since: index the gallery again to drop them")
     control.step(2)
@@ -296,7 +323,7 @@ def _search_describe(result: Any) -> dict[str, Any] | None:
         return None
     return {"model": result.model, "model_id": result.model_id, "query": result.query,
             "hits": [hit.as_dict() for hit in result.hits], "searched": result.searched,
-            "search_ms": round(result.search_ms, 3), "notes": list(result.notes)}
+            "search_ms": round(result.search_ms, 3), "notes": list(result.notes), "weights": result.weights}
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -304,7 +331,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from modules.understanding.search.clip_model import ClipModelError
     from modules.understanding.tasks.common import USER_ERRORS
 
-    return (SearchRequestError, SearchModelError, EmbeddingIndexError, ImageModelError, ClipModelError, *USER_ERRORS)
+    from modules.understanding.label_space import GroupWeightsError
+
+    return (SearchRequestError, SearchModelError, EmbeddingIndexError, ImageModelError, ClipModelError,
+            GroupWeightsError, *USER_ERRORS)
 
 
 GALLERY_INDEX = JobKind(

@@ -27,11 +27,13 @@ def _model(choice: str | None) -> str | None:
 
 
 def search_request(how: str, *, image: Any = None, text: str = "", path: str = "", model: str | None = None,
-                   top_k: float = 24) -> GallerySearchRequest:
-    """A search by ``how``: "image" (the uploaded file), "text" or "path" (a gallery image)."""
+                   top_k: float = 24, weights: str = "") -> GallerySearchRequest:
+    """A search by ``how``: "image" (the uploaded file), "text" or "path" (a gallery image); ``weights`` as the
+    page's field writes them ("background=0, size=0.5"; empty: the model's own)."""
+    from modules.understanding.label_space import parse_weights
     from modules.understanding.page import file_b64
 
-    common = {"model": _model(model), "top_k": int(top_k or 24)}
+    common = {"model": _model(model), "top_k": int(top_k or 24), "weights": parse_weights(weights) or None}
     if how == "image":
         return GallerySearchRequest(image=file_b64(image), **common)
     if how == "text":
@@ -64,6 +66,10 @@ def hit_items(ctx: "AppContext", result: "SearchResult") -> list[tuple[Path, str
 def result_note(result: "SearchResult") -> str:
     text = (f"{len(result.hits)} image(s) like {result.query} among {result.searched} indexed with {result.model} "
             f"(search {result.search_ms:.1f} ms)")
+    if result.weights:
+        from modules.understanding.label_space import format_weights
+
+        text += f"; weights {format_weights(result.weights)}"
     return "; ".join([text, *result.notes])
 
 
