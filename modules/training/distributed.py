@@ -287,6 +287,23 @@ def run_lora(spec: WorkerSpec, launch: Launch, control: "JobControl") -> dict[st
     return result
 
 
+def _exit_with_the_studio() -> None:
+    """End this worker when the process that launched it dies (``kill -9`` of the studio: its job is then
+    offered to resume from the session's last state, which no orphaned worker may write past)."""
+    import multiprocessing
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(3)
+
+    threading.Thread(target=watch, name="atelier-train-parent-watch", daemon=True).start()
+
+
 def worker(rank: int, launch: Launch, address: str, spec: WorkerSpec, messages: Any, stop: Any, pause: Any) -> None:
     """One training process (the worker process's target): join the group, load the model, train, rank 0 exports."""
     import dataclasses
@@ -299,6 +316,7 @@ def worker(rank: int, launch: Launch, address: str, spec: WorkerSpec, messages: 
 
     user_errors = (DatasetError, SessionError, TrainingError, ModelLoadError)
 
+    _exit_with_the_studio()
     torch.set_num_threads(spec.threads)
     dist.init_process_group(launch.backend, init_method=address, rank=rank, world_size=launch.world_size)
     try:
