@@ -23,7 +23,7 @@ from bench.adherence import CLASSIFIER, TRAINED_SHAPES
 from modules.embedded.classifier import WorldClassifier
 from modules.embedded.pipeline import generate
 # the check's pieces live in modules/training/star_check.py (the shortened CI check imports them too)
-from modules.training.star_check import BACKGROUNDS, COLOURS, load, make_dataset, star_rate  # noqa: F401
+from modules.training.star_check import load, make_dataset, star_rate
 
 
 def adherence(pipe, judge: WorldClassifier, seeds: list[int]) -> float:

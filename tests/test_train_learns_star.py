@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from modules.jobs.progress import JobControl
 from modules.training.lora.dataset import load_dataset
 from modules.training.lora.request import TrainLoraRequest
@@ -25,6 +27,7 @@ PROMPTS = ["a red sks shape"]
 MIN_GAIN = 4 / 16
 
 
+@pytest.mark.slow  # worker processes / trains the embedded default
 def test_a_short_lora_run_teaches_the_held_out_star(tmp_path: Path, model_cache_dir: Path) -> None:
     from modules.embedded.classifier import WorldClassifier
 

@@ -56,6 +56,7 @@ def ctx(tmp_path: Path, tiny_model) -> Iterator[Any]:
         context.close()
 
 
+@pytest.mark.slow  # worker processes / trains the embedded default
 def test_two_gloo_processes_train_as_one_process_with_twice_the_batch(ctx) -> None:
     from modules.jobs.model import JobState
     from modules.jobs.progress import JobControl
