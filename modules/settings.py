@@ -142,6 +142,10 @@ class Settings(BaseModel):
         "shared_path", json_schema_extra={"section": "System"},
         description="With --ray, how actors get checkpoints: shared_path (every node reads the data dir by the same "
                     "path) or object_store (sent once through Ray's object store into each node's cache)")
+    ray_training: Literal["host", "actors"] = Field(
+        "host", json_schema_extra={"section": "System"},
+        description="With --ray, where LoRA training runs: host (the studio's own device) or actors (a Ray actor; "
+                    "needs the data dir at the same path on every node, checked at submit)")
 
     @property
     def preview_every(self) -> int:

@@ -163,6 +163,76 @@ def test_an_interrupt_reaches_only_the_actor_running_that_job(ray_studio: Any) -
     assert other.state is JobState.SUCCEEDED and not other.result.interrupted, other.error
 
 
+def _training_images(folder: Path) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        picture = Image.new("RGB", (64, 64), (40 * i, 200, 90))
+        picture.paste((250, 20, 20), (10 + 10 * i, 16, 40, 48))
+        picture.save(folder / f"{i}.png")
+
+
+def _lora_tensors(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@needs_ray
+def test_training_on_actors_resumes_on_another_actor_when_its_actor_dies(ray_studio: Any) -> None:
+    """ray_training = actors: a train_lora job runs on an actor; killed mid-training, it resumes on the other
+    actor from the session's last checkpoint and ends with the adapter a straight run makes."""
+    import ray
+
+    from modules.distributed.pool import ActorSlot
+    from modules.distributed.ray_workers import worker_argv
+    from modules.distributed.worker import StudioWorker
+    from modules.training.lora.request import TrainLoraRequest
+    from modules.training.lora.session import Session
+
+    ctx = ray_studio.ctx
+    _training_images(ctx.paths.data_dir / "train" / "ray")
+    base = TrainLoraRequest(name="ray-straight", dataset="train/ray", checkpoint=_first(ray_studio), steps=6,
+                            checkpoint_every=2, seed=3, learning_rate=1e-3, resolution=64)
+    ctx.settings.update({"ray_training": "actors"})
+    try:
+        with pytest.raises(Exception, match="devices 'cpu:2' runs several processes"):
+            submit_job(ctx, base.model_copy(update={"devices": "cpu:2"}), owner="t")
+        served = sum(s.jobs for s in ctx.cluster.pool.slots)
+        straight = submit_job(ctx, base, owner="t")
+        ctx.queue.wait(straight.id, 120)
+        assert straight.state is JobState.SUCCEEDED, straight.error
+        assert sum(s.jobs for s in ctx.cluster.pool.slots) == served + 1  # it ran on an actor
+        assert straight.control.snapshot().total_steps == 6  # the actor's progress, mirrored here
+        resumed_req = base.model_copy(update={"name": "ray-resumed"})
+        session = Session.for_request(ctx.paths.data_dir, resumed_req)
+        job = submit_job(ctx, resumed_req, owner="t")
+        deadline = time.time() + 60
+        while (session.saved_step() or 0) < 2:  # a checkpoint exists: the actor is mid-training
+            assert time.time() < deadline and not job.done.is_set(), job.error
+            time.sleep(0.01)
+        slot = next(s for s in ctx.cluster.pool.slots if s.job == job.id)
+        ray.kill(slot.handle)
+        # a new actor takes the dead one's place (its CPU is free now), so the later tests still have two
+        spare = ray.remote(StudioWorker).options(num_cpus=1, num_gpus=0, max_concurrency=4, max_restarts=0).remote(
+            "cpu-2", worker_argv(ctx, cpu=True), 1)
+        ctx.queue.wait(job.id, 120)
+        assert job.state is JobState.SUCCEEDED, job.error
+        assert job.result["steps"] == 6 and f"the Ray actor {slot.name} running it died" in job.result["resumed_after"]
+        assert ctx.cluster.resumed == 1 and ctx.cluster.retried == 0  # the generations' counter untouched
+        # resumed from the checkpoint, not from scratch: each step logged once (a fresh start would log 1.. again)
+        assert [r["step"] for r in session.losses()] == list(range(1, 7))
+        got = _lora_tensors(ctx.paths.lora_dir / "ray-resumed.safetensors")
+        expected = _lora_tensors(ctx.paths.lora_dir / "ray-straight.safetensors")
+        assert got.keys() == expected.keys() and got
+        assert max(float((got[k] - expected[k]).abs().max()) for k in got) <= 1e-6
+        ray.get(spare.state.remote(), timeout=120)
+        ctx.cluster.pool.add(ActorSlot("cpu-2", spare, "1 CPU"))
+    finally:
+        ctx.settings.update({"ray_training": "host"})
+
+
 @needs_ray
 def test_an_actor_killed_mid_job_reruns_that_job_on_the_other(ray_studio: Any) -> None:
     import ray
@@ -224,3 +294,38 @@ def test_an_unreachable_cluster_stops_the_launch_with_one_line(tmp_path: Path) -
     assert out.returncode == 1
     assert "launch.py: error: cannot reach the Ray cluster at 127.0.0.1:1" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_training_on_actors_is_refused_at_submit_when_an_actor_does_not_see_the_data_dir(tmp_path: Path) -> None:
+    """The shared-path check (no Ray needed): an actor that cannot read the studio's token by the same path
+    refuses the submit, naming it; one that can is asked once."""
+    from modules.distributed.pool import ActorSlot
+    from modules.distributed.training import SharedCheck
+    from modules.training.lora.errors import TrainingError
+
+    class Call:
+        def __init__(self, answer: Any) -> None:
+            self.remote = answer
+
+    class Handle:
+        def __init__(self, shared: bool) -> None:
+            self.asked = 0
+
+            def sees(path: str, token: str) -> bool:
+                self.asked += 1
+                return shared and Path(path).read_text(encoding="utf-8") == token
+
+            self.sees = Call(sees)
+
+    class FakeRay:
+        @staticmethod
+        def get(value: Any, timeout: float | None = None) -> Any:
+            return value
+
+    good, bad = Handle(True), Handle(False)
+    check = SharedCheck(FakeRay(), tmp_path)
+    check.check([ActorSlot("cpu-0", good)], str)
+    check.check([ActorSlot("cpu-0", good)], str)
+    assert good.asked == 1 and (tmp_path / "training").is_dir()
+    with pytest.raises(TrainingError, match=r"the actor cpu-1 does not see .*ray_training = host"):
+        check.check([ActorSlot("cpu-0", good), ActorSlot("cpu-1", bad)], str)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from modules.distributed.model_transfer import Shipper, TransferError
 from modules.distributed.pool import ActorPool, ActorSlot, NoActorLeft
+from modules.distributed.training import TRAINING_KINDS, SharedCheck, check_request, on_actors, run_training
 from modules.distributed.worker import REMOTE_KINDS
 from modules.jobs.lanes import DEVICE_LANE
 from modules.jobs.model import Handler, Job, JobFailure
@@ -52,6 +53,8 @@ class RayDispatch:
         self.shipper = Shipper(started.ray.put)  # checkpoints sent through the object store (ray_model_transfer)
         self._local_lock = threading.Lock()  # the device kinds that stay here run one at a time
         self.retried = 0                      # jobs run again after their actor died
+        self.resumed = 0                      # training jobs resumed on another actor after theirs died
+        self._shared = SharedCheck(started.ray, ctx.paths.data_dir)  # ray_training = actors: the data dir is shared
 
     # -- handlers ------------------------------------------------------------------------------
     def handlers(self, local: Mapping[str, Handler]) -> Mapping[str, Handler]:
@@ -61,6 +64,8 @@ class RayDispatch:
     def handler_for(self, name: str, local: Handler) -> Handler:
         if name in REMOTE_KINDS:
             return lambda job, control: self.run_remote(job, control, local)
+        if name in TRAINING_KINDS:
+            return lambda job, control: self.run_training(job, control, local)
         return lambda job, control: self.run_local(job, control, local)
 
     def run_local(self, job: Job, control: JobControl, local: Handler) -> Any:
@@ -118,6 +123,19 @@ class RayDispatch:
         if "error" in answer:
             raise JobFailure(answer["error"])
         return unpack_result(answer["result"], output_options(self._ctx, job, job.kind))
+
+    def run_training(self, job: Job, control: JobControl, local: Handler) -> Any:
+        """A training job: on an actor with ``ray_training = actors`` (:mod:`.training`), else here."""
+        if job.request is None or not on_actors(self._ctx):
+            return self.run_local(job, control, local)
+        return run_training(self._ctx, self._ray, self.pool, self._shared, job, control, self._count_resume)
+
+    def check_training(self, request: Any) -> None:
+        """At submit: refuse a training request actors cannot run (raises TrainingError saying why)."""
+        check_request(self._ctx, request, self._shared, self.pool)
+
+    def _count_resume(self) -> None:
+        self.resumed += 1
 
     def _checkpoint_of(self, request: Any) -> str | None:
         """The checkpoint a request runs on: its own, else the studio's loaded one, else the setting's."""

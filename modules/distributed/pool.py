@@ -78,6 +78,12 @@ class ActorPool:
                 slot.jobs += 1
             self._cond.notify_all()
 
+    def add(self, slot: ActorSlot) -> None:
+        """A new actor (one started to take a dead one's place) joins the pool."""
+        with self._cond:
+            self._slots.append(slot)
+            self._cond.notify_all()
+
     def mark_dead(self, slot: ActorSlot, reason: str) -> None:
         with self._cond:
             slot.alive, slot.died, slot.job = False, reason, None

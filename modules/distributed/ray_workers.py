@@ -50,6 +50,8 @@ def worker_argv(ctx: "AppContext", cpu: bool) -> list[str]:
         argv += ["--ckpt-dir", str(flags.ckpt_dir.resolve())]
     if flags.lora_dir is not None:
         argv += ["--lora-dir", str(flags.lora_dir.resolve())]
+    for folder in flags.allowed_dirs:  # training datasets and batch folders outside the data dir
+        argv += ["--allowed-dir", str(folder)]
     for name in ("no_half", "lowvram", "medvram", "allow_pickle", "offline"):
         if getattr(flags, name):
             argv.append("--" + name.replace("_", "-"))

@@ -171,6 +171,43 @@ class StudioWorker:
                 self._job_id, self._control = None, None
                 self._jobs += 1
 
+    def train(self, job_id: str, kind: str, request_json: str, settings_json: str) -> dict[str, Any]:
+        """Run (or resume) a training job against its session folder in the shared data dir, with the studio's
+        settings; ``{"result": the kind's result}``, or ``{"error": message}`` (:mod:`.training`)."""
+        from modules.jobs.model import Job
+        from modules.jobs.progress import JobControl
+
+        if kind != "train_lora":
+            return {"error": f"a Ray actor does not run {kind!r} jobs"}
+        from modules.training.lora.job import USER_ERRORS, run
+        from modules.training.lora.request import TrainLoraRequest
+
+        job = Job(id=job_id, kind=kind, request=TrainLoraRequest.model_validate_json(request_json))
+        control = JobControl()
+        with self._lock:
+            if self._job_id is not None:
+                return {"error": f"actor {self.name} is busy with job {self._job_id}"}
+            self._job_id, self._control = job_id, control
+            for how in self._early.pop(job_id, ()):
+                _event(control, how).set()
+        try:
+            self._ctx.settings.replace(settings_json)
+            return {"result": run(self._ctx, job, control)}
+        except USER_ERRORS as exc:
+            return {"error": str(exc)}
+        finally:
+            with self._lock:
+                self._job_id, self._control = None, None
+                self._jobs += 1
+
+    def sees(self, path: str, token: str) -> bool:
+        """Whether ``path`` holds ``token`` on this actor's node (the studio's shared data dir check)."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().strip() == token
+        except (OSError, UnicodeDecodeError):
+            return False
+
     def _fetch(self, shipment: dict[str, Any]) -> Any:
         """The shipped checkpoint's path in this node's cache, fetched from the object store when missing."""
         import ray  # an actor runs under Ray; the module itself stays free of it

@@ -48,6 +48,9 @@ def precheck(ctx: "AppContext", req: TrainLoraRequest) -> None:
         raise TrainingError("no base checkpoint: name one (checkpoint) or load one first")
     if req.checkpoint:
         check_family(ctx.models.resolve(req.checkpoint).path, ctx.flags.allow_pickle)
+    cluster = getattr(ctx, "cluster", None)
+    if cluster is not None:  # --ray: with ray_training = actors, what an actor cannot run is refused here
+        cluster.check_training(req)
     if req.devices != "single":
         from modules.training.distributed import plan
 
