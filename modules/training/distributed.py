@@ -86,10 +86,11 @@ def plan(devices: str, gpu_count: int | None = None) -> Launch | None:
 
 
 class Group:
-    """This process's place among the workers, and the collectives the trainer needs (over the default group)."""
+    """This process's place among the workers, and the collectives the trainer needs (over the default group).
+    ``device``: where the collectives' small tensors go (NCCL reduces CUDA tensors only)."""
 
-    def __init__(self, rank: int, world_size: int) -> None:
-        self.rank, self.world_size = rank, world_size
+    def __init__(self, rank: int, world_size: int, device: str = "cpu") -> None:
+        self.rank, self.world_size, self.device = rank, world_size, device
 
     @property
     def lead(self) -> bool:
@@ -119,7 +120,7 @@ class Group:
         import torch
         import torch.distributed as dist
 
-        tensor = torch.tensor([float(value)], dtype=torch.float64)
+        tensor = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor)
         return float(tensor.item()) / self.world_size
 
@@ -128,7 +129,7 @@ class Group:
         import torch
         import torch.distributed as dist
 
-        tensor = torch.tensor([1 if flag else 0], dtype=torch.int64)
+        tensor = torch.tensor([1 if flag else 0], dtype=torch.int64, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item())
 
@@ -137,8 +138,9 @@ class Group:
         import torch
         import torch.distributed as dist
 
-        parts = [torch.zeros_like(index) for _ in range(self.world_size)]
-        dist.all_gather(parts, index.contiguous())
+        mine = index.to(self.device).contiguous()
+        parts = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(parts, mine)
         return [p.tolist() for p in parts]
 
 
@@ -331,7 +333,7 @@ def worker(rank: int, launch: Launch, address: str, spec: WorkerSpec, messages: 
         model.pipeline.set_progress_bar_config(disable=True)
         size = spec.size or model.native_size[0]
         images = load_dataset(spec.dataset, list(spec.roots), size, spec.req.instance_prompt)
-        group = Group(rank, launch.world_size)
+        group = Group(rank, launch.world_size, launch.device(rank))
         session = Session(spec.session_folder) if group.lead else FollowerSession(spec.session_folder)
         control = WorkerControl(rank, messages, stop, pause)
         outcome = train(spec.req, model, images, session, control, group=group)
