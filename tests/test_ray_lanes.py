@@ -229,6 +229,18 @@ def test_training_on_actors_resumes_on_another_actor_when_its_actor_dies(ray_stu
         assert max(float((got[k] - expected[k]).abs().max()) for k in got) <= 1e-6
         ray.get(spare.state.remote(), timeout=120)
         ctx.cluster.pool.add(ActorSlot("cpu-2", spare, "1 CPU"))
+        # a cancel reaches the actor training that job, which stops and keeps its last checkpoint
+        stopped_req = base.model_copy(update={"name": "ray-cancelled", "steps": 200})
+        stopped_session = Session.for_request(ctx.paths.data_dir, stopped_req)
+        stopped = submit_job(ctx, stopped_req, owner="t")
+        while (stopped_session.saved_step() or 0) < 2:
+            assert time.time() < deadline + 60 and not stopped.done.is_set(), stopped.error
+            time.sleep(0.01)
+        assert ctx.queue.cancel(stopped.id)
+        ctx.queue.wait(stopped.id, 60)
+        assert stopped.state is JobState.CANCELLED
+        assert stopped_session.state_file.is_file() and 2 <= stopped_session.saved_step() < 200
+        assert sum(s.alive for s in ctx.cluster.pool.slots) == 2  # no actor was lost to the cancel
     finally:
         ctx.settings.update({"ray_training": "host"})
 
