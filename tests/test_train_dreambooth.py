@@ -140,6 +140,15 @@ def test_the_export_loads_with_the_trained_weights(tiny_model, model_cache_dir, 
         trained, back = getattr(model.pipeline, name).state_dict(), getattr(loaded.pipeline, name).state_dict()
         assert set(back) <= set(trained) and len(back) >= len(trained) - 1, name
         assert max(float((trained[k] - back[k]).abs().max()) for k in back) == 0.0, name
+    # the diffusers folder, made from that file by the converter: the same trained weights
+    from modules.training.dreambooth.export import diffusers_folder_for, write_diffusers
+
+    folder = write_diffusers(diffusers_folder_for(path), path, cache_dir=model_cache_dir, dtype="float32",
+                             metadata={"atelier_recipe": req.model_dump(mode="json")})
+    assert folder.name == "export-diffusers" and (folder / "model_index.json").is_file()
+    again = load_model(folder, LoadOptions(cache_dir=model_cache_dir))
+    trained, back = model.pipeline.unet.state_dict(), again.pipeline.unet.state_dict()
+    assert set(back) == set(trained) and max(float((trained[k] - back[k]).abs().max()) for k in back) == 0.0
 
 
 def test_refusals_are_clear() -> None:
