@@ -329,7 +329,10 @@ def worker(rank: int, launch: Launch, address: str, spec: WorkerSpec, messages: 
 
         if launch.device_type == "cuda":
             torch.cuda.set_device(rank)
-        model = load_model(spec.checkpoint, dataclasses.replace(spec.load_options, device=launch.device(rank)))
+        options = dataclasses.replace(spec.load_options, device=launch.device(rank))
+        if launch.device_type == "cpu":  # cpu:N on a GPU machine: the studio's options may say float16
+            options = dataclasses.replace(options, dtype="float32")
+        model = load_model(spec.checkpoint, options)
         model.pipeline.set_progress_bar_config(disable=True)
         size = spec.size or model.native_size[0]
         images = load_dataset(spec.dataset, list(spec.roots), size, spec.req.instance_prompt)
