@@ -3,9 +3,10 @@
 The request's ``devices`` picks the launch (:func:`plan`): ``single`` (the default: the job's own process, one
 device), ``all`` (one process per visible CUDA GPU, NCCL), ``gpu:N`` (the first N GPUs) or ``cpu:N`` (N CPU
 processes joined by gloo: no speed-up on a laptop, but the same code path, which the tests run). The
-``train_lora`` job stays the one queued job: its ``run`` starts the workers (:func:`run_lora`, the ``spawn``
-forkserver start method), relays their progress to the job's :class:`~modules.jobs.progress.JobControl` (steps, loss,
-ETA) and passes stop and pause on to them; a worker's error fails the job with its message.
+``train_lora`` job stays the one queued job: its ``run`` starts the workers (:func:`run_lora`, the
+``forkserver`` start method), relays their progress to the job's :class:`~modules.jobs.progress.JobControl`
+(steps, loss, ETA) and passes stop and pause on to them; a worker's error fails the job with its message, and
+the workers end when the studio dies (the job is then offered to resume, as any training job).
 
 Data parallel, deterministic, exactly resumable: at step ``s`` the global batch ``batch_size x world`` is drawn
 from the generator seeded by (seed, s), as one process would draw it, and rank ``r`` takes its ``r``-th slice
