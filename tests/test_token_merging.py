@@ -110,7 +110,13 @@ def test_job_writes_the_infotext_and_is_refused_on_onnx(studio_factory) -> None:
     from modules.jobs.model import JobState
     from modules.jobs.submit import submit_job
 
-    ctx = studio_factory(("--nowebui",)).ctx
+    server = studio_factory(("--nowebui",))
+    ctx = server.ctx
+    with server.client() as client:  # an A1111 client's override_settings: applied and written like A1111
+        answer = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64,
+                                                        "override_settings": {"token_merging_ratio": 0.3}})
+    info = answer.json()["info"]
+    assert answer.status_code == 200 and "Token merging ratio: 0.3" in info and "token_merging" not in info
     ctx.settings.update({"token_merging_ratio": 0.5})
     req = Txt2ImgRequest(prompt="x", steps=1, width=64, height=64, seed=1, sampler_name="Euler", enable_hr=True,
                          hr_scale=1.5, token_merging_ratio_hr=0.3, hr_upscaler="Latent")
