@@ -8,6 +8,8 @@
   backend that can do what the request asks (LoRA, ControlNet), never a silent fall-back;
 * :mod:`.quantize`, :mod:`.compile`, :mod:`.tuning` -- the PyTorch backend's int8 quantization (torchao) and
   ``torch.compile`` of the denoiser, applied at load by the model manager, refused on exported graphs;
+* :mod:`.token_merging` -- token merging (ToMe) per pipeline call through the UNet's attention processors
+  (``token_merging_ratio`` settings and request fields), refused on exported graphs;
 * :mod:`.memory` -- memory modes and the peak memory of a job; :mod:`.status` -- what the page and
   ``/sdapi/v1/memory`` say (device, a model's backend, memory mode, the last job's memory line).
 
