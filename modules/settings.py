@@ -144,7 +144,7 @@ class Settings(BaseModel):
                     "path) or object_store (sent once through Ray's object store into each node's cache)")
     ray_training: Literal["host", "actors"] = Field(
         "host", json_schema_extra={"section": "System"},
-        description="With --ray, where LoRA training runs: host (the studio's own device) or actors (a Ray actor; "
+        description="With --ray, where LoRA and embedding training run: host (the studio's own device) or actors (a Ray actor; "
                     "needs the data dir at the same path on every node, checked at submit)")
 
     @property

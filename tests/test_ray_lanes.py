@@ -241,6 +241,16 @@ def test_training_on_actors_resumes_on_another_actor_when_its_actor_dies(ray_stu
         assert stopped.state is JobState.CANCELLED
         assert stopped_session.state_file.is_file() and 2 <= stopped_session.saved_step() < 200
         assert sum(s.alive for s in ctx.cluster.pool.slots) == 2  # no actor was lost to the cancel
+        # textual inversion goes the same way
+        from modules.training.embedding_request import TrainEmbeddingRequest
+
+        served = sum(s.jobs for s in ctx.cluster.pool.slots)
+        embedding = submit_job(ctx, TrainEmbeddingRequest(name="ray-word", dataset="train/ray", checkpoint=_first(
+            ray_studio), steps=2, resolution=64), owner="t")
+        ctx.queue.wait(embedding.id, 60)
+        assert embedding.state is JobState.SUCCEEDED, embedding.error
+        assert embedding.result["steps"] == 2 and (ctx.paths.embeddings_dir / "ray-word.safetensors").is_file()
+        assert sum(s.jobs for s in ctx.cluster.pool.slots) == served + 1
     finally:
         ctx.settings.update({"ray_training": "host"})
 

@@ -1,6 +1,6 @@
 """Training jobs on Ray actors (``--ray`` with the setting ``ray_training = actors``; docs/scaling.md).
 
-The studio sends a ``train_lora`` job's typed request to a free actor, which trains against the job's
+The studio sends a ``train_lora`` (or ``train_embedding``) job's typed request to a free actor, which trains against the job's
 session folder in the data dir: a path every node must share (checked at submit, :func:`check_shared`). The
 studio follows the actor's progress (steps, loss, sample images written into the session folder) as a
 generation's, and passes cancel and interrupt to that actor only (the trainer saves the session when it
@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: the training kinds an actor runs with ``ray_training = actors``
-TRAINING_KINDS = ("train_lora",)
+#: the training kinds an actor runs with ``ray_training = actors``, and the module declaring each (its ``KINDS``)
+TRAINING_MODULES = {"train_lora": "modules.training.lora.job", "train_embedding": "modules.training.embedding_job"}
+TRAINING_KINDS = tuple(TRAINING_MODULES)
 POLL_SECONDS = 0.2
 CALL_TIMEOUT = 10.0
 #: what the studio writes into the data dir for the actors to read back (the shared-path check)
@@ -36,6 +37,14 @@ MARKER = ".ray-shared-check"
 
 class TrainingActorDied(Exception):
     """The actor running a training job died."""
+
+
+def kind_of(name: str) -> Any:
+    """The :class:`~modules.jobs.kinds.JobKind` of training kind ``name`` (for an actor, which has no registry)."""
+    import importlib
+
+    module = importlib.import_module(TRAINING_MODULES[name])
+    return next(kind for kind in module.KINDS if kind.name == name)
 
 
 def on_actors(ctx: "AppContext") -> bool:
@@ -85,8 +94,6 @@ def check_request(ctx: "AppContext", request: Any, shared: SharedCheck, pool: Ac
 def run_training(ctx: "AppContext", ray: Any, pool: ActorPool, shared: SharedCheck, job: Job,
                  control: "JobControl", on_resume: Callable[[], None]) -> Any:
     """Run a training job on an actor; once more on another (resuming its session) when that one dies."""
-    from modules.training.lora.session import Session
-
     request = job.request
     try:
         check_request(ctx, request, shared, pool)
@@ -98,7 +105,6 @@ def run_training(ctx: "AppContext", ray: Any, pool: ActorPool, shared: SharedChe
         settings = settings.model_copy(update={"sd_model_checkpoint": ctx.catalog.title(ctx.models.active.info)})
     settings_json = settings.model_dump_json()
     request_json = request.model_dump_json()
-    session = Session(ctx.paths.data_dir / "training" / "lora" / request.name)
     deaths: list[str] = []
     while True:
         control.progress.text = "waiting for a Ray actor"
@@ -107,7 +113,7 @@ def run_training(ctx: "AppContext", ray: Any, pool: ActorPool, shared: SharedChe
         except NoActorLeft as exc:
             raise JobFailure(f"{exc}{'; ' + deaths[-1] if deaths else ''}") from None
         if slot is None:  # stopped before an actor was free: the session is as it was
-            return {"name": request.name, "stopped": True, "steps": session.saved_step() or 0, "of": request.steps,
+            return {"name": request.name, "stopped": True, "of": request.steps,
                     "note": "stopped before it started: submit the same request to resume from the last saved step"}
         held = slot.checkpoint  # training loads its own copy: the actor's generation model stays as it was
         try:
@@ -120,9 +126,7 @@ def run_training(ctx: "AppContext", ray: Any, pool: ActorPool, shared: SharedChe
             if len(deaths) > 1:
                 raise JobFailure(f"{reason} (it had already been resumed once after {deaths[0]})") from None
             on_resume()
-            saved = session.saved_step()
-            control.progress.text = (f"{reason}; resuming on another actor from "
-                                     f"{f'step {saved}' if saved else 'the start (no checkpoint yet)'}")
+            control.progress.text = f"{reason}; resuming on another actor from its session's last checkpoint"
             continue
         finally:
             pool.release(slot, held)

@@ -174,15 +174,14 @@ class StudioWorker:
     def train(self, job_id: str, kind: str, request_json: str, settings_json: str) -> dict[str, Any]:
         """Run (or resume) a training job against its session folder in the shared data dir, with the studio's
         settings; ``{"result": the kind's result}``, or ``{"error": message}`` (:mod:`.training`)."""
+        from modules.distributed.training import TRAINING_KINDS, kind_of
         from modules.jobs.model import Job
         from modules.jobs.progress import JobControl
 
-        if kind != "train_lora":
+        if kind not in TRAINING_KINDS:
             return {"error": f"a Ray actor does not run {kind!r} jobs"}
-        from modules.training.lora.job import USER_ERRORS, run
-        from modules.training.lora.request import TrainLoraRequest
-
-        job = Job(id=job_id, kind=kind, request=TrainLoraRequest.model_validate_json(request_json))
+        spec = kind_of(kind)
+        job = Job(id=job_id, kind=kind, request=spec.request.model_validate_json(request_json))
         control = JobControl()
         with self._lock:
             if self._job_id is not None:
@@ -192,8 +191,8 @@ class StudioWorker:
                 _event(control, how).set()
         try:
             self._ctx.settings.replace(settings_json)
-            return {"result": run(self._ctx, job, control)}
-        except USER_ERRORS as exc:
+            return {"result": spec.run(self._ctx, job, control)}
+        except spec.user_errors as exc:
             return {"error": str(exc)}
         finally:
             with self._lock:

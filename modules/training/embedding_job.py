@@ -62,6 +62,9 @@ def precheck(ctx: "AppContext", req: TrainEmbeddingRequest) -> None:
         raise TrainingError("no base checkpoint: name one (checkpoint) or load one first")
     if req.checkpoint:
         ctx.models.resolve(req.checkpoint)
+    cluster = getattr(ctx, "cluster", None)
+    if cluster is not None:  # --ray: with ray_training = actors, what an actor cannot run is refused here
+        cluster.check_training(req)
 
 
 def _initial(ctx: "AppContext", req: TrainEmbeddingRequest, model: Any) -> Any:
