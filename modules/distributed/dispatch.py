@@ -8,6 +8,8 @@ saves the images the actor sends back with the job's output options. An actor th
 marked dead and the job runs again first on another actor, once; a second death fails it with the reason.
 Other device kinds (and generations with scripts, which run in the studio's script host) run here, one
 at a time.
+Training kinds go to an actor with ``ray_training = actors`` (:mod:`.training`: a dead actor's job resumes
+from its session's last checkpoint on another), else run here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """What one Ray actor is: a minimal studio of its own (model manager, add-ons, runners) on the same
-data dir path, that runs the generations the studio sends it and answers how far they are.
+data dir path, that runs the generations (and, with ``ray_training = actors``, the training jobs: :mod:`.training`)
+the studio sends it and answers how far they are.
 
 A plain class (:mod:`.ray_workers` makes it an actor), so it holds no Ray import. It builds no queue and
 no job store: the studio's SQLite queue stays the only one, and the actor never writes images (it sends
