@@ -266,11 +266,16 @@ def test_the_memory_route_shows_the_loaded_slots_and_the_budget(manager: FakeMod
     manager.ensure_loaded("base")
     manager.slots.put("controlnet:canny", blob(1000))
     router = APIRouter()
-    add_listing_routes(router, SimpleNamespace(models=manager))  # type: ignore[arg-type] - the route reads models only
+    from modules.flags import parse_flags
+    from modules.settings import Settings
+
+    studio = SimpleNamespace(models=manager, flags=parse_flags([]), settings=SimpleNamespace(current=Settings()))
+    add_listing_routes(router, studio)  # type: ignore[arg-type] - the route reads models, flags and settings
     app = FastAPI()
     app.include_router(router, prefix="/sdapi/v1")
     body = TestClient(app).get("/sdapi/v1/memory").json()
     assert "ram" in body and "cuda" in body  # A1111's fields are unchanged
+    assert body["device"] and body["memory_mode"]  # torch is loaded here: the device and memory mode in force
     assert body["models"]["budget"] == 4000 and body["models"]["used"] == 3000
     assert [(s["name"], s["bytes"]) for s in body["models"]["slots"]] == [(CHECKPOINT_SLOT, 2000),
                                                                           ("controlnet:canny", 1000)]

@@ -49,7 +49,8 @@ def build_classify_tab(ctx: "AppContext", image: Any, follow: Callable[..., Iter
                                  elem_id="understand_classify_precision")
             top_k = gr.Slider(1, 20, value=5, step=1, label="Top k (per group for grouped labels)", scale=2,
                               elem_id="understand_classify_top_k")
-        int8_info = gr.Markdown(page.int8_note(ctx, first) if first else "", elem_id="understand_classify_int8_note")
+        int8_info = gr.Markdown(page.int8_note(ctx, first, hash_now=False) if first else "",
+                                elem_id="understand_classify_int8_note")
         run = gr.Button("Classify", variant="primary", elem_id="understand_classify_run")
         status = gr.HTML("", elem_id="understand_classify_status")
         table = gr.Dataframe(headers=page.TABLE_COLUMNS, value=None, interactive=False, wrap=True,

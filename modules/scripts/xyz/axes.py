@@ -187,6 +187,7 @@ AXES: tuple[Axis, ...] = (
     _refused("Face restore", "str", "face restoration is not available"),
     Axis("Token merging ratio", "float", field("token_merging_ratio")),
     Axis("Token merging ratio high-res", "float", field("token_merging_ratio_hr"), tab="txt2img", needs=HIRES),
+    _refused("Token merging ratio high-res", "float", "img2img has no hires pass", tab="img2img"),  # A1111: both tabs
     _refused("Always discard next-to-last sigma", "str", _SAMPLER_KNOBS),
     _refused("SGM noise multiplier", "str", "the SGM noise multiplier is not available"),
     Axis("Refiner checkpoint", "str", field("refiner_checkpoint"), fmt="path", cost=1.0, choices="refiners"),

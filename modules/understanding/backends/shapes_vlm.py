@@ -105,17 +105,23 @@ def yes_no_labels(question: str) -> dict[str, str] | None:
     return named or None
 
 
+def shapes_vlm_present(ctx: "AppContext") -> bool:
+    """Whether the shapes VLM's folder is installed (a listing: nothing is opened or imported)."""
+    svc = getattr(ctx, "understanding", None)
+    return svc is not None and f"local:{SHAPES_VLM}" in svc.local_models()
+
+
 def installed_shapes_vlm(ctx: "AppContext") -> ShapesVLMBackend | None:
     """The shapes VLM as the studio opens it (its ``vlm`` model slot, the memory budget), or None if missing."""
-    svc = getattr(ctx, "understanding", None)
-    if svc is None or f"local:{SHAPES_VLM}" not in svc.local_models():
+    if not shapes_vlm_present(ctx):
         return None
-    return ShapesVLMBackend(svc.local(SHAPES_VLM))
+    return ShapesVLMBackend(ctx.understanding.local(SHAPES_VLM))
 
 
 def default_ready(ctx: "AppContext") -> bool:
-    """Whether the offline default can answer: the shapes VLM or, failing that, the shapes classifier."""
-    return installed_shapes_vlm(ctx) is not None or ctx.interrogator.find() is not None
+    """Whether the offline default can answer: the shapes VLM or, failing that, the shapes classifier (answered
+    from listings, so building the page imports no model library)."""
+    return shapes_vlm_present(ctx) or ctx.interrogator.find() is not None
 
 
 def default_backend(ctx: "AppContext") -> tuple["VisionBackend", str]:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from modules.understanding.classify.job import ClassifyRequest, ClassifyResult
 
 TABLE_COLUMNS = ["Image", "Rank", "Label", "Score"]
+NO_CHECK = "No INT8 check yet for this model: run one below on your own images before choosing INT8."
 
 
 def model_choices(ctx: "AppContext") -> list[str]:
@@ -23,17 +24,23 @@ def model_choices(ctx: "AppContext") -> list[str]:
     return list_image_models(ctx)
 
 
-def int8_note(ctx: "AppContext", name: str | None) -> str:
-    """What the page says about a model's INT8 export: its last check's figures, or that there is none."""
+def int8_note(ctx: "AppContext", name: str | None, *, hash_now: bool = True) -> str:
+    """What the page says about a model's INT8 export: its last check's figures, or that there is none.
+    ``hash_now`` False (building the page): only a hash already known is used, so start-up reads no weights (a
+    model never hashed has no check on record: the hash cache outlives restarts)."""
     from modules.understanding.classify.int8 import read_record
-    from modules.understanding.image_models import ImageModelError, find_image_model, model_id_of
+    from modules.understanding.image_models import ImageModelError, find_image_model, model_id_of, weights_file
 
     try:
-        record = read_record(ctx, model_id_of(ctx, find_image_model(ctx, name)))
+        folder = find_image_model(ctx, name)
+        weights = weights_file(folder)
+        if not hash_now and (weights is None or ctx.hashes.cached_sha256(weights) is None):
+            return NO_CHECK
+        record = read_record(ctx, model_id_of(ctx, folder))
     except ImageModelError as exc:
         return str(exc)
     if record is None:
-        return "No INT8 check yet for this model: run one below on your own images before choosing INT8."
+        return NO_CHECK
     return record.summary()
 
 
