@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modules.training.lora.request import clean_sample_prompts
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,79}$")
 
 TextEncoderMode = Literal["off", "together", "two_stage"]
@@ -94,10 +96,7 @@ class TrainDreamboothRequest(BaseModel):
     @field_validator("sample_prompts")
     @classmethod
     def _prompts(cls, value: list[str]) -> list[str]:
-        cleaned = [p.strip() for p in value if p and p.strip()]
-        if any(len(p) > 500 for p in cleaned):
-            raise ValueError("sample_prompts: each prompt at most 500 characters")
-        return cleaned
+        return clean_sample_prompts(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainDreamboothRequest":

@@ -12,6 +12,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,79}$")
 DEVICES_PATTERN = r"^(single|all|(gpu|cpu):([1-9][0-9]?))$"
 
 
+def clean_sample_prompts(value: list[str]) -> list[str]:
+    """A training request's sample prompts: blank ones dropped, each stripped and at most 500 characters."""
+    cleaned = [p.strip() for p in value if p and p.strip()]
+    if any(len(p) > 500 for p in cleaned):
+        raise ValueError("sample_prompts: each prompt at most 500 characters")
+    return cleaned
+
+
 class TrainLoraRequest(BaseModel):
     """Teach a checkpoint's UNet a subject or style from a folder of images, as a LoRA."""
 
@@ -52,10 +60,7 @@ class TrainLoraRequest(BaseModel):
     @field_validator("sample_prompts")
     @classmethod
     def _prompts(cls, value: list[str]) -> list[str]:
-        cleaned = [p.strip() for p in value if p and p.strip()]
-        if any(len(p) > 500 for p in cleaned):
-            raise ValueError("sample_prompts: each prompt at most 500 characters")
-        return cleaned
+        return clean_sample_prompts(value)
 
     @model_validator(mode="after")
     def _text_encoder_lr_needs_training(self) -> "TrainLoraRequest":
