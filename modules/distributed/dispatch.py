@@ -3,9 +3,10 @@
 One worker thread of the device lane per actor (:meth:`~modules.jobs.queue.JobQueue.set_lane_width`), so
 the queue's fairness picks each job as ever. A txt2img or img2img job goes to a free actor
 (:class:`~modules.distributed.pool.ActorPool`: model affinity); its worker thread polls the actor's
-progress and preview every :data:`POLL_SECONDS`, passes cancel, interrupt and skip to that actor only, and
-saves the images the actor sends back with the job's output options. An actor that dies mid-job is
-marked dead and the job runs again first on another actor, once; a second death fails it with the reason.
+progress and preview every :data:`~modules.distributed.follow.POLL_SECONDS`, passes cancel, interrupt and
+skip to that actor only (:func:`~modules.distributed.follow.follow_call`), and saves the images the actor
+sends back with the job's output options. An actor that dies mid-job is marked dead and the job runs again
+first on another actor, once; a second death fails it with the reason.
 Other device kinds (and generations with scripts, which run in the studio's script host) run here, one
 at a time.
 Training kinds go to an actor with ``ray_training = actors`` (:mod:`.training`: a dead actor's job resumes
@@ -17,8 +18,9 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
+from modules.distributed.follow import CALL_TIMEOUT, follow_call, short
 from modules.distributed.model_transfer import Shipper, TransferError
 from modules.distributed.pool import ActorPool, ActorSlot, NoActorLeft
 from modules.distributed.training import TRAINING_KINDS, SharedCheck, check_request, on_actors, run_training
@@ -34,9 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.2
-#: what an actor's progress or state call may take before it is asked again (a busy CPU actor answers late)
-CALL_TIMEOUT = 10.0
 DEFAULT_CHECKPOINT = "(default)"
 
 
@@ -163,34 +162,11 @@ class RayDispatch:
     def _follow(self, slot: ActorSlot, job: Job, control: JobControl, request_json: str,
                 shipment: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run ``job`` on ``slot``'s actor: poll its progress, pass stops on; its answer (raises ActorDied)."""
-        ray = self._ray
-        exceptions = ray.exceptions
         preview_every = getattr(control, "preview_every", 1)
         pending = slot.handle.run.remote(job.id, job.kind, request_json, preview_every, job.keep_outputs,
                                          self._ctx.settings.current.model_dump_json(), shipment)
-        sent: set[str] = set()
-        mirror = _ProgressMirror(control)
-        while True:
-            try:
-                ready, _ = ray.wait([pending], timeout=POLL_SECONDS)
-                if ready:
-                    return ray.get(ready[0])
-                for how, event in (("cancel", control.cancel_event), ("interrupt", control.interrupt_event)):
-                    if event.is_set() and how not in sent:
-                        slot.handle.stop.remote(job.id, how)
-                        sent.add(how)
-                if control.skip_event.is_set():
-                    control.skip_event.clear()
-                    slot.handle.stop.remote(job.id, "skip")
-                progress = ray.get(slot.handle.progress.remote(job.id), timeout=CALL_TIMEOUT)
-                if progress is not None:
-                    mirror.update(progress)
-            except exceptions.GetTimeoutError:
-                continue
-            except exceptions.RayActorError as exc:
-                raise ActorDied(_short(exc)) from None
-            except exceptions.RayTaskError as exc:  # a bug on the actor: the job fails with its reason
-                raise RuntimeError(f"on Ray actor {slot.name}: {_short(exc)}") from None
+        return follow_call(self._ray, slot, job.id, pending, control, _ProgressMirror(control).update,
+                           died=ActorDied, pass_skip=True)
 
     # -- operations ----------------------------------------------------------------------------
     @property
@@ -209,7 +185,7 @@ class RayDispatch:
                     row.update(self._ray.get(slot.handle.state.remote(), timeout=CALL_TIMEOUT))
                     row["job"] = slot.job
                 except Exception as exc:  # noqa: BLE001 - a busy or lost actor is shown as such
-                    row["error"] = _short(exc)
+                    row["error"] = short(exc)
             else:
                 row["error"] = slot.died
             rows.append(row)
@@ -288,8 +264,3 @@ def start_dispatch(ctx: "AppContext") -> RayDispatch:
     dispatch = RayDispatch(ctx, started)
     ctx.queue.set_lane_width(DEVICE_LANE, len(started.actors))
     return dispatch
-
-
-def _short(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(exc).__name__

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modules.distributed.errors import RayStartError
+from modules.distributed.follow import short
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -189,11 +190,6 @@ def start_actors(ctx: "AppContext") -> Started:
             ray.kill(handle)
         if owns:
             ray.shutdown()
-        raise RayStartError(f"the Ray actors did not start: {_short(exc)}") from None
+        raise RayStartError(f"the Ray actors did not start: {short(exc)}") from None
     log.info("Ray: %d actors ready (%s)", len(actors), ", ".join(name for name, _, _ in actors))
     return Started(ray=ray, actors=actors, owns_ray=owns)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__

@@ -16,6 +16,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any, Callable
 
+from modules.distributed.follow import CALL_TIMEOUT, follow_call
 from modules.distributed.pool import ActorPool, ActorSlot, NoActorLeft
 from modules.jobs.model import Job, JobFailure
 from modules.training.lora.errors import TrainingError
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 #: the training kinds an actor runs with ``ray_training = actors``, and the module declaring each (its ``KINDS``)
 TRAINING_MODULES = {"train_lora": "modules.training.lora.job", "train_embedding": "modules.training.embedding_job"}
 TRAINING_KINDS = tuple(TRAINING_MODULES)
-POLL_SECONDS = 0.2
-CALL_TIMEOUT = 10.0
 #: what the studio writes into the data dir for the actors to read back (the shared-path check)
 MARKER = ".ray-shared-check"
 
@@ -142,36 +141,16 @@ def run_training(ctx: "AppContext", ray: Any, pool: ActorPool, shared: SharedChe
 def _follow(ray: Any, slot: ActorSlot, job: Job, control: "JobControl", request_json: str,
             settings_json: str) -> dict[str, Any]:
     """Run the training on ``slot``'s actor: copy its progress, pass stops on; its answer."""
-    exceptions = ray.exceptions
     pending = slot.handle.train.remote(job.id, job.kind, request_json, settings_json)
-    sent: set[str] = set()
-    shape: int | None = None
-    while True:
-        try:
-            ready, _ = ray.wait([pending], timeout=POLL_SECONDS)
-            if ready:
-                return ray.get(ready[0])
-            for how, event in (("cancel", control.cancel_event), ("interrupt", control.interrupt_event)):
-                if event.is_set() and how not in sent:
-                    slot.handle.stop.remote(job.id, how)
-                    sent.add(how)
-            progress = ray.get(slot.handle.progress.remote(job.id), timeout=CALL_TIMEOUT)
-            if progress is None:
-                continue
-            if progress["total_steps"] != shape:
-                shape = progress["total_steps"]
-                control.begin(1, shape, text=progress["text"])
-            control.progress.text = progress["text"]
-            if progress["step"] != control.progress.step:
-                control.step(progress["step"])
-        except exceptions.GetTimeoutError:
-            continue
-        except exceptions.RayActorError as exc:
-            raise TrainingActorDied(_short(exc)) from None
-        except exceptions.RayTaskError as exc:  # a bug on the actor: the job fails with its reason
-            raise RuntimeError(f"on Ray actor {slot.name}: {_short(exc)}") from None
+    shape: list[int | None] = [None]
 
+    def mirror(progress: dict[str, Any]) -> None:
+        if progress["total_steps"] != shape[0]:
+            shape[0] = progress["total_steps"]
+            control.begin(1, shape[0], text=progress["text"])
+        control.progress.text = progress["text"]
+        if progress["step"] != control.progress.step:
+            control.step(progress["step"])
 
-def _short(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(exc).__name__
+    return follow_call(ray, slot, job.id, pending, control, mirror, died=TrainingActorDied)
+

@@ -150,12 +150,9 @@ class StudioWorker:
         job = Job(id=job_id, kind=kind, request=request, keep_outputs=keep_outputs)
         control = JobControl()
         control.preview_every = preview_every  # type: ignore[attr-defined] - read by the sampler, as submit sets it
-        with self._lock:
-            if self._job_id is not None:
-                return {"error": f"actor {self.name} is busy with job {self._job_id}"}
-            self._job_id, self._control = job_id, control
-            for how in self._early.pop(job_id, ()):
-                _event(control, how).set()
+        busy = self._claim(job_id, control)
+        if busy:
+            return {"error": busy}
         try:
             if settings_json is not None:
                 self._ctx.settings.replace(settings_json)
@@ -168,9 +165,7 @@ class StudioWorker:
         except (*GENERATION_ERRORS, TransferError) as exc:
             return {"error": str(exc)}
         finally:
-            with self._lock:
-                self._job_id, self._control = None, None
-                self._jobs += 1
+            self._release()
 
     def train(self, job_id: str, kind: str, request_json: str, settings_json: str) -> dict[str, Any]:
         """Run (or resume) a training job against its session folder in the shared data dir, with the studio's
@@ -184,21 +179,31 @@ class StudioWorker:
         spec = kind_of(kind)
         job = Job(id=job_id, kind=kind, request=spec.request.model_validate_json(request_json))
         control = JobControl()
-        with self._lock:
-            if self._job_id is not None:
-                return {"error": f"actor {self.name} is busy with job {self._job_id}"}
-            self._job_id, self._control = job_id, control
-            for how in self._early.pop(job_id, ()):
-                _event(control, how).set()
+        busy = self._claim(job_id, control)
+        if busy:
+            return {"error": busy}
         try:
             self._ctx.settings.replace(settings_json)
             return {"result": spec.run(self._ctx, job, control)}
         except spec.user_errors as exc:
             return {"error": str(exc)}
         finally:
-            with self._lock:
-                self._job_id, self._control = None, None
-                self._jobs += 1
+            self._release()
+
+    def _claim(self, job_id: str, control: Any) -> str | None:
+        """Take ``job_id`` (with the stops that reached this actor before it): None, or why this actor is busy."""
+        with self._lock:
+            if self._job_id is not None:
+                return f"actor {self.name} is busy with job {self._job_id}"
+            self._job_id, self._control = job_id, control
+            for how in self._early.pop(job_id, ()):
+                _event(control, how).set()
+        return None
+
+    def _release(self) -> None:
+        with self._lock:
+            self._job_id, self._control = None, None
+            self._jobs += 1
 
     def sees(self, path: str, token: str) -> bool:
         """Whether ``path`` holds ``token`` on this actor's node (the studio's shared data dir check)."""

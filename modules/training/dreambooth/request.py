@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from modules.training.lora.request import clean_sample_prompts
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,79}$")
+from modules.training.lora.request import clean_sample_prompts, safe_output_name
 
 TextEncoderMode = Literal["off", "together", "two_stage"]
 MixedPrecision = Literal["auto", "no", "bf16"]
@@ -76,11 +73,7 @@ class TrainDreamboothRequest(BaseModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        value = value.strip()
-        if not _NAME.match(value) or value in (".", ".."):
-            raise ValueError("name: letters, digits, space, '_', '.', '-' only (at most 80), starting with a "
-                             "letter or digit")
-        return value
+        return safe_output_name(value)
 
     @field_validator("class_prompt")
     @classmethod

@@ -12,6 +12,16 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,79}$")
 DEVICES_PATTERN = r"^(single|all|(gpu|cpu):([1-9][0-9]?))$"
 
 
+def safe_output_name(value: str) -> str:
+    """A training job's output name (its session folder and file name): stripped, and only characters that are safe
+    in a file name."""
+    value = value.strip()
+    if not _NAME.match(value) or value in (".", ".."):
+        raise ValueError("name: letters, digits, space, '_', '.', '-' only (at most 80), starting with a "
+                         "letter or digit")
+    return value
+
+
 def clean_sample_prompts(value: list[str]) -> list[str]:
     """A training request's sample prompts: blank ones dropped, each stripped and at most 500 characters."""
     cleaned = [p.strip() for p in value if p and p.strip()]
@@ -75,8 +85,4 @@ class TrainLoraRequest(BaseModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        value = value.strip()
-        if not _NAME.match(value) or value in (".", ".."):
-            raise ValueError("name: letters, digits, space, '_', '.', '-' only (at most 80), starting with a "
-                             "letter or digit")
-        return value
+        return safe_output_name(value)
