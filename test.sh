@@ -21,9 +21,8 @@ if [ -z "${ATELIER_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
 fi
 set +e
 # three worker processes on the two-core machines: about a third of the tests' time is spent waiting (on a browser,
-# a started studio, a subprocess), which a third worker fills (measured: 12:22 against 13:10 with two); the longest
-# files are handed out first (tests/conftest.py). Each test file runs whole on one worker, so its module-scoped
-# studio is never shared. ATELIER_TEST_WORKERS=0 runs everything in this process.
+# a started studio, a subprocess), which a third worker fills (measured: 12:22 against 13:10 with two). Each test
+# file runs whole on one worker, so its module-scoped studio is never shared. ATELIER_TEST_WORKERS=0 runs everything in this process.
 .venv/bin/python -m pytest -n "${ATELIER_TEST_WORKERS:-3}" --dist loadfile "$@"
 rc=$?
 set -e

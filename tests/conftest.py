@@ -96,36 +96,10 @@ def session_studio_factory(tmp_path_factory: pytest.TempPathFactory,
 SERVER_FIXTURES = frozenset({"studio_factory", "session_studio_factory"})
 
 
-#: the longest test files first (measured with ``--durations=0`` on the 2-core machine, longest first), so that the
-#: test workers (``--dist loadfile`` hands out files in collection order) do not end on a long file while the other
-#: workers sit idle; every other file follows in its usual order
-LONGEST_FIRST = (
-    "e2e/test_browser_keys.py", "test_a1111_sampling.py", "e2e/test_browser_batch.py", "e2e/test_browser_tools.py",
-    "test_ray_lanes.py", "e2e/test_browser_settings.py", "test_sampler_schedule_matrix.py",
-    "e2e/test_browser_reload.py", "e2e/test_browser_understand.py", "e2e/test_browser_extra_networks.py",
-    "test_clean_stop.py", "test_backends.py", "e2e/test_browser.py", "test_api_schemathesis.py",
-    "e2e/test_browser_look.py", "e2e/test_browser_model_files.py", "e2e/test_browser_model_library.py",
-    "e2e/test_browser_conveniences.py", "test_kill_during_save.py", "e2e/test_browser_extensions.py",
-    "test_jobs_store_damage.py", "test_api_families.py", "test_startup_storm.py", "test_model_slots.py",
-    "test_model_convert_more.py", "test_startup.py", "test_understanding_extraction.py", "test_jobs_crash.py",
-    "test_queue_resilience.py", "test_flux.py", "test_lazy_imports.py", "e2e/test_browser_controlnet.py",
-    "test_ray_transfer.py", "test_sampler_schedule_matrix_embedded.py", "test_loader.py",
-    "test_train_multiprocess.py", "test_embedded_models.py")
-
-
-def _file_rank(item: pytest.Item) -> int:
-    path = Path(str(item.fspath)).as_posix()
-    for rank, name in enumerate(LONGEST_FIRST):
-        if path.endswith("/tests/" + name):
-            return rank
-    return len(LONGEST_FIRST)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.slow)
-    items.sort(key=_file_rank)  # stable: each file's tests keep their order
 
 
 @pytest.fixture
