@@ -12,14 +12,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
+
+from modules.atomic_files import write_bytes_atomic
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -62,17 +62,6 @@ class ChatListing:
     messages: int
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class ChatStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "understanding" / "chats"
@@ -97,7 +86,7 @@ class ChatStore:
             name = f"{chat.id}-{count}.png"
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="PNG")
-            _atomic_write(self.root / name, buffer.getvalue())
+            write_bytes_atomic(self.root / name, buffer.getvalue())
             names.append(name)
         message = StoredMessage(role=role, text=text, images=names)
         chat.messages.append(message)
@@ -115,7 +104,7 @@ class ChatStore:
         path = self._path(chat.id)
         self.root.mkdir(parents=True, exist_ok=True)
         chat.updated = time.time()
-        _atomic_write(path, json.dumps(asdict(chat), ensure_ascii=False, indent=1).encode("utf-8"))
+        write_bytes_atomic(path, json.dumps(asdict(chat), ensure_ascii=False, indent=1).encode("utf-8"))
 
     def load(self, chat_id: str) -> Chat:
         path = self._path(chat_id)

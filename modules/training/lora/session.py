@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from modules.atomic_files import write_bytes_atomic
 from modules.training.lora.errors import SessionError
-
 from modules.training.lora.request import TrainLoraRequest
 
 #: request fields that may change between runs of one session (the rest must match)
@@ -75,7 +75,7 @@ class Session:
 
     def start(self, req: BaseModel) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.config_file, json.dumps(req.model_dump(mode="json"), indent=2).encode())
+        write_bytes_atomic(self.config_file, json.dumps(req.model_dump(mode="json"), indent=2).encode())
 
     def save_state(self, state: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ class Session:
 
         torch.save(state, partial)
         os.replace(partial, self.state_file)
-        _atomic_write(self.folder / "step.json", json.dumps({"step": int(state["step"])}).encode())
+        write_bytes_atomic(self.folder / "step.json", json.dumps({"step": int(state["step"])}).encode())
 
     def saved_step(self) -> int | None:
         """The step of the saved state (without reading it), or None when there is none."""
@@ -118,10 +118,4 @@ class Session:
     def truncate_log(self, step: int) -> None:
         """Drop log lines after ``step`` (steps redone after a resume are logged again, once)."""
         kept = [r for r in self.losses() if int(r.get("step", 0)) <= step]
-        _atomic_write(self.loss_file, "".join(json.dumps(r) + "\n" for r in kept).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+        write_bytes_atomic(self.loss_file, "".join(json.dumps(r) + "\n" for r in kept).encode())

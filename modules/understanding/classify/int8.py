@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from modules.atomic_files import write_bytes_atomic
 from modules.understanding.image_models import ImageModelError, label_groups, top1_keys
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def read_record(ctx: "AppContext", model_id: str) -> AgreementRecord | None:
 
 
 def write_record(folder: Path, record: AgreementRecord) -> None:
-    _atomic_write(folder / RECORD, json.dumps(asdict(record), indent=2).encode("utf-8"))
+    write_bytes_atomic(folder / RECORD, json.dumps(asdict(record), indent=2).encode("utf-8"))
 
 
 def require_passed(ctx: "AppContext", model_id: str) -> AgreementRecord:
@@ -96,18 +96,6 @@ def require_passed(ctx: "AppContext", model_id: str) -> AgreementRecord:
     if not (export_dir(ctx, model_id) / INT8_ONNX).is_file():
         raise Int8Refused(f"the INT8 export of {name} is missing from the data dir: run the agreement check again")
     return record
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def export_onnx(model: "ImageModel", path: Path) -> Path:
